@@ -1,0 +1,71 @@
+# pgflow — top-level tasks.  `make help` lists them.
+#
+# Every target that needs something installs it when missing: Debian packages
+# (PostgreSQL 15 server, pgTAP, pg_prove) through apt when run as root, and a
+# virtualenv in .venv with the Python package and its test extras.
+
+SHELL       := /bin/bash
+PG_CONFIG   ?= pg_config
+PYTHON      ?= python3
+VENV        ?= .venv
+PY          := $(VENV)/bin/python
+CLUSTER     := $(PY) -m pgflow.cluster run --reuse-env --
+APT_PKGS    := postgresql-15 postgresql-client-15 postgresql-15-pgtap pgtap
+PGTAP_FILES  = $(shell find tests/pgtap -name '*.test.sql' | sort)
+
+.DEFAULT_GOAL := help
+.PHONY: help prereqs venv build install test check-db test-sql test-py lint demo clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
+
+prereqs: ## install missing Debian packages (PostgreSQL 15, pgTAP, pg_prove)
+	@missing=""; \
+	command -v $(PG_CONFIG) >/dev/null && [ -x "$$($(PG_CONFIG) --bindir)/initdb" ] || missing="$$missing postgresql-15 postgresql-client-15"; \
+	command -v pg_prove >/dev/null || missing="$$missing pgtap"; \
+	command -v $(PG_CONFIG) >/dev/null && [ -f "$$($(PG_CONFIG) --sharedir)/extension/pgtap.control" ] || missing="$$missing postgresql-15-pgtap"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "missing packages:$$missing — install them with: sudo apt-get install$$missing" >&2; exit 1; fi; \
+	  echo "installing$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PKGS) >/dev/null; \
+	fi
+
+venv: $(VENV)/.installed ## create .venv with the package and its test extras
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -q --upgrade pip
+	@$(PY) -m pip install -q -e '.[test]'
+	@touch $@
+
+build: ## build the extension install script from extension/src
+	@$(MAKE) --no-print-directory -C extension PG_CONFIG=$(PG_CONFIG)
+
+install: prereqs ## build and install the extension into PostgreSQL (PG_CONFIG=... picks which)
+	@$(MAKE) --no-print-directory -C extension PG_CONFIG=$(PG_CONFIG) install >/dev/null
+	@echo "installed pgflow into $$($(PG_CONFIG) --sharedir)/extension"
+
+test: prereqs venv install lint ## everything: lint, pgTAP and pytest on a throwaway cluster
+	@$(CLUSTER) $(MAKE) --no-print-directory check-db
+
+check-db: test-sql test-py # (inside a cluster: PGHOST etc. set)
+
+test-sql: ## pgTAP suites (needs PGHOST etc.; `make test` provides a cluster)
+	@PGOPTIONS='-c client_min_messages=warning' psql -qX -v ON_ERROR_STOP=1 -c 'DROP DATABASE IF EXISTS pgflow_tap' -c 'CREATE DATABASE pgflow_tap' >/dev/null
+	@psql -qX -v ON_ERROR_STOP=1 -d pgflow_tap -c 'CREATE EXTENSION pgtap' -c 'CREATE EXTENSION pgflow' >/dev/null
+	@pg_prove --dbname pgflow_tap --failures $(PGTAP_FILES)
+
+test-py: venv ## pytest suites (starts its own cluster when PGHOST is unset)
+	@PGFLOW_REQUIRE_DB=1 $(PY) -m pytest -q tests/py
+
+lint: venv ## ruff (lint + format check) and mypy --strict
+	@$(PY) -m ruff check tools tests/py
+	@$(PY) -m ruff format --check tools tests/py
+	@$(PY) -m mypy
+
+demo: prereqs venv install ## run an example flow end to end on a throwaway cluster
+	@$(CLUSTER) $(PY) examples/demo.py
+
+clean: ## remove build products and the virtualenv
+	@$(MAKE) --no-print-directory -C extension clean >/dev/null
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

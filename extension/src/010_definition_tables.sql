@@ -1,0 +1,83 @@
+-- Definition tables: flows, their steps and the dependency edges between them.
+-- A definition is immutable in structure once created; only tunables change.
+
+CREATE TABLE pgflow.flows (
+    flow_slug        text        NOT NULL,
+    opt_max_attempts integer     NOT NULL DEFAULT 3,
+    opt_base_delay   integer     NOT NULL DEFAULT 1,
+    opt_timeout      integer     NOT NULL DEFAULT 60,
+    opt_step_events  boolean     NOT NULL DEFAULT false,
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT flows_pkey PRIMARY KEY (flow_slug),
+    CONSTRAINT flows_flow_slug_check
+        CHECK (flow_slug ~ '^[a-zA-Z][a-zA-Z0-9_]{0,127}$' AND flow_slug <> 'run'),
+    CONSTRAINT flows_opt_max_attempts_check CHECK (opt_max_attempts >= 1),
+    CONSTRAINT flows_opt_base_delay_check CHECK (opt_base_delay >= 1),
+    CONSTRAINT flows_opt_timeout_check CHECK (opt_timeout >= 3)
+);
+
+COMMENT ON TABLE pgflow.flows IS 'flow definitions with their default tunables';
+COMMENT ON COLUMN pgflow.flows.opt_step_events IS
+    'when true, step status changes are announced on the pgflow_events channel';
+
+CREATE TABLE pgflow.steps (
+    flow_slug               text        NOT NULL,
+    step_slug               text        NOT NULL,
+    step_type               text        NOT NULL DEFAULT 'single',
+    step_index              integer     NOT NULL,
+    deps_count              integer     NOT NULL DEFAULT 0,
+    opt_max_attempts        integer,
+    opt_base_delay          integer,
+    opt_timeout             integer,
+    opt_start_delay         integer,
+    required_input_pattern  jsonb,
+    forbidden_input_pattern jsonb,
+    when_unmet              text        NOT NULL DEFAULT 'skip',
+    when_exhausted          text        NOT NULL DEFAULT 'fail',
+    created_at              timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT steps_pkey PRIMARY KEY (flow_slug, step_slug),
+    CONSTRAINT steps_flow_slug_step_index_key UNIQUE (flow_slug, step_index),
+    CONSTRAINT steps_flow_slug_fkey FOREIGN KEY (flow_slug)
+        REFERENCES pgflow.flows (flow_slug) ON DELETE CASCADE,
+    CONSTRAINT steps_step_slug_check
+        CHECK (step_slug ~ '^[a-zA-Z][a-zA-Z0-9_]{0,127}$' AND step_slug <> 'run'),
+    CONSTRAINT steps_step_type_check CHECK (step_type IN ('single', 'map')),
+    CONSTRAINT steps_step_index_check CHECK (step_index >= 0),
+    CONSTRAINT steps_deps_count_check
+        CHECK (deps_count >= 0 AND (step_type = 'single' OR deps_count <= 1)),
+    CONSTRAINT steps_opt_max_attempts_check CHECK (opt_max_attempts >= 1),
+    CONSTRAINT steps_opt_base_delay_check CHECK (opt_base_delay >= 1),
+    CONSTRAINT steps_opt_timeout_check CHECK (opt_timeout >= 3),
+    CONSTRAINT steps_opt_start_delay_check CHECK (opt_start_delay >= 0),
+    CONSTRAINT steps_required_input_pattern_check
+        CHECK (jsonb_typeof(required_input_pattern) = 'object'),
+    CONSTRAINT steps_forbidden_input_pattern_check
+        CHECK (jsonb_typeof(forbidden_input_pattern) = 'object'),
+    CONSTRAINT steps_when_unmet_check CHECK (when_unmet IN ('skip', 'skip-cascade', 'fail')),
+    CONSTRAINT steps_when_exhausted_check
+        CHECK (when_exhausted IN ('fail', 'skip', 'skip-cascade'))
+);
+
+COMMENT ON TABLE pgflow.steps IS
+    'steps of each flow in definition (topological) order; NULL opt_* inherit the flow''s';
+
+CREATE TABLE pgflow.deps (
+    flow_slug  text        NOT NULL,
+    dep_slug   text        NOT NULL,
+    step_slug  text        NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT deps_pkey PRIMARY KEY (flow_slug, step_slug, dep_slug),
+    CONSTRAINT deps_dep_fkey FOREIGN KEY (flow_slug, dep_slug)
+        REFERENCES pgflow.steps (flow_slug, step_slug) ON DELETE CASCADE,
+    CONSTRAINT deps_step_fkey FOREIGN KEY (flow_slug, step_slug)
+        REFERENCES pgflow.steps (flow_slug, step_slug) ON DELETE CASCADE,
+    CONSTRAINT deps_dep_slug_check CHECK (dep_slug <> step_slug)
+);
+
+COMMENT ON TABLE pgflow.deps IS 'dependency edges: step_slug runs after dep_slug';
+
+CREATE INDEX deps_flow_slug_dep_slug_idx ON pgflow.deps (flow_slug, dep_slug);
+
+SELECT pg_catalog.pg_extension_config_dump('pgflow.flows', '');
+SELECT pg_catalog.pg_extension_config_dump('pgflow.steps', '');
+SELECT pg_catalog.pg_extension_config_dump('pgflow.deps', '');

@@ -1,0 +1,55 @@
+-- create_flow: creates a flow definition, or updates the tunables of an
+-- existing one (a call states the whole definition: omitted tunables mean
+-- their defaults).  Re-running the same call is a no-op that returns the row.
+-- Locks: the flows row (insert or update).
+-- Errors: 22004 NULL slug or option; 22023 invalid slug or option below its minimum.
+CREATE FUNCTION pgflow.create_flow(
+    flow_slug text,
+    max_attempts integer DEFAULT 3,
+    base_delay integer DEFAULT 1,
+    timeout integer DEFAULT 60,
+    step_events boolean DEFAULT false
+)
+RETURNS pgflow.flows
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_flow pgflow.flows;
+BEGIN
+    PERFORM pgflow._check_slug('flow slug', create_flow.flow_slug);
+    PERFORM pgflow._check_option('max_attempts', create_flow.max_attempts, 1, false);
+    PERFORM pgflow._check_option('base_delay', create_flow.base_delay, 1, false);
+    PERFORM pgflow._check_option('timeout', create_flow.timeout, 3, false);
+    IF create_flow.step_events IS NULL THEN
+        RAISE EXCEPTION 'step_events must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed', HINT = 'pass true or false';
+    END IF;
+
+    INSERT INTO pgflow.flows AS f
+        (flow_slug, opt_max_attempts, opt_base_delay, opt_timeout, opt_step_events)
+    VALUES
+        (create_flow.flow_slug, create_flow.max_attempts, create_flow.base_delay,
+         create_flow.timeout, create_flow.step_events)
+    ON CONFLICT ON CONSTRAINT flows_pkey DO UPDATE
+        SET opt_max_attempts = excluded.opt_max_attempts,
+            opt_base_delay = excluded.opt_base_delay,
+            opt_timeout = excluded.opt_timeout,
+            opt_step_events = excluded.opt_step_events
+        -- an identical re-run writes nothing
+        WHERE (f.opt_max_attempts, f.opt_base_delay, f.opt_timeout, f.opt_step_events)
+              IS DISTINCT FROM
+              (excluded.opt_max_attempts, excluded.opt_base_delay, excluded.opt_timeout,
+               excluded.opt_step_events)
+    RETURNING * INTO v_flow;
+
+    IF v_flow.flow_slug IS NULL THEN
+        SELECT * INTO STRICT v_flow FROM pgflow.flows AS f WHERE f.flow_slug = create_flow.flow_slug;
+    END IF;
+    RETURN v_flow;
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow.create_flow(text, integer, integer, integer, boolean) IS
+    'create a flow definition, or update the tunables of an existing one (idempotent)';

@@ -1,0 +1,116 @@
+-- Runtime tables: runs, the state of each step in a run, and the tasks.
+-- pgflow.step_tasks *is* the queue: a task row's status, attempts_count and
+-- lease (vt) are the whole truth about its claim; nothing else holds one.
+-- Every runtime row is keyed by run_id first.
+
+CREATE TABLE pgflow.runs (
+    run_id          uuid        NOT NULL DEFAULT gen_random_uuid(),
+    flow_slug       text        NOT NULL,
+    status          text        NOT NULL DEFAULT 'started',
+    input           jsonb       NOT NULL,
+    output          jsonb,
+    remaining_steps integer     NOT NULL,
+    error_message   text,
+    started_at      timestamptz NOT NULL DEFAULT now(),
+    completed_at    timestamptz,
+    failed_at       timestamptz,
+    cancelled_at    timestamptz,
+    CONSTRAINT runs_pkey PRIMARY KEY (run_id),
+    CONSTRAINT runs_flow_slug_fkey FOREIGN KEY (flow_slug) REFERENCES pgflow.flows (flow_slug),
+    CONSTRAINT runs_status_check CHECK (status IN ('started', 'completed', 'failed', 'cancelled')),
+    CONSTRAINT runs_remaining_steps_check CHECK (remaining_steps >= 0)
+);
+
+COMMENT ON TABLE pgflow.runs IS 'one row per run of a flow; output is {leaf_step: output}';
+
+CREATE INDEX runs_flow_slug_started_at_idx ON pgflow.runs (flow_slug, started_at);
+
+CREATE TABLE pgflow.step_states (
+    run_id          uuid        NOT NULL,
+    step_slug       text        NOT NULL,
+    flow_slug       text        NOT NULL,
+    status          text        NOT NULL DEFAULT 'created',
+    remaining_deps  integer     NOT NULL,
+    initial_tasks   integer,
+    remaining_tasks integer,
+    output          jsonb,
+    error_message   text,
+    skip_reason     text,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    started_at      timestamptz,
+    completed_at    timestamptz,
+    failed_at       timestamptz,
+    skipped_at      timestamptz,
+    CONSTRAINT step_states_pkey PRIMARY KEY (run_id, step_slug),
+    CONSTRAINT step_states_run_id_fkey FOREIGN KEY (run_id)
+        REFERENCES pgflow.runs (run_id) ON DELETE CASCADE,
+    CONSTRAINT step_states_status_check
+        CHECK (status IN ('created', 'started', 'completed', 'failed', 'skipped', 'cancelled')),
+    CONSTRAINT step_states_remaining_deps_check CHECK (remaining_deps >= 0),
+    CONSTRAINT step_states_remaining_tasks_check CHECK (remaining_tasks >= 0),
+    CONSTRAINT step_states_skip_reason_check
+        CHECK (skip_reason IN ('condition_unmet', 'dependency_skipped', 'handler_failed'))
+);
+
+COMMENT ON TABLE pgflow.step_states IS 'the state of each step of each run';
+
+CREATE TABLE pgflow.step_tasks (
+    run_id         uuid        NOT NULL,
+    step_slug      text        NOT NULL,
+    task_index     integer     NOT NULL DEFAULT 0,
+    flow_slug      text        NOT NULL,
+    message_id     bigint      GENERATED ALWAYS AS IDENTITY,
+    status         text        NOT NULL DEFAULT 'queued',
+    attempts_count integer     NOT NULL DEFAULT 0,
+    read_ct        integer     NOT NULL DEFAULT 0,
+    vt             timestamptz NOT NULL DEFAULT now(),
+    output         jsonb,
+    error_message  text,
+    last_worker_id uuid,
+    queued_at      timestamptz NOT NULL DEFAULT now(),
+    started_at     timestamptz,
+    completed_at   timestamptz,
+    failed_at      timestamptz,
+    CONSTRAINT step_tasks_pkey PRIMARY KEY (run_id, step_slug, task_index),
+    CONSTRAINT step_tasks_message_id_key UNIQUE (message_id),
+    CONSTRAINT step_tasks_step_fkey FOREIGN KEY (run_id, step_slug)
+        REFERENCES pgflow.step_states (run_id, step_slug) ON DELETE CASCADE,
+    CONSTRAINT step_tasks_status_check
+        CHECK (status IN ('queued', 'started', 'completed', 'failed', 'cancelled')),
+    CONSTRAINT step_tasks_task_index_check CHECK (task_index >= 0),
+    CONSTRAINT step_tasks_attempts_count_check CHECK (attempts_count >= 0)
+);
+
+COMMENT ON TABLE pgflow.step_tasks IS
+    'the task queue: one row per task; status + attempts_count + vt (lease) are the whole claim';
+COMMENT ON COLUMN pgflow.step_tasks.vt IS
+    'queued: claimable from this instant; started: lease end, claimable again after it';
+
+-- Claimable work of a flow, oldest first: queued tasks whose vt has passed and
+-- started tasks whose lease expired.
+CREATE INDEX step_tasks_ready_idx ON pgflow.step_tasks (flow_slug, vt)
+    WHERE status IN ('queued', 'started');
+
+SELECT pg_catalog.pg_extension_config_dump('pgflow.runs', '');
+SELECT pg_catalog.pg_extension_config_dump('pgflow.step_states', '');
+SELECT pg_catalog.pg_extension_config_dump('pgflow.step_tasks', '');
+SELECT pg_catalog.pg_extension_config_dump('pgflow.step_tasks_message_id_seq', '');
+
+-- What read_with_poll returns for each leased task (pgmq's message shape).
+CREATE TYPE pgflow.message_record AS (
+    msg_id      bigint,
+    read_ct     integer,
+    enqueued_at timestamptz,
+    vt          timestamptz,
+    message     jsonb
+);
+
+-- What start_tasks returns: everything a handler needs.
+CREATE TYPE pgflow.step_task_record AS (
+    flow_slug  text,
+    run_id     uuid,
+    step_slug  text,
+    input      jsonb,
+    msg_id     bigint,
+    task_index integer
+);

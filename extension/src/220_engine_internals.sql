@@ -1,0 +1,398 @@
+-- Engine internals: the state transitions shared by the protocol functions.
+--
+-- Lock order (deadlock freedom): a task row, then its step_states row, then
+-- the runs row, then dependent step_states rows.  Every transaction that
+-- touches the step_states of *other* steps holds the runs row first, so
+-- completions of sibling steps in one run serialise on the run, and never
+-- lock each other's rows in opposite orders.
+
+-- _complete_run: marks a started run completed with output {leaf_step: output}
+-- over its completed leaf steps (skipped leaves are absent).
+-- Locks: the runs row (already held by the caller).
+CREATE FUNCTION pgflow._complete_run(run_id uuid)
+RETURNS void
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_flow_slug text;
+BEGIN
+    UPDATE pgflow.runs AS r
+    SET status = 'completed',
+        completed_at = now(),
+        output = coalesce((
+            SELECT jsonb_object_agg(ss.step_slug, ss.output)
+            FROM pgflow.step_states AS ss
+            WHERE ss.run_id = r.run_id
+              AND ss.status = 'completed'
+              AND NOT EXISTS (
+                  SELECT 1 FROM pgflow.deps AS d
+                  WHERE d.flow_slug = ss.flow_slug AND d.dep_slug = ss.step_slug)
+        ), '{}'::jsonb)
+    WHERE r.run_id = _complete_run.run_id AND r.status = 'started'
+    RETURNING r.flow_slug INTO v_flow_slug;
+    IF FOUND THEN
+        PERFORM pgflow._emit('run:completed', v_flow_slug, _complete_run.run_id, NULL, 'completed');
+    END IF;
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow._complete_run(uuid) IS
+    'mark a run completed with {leaf_step: output} over its completed leaves';
+
+-- _steps_finished: bookkeeping after steps completed or were skipped:
+-- decrements the run's remaining_steps and the remaining_deps of their
+-- dependents that are still waiting; completes the run at zero.
+-- Locks: the runs row, then dependent step_states rows.
+CREATE FUNCTION pgflow._steps_finished(run_id uuid, flow_slug text, step_slugs text[])
+RETURNS void
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_remaining integer;
+BEGIN
+    IF cardinality(step_slugs) = 0 THEN
+        RETURN;
+    END IF;
+    UPDATE pgflow.runs AS r
+    SET remaining_steps = r.remaining_steps - cardinality(_steps_finished.step_slugs)
+    WHERE r.run_id = _steps_finished.run_id
+    RETURNING r.remaining_steps INTO v_remaining;
+
+    UPDATE pgflow.step_states AS ss
+    SET remaining_deps = ss.remaining_deps - e.n
+    FROM (
+        SELECT d.step_slug, count(*)::integer AS n
+        FROM pgflow.deps AS d
+        WHERE d.flow_slug = _steps_finished.flow_slug
+          AND d.dep_slug = ANY (_steps_finished.step_slugs)
+        GROUP BY d.step_slug
+    ) AS e
+    WHERE ss.run_id = _steps_finished.run_id
+      AND ss.step_slug = e.step_slug
+      AND ss.status = 'created';
+
+    IF v_remaining = 0 THEN
+        PERFORM pgflow._complete_run(_steps_finished.run_id);
+    END IF;
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow._steps_finished(uuid, text, text[]) IS
+    'after steps completed or were skipped: update counters of the run and of dependents';
+
+-- _complete_step: marks a step completed with its output and does the
+-- bookkeeping.  The caller then starts the steps that became ready.
+-- Locks: the step_states row, then as _steps_finished.
+CREATE FUNCTION pgflow._complete_step(run_id uuid, step_slug text, output jsonb)
+RETURNS void
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_flow_slug text;
+BEGIN
+    UPDATE pgflow.step_states AS ss
+    SET status = 'completed',
+        output = _complete_step.output,
+        remaining_tasks = 0,
+        completed_at = now()
+    WHERE ss.run_id = _complete_step.run_id AND ss.step_slug = _complete_step.step_slug
+    RETURNING ss.flow_slug INTO v_flow_slug;
+    PERFORM pgflow._steps_finished(_complete_step.run_id, v_flow_slug, ARRAY[_complete_step.step_slug]);
+    PERFORM pgflow._emit_step(v_flow_slug, _complete_step.run_id, _complete_step.step_slug, 'completed');
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow._complete_step(uuid, text, jsonb) IS
+    'mark a step completed with its output and update the run''s counters';
+
+-- _skip_steps: skips a step (reason given) and, with cascade, every step
+-- downstream of it that has not started (reason dependency_skipped).  Tasks of
+-- the skipped steps that are still queued or running are cancelled (their late
+-- completions change nothing).  The caller then starts steps that became ready.
+-- Locks: the step_states rows, their task rows, then as _steps_finished.
+CREATE FUNCTION pgflow._skip_steps(run_id uuid, step_slug text, reason text, cascade boolean)
+RETURNS void
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_flow_slug text;
+    v_targets text[];
+    v_skipped text[];
+BEGIN
+    SELECT ss.flow_slug INTO v_flow_slug
+    FROM pgflow.step_states AS ss
+    WHERE ss.run_id = _skip_steps.run_id AND ss.step_slug = _skip_steps.step_slug;
+
+    IF cascade THEN
+        WITH RECURSIVE downstream(step_slug) AS (
+            SELECT _skip_steps.step_slug
+            UNION
+            SELECT d.step_slug
+            FROM pgflow.deps AS d
+            JOIN downstream AS ds ON d.dep_slug = ds.step_slug
+            WHERE d.flow_slug = v_flow_slug
+        )
+        SELECT array_agg(ds.step_slug) INTO v_targets FROM downstream AS ds;
+    ELSE
+        v_targets := ARRAY[_skip_steps.step_slug];
+    END IF;
+
+    WITH skipped AS (
+        UPDATE pgflow.step_states AS ss
+        SET status = 'skipped',
+            skip_reason = CASE WHEN ss.step_slug = _skip_steps.step_slug
+                               THEN _skip_steps.reason ELSE 'dependency_skipped' END,
+            skipped_at = now()
+        WHERE ss.run_id = _skip_steps.run_id
+          AND ss.step_slug = ANY (v_targets)
+          AND ss.status IN ('created', 'started')
+        RETURNING ss.step_slug
+    )
+    SELECT coalesce(array_agg(s.step_slug), '{}') INTO v_skipped FROM skipped AS s;
+
+    UPDATE pgflow.step_tasks AS t
+    SET status = 'cancelled'
+    WHERE t.run_id = _skip_steps.run_id
+      AND t.step_slug = ANY (v_skipped)
+      AND t.status IN ('queued', 'started');
+
+    PERFORM pgflow._steps_finished(_skip_steps.run_id, v_flow_slug, v_skipped);
+    PERFORM pgflow._emit_step(v_flow_slug, _skip_steps.run_id, s, 'skipped')
+    FROM unnest(v_skipped) AS s;
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow._skip_steps(uuid, text, text, boolean) IS
+    'skip a step (and with cascade everything downstream of it) and update counters';
+
+-- _fail_run: fails a started run because of one step: the step becomes
+-- failed, the run failed (failed_at, error_message), every queued or running
+-- task of the run cancelled and every other started step cancelled, so nothing
+-- of the run keeps running and late completions change nothing.
+-- Locks: the step_states row, the runs row, the run's open task rows.
+CREATE FUNCTION pgflow._fail_run(run_id uuid, step_slug text, error_message text)
+RETURNS void
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_flow_slug text;
+BEGIN
+    UPDATE pgflow.step_states AS ss
+    SET status = 'failed', failed_at = now(), error_message = _fail_run.error_message
+    WHERE ss.run_id = _fail_run.run_id
+      AND ss.step_slug = _fail_run.step_slug
+      AND ss.status IN ('created', 'started');
+
+    UPDATE pgflow.runs AS r
+    SET status = 'failed',
+        failed_at = now(),
+        error_message = format('step "%s" failed: %s', _fail_run.step_slug, _fail_run.error_message)
+    WHERE r.run_id = _fail_run.run_id AND r.status = 'started'
+    RETURNING r.flow_slug INTO v_flow_slug;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+
+    UPDATE pgflow.step_tasks AS t
+    SET status = 'cancelled'
+    WHERE t.run_id = _fail_run.run_id AND t.status IN ('queued', 'started');
+
+    UPDATE pgflow.step_states AS ss
+    SET status = 'cancelled'
+    WHERE ss.run_id = _fail_run.run_id AND ss.status = 'started';
+
+    PERFORM pgflow._emit_step(v_flow_slug, _fail_run.run_id, _fail_run.step_slug, 'failed');
+    PERFORM pgflow._emit('run:failed', v_flow_slug, _fail_run.run_id, NULL, 'failed');
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow._fail_run(uuid, text, text) IS
+    'fail a run because of one step and cancel everything of it still open';
+
+-- _start_ready_steps: starts every step of a run that waits on nothing,
+-- repeating until none is left, so cascades (skips, empty maps) of any depth
+-- resolve in the calling transaction.  For each ready step, in step order:
+--   * a map step whose source step was skipped is skipped (dependency_skipped);
+--   * conditions are evaluated against {"run": input, "<dep>": output, ...};
+--     unmet -> when_unmet (skip, skip-cascade, fail);
+--   * a map step over a non-array fails the run; over [] it completes with [];
+--   * otherwise its tasks are queued (vt = now() + start_delay) and workers
+--     are woken when they are claimable at once.
+-- Locks: the ready step_states rows (after the runs row, held by the caller
+-- or by the bookkeeping it triggers).
+CREATE FUNCTION pgflow._start_ready_steps(run_id uuid)
+RETURNS void
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_run pgflow.runs;
+    v_step record;
+    v_input jsonb;
+    v_source jsonb;
+    v_source_status text;
+    v_count integer;
+    v_wake boolean := false;
+    v_progress boolean;
+BEGIN
+    LOOP
+        SELECT * INTO v_run FROM pgflow.runs AS r WHERE r.run_id = _start_ready_steps.run_id;
+        EXIT WHEN v_run.status IS DISTINCT FROM 'started';
+        v_progress := false;
+
+        FOR v_step IN
+            SELECT ss.step_slug, s.step_type, s.deps_count, s.when_unmet,
+                   s.required_input_pattern, s.forbidden_input_pattern,
+                   coalesce(s.opt_start_delay, 0) AS start_delay
+            FROM pgflow.step_states AS ss
+            JOIN pgflow.steps AS s ON s.flow_slug = ss.flow_slug AND s.step_slug = ss.step_slug
+            WHERE ss.run_id = _start_ready_steps.run_id
+              AND ss.status = 'created'
+              AND ss.remaining_deps = 0
+            ORDER BY s.step_index
+            FOR UPDATE OF ss
+        LOOP
+            -- an earlier step of this round may have failed the run
+            EXIT WHEN (SELECT r.status FROM pgflow.runs AS r
+                       WHERE r.run_id = _start_ready_steps.run_id) <> 'started';
+            -- an earlier skip-cascade of this round may have skipped this step
+            CONTINUE WHEN (SELECT ss.status FROM pgflow.step_states AS ss
+                           WHERE ss.run_id = _start_ready_steps.run_id
+                             AND ss.step_slug = v_step.step_slug) <> 'created';
+            v_progress := true;
+
+            IF v_step.step_type = 'map' AND v_step.deps_count = 1 THEN
+                SELECT ds.output, ds.status INTO v_source, v_source_status
+                FROM pgflow.deps AS d
+                JOIN pgflow.step_states AS ds
+                  ON ds.run_id = _start_ready_steps.run_id AND ds.step_slug = d.dep_slug
+                WHERE d.flow_slug = v_run.flow_slug AND d.step_slug = v_step.step_slug;
+                IF v_source_status = 'skipped' THEN
+                    PERFORM pgflow._skip_steps(_start_ready_steps.run_id, v_step.step_slug,
+                                               'dependency_skipped', false);
+                    CONTINUE;
+                END IF;
+            ELSIF v_step.step_type = 'map' THEN
+                v_source := v_run.input;
+            END IF;
+
+            IF v_step.required_input_pattern IS NOT NULL
+               OR v_step.forbidden_input_pattern IS NOT NULL THEN
+                v_input := jsonb_build_object('run', v_run.input) || coalesce((
+                    SELECT jsonb_object_agg(d.dep_slug, ds.output)
+                    FROM pgflow.deps AS d
+                    JOIN pgflow.step_states AS ds
+                      ON ds.run_id = _start_ready_steps.run_id AND ds.step_slug = d.dep_slug
+                    WHERE d.flow_slug = v_run.flow_slug
+                      AND d.step_slug = v_step.step_slug
+                      AND ds.status = 'completed'), '{}'::jsonb);
+                IF NOT (coalesce(v_input @> v_step.required_input_pattern, true)
+                        AND NOT coalesce(v_input @> v_step.forbidden_input_pattern, false)) THEN
+                    IF v_step.when_unmet = 'fail' THEN
+                        PERFORM pgflow._fail_run(_start_ready_steps.run_id, v_step.step_slug,
+                            'condition not met (when_unmet = fail)');
+                        RETURN;
+                    END IF;
+                    PERFORM pgflow._skip_steps(_start_ready_steps.run_id, v_step.step_slug,
+                        'condition_unmet', v_step.when_unmet = 'skip-cascade');
+                    CONTINUE;
+                END IF;
+            END IF;
+
+            IF v_step.step_type = 'map' THEN
+                IF jsonb_typeof(v_source) IS DISTINCT FROM 'array' THEN
+                    PERFORM pgflow._fail_run(_start_ready_steps.run_id, v_step.step_slug,
+                        format('map step "%s" needs an array as input, got %s',
+                               v_step.step_slug, coalesce(jsonb_typeof(v_source), 'nothing')));
+                    RETURN;
+                END IF;
+                v_count := jsonb_array_length(v_source);
+            ELSE
+                v_count := 1;
+            END IF;
+
+            UPDATE pgflow.step_states AS ss
+            SET status = 'started',
+                started_at = now(),
+                initial_tasks = v_count,
+                remaining_tasks = v_count
+            WHERE ss.run_id = _start_ready_steps.run_id AND ss.step_slug = v_step.step_slug;
+            PERFORM pgflow._emit_step(v_run.flow_slug, _start_ready_steps.run_id,
+                                      v_step.step_slug, 'started');
+
+            IF v_count = 0 THEN
+                PERFORM pgflow._complete_step(_start_ready_steps.run_id, v_step.step_slug, '[]'::jsonb);
+                CONTINUE;
+            END IF;
+
+            INSERT INTO pgflow.step_tasks (run_id, step_slug, task_index, flow_slug, vt)
+            SELECT _start_ready_steps.run_id, v_step.step_slug, i, v_run.flow_slug,
+                   now() + make_interval(secs => v_step.start_delay)
+            FROM generate_series(0, v_count - 1) AS i;
+            v_wake := v_wake OR v_step.start_delay = 0;
+        END LOOP;
+
+        EXIT WHEN NOT v_progress;
+    END LOOP;
+
+    IF v_wake THEN
+        PERFORM pgflow._wake_workers(v_run.flow_slug);
+    END IF;
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow._start_ready_steps(uuid) IS
+    'start every step of a run that waits on nothing (conditions, maps, skips), to a fixed point';
+
+-- _exhaust_task: a task ran out of attempts: the task fails and the step's
+-- when_exhausted applies: fail (the run fails), skip (the step is skipped with
+-- handler_failed, dependents continue) or skip-cascade.
+-- Locks: the task row (held by the caller), then as _fail_run / _skip_steps.
+CREATE FUNCTION pgflow._exhaust_task(run_id uuid, step_slug text, task_index integer,
+                                     error_message text)
+RETURNS void
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_mode text;
+BEGIN
+    UPDATE pgflow.step_tasks AS t
+    SET status = 'failed', failed_at = now(), error_message = _exhaust_task.error_message
+    WHERE t.run_id = _exhaust_task.run_id
+      AND t.step_slug = _exhaust_task.step_slug
+      AND t.task_index = _exhaust_task.task_index;
+
+    SELECT s.when_exhausted INTO v_mode
+    FROM pgflow.step_states AS ss
+    JOIN pgflow.steps AS s ON s.flow_slug = ss.flow_slug AND s.step_slug = ss.step_slug
+    WHERE ss.run_id = _exhaust_task.run_id AND ss.step_slug = _exhaust_task.step_slug;
+
+    IF v_mode = 'fail' THEN
+        PERFORM pgflow._fail_run(_exhaust_task.run_id, _exhaust_task.step_slug,
+                                 _exhaust_task.error_message);
+    ELSE
+        UPDATE pgflow.step_states AS ss
+        SET error_message = _exhaust_task.error_message
+        WHERE ss.run_id = _exhaust_task.run_id AND ss.step_slug = _exhaust_task.step_slug;
+        PERFORM pgflow._skip_steps(_exhaust_task.run_id, _exhaust_task.step_slug,
+                                   'handler_failed', v_mode = 'skip-cascade');
+        PERFORM pgflow._start_ready_steps(_exhaust_task.run_id);
+    END IF;
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow._exhaust_task(uuid, text, integer, text) IS
+    'fail a task out of attempts and apply its step''s when_exhausted mode';

@@ -1,0 +1,72 @@
+-- start_flow: starts a run of a flow with the given input: creates the run
+-- (remaining_steps = number of steps), one step_states row per step, and
+-- starts the root steps (their tasks become claimable and workers are woken).
+-- With run_id given, the call is idempotent: an existing run of the same flow
+-- is returned unchanged.
+-- Locks: the new runs row (and the flows row KEY SHARE through the foreign key).
+-- Errors: 22004 NULL flow_slug or input; 22023 invalid slug; 42704 unknown
+-- flow; 23505 run_id already used by a run of another flow.
+CREATE FUNCTION pgflow.start_flow(flow_slug text, input jsonb, run_id uuid DEFAULT NULL)
+RETURNS pgflow.runs
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_run pgflow.runs;
+    v_steps integer;
+BEGIN
+    PERFORM pgflow._check_slug('flow slug', start_flow.flow_slug);
+    IF start_flow.input IS NULL THEN
+        RAISE EXCEPTION 'input must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'pass a JSON value, e.g. ''{}''::jsonb';
+    END IF;
+
+    SELECT count(s.step_slug) INTO v_steps
+    FROM pgflow.flows AS f
+    LEFT JOIN pgflow.steps AS s ON s.flow_slug = f.flow_slug
+    WHERE f.flow_slug = start_flow.flow_slug
+    GROUP BY f.flow_slug;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'flow "%" does not exist', start_flow.flow_slug
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'apply the flow''s migration (pgflow-build writes it) before starting runs';
+    END IF;
+
+    INSERT INTO pgflow.runs AS r (run_id, flow_slug, input, remaining_steps)
+    VALUES (coalesce(start_flow.run_id, gen_random_uuid()), start_flow.flow_slug,
+            start_flow.input, v_steps)
+    ON CONFLICT ON CONSTRAINT runs_pkey DO NOTHING
+    RETURNING * INTO v_run;
+
+    IF v_run.run_id IS NULL THEN
+        SELECT * INTO STRICT v_run FROM pgflow.runs AS r WHERE r.run_id = start_flow.run_id;
+        IF v_run.flow_slug <> start_flow.flow_slug THEN
+            RAISE EXCEPTION 'run % already exists for flow "%", not "%"',
+                    start_flow.run_id, v_run.flow_slug, start_flow.flow_slug
+                USING ERRCODE = 'unique_violation',
+                      HINT = 'pass a new run_id, or NULL to have one generated';
+        END IF;
+        RETURN v_run;
+    END IF;
+
+    INSERT INTO pgflow.step_states (run_id, step_slug, flow_slug, remaining_deps)
+    SELECT v_run.run_id, s.step_slug, s.flow_slug, s.deps_count
+    FROM pgflow.steps AS s
+    WHERE s.flow_slug = start_flow.flow_slug;
+
+    PERFORM pgflow._emit('run:started', v_run.flow_slug, v_run.run_id, NULL, 'started');
+    IF v_steps = 0 THEN
+        PERFORM pgflow._complete_run(v_run.run_id);
+    ELSE
+        PERFORM pgflow._start_ready_steps(v_run.run_id);
+    END IF;
+
+    SELECT * INTO STRICT v_run FROM pgflow.runs AS r WHERE r.run_id = v_run.run_id;
+    RETURN v_run;
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow.start_flow(text, jsonb, uuid) IS
+    'start a run of a flow (idempotent when run_id is given); queues its root steps';

@@ -1,0 +1,65 @@
+-- read_with_poll: leases up to qty claimable tasks of a flow for vt seconds:
+-- queued tasks whose vt has passed, and started tasks whose lease expired
+-- (their worker died or overran; the next start counts a new attempt).
+-- Returns pgmq-shaped rows; message = {"run_id", "step_slug", "task_index"}.
+-- With max_poll_seconds = 0 (what workers should use: they wait on NOTIFY
+-- pgflow_tasks, not in SQL) it returns at once; otherwise it retries every
+-- poll_interval_ms until something is claimable or the time is up.
+-- Locks: the leased task rows (FOR UPDATE SKIP LOCKED: concurrent readers
+-- never wait for each other nor get the same task).
+-- Errors: 22004 NULL argument; 22023 invalid slug or out-of-range number.
+CREATE FUNCTION pgflow.read_with_poll(
+    flow_slug text,
+    vt integer,
+    qty integer,
+    max_poll_seconds integer DEFAULT 0,
+    poll_interval_ms integer DEFAULT 100
+)
+RETURNS SETOF pgflow.message_record
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_now timestamptz;
+    v_deadline timestamptz;
+BEGIN
+    PERFORM pgflow._check_slug('flow slug', read_with_poll.flow_slug);
+    PERFORM pgflow._check_option('vt', read_with_poll.vt, 1, false);
+    PERFORM pgflow._check_option('qty', read_with_poll.qty, 1, false);
+    PERFORM pgflow._check_option('max_poll_seconds', read_with_poll.max_poll_seconds, 0, false);
+    PERFORM pgflow._check_option('poll_interval_ms', read_with_poll.poll_interval_ms, 1, false);
+    v_deadline := clock_timestamp() + make_interval(secs => read_with_poll.max_poll_seconds);
+
+    LOOP
+        v_now := clock_timestamp();
+        RETURN QUERY
+        WITH claimable AS (
+            SELECT t.run_id, t.step_slug, t.task_index
+            FROM pgflow.step_tasks AS t
+            WHERE t.flow_slug = read_with_poll.flow_slug
+              AND t.status IN ('queued', 'started')
+              AND t.vt <= v_now
+            ORDER BY t.vt
+            LIMIT read_with_poll.qty
+            FOR UPDATE SKIP LOCKED
+        )
+        UPDATE pgflow.step_tasks AS t
+        SET status = 'queued',
+            vt = v_now + make_interval(secs => read_with_poll.vt),
+            read_ct = t.read_ct + 1
+        FROM claimable AS c
+        WHERE t.run_id = c.run_id AND t.step_slug = c.step_slug AND t.task_index = c.task_index
+        RETURNING t.message_id, t.read_ct, t.queued_at, t.vt,
+                  jsonb_build_object('run_id', t.run_id, 'step_slug', t.step_slug,
+                                     'task_index', t.task_index);
+        IF FOUND OR clock_timestamp() >= v_deadline THEN
+            RETURN;
+        END IF;
+        PERFORM pg_sleep(read_with_poll.poll_interval_ms / 1000.0);
+    END LOOP;
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow.read_with_poll(text, integer, integer, integer, integer) IS
+    'lease up to qty claimable tasks of a flow for vt seconds (SKIP LOCKED); optional polling';

@@ -1,0 +1,91 @@
+-- start_tasks: starts leased tasks (msg_ids from read_with_poll): each task
+-- still queued becomes started, counts an attempt, gets a lease of the step
+-- timeout + 2 s and records the worker; returns what its handler needs.
+-- Handler input: a single step gets {"run": <flow input>, "<dep>": <output>,
+-- ...} over its completed dependencies; a map task gets its array element.
+-- A leased task whose attempts are already used up (its lease expired on the
+-- last attempt) is failed instead of returned (when_exhausted applies).
+-- Tasks not queued any more (started by another worker, cancelled) are
+-- silently left out: the caller only runs what is returned.
+-- Locks: the task rows; for exhausted ones also as fail_task.
+-- Errors: 22004 NULL flow_slug or msg_ids; 22023 invalid slug.
+CREATE FUNCTION pgflow.start_tasks(flow_slug text, msg_ids bigint[], worker_id uuid)
+RETURNS SETOF pgflow.step_task_record
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_task record;
+BEGIN
+    PERFORM pgflow._check_slug('flow slug', start_tasks.flow_slug);
+    IF start_tasks.msg_ids IS NULL THEN
+        RAISE EXCEPTION 'msg_ids must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'pass the msg_id values read_with_poll returned';
+    END IF;
+
+    FOR v_task IN
+        SELECT t.run_id, t.step_slug, t.task_index, t.attempts_count, t.last_worker_id,
+               coalesce(s.opt_timeout, f.opt_timeout) AS timeout
+        FROM pgflow.step_tasks AS t
+        JOIN pgflow.steps AS s ON s.flow_slug = t.flow_slug AND s.step_slug = t.step_slug
+        JOIN pgflow.flows AS f ON f.flow_slug = t.flow_slug
+        WHERE t.message_id = ANY (start_tasks.msg_ids)
+          AND t.flow_slug = start_tasks.flow_slug
+          AND t.status = 'queued'
+          AND t.attempts_count >= coalesce(s.opt_max_attempts, f.opt_max_attempts)
+        ORDER BY t.message_id
+        FOR UPDATE OF t
+    LOOP
+        PERFORM pgflow._exhaust_task(v_task.run_id, v_task.step_slug, v_task.task_index,
+            format('lease expired on the last attempt (%s): worker %s stopped or the handler ran past the %s s timeout',
+                   v_task.attempts_count, coalesce(v_task.last_worker_id::text, 'unknown'),
+                   v_task.timeout));
+    END LOOP;
+
+    RETURN QUERY
+    WITH started AS (
+        UPDATE pgflow.step_tasks AS t
+        SET status = 'started',
+            attempts_count = t.attempts_count + 1,
+            started_at = now(),
+            vt = now() + make_interval(secs => coalesce(s.opt_timeout, f.opt_timeout) + 2),
+            last_worker_id = start_tasks.worker_id
+        FROM pgflow.steps AS s
+        JOIN pgflow.flows AS f ON f.flow_slug = s.flow_slug
+        WHERE t.message_id = ANY (start_tasks.msg_ids)
+          AND t.flow_slug = start_tasks.flow_slug
+          AND t.status = 'queued'
+          AND s.flow_slug = t.flow_slug
+          AND s.step_slug = t.step_slug
+        RETURNING t.flow_slug, t.run_id, t.step_slug, t.task_index, t.message_id,
+                  s.step_type, s.deps_count
+    )
+    SELECT st.flow_slug, st.run_id, st.step_slug,
+           CASE
+               WHEN st.step_type = 'map' AND st.deps_count = 0 THEN r.input -> st.task_index
+               WHEN st.step_type = 'map' THEN (
+                   SELECT ds.output -> st.task_index
+                   FROM pgflow.deps AS d
+                   JOIN pgflow.step_states AS ds
+                     ON ds.run_id = st.run_id AND ds.step_slug = d.dep_slug
+                   WHERE d.flow_slug = st.flow_slug AND d.step_slug = st.step_slug)
+               ELSE jsonb_build_object('run', r.input) || coalesce((
+                   SELECT jsonb_object_agg(d.dep_slug, ds.output)
+                   FROM pgflow.deps AS d
+                   JOIN pgflow.step_states AS ds
+                     ON ds.run_id = st.run_id AND ds.step_slug = d.dep_slug
+                   WHERE d.flow_slug = st.flow_slug
+                     AND d.step_slug = st.step_slug
+                     AND ds.status = 'completed'), '{}'::jsonb)
+           END,
+           st.message_id, st.task_index
+    FROM started AS st
+    JOIN pgflow.runs AS r ON r.run_id = st.run_id
+    ORDER BY st.message_id;
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow.start_tasks(text, bigint[], uuid) IS
+    'start leased tasks: count the attempt, set the lease, return each task''s input';

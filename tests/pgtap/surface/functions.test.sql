@@ -1,0 +1,57 @@
+BEGIN;
+SELECT plan(7);
+
+SELECT is(
+    ARRAY(SELECT p.proname::text FROM pg_proc AS p
+          WHERE p.pronamespace = 'pgflow'::regnamespace AND p.proname !~ '^_'
+          ORDER BY 1),
+    ARRAY['add_step', 'complete_task', 'create_flow', 'fail_task', 'read_with_poll',
+          'start_flow', 'start_tasks'],
+    'the public functions are exactly these'
+);
+
+SELECT is_empty(
+    $$SELECT p.oid::regprocedure::text FROM pg_proc AS p
+      WHERE p.pronamespace = 'pgflow'::regnamespace
+        AND coalesce(p.proconfig, '{}') <> ARRAY['search_path=pg_catalog, pg_temp']$$,
+    'every function pins search_path = pg_catalog, pg_temp'
+);
+
+SELECT is_empty(
+    $$SELECT p.oid::regprocedure::text FROM pg_proc AS p
+      WHERE p.pronamespace = 'pgflow'::regnamespace
+        AND coalesce(obj_description(p.oid, 'pg_proc'), '') = ''$$,
+    'every function has a comment'
+);
+
+SELECT is_empty(
+    $$SELECT p.oid::regprocedure::text FROM pg_proc AS p,
+             aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) AS a
+      WHERE p.pronamespace = 'pgflow'::regnamespace AND a.grantee = 0$$,
+    'PUBLIC can execute no function (internals never; the API only when granted)'
+);
+
+SELECT is_empty(
+    $$SELECT p.oid::regprocedure::text FROM pg_proc AS p
+      WHERE p.pronamespace = 'pgflow'::regnamespace AND p.prosecdef$$,
+    'no function is SECURITY DEFINER'
+);
+
+SELECT is_empty(
+    $$SELECT c.relname::text FROM pg_class AS c,
+             aclexplode(coalesce(c.relacl, acldefault('r', c.relowner))) AS a
+      WHERE c.relnamespace = 'pgflow'::regnamespace AND c.relkind IN ('r', 'S', 'v')
+        AND a.grantee = 0$$,
+    'PUBLIC has no privilege on any table, sequence or view'
+);
+
+SELECT is(
+    ARRAY(SELECT c.relname::text FROM pg_extension AS e, unnest(e.extconfig) AS cfg(oid)
+          JOIN pg_class AS c ON c.oid = cfg.oid
+          WHERE e.extname = 'pgflow' ORDER BY 1),
+    ARRAY['deps', 'flows', 'runs', 'step_states', 'step_tasks', 'step_tasks_message_id_seq', 'steps'],
+    'every user-data table and sequence is dumped by pg_dump'
+);
+
+SELECT * FROM finish();
+ROLLBACK;

@@ -1,0 +1,9 @@
+"""pgflow: durable DAG workflows inside PostgreSQL (Python tools)."""
+
+from __future__ import annotations
+
+from pgflow.dsl import Flow
+
+__version__ = "0.1.0"
+
+__all__ = ["Flow", "__version__"]
