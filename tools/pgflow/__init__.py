@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pgflow.dsl import Flow
-
 __version__ = "0.1.0"
 
-__all__ = ["Flow", "__version__"]
+__all__ = ["__version__"]
