@@ -1,0 +1,100 @@
+"""Compile a :class:`~pgflow.spec.FlowSpec` into a migration (pure: no clock, file or env).
+
+A migration is a comment header (tool version, spec path and hash, the time
+it was generated) followed by the body: one transaction of
+``pgflow.create_flow`` and ``pgflow.add_step`` calls with named arguments,
+steps in topological order, options equal to their defaults left out.  The
+body depends on the definition only, so two specs describing the same flow
+(YAML and Python, say) compile to the same body, and "is this migration up to
+date" is a comparison of bodies (:func:`split_header`).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Final
+
+import jinja2
+import pglast
+
+from pgflow import __version__
+from pgflow.errors import CompileError
+from pgflow.spec import DEFAULT_WHEN_EXHAUSTED, DEFAULT_WHEN_UNMET, FLOW_DEFAULTS, FlowSpec
+from pgflow.sqltext import environment
+
+#: Name of a migration file: ``<UTC YYYYMMDDHHMMSS>_create_<flow slug>_flow.sql``.
+MIGRATION_RE: Final = re.compile(r"(?P<stamp>[0-9]{14})_create_(?P<slug>[A-Za-z0-9_]+)_flow\.sql")
+
+_ENV: Final = environment(jinja2.PackageLoader("pgflow", "templates"))
+_DEFAULTS: Final = {
+    **FLOW_DEFAULTS,
+    "when_unmet": DEFAULT_WHEN_UNMET,
+    "when_exhausted": DEFAULT_WHEN_EXHAUSTED,
+}
+
+
+def compile_flow(flow: FlowSpec, *, generated_at: datetime, version: str | None = None) -> str:
+    """The migration text of one flow: header, blank line, pretty-printed body."""
+    version = __version__ if version is None else version
+    return (
+        render_header(flow, generated_at=generated_at, version=version) + "\n" + render_body(flow)
+    )
+
+
+def render_header(flow: FlowSpec, *, generated_at: datetime, version: str) -> str:
+    """The comment header: every line starts with ``--``."""
+    return _ENV.get_template("header.sql.j2").render(
+        flow=flow, origin=flow.origin, generated_at=generated_at, version=version
+    )
+
+
+def render_body(flow: FlowSpec) -> str:
+    """The SQL of the definition, checked and pretty-printed by pglast."""
+    text = _ENV.get_template("flow.sql.j2").render(flow=flow, defaults=_DEFAULTS)
+    try:
+        pretty = pglast.prettify(
+            text,
+            safety_belt=True,
+            semicolon_after_last_statement=True,
+            comma_at_eoln=True,
+        )
+    except Exception as exc:  # pglast raises several types; any of them is our bug
+        raise CompileError(
+            f"bug: the SQL generated for flow {flow.slug!r} does not parse ({exc});"
+            f" please report it with this text:\n{text}"
+        ) from exc
+    return pretty.rstrip("\n") + "\n"
+
+
+def split_header(text: str) -> tuple[str, str]:
+    """``(header, body)`` of a migration: the header is the leading ``--`` lines.
+
+    Blank lines between header and body belong to neither, so bodies compare
+    equal whatever the header says.
+    """
+    lines = text.splitlines(keepends=True)
+    index = 0
+    while index < len(lines) and lines[index].startswith("--"):
+        index += 1
+    header = "".join(lines[:index])
+    while index < len(lines) and not lines[index].strip():
+        index += 1
+    return header, "".join(lines[index:])
+
+
+def same_body(a: str, b: str) -> bool:
+    """Whether two migrations define the same thing (equal below their headers)."""
+    return _normalise(split_header(a)[1]) == _normalise(split_header(b)[1])
+
+
+def _normalise(body: str) -> str:
+    return "\n".join(line.rstrip() for line in body.strip().splitlines())
+
+
+def migration_filename(flow_slug: str, generated_at: datetime) -> str:
+    """``<UTC YYYYMMDDHHMMSS>_create_<flow_slug>_flow.sql``."""
+    if generated_at.tzinfo is None:
+        raise ValueError("generated_at must be timezone-aware")
+    stamp = generated_at.astimezone(UTC).strftime("%Y%m%d%H%M%S")
+    return f"{stamp}_create_{flow_slug}_flow.sql"

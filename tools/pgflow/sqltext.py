@@ -1,0 +1,100 @@
+"""Quoting for SQL templates: the only way a value reaches generated SQL.
+
+Every ``{{ ... }}`` in a pgflow SQL template must go through one of the filters
+below, which return :class:`SqlText`; the environment's ``finalize`` hook
+refuses anything else, so a forgotten filter is an error at render time rather
+than an injection waiting to happen.
+
+String literals use standard SQL quoting (quotes doubled, backslashes kept as
+they are), which is what PostgreSQL reads with ``standard_conforming_strings``
+on, its default since 9.1.  Slugs never contain quotes or backslashes; JSON
+text may, and JSON's own escaping keeps every quote paired even if that
+setting were off.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+import jinja2
+
+from pgflow.errors import CompileError
+
+
+class SqlText(str):
+    """A fragment of SQL produced by a quoting filter (safe to print in a template)."""
+
+    __slots__ = ()
+
+
+class UnquotedValueError(CompileError):
+    """A template printed a value without passing it through a quoting filter."""
+
+
+def literal(value: object) -> SqlText:
+    """An SQL literal: ``NULL``, ``true``/``false``, an integer or a quoted string."""
+    if value is None:
+        return SqlText("NULL")
+    if isinstance(value, bool):
+        return SqlText("true" if value else "false")
+    if isinstance(value, int):
+        return SqlText(str(value))
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError("an SQL string cannot contain the NUL character")
+        return SqlText("'" + value.replace("'", "''") + "'")
+    raise TypeError(f"no SQL literal for {type(value).__name__}")
+
+
+def text_array(values: Iterable[str]) -> SqlText:
+    """A ``text[]`` value: ``ARRAY['a', 'b']::text[]``."""
+    items = list(values)
+    for item in items:
+        if not isinstance(item, str):
+            raise TypeError(f"text[] element must be a string, got {type(item).__name__}")
+    return SqlText("ARRAY[" + ", ".join(literal(item) for item in items) + "]::text[]")
+
+
+def jsonb(value: object) -> SqlText:
+    """A ``jsonb`` value from JSON text (``str``) or a JSON-able object: ``'...'::jsonb``."""
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    json.loads(text)  # must be JSON: never pass arbitrary text off as jsonb
+    return SqlText(literal(text) + "::jsonb")
+
+
+def comment(value: object) -> SqlText:
+    """Text for a ``--`` comment: one line, control characters escaped."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError("a timestamp in generated SQL must be timezone-aware")
+        text = value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    else:
+        text = str(value)
+    return SqlText(
+        "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+    )
+
+
+def _finalize(value: object) -> object:
+    if isinstance(value, SqlText):
+        return value
+    raise UnquotedValueError(
+        f"template printed {value!r} without a quoting filter (literal, text_array, jsonb, comment)"
+    )
+
+
+def environment(loader: jinja2.BaseLoader) -> jinja2.Environment:
+    """A jinja2 environment for SQL templates: strict undefined, quoting enforced."""
+    env = jinja2.Environment(
+        loader=loader,
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        finalize=_finalize,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(literal=literal, text_array=text_array, jsonb=jsonb, comment=comment)
+    return env
