@@ -4,19 +4,96 @@
 -- collapsed by PostgreSQL, so each transaction sends at most one wake-up per
 -- flow and one event per (event, run, step).
 
--- _wake_workers: tells LISTENing workers that tasks of a flow are claimable now.
--- Channel pgflow_tasks, payload = flow slug.
+-- _waiting_key: the advisory-lock key (two int4s) by which workers waiting
+-- for tasks of a flow make themselves known: classid 0x70676677 ("pgfw"),
+-- objid from the md5 of the flow slug (stable across PostgreSQL versions; a
+-- collision only costs an unneeded wake-up).
+CREATE FUNCTION pgflow._waiting_key(flow_slug text)
+RETURNS integer
+LANGUAGE sql
+IMMUTABLE
+PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT ('x' || left(md5(flow_slug), 8))::bit(32)::integer;
+$$;
+
+COMMENT ON FUNCTION pgflow._waiting_key(text) IS
+    'advisory lock objid under which idle workers of a flow wait (classid 1885824631)';
+
+-- _wake_workers: tells LISTENing workers that tasks of a flow are claimable now
+-- (channel pgflow_tasks, payload = flow slug), but only when a worker waits:
+-- idle workers hold a shared advisory lock on the flow's key (see
+-- worker_idle), so a free exclusive try-lock means nobody waits and the
+-- NOTIFY (and the commit serialisation it brings) is skipped.  Busy workers
+-- find the work on their next claim.
+-- Locks: the flow's advisory key for an instant (try, then released).
 CREATE FUNCTION pgflow._wake_workers(flow_slug text)
 RETURNS void
-LANGUAGE sql
+LANGUAGE plpgsql
 VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT pg_notify('pgflow_tasks', flow_slug);
+DECLARE
+    v_key integer := pgflow._waiting_key(flow_slug);
+BEGIN
+    IF pg_try_advisory_lock(1885824631, v_key) THEN
+        PERFORM pg_advisory_unlock(1885824631, v_key);
+    ELSE
+        PERFORM pg_notify('pgflow_tasks', flow_slug);
+    END IF;
+END;
 $$;
 
 COMMENT ON FUNCTION pgflow._wake_workers(text) IS
-    'NOTIFY pgflow_tasks with the flow slug (collapsed to one per flow per transaction)';
+    'NOTIFY pgflow_tasks with the flow slug if a worker waits (at most once per transaction)';
+
+-- worker_idle: a worker says it is about to wait for NOTIFY pgflow_tasks
+-- (idle => true) or is busy again (idle => false), for each of its flows.
+-- Call it on the connection that LISTENs: the marks are session advisory
+-- locks, released by idle => false or when the session ends.  Producers only
+-- send wake-ups while some worker is marked idle, so NOTIFY costs nothing
+-- under load.  Protocol: mark idle, claim once more, then wait (with a
+-- fallback poll: a wake-up can be missed if work is committed while the
+-- worker is marking itself idle).
+-- Locks: shared session advisory locks (1885824631, _waiting_key(flow)).
+-- Errors: 22004 NULL argument.
+CREATE FUNCTION pgflow.worker_idle(flow_slugs text[], idle boolean DEFAULT true)
+RETURNS void
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_flow text;
+    v_held boolean;
+BEGIN
+    IF flow_slugs IS NULL OR idle IS NULL THEN
+        RAISE EXCEPTION 'flow_slugs and idle must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'pass the flows the worker serves, e.g. ARRAY[''my_flow'']';
+    END IF;
+    FOR v_flow, v_held IN
+        SELECT f, EXISTS (
+                   SELECT 1 FROM pg_locks AS l
+                   WHERE l.locktype = 'advisory' AND l.pid = pg_backend_pid()
+                     AND l.classid = 1885824631
+                     AND l.objid = pgflow._waiting_key(f)::bigint::bit(32)::bigint::oid
+                     AND l.objsubid = 2)
+        FROM (SELECT DISTINCT f FROM unnest(flow_slugs) AS f) AS d
+    LOOP
+        -- session advisory locks stack: take or release each mark only once
+        IF idle AND NOT v_held THEN
+            PERFORM pg_advisory_lock_shared(1885824631, pgflow._waiting_key(v_flow));
+        ELSIF NOT idle AND v_held THEN
+            PERFORM pg_advisory_unlock_shared(1885824631, pgflow._waiting_key(v_flow));
+        END IF;
+    END LOOP;
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow.worker_idle(text[], boolean) IS
+    'mark this session as waiting (or no longer) for NOTIFY pgflow_tasks of these flows';
 
 -- _emit: announces a run or step event on channel pgflow_events as a small
 -- JSON object (ids and status, never outputs: NOTIFY payloads are < 8 kB).

@@ -103,8 +103,8 @@ BEGIN
         completed_at = now()
     WHERE ss.run_id = _complete_step.run_id AND ss.step_slug = _complete_step.step_slug
     RETURNING ss.flow_slug INTO v_flow_slug;
-    PERFORM pgflow._steps_finished(_complete_step.run_id, v_flow_slug, ARRAY[_complete_step.step_slug]);
     PERFORM pgflow._emit_step(v_flow_slug, _complete_step.run_id, _complete_step.step_slug, 'completed');
+    PERFORM pgflow._steps_finished(_complete_step.run_id, v_flow_slug, ARRAY[_complete_step.step_slug]);
 END;
 $$;
 
@@ -164,9 +164,9 @@ BEGIN
       AND t.step_slug = ANY (v_skipped)
       AND t.status IN ('queued', 'started');
 
-    PERFORM pgflow._steps_finished(_skip_steps.run_id, v_flow_slug, v_skipped);
     PERFORM pgflow._emit_step(v_flow_slug, _skip_steps.run_id, s, 'skipped')
     FROM unnest(v_skipped) AS s;
+    PERFORM pgflow._steps_finished(_skip_steps.run_id, v_flow_slug, v_skipped);
 END;
 $$;
 

@@ -6,7 +6,7 @@ SELECT is(
           WHERE p.pronamespace = 'pgflow'::regnamespace AND p.proname !~ '^_'
           ORDER BY 1),
     ARRAY['add_step', 'complete_task', 'create_flow', 'fail_task', 'read_with_poll',
-          'start_flow', 'start_tasks'],
+          'start_flow', 'start_tasks', 'worker_idle'],
     'the public functions are exactly these'
 );
 
