@@ -10,6 +10,7 @@ a traceback.  Scalars are typed with PyYAML's safe rules (``3`` is an integer,
 
 from __future__ import annotations
 
+import re
 from typing import Final
 
 import yaml
@@ -26,6 +27,41 @@ MERGE_TAG: Final = "tag:yaml.org,2002:merge"
 EXTENSION_PREFIX: Final = "x-"
 
 
+class SpecLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2 core-schema scalars.
+
+    Only ``true``/``false`` are booleans (``yes``, ``no``, ``on``, ``off`` stay
+    strings, so ``if: {answer: no}`` means the string "no"), integers are
+    decimal (``010`` is ten, ``1:30`` is a string), and dates stay strings.
+    """
+
+
+# a fresh table of implicit resolvers, filled below (SafeLoader's stays untouched)
+SpecLoader.yaml_implicit_resolvers = {}
+
+
+def _construct_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
+    return int(str(loader.construct_scalar(node)).replace("_", ""))
+
+
+for _tag, _pattern, _first in (
+    ("bool", r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF"),
+    ("int", r"^[-+]?[0-9]+$", "-+0123456789"),
+    (
+        "float",
+        r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$",
+        "-+0123456789.",
+    ),
+    ("null", r"^(?:~|null|Null|NULL|)$", ["~", "n", "N", ""]),
+    ("merge", r"^(?:<<)$", "<"),
+):
+    SpecLoader.add_implicit_resolver(
+        f"tag:yaml.org,2002:{_tag}", re.compile(_pattern), list(_first)
+    )
+SpecLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)
+
+
 def load_yaml(text: str, origin: Origin) -> FlowSpec:
     """Parse and validate one flow from YAML text; ``origin`` names it in errors."""
     return validate(parse_yaml(text, origin))
@@ -34,7 +70,7 @@ def load_yaml(text: str, origin: Origin) -> FlowSpec:
 def parse_yaml(text: str, origin: Origin) -> RawFlow:
     """The raw flow a YAML document describes (structure checked, values not yet)."""
     try:
-        documents = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
+        documents = list(yaml.compose_all(text, Loader=SpecLoader))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
@@ -72,7 +108,7 @@ class _Converter:
 
     def __init__(self, origin: Origin) -> None:
         self.origin = origin
-        self.constructor = yaml.SafeLoader("")
+        self.constructor = SpecLoader("")
         self.budget = MAX_NODES
         self.pair_cache: dict[int, list[tuple[yaml.Node, yaml.Node]]] = {}
 
@@ -177,9 +213,10 @@ class _Converter:
     def scalar(self, node: yaml.ScalarNode, key: str) -> object:
         try:
             return self.constructor.construct_object(node)
-        except yaml.YAMLError as exc:
-            raise self.fail(node, key, f"invalid value: {_one_line(str(exc))}") from None
-        except (ValueError, OverflowError) as exc:
+        except yaml.MarkedYAMLError as exc:
+            problem = exc.problem or exc.context or "cannot read"
+            raise self.fail(node, key, f"invalid value: {_one_line(problem)}") from None
+        except (yaml.YAMLError, ValueError, OverflowError) as exc:
             raise self.fail(node, key, f"invalid value: {_one_line(str(exc))}") from None
 
     def value(self, node: yaml.Node, key: str, depth: int) -> object:

@@ -1,0 +1,1 @@
+"""Handlers of the example flows (plain functions: JSON in, JSON out)."""
