@@ -62,6 +62,7 @@ CREATE FUNCTION pgflow.worker_idle(flow_slugs text[], idle boolean DEFAULT true)
 RETURNS void
 LANGUAGE plpgsql
 VOLATILE
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE

@@ -10,6 +10,7 @@ CREATE FUNCTION pgflow.start_flow(flow_slug text, input jsonb, run_id uuid DEFAU
 RETURNS pgflow.runs
 LANGUAGE plpgsql
 VOLATILE
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE

@@ -18,6 +18,7 @@ CREATE FUNCTION pgflow.read_with_poll(
 RETURNS SETOF pgflow.message_record
 LANGUAGE plpgsql
 VOLATILE
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE

@@ -13,6 +13,7 @@ CREATE FUNCTION pgflow.start_tasks(flow_slug text, msg_ids bigint[], worker_id u
 RETURNS SETOF pgflow.step_task_record
 LANGUAGE plpgsql
 VOLATILE
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE

@@ -12,6 +12,7 @@ CREATE FUNCTION pgflow.complete_task(run_id uuid, step_slug text, task_index int
 RETURNS boolean
 LANGUAGE plpgsql
 VOLATILE
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -78,6 +79,7 @@ CREATE FUNCTION pgflow.fail_task(run_id uuid, step_slug text, task_index integer
 RETURNS boolean
 LANGUAGE plpgsql
 VOLATILE
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE

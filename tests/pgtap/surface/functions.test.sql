@@ -5,8 +5,8 @@ SELECT is(
     ARRAY(SELECT p.proname::text FROM pg_proc AS p
           WHERE p.pronamespace = 'pgflow'::regnamespace AND p.proname !~ '^_'
           ORDER BY 1),
-    ARRAY['add_step', 'complete_task', 'create_flow', 'fail_task', 'read_with_poll',
-          'start_flow', 'start_tasks', 'worker_idle'],
+    ARRAY['add_step', 'complete_task', 'create_flow', 'fail_task', 'grant_client',
+          'grant_worker', 'read_with_poll', 'start_flow', 'start_tasks', 'worker_idle'],
     'the public functions are exactly these'
 );
 
@@ -31,10 +31,12 @@ SELECT is_empty(
     'PUBLIC can execute no function (internals never; the API only when granted)'
 );
 
-SELECT is_empty(
-    $$SELECT p.oid::regprocedure::text FROM pg_proc AS p
-      WHERE p.pronamespace = 'pgflow'::regnamespace AND p.prosecdef$$,
-    'no function is SECURITY DEFINER'
+SELECT is(
+    ARRAY(SELECT p.oid::regprocedure::text FROM pg_proc AS p
+          WHERE p.pronamespace = 'pgflow'::regnamespace AND p.prosecdef ORDER BY 1),
+    ARRAY(SELECT f::text FROM pgflow._api_functions('worker') AS f
+          UNION SELECT f::text FROM pgflow._api_functions('client') AS f ORDER BY 1),
+    'the SECURITY DEFINER functions are exactly those grant_worker and grant_client grant'
 );
 
 SELECT is_empty(

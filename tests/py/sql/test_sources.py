@@ -69,15 +69,18 @@ def test_every_function_has_a_comment() -> None:
     assert created - commented == set()
 
 
-def test_no_security_definer_without_a_grant_policy() -> None:
-    definers = [
+def test_security_definer_only_for_the_granted_api() -> None:
+    """A SECURITY DEFINER function is a door: it must be in the grant lists."""
+    definers = {
         _name(stmt)
         for _, stmt in _functions()
         if getattr(_options(stmt).get("security"), "boolval", False)
-    ]
-    # A SECURITY DEFINER function must be listed here with the reason it is
-    # safe; none is needed so far.
-    assert definers == []
+    }
+    grants = (SRC / "800_grants.sql").read_text()
+    granted = set(re.findall(r"'(pgflow\.[a-z_]+)\(", grants))
+    assert definers, "the protocol functions run as the owner"
+    assert definers == granted
+    assert not any(name.startswith("pgflow._") for name in definers)
 
 
 def test_no_create_role_in_the_extension() -> None:

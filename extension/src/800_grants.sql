@@ -1,0 +1,86 @@
+-- Privileges: the extension creates no roles.  The protocol and client
+-- functions are the only door: they run as the extension owner (SECURITY
+-- DEFINER with a pinned search_path and schema-qualified names), so a worker
+-- or application role needs EXECUTE on exactly those functions and no
+-- privilege on any table.  Internals (_*) stay SECURITY INVOKER and are
+-- executable by nobody but the owner.
+
+-- _api_functions: the functions each kind of role is granted.
+--   worker: the worker protocol; client: start and follow runs.
+CREATE FUNCTION pgflow._api_functions(kind text)
+RETURNS SETOF regprocedure
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT f::regprocedure
+    FROM unnest(CASE kind
+        WHEN 'worker' THEN ARRAY[
+            'pgflow.read_with_poll(text, integer, integer, integer, integer)',
+            'pgflow.start_tasks(text, bigint[], uuid)',
+            'pgflow.complete_task(uuid, text, integer, jsonb)',
+            'pgflow.fail_task(uuid, text, integer, text)',
+            'pgflow.worker_idle(text[], boolean)']
+        WHEN 'client' THEN ARRAY[
+            'pgflow.start_flow(text, jsonb, uuid)']
+    END) AS f;
+$$;
+
+COMMENT ON FUNCTION pgflow._api_functions(text) IS
+    'the functions grant_worker (kind worker) and grant_client (kind client) grant';
+
+-- _grant_api: grants USAGE on the schema and EXECUTE on the functions of
+-- one kind to a role.  Errors: 22004 NULL role; 42704 unknown role.
+CREATE FUNCTION pgflow._grant_api(kind text, role_name text)
+RETURNS void
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_fn regprocedure;
+BEGIN
+    IF role_name IS NULL THEN
+        RAISE EXCEPTION 'role_name must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed', HINT = 'pass the name of an existing role';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = role_name) THEN
+        RAISE EXCEPTION 'role "%" does not exist', role_name
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'create it first, e.g. CREATE ROLE pgflow_worker LOGIN';
+    END IF;
+    EXECUTE format('GRANT USAGE ON SCHEMA pgflow TO %I', role_name);
+    FOR v_fn IN SELECT * FROM pgflow._api_functions(kind) LOOP
+        EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %I', v_fn, role_name);
+    END LOOP;
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow._grant_api(text, text) IS
+    'grant schema usage and the functions of one kind (worker, client) to a role';
+
+-- grant_worker: lets a role run workers: the protocol functions only.
+CREATE FUNCTION pgflow.grant_worker(role_name text)
+RETURNS void
+LANGUAGE sql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT pgflow._grant_api('worker', role_name);
+$$;
+
+COMMENT ON FUNCTION pgflow.grant_worker(text) IS
+    'grant a role exactly what a worker needs (the protocol functions; no table access)';
+
+-- grant_client: lets a role start runs and follow them.
+CREATE FUNCTION pgflow.grant_client(role_name text)
+RETURNS void
+LANGUAGE sql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT pgflow._grant_api('client', role_name);
+$$;
+
+COMMENT ON FUNCTION pgflow.grant_client(text) IS
+    'grant a role what an application needs to start and follow runs (no table access)';
