@@ -47,19 +47,29 @@ def test_one_flow_per_file() -> None:
     )
 
 
+TOP = "the top level must be a mapping with flow: and steps:"
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("- flow: f\n", "f.yaml:1: the top level must be a mapping with flow: and steps:, got list"),
-        ("hello\n", 'f.yaml:1: the top level must be a mapping with flow: and steps:, got string "hello"'),
+        ("- flow: f\n", f"f.yaml:1: {TOP}, got list"),
+        ("hello\n", f'f.yaml:1: {TOP}, got string "hello"'),
         ("flow: f\nsteps: {slug: a}\n", "f.yaml:2: steps: must be a list of steps, got mapping"),
         ("flow: f\nsteps:\n", "f.yaml:2: steps: must be a list of steps, got null"),
-        ("flow: f\nsteps: [fetch]\n", 'f.yaml:2: steps[0]: must be a mapping with a slug, got string "fetch" (write - slug: fetch)'),
+        (
+            "flow: f\nsteps: [fetch]\n",
+            'f.yaml:2: steps[0]: must be a mapping with a slug, got string "fetch"'
+            " (write - slug: fetch)",
+        ),
         ("flow: f\nsteps: [[a]]\n", "f.yaml:2: steps[0]: must be a mapping with a slug, got list"),
         ("flow: f\n1: x\nsteps: [{slug: a}]\n", "f.yaml:2: keys must be strings, got integer 1"),
-        ("flow: f\n[a]: x\nsteps: [{slug: a}]\n", "f.yaml:2: keys must be strings, got a collection"),
+        (
+            "flow: f\n[a]: x\nsteps: [{slug: a}]\n",
+            "f.yaml:2: keys must be strings, got a collection",
+        ),
     ],
-)  # fmt: skip
+)
 def test_structure_errors(text: str, message: str) -> None:
     assert error(text) == message
 
