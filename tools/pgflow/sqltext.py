@@ -33,8 +33,15 @@ class UnquotedValueError(CompileError):
     """A template printed a value without passing it through a quoting filter."""
 
 
+def _defined(value: object) -> None:
+    """Raise jinja2's error for an undefined value (StrictUndefined fails on use)."""
+    if isinstance(value, jinja2.Undefined):
+        value._fail_with_undefined_error()
+
+
 def literal(value: object) -> SqlText:
     """An SQL literal: ``NULL``, ``true``/``false``, an integer or a quoted string."""
+    _defined(value)
     if value is None:
         return SqlText("NULL")
     if isinstance(value, bool):
@@ -50,6 +57,7 @@ def literal(value: object) -> SqlText:
 
 def text_array(values: Iterable[str]) -> SqlText:
     """A ``text[]`` value: ``ARRAY['a', 'b']::text[]``."""
+    _defined(values)
     items = list(values)
     for item in items:
         if not isinstance(item, str):
@@ -59,6 +67,7 @@ def text_array(values: Iterable[str]) -> SqlText:
 
 def jsonb(value: object) -> SqlText:
     """A ``jsonb`` value from JSON text (``str``) or a JSON-able object: ``'...'::jsonb``."""
+    _defined(value)
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
     json.loads(text)  # must be JSON: never pass arbitrary text off as jsonb
     return SqlText(literal(text) + "::jsonb")
@@ -66,6 +75,7 @@ def jsonb(value: object) -> SqlText:
 
 def comment(value: object) -> SqlText:
     """Text for a ``--`` comment: one line, control characters escaped."""
+    _defined(value)
     if isinstance(value, datetime):
         if value.tzinfo is None:
             raise ValueError("a timestamp in generated SQL must be timezone-aware")
