@@ -105,12 +105,14 @@ CREATE TYPE pgflow.message_record AS (
     message     jsonb
 );
 
--- What start_tasks returns: everything a handler needs.
+-- What start_tasks returns: everything a handler needs (attempt: 1 for the
+-- first run of the task).
 CREATE TYPE pgflow.step_task_record AS (
     flow_slug  text,
     run_id     uuid,
     step_slug  text,
     input      jsonb,
     msg_id     bigint,
-    task_index integer
+    task_index integer,
+    attempt    integer
 );

@@ -61,7 +61,7 @@ BEGIN
           AND s.flow_slug = t.flow_slug
           AND s.step_slug = t.step_slug
         RETURNING t.flow_slug, t.run_id, t.step_slug, t.task_index, t.message_id,
-                  s.step_type, s.deps_count
+                  t.attempts_count, s.step_type, s.deps_count
     )
     SELECT st.flow_slug, st.run_id, st.step_slug,
            CASE
@@ -81,7 +81,7 @@ BEGIN
                      AND d.step_slug = st.step_slug
                      AND ds.status = 'completed'), '{}'::jsonb)
            END,
-           st.message_id, st.task_index
+           st.message_id, st.task_index, st.attempts_count
     FROM started AS st
     JOIN pgflow.runs AS r ON r.run_id = st.run_id
     ORDER BY st.message_id;

@@ -20,7 +20,12 @@ AS $$
             'pgflow.start_tasks(text, bigint[], uuid)',
             'pgflow.complete_task(uuid, text, integer, jsonb)',
             'pgflow.fail_task(uuid, text, integer, text)',
-            'pgflow.worker_idle(text[], boolean)']
+            'pgflow.worker_idle(text[], boolean)',
+            'pgflow.register_worker(uuid, text[], text, integer)',
+            'pgflow.worker_heartbeat(uuid)',
+            'pgflow.stop_worker(uuid)',
+            'pgflow.flow_shape(text)',
+            'pgflow.run_input(uuid)']
         WHEN 'client' THEN ARRAY[
             'pgflow.start_flow(text, jsonb, uuid)']
     END) AS f;

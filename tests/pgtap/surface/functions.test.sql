@@ -5,8 +5,9 @@ SELECT is(
     ARRAY(SELECT p.proname::text FROM pg_proc AS p
           WHERE p.pronamespace = 'pgflow'::regnamespace AND p.proname !~ '^_'
           ORDER BY 1),
-    ARRAY['add_step', 'complete_task', 'create_flow', 'fail_task', 'grant_client',
-          'grant_worker', 'read_with_poll', 'start_flow', 'start_tasks', 'worker_idle'],
+    ARRAY['add_step', 'complete_task', 'create_flow', 'fail_task', 'flow_shape',
+          'grant_client', 'grant_worker', 'read_with_poll', 'register_worker', 'run_input',
+          'start_flow', 'start_tasks', 'stop_worker', 'worker_heartbeat', 'worker_idle'],
     'the public functions are exactly these'
 );
 
