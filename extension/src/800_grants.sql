@@ -6,7 +6,9 @@
 -- executable by nobody but the owner.
 
 -- _api_functions: the functions each kind of role is granted.
---   worker: the worker protocol; client: start and follow runs.
+--   worker: the worker protocol; client: start, follow and cancel runs.
+-- Operator functions (retry_run, prune_runs, delete_flow) are granted to
+-- nobody: they run as their caller, i.e. the owner.
 CREATE FUNCTION pgflow._api_functions(kind text)
 RETURNS SETOF regprocedure
 LANGUAGE sql
@@ -27,7 +29,9 @@ AS $$
             'pgflow.flow_shape(text)',
             'pgflow.run_input(uuid)']
         WHEN 'client' THEN ARRAY[
-            'pgflow.start_flow(text, jsonb, uuid)']
+            'pgflow.start_flow(text, jsonb, uuid)',
+            'pgflow.get_run(uuid)',
+            'pgflow.cancel_run(uuid)']
     END) AS f;
 $$;
 
@@ -77,7 +81,7 @@ $$;
 COMMENT ON FUNCTION pgflow.grant_worker(text) IS
     'grant a role exactly what a worker needs (the protocol functions; no table access)';
 
--- grant_client: lets a role start runs and follow them.
+-- grant_client: lets a role start runs, follow them (get_run) and cancel them.
 CREATE FUNCTION pgflow.grant_client(role_name text)
 RETURNS void
 LANGUAGE sql
@@ -88,4 +92,4 @@ AS $$
 $$;
 
 COMMENT ON FUNCTION pgflow.grant_client(text) IS
-    'grant a role what an application needs to start and follow runs (no table access)';
+    'grant a role what an application needs to start, follow and cancel runs (no table access)';

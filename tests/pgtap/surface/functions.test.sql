@@ -5,9 +5,10 @@ SELECT is(
     ARRAY(SELECT p.proname::text FROM pg_proc AS p
           WHERE p.pronamespace = 'pgflow'::regnamespace AND p.proname !~ '^_'
           ORDER BY 1),
-    ARRAY['add_step', 'complete_task', 'create_flow', 'fail_task', 'flow_shape',
-          'grant_client', 'grant_worker', 'read_with_poll', 'register_worker', 'run_input',
-          'start_flow', 'start_tasks', 'stop_worker', 'worker_heartbeat', 'worker_idle'],
+    ARRAY['add_step', 'cancel_run', 'complete_task', 'create_flow', 'delete_flow', 'fail_task',
+          'flow_shape', 'get_run', 'grant_client', 'grant_worker', 'prune_runs', 'read_with_poll',
+          'register_worker', 'retry_run', 'run_input', 'start_flow', 'start_tasks', 'stop_worker',
+          'worker_heartbeat', 'worker_idle'],
     'the public functions are exactly these'
 );
 
@@ -52,7 +53,8 @@ SELECT is(
     ARRAY(SELECT c.relname::text FROM pg_extension AS e, unnest(e.extconfig) AS cfg(oid)
           JOIN pg_class AS c ON c.oid = cfg.oid
           WHERE e.extname = 'pgflow' ORDER BY 1),
-    ARRAY['deps', 'flows', 'runs', 'step_states', 'step_tasks', 'step_tasks_message_id_seq', 'steps'],
+    ARRAY['deps', 'flows', 'run_retries', 'runs', 'step_states', 'step_tasks',
+          'step_tasks_message_id_seq', 'steps', 'task_attempts', 'workers'],
     'every user-data table and sequence is dumped by pg_dump'
 );
 

@@ -1,0 +1,82 @@
+-- get_run: a run with its steps as one JSON document, for clients that
+-- follow a run without privileges on the tables:
+--   {"run_id", "flow_slug", "status", "input", "output", "error_message",
+--    "remaining_steps", "retries", "started_at", "completed_at", "failed_at",
+--    "cancelled_at",
+--    "steps": [{"step_slug", "step_type", "status", "attempts", "remaining_deps",
+--               "initial_tasks", "remaining_tasks",
+--               "tasks": {"queued", "started", "completed", "failed", "cancelled"},
+--               "output", "error_message", "skip_reason", "created_at",
+--               "started_at", "completed_at", "failed_at", "skipped_at"}, ...]}
+-- Steps come in definition order.  "attempts" counts the attempts of the
+-- step's tasks since the last retry; "retries" is how many times retry_run
+-- resumed the run (earlier attempts are in pgflow.task_attempts).  Absent
+-- values are JSON null.  Returns NULL for an unknown run.
+-- Locks: none (reads a consistent snapshot).
+CREATE FUNCTION pgflow.get_run(run_id uuid)
+RETURNS jsonb
+LANGUAGE sql
+STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT jsonb_build_object(
+        'run_id', r.run_id,
+        'flow_slug', r.flow_slug,
+        'status', r.status,
+        'input', r.input,
+        'output', r.output,
+        'error_message', r.error_message,
+        'remaining_steps', r.remaining_steps,
+        'retries', (SELECT count(*) FROM pgflow.run_retries AS rr WHERE rr.run_id = r.run_id),
+        'started_at', r.started_at,
+        'completed_at', r.completed_at,
+        'failed_at', r.failed_at,
+        'cancelled_at', r.cancelled_at,
+        'steps', coalesce((
+            SELECT jsonb_agg(jsonb_build_object(
+                       'step_slug', ss.step_slug,
+                       'step_type', s.step_type,
+                       'status', ss.status,
+                       'attempts', coalesce(tc.attempts, 0),
+                       'remaining_deps', ss.remaining_deps,
+                       'initial_tasks', ss.initial_tasks,
+                       'remaining_tasks', ss.remaining_tasks,
+                       'tasks', jsonb_build_object(
+                           'queued', coalesce(tc.queued, 0),
+                           'started', coalesce(tc.started, 0),
+                           'completed', coalesce(tc.completed, 0),
+                           'failed', coalesce(tc.failed, 0),
+                           'cancelled', coalesce(tc.cancelled, 0)),
+                       'output', ss.output,
+                       'error_message', ss.error_message,
+                       'skip_reason', ss.skip_reason,
+                       'created_at', ss.created_at,
+                       'started_at', ss.started_at,
+                       'completed_at', ss.completed_at,
+                       'failed_at', ss.failed_at,
+                       'skipped_at', ss.skipped_at)
+                   ORDER BY s.step_index)
+            FROM pgflow.step_states AS ss
+            JOIN pgflow.steps AS s ON s.flow_slug = ss.flow_slug AND s.step_slug = ss.step_slug
+            LEFT JOIN (
+                SELECT t.step_slug,
+                       sum(t.attempts_count) AS attempts,
+                       count(*) FILTER (WHERE t.status = 'queued') AS queued,
+                       count(*) FILTER (WHERE t.status = 'started') AS started,
+                       count(*) FILTER (WHERE t.status = 'completed') AS completed,
+                       count(*) FILTER (WHERE t.status = 'failed') AS failed,
+                       count(*) FILTER (WHERE t.status = 'cancelled') AS cancelled
+                FROM pgflow.step_tasks AS t
+                WHERE t.run_id = r.run_id
+                GROUP BY t.step_slug
+            ) AS tc ON tc.step_slug = ss.step_slug
+            WHERE ss.run_id = r.run_id
+        ), '[]'::jsonb)
+    )
+    FROM pgflow.runs AS r
+    WHERE r.run_id = get_run.run_id;
+$$;
+
+COMMENT ON FUNCTION pgflow.get_run(uuid) IS
+    'a run with its steps (status, attempts, times, errors, outputs, task counts) as JSON; NULL if unknown';
