@@ -1,5 +1,5 @@
 BEGIN;
-SELECT plan(16);
+SELECT plan(17);
 
 -- flow: base_delay 2, four attempts; b overrides base_delay with 5
 SELECT pgflow.create_flow('f', max_attempts => 4, base_delay => 2);
@@ -73,6 +73,15 @@ SELECT is(pg_temp.vt('b'), now() + interval '10 seconds',
           'and doubles with each attempt (second retry 10 s)');
 SELECT is(pg_temp.task('b'), '(queued,2,"unknown error")',
           'a NULL error message is stored as "unknown error"');
+
+-- the delay is capped (2^31 - 1 s) instead of overflowing
+UPDATE pgflow.steps SET opt_max_attempts = 100 WHERE step_slug = 'b';
+UPDATE pgflow.step_tasks SET attempts_count = 59 WHERE step_slug = 'b';
+SELECT pg_temp.expire('b');
+SELECT pg_temp.start_step('b');
+SELECT pgflow.fail_task('00000000-0000-0000-0000-000000000001', 'b', 0, 'b failed again');
+SELECT is(pg_temp.vt('b'), now() + make_interval(secs => 2147483647),
+          'a huge backoff is capped at 2^31 - 1 seconds');
 
 -- a retried task completes normally
 SELECT pg_temp.expire('a');

@@ -1,5 +1,5 @@
 BEGIN;
-SELECT plan(14);
+SELECT plan(16);
 
 SELECT pgflow.create_flow('f');
 SELECT pgflow.add_step('f', 'a');
@@ -61,6 +61,8 @@ SELECT is(
 );
 SELECT is_empty($$SELECT * FROM pgflow.read_with_poll('f', 30, 10)$$,
     'nothing is left to read');
+SELECT is_empty($$SELECT * FROM pgflow.read_with_poll('f', 30, 10, max_poll_seconds => 1, poll_interval_ms => 200)$$,
+    'with max_poll_seconds it polls, and returns nothing when nothing comes');
 
 -- a task with a future vt (a retry or a start delay) is not claimable yet
 UPDATE pgflow.step_tasks SET vt = clock_timestamp() + interval '5 seconds' WHERE flow_slug = 'g';
@@ -74,6 +76,18 @@ SELECT is(
 );
 SELECT is_empty($$SELECT * FROM pgflow.read_with_poll('nosuchflow', 30, 10)$$,
     'reading an unknown flow returns nothing');
+
+-- the oldest claimable task comes first
+SELECT pgflow.create_flow('h');
+SELECT pgflow.add_step('h', 'a');
+SELECT pgflow.add_step('h', 'b');
+SELECT pgflow.start_flow('h', '{}');
+UPDATE pgflow.step_tasks SET vt = now() - interval '10 seconds' WHERE flow_slug = 'h' AND step_slug = 'b';
+SELECT is(
+    (SELECT m.message ->> 'step_slug' FROM pgflow.read_with_poll('h', 30, 1) AS m),
+    'b',
+    'the task claimable for longest is leased first'
+);
 
 SELECT * FROM finish();
 ROLLBACK;
