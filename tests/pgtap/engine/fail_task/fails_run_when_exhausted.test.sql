@@ -1,5 +1,5 @@
 BEGIN;
-SELECT plan(20);
+SELECT plan(21);
 
 -- a may be attempted twice (step override of the flow's 3); b and c are other
 -- roots; d waits for a
@@ -89,6 +89,7 @@ SELECT is(pgflow.complete_task('00000000-0000-0000-0000-000000000001', 'c', 0, '
           'a late completion of a cancelled task returns false');
 SELECT is(pgflow.complete_task('00000000-0000-0000-0000-000000000001', 'a', 0, '"late"'), false,
           'a late completion of the failed task returns false');
+SELECT is(pg_temp.start_step('b'), 0::bigint, 'a cancelled task cannot be started');
 SELECT is(pg_temp.snapshot(), (SELECT s FROM before), 'the late calls change nothing');
 
 SELECT * FROM finish();

@@ -1,5 +1,5 @@
 BEGIN;
-SELECT plan(12);
+SELECT plan(13);
 
 SELECT pgflow.create_flow('f', max_attempts => 3, timeout => 10);
 SELECT pgflow.add_step('f', 'a');
@@ -42,6 +42,7 @@ CREATE TEMP TABLE restarted AS
 SELECT * FROM pgflow.start_tasks('f', ARRAY(SELECT msg_id FROM reread),
                                  '00000000-0000-0000-0000-0000000000a2');
 SELECT is((SELECT count(*) FROM restarted), 1::bigint, 'the re-claimed task is started again');
+SELECT is((SELECT attempt FROM restarted), 2, 'the record says it is attempt 2');
 SELECT is(
     (SELECT (t.status, t.attempts_count, t.last_worker_id, t.vt = now() + interval '12 seconds')::text
      FROM pgflow.step_tasks AS t WHERE t.step_slug = 'a'),

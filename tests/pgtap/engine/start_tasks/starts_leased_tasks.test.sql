@@ -1,5 +1,5 @@
 BEGIN;
-SELECT plan(13);
+SELECT plan(15);
 
 -- flow timeout 10 s; b overrides it with 20 s
 SELECT pgflow.create_flow('f', timeout => 10);
@@ -30,6 +30,7 @@ SELECT results_eq(
              ('b', 'started', 1, '00000000-0000-0000-0000-0000000000a1'::uuid)$$,
     'the tasks are started: an attempt is counted and the worker recorded'
 );
+SELECT ok((SELECT bool_and(s.attempt = 1) FROM started AS s), 'the record says it is attempt 1');
 SELECT ok(
     (SELECT bool_and(t.started_at = now()) FROM pgflow.step_tasks AS t WHERE t.flow_slug = 'f'),
     'started_at is now'
@@ -82,6 +83,8 @@ SELECT is_empty($$SELECT * FROM pgflow.start_tasks('f', '{}', gen_random_uuid())
     'an empty list starts nothing');
 SELECT throws_ok($$SELECT * FROM pgflow.start_tasks('f', NULL, gen_random_uuid())$$, '22004',
     'msg_ids must not be NULL', 'a NULL list is refused');
+SELECT throws_ok($$SELECT * FROM pgflow.start_tasks(NULL, '{}', gen_random_uuid())$$, '22004',
+    'flow slug must not be NULL', 'a NULL flow slug is refused');
 
 SELECT * FROM finish();
 ROLLBACK;
