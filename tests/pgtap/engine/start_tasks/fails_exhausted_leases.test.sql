@@ -1,5 +1,5 @@
 BEGIN;
-SELECT plan(13);
+SELECT plan(16);
 
 -- f: a may be attempted twice and fails the run; o is another root
 SELECT pgflow.create_flow('f', max_attempts => 2, timeout => 10);
@@ -10,6 +10,10 @@ SELECT pgflow.add_step('f', 'after', ARRAY['a']);
 SELECT pgflow.create_flow('g', max_attempts => 1);
 SELECT pgflow.add_step('g', 'x', when_exhausted => 'skip');
 SELECT pgflow.add_step('g', 'y', ARRAY['x']);
+-- h: two one-attempt roots whose leases expire together
+SELECT pgflow.create_flow('h', max_attempts => 1);
+SELECT pgflow.add_step('h', 'p');
+SELECT pgflow.add_step('h', 'q');
 
 CREATE FUNCTION pg_temp.start_all(flow text) RETURNS SETOF pgflow.step_task_record LANGUAGE sql AS $$
     SELECT * FROM pgflow.start_tasks(flow,
@@ -86,6 +90,27 @@ SELECT is(
     (SELECT s.input FROM pg_temp.start_all('g') AS s),
     '{"run": {"n": 1}}'::jsonb,
     'without the skipped step in its input'
+);
+
+-- h: both exhausted tasks come back in one batch; the first fails the run,
+-- which cancels the second: it must stay cancelled
+SELECT pgflow.start_flow('h', '{}', run_id => '00000000-0000-0000-0000-000000000003');
+SELECT pg_temp.start_all('h');
+UPDATE pgflow.step_tasks SET vt = now() - interval '1 second' WHERE flow_slug = 'h';
+SELECT is_empty($$SELECT * FROM pg_temp.start_all('h')$$,
+    'two tasks whose last leases expired are not started again');
+SELECT is(
+    (SELECT (r.status, r.error_message LIKE 'step "p" failed: lease expired%')::text FROM pgflow.runs AS r
+     WHERE r.run_id = '00000000-0000-0000-0000-000000000003'),
+    '(failed,t)',
+    'the first of them fails the run'
+);
+SELECT is(
+    (SELECT (t.status, t.error_message, ss.status)::text
+     FROM pgflow.step_tasks AS t JOIN pgflow.step_states AS ss USING (run_id, step_slug)
+     WHERE t.run_id = '00000000-0000-0000-0000-000000000003' AND t.step_slug = 'q'),
+    '(cancelled,,cancelled)',
+    'the second, cancelled with the run, stays cancelled like its step'
 );
 
 SELECT * FROM finish();
