@@ -10,6 +10,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 
+def one_line(text: str) -> str:
+    """``text`` with line breaks and other unprintable characters escaped."""
+    return "".join(
+        c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode("ascii")
+        for c in text
+    )
+
+
 class PgflowError(Exception):
     """Base class of every error pgflow raises on purpose."""
 
@@ -44,7 +52,7 @@ class SpecError(PgflowError):
         """The one-line form ``file:line: key: message`` (parts left out when unknown)."""
         where = self.file if self.line is None else f"{self.file}:{self.line}"
         what = f"{self.key}: {self.message}" if self.key else self.message
-        return f"{where}: {what}"
+        return one_line(f"{where}: {what}")
 
     @property
     def errors(self) -> tuple[SpecError, ...]:

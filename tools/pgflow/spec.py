@@ -42,6 +42,8 @@ OPTION_MINIMUMS: Final[Mapping[str, int]] = {
     "timeout": 3,
     "start_delay": 0,
 }
+#: Largest value of any integer option: PostgreSQL's integer.
+OPTION_MAXIMUM: Final = 2**31 - 1
 WHEN_UNMET: Final = ("skip", "skip-cascade", "fail")
 WHEN_EXHAUSTED: Final = ("fail", "skip", "skip-cascade")
 DEFAULT_WHEN_UNMET: Final = "skip"
@@ -341,6 +343,9 @@ class _Checker:
             return None
         if value.value < minimum:
             self.error(value.line, value.key, f"must be >= {minimum}, got {value.value}")
+            return None
+        if value.value > OPTION_MAXIMUM:
+            self.error(value.line, value.key, f"must be <= {OPTION_MAXIMUM}, got {value.value}")
             return None
         return value.value
 

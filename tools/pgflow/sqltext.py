@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 
 import jinja2
 
-from pgflow.errors import CompileError
+from pgflow.errors import CompileError, one_line
 
 
 class SqlText(str):
@@ -82,9 +82,7 @@ def comment(value: object) -> SqlText:
         text = value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     else:
         text = str(value)
-    return SqlText(
-        "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
-    )
+    return SqlText(one_line(text))
 
 
 def _finalize(value: object) -> object:

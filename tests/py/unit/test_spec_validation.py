@@ -195,6 +195,7 @@ def test_missing_flow_slug_steps_and_step_slug() -> None:
         ("base_delay", "1.5", "must be an integer >= 1, got number 1.5"),
         ("max_attempts", "null", "must be an integer >= 1, got null"),
         ("timeout", "[60]", "must be an integer >= 3, got list"),
+        ("timeout", "2147483648", "must be <= 2147483647, got 2147483648"),
     ],
 )
 def test_flow_option_errors(option: str, value: str, message: str) -> None:
