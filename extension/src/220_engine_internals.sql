@@ -369,11 +369,17 @@ AS $$
 DECLARE
     v_mode text;
 BEGIN
+    -- a task that something else of this transaction already cancelled (its
+    -- run failed because of another task) stays cancelled
     UPDATE pgflow.step_tasks AS t
     SET status = 'failed', failed_at = now(), error_message = _exhaust_task.error_message
     WHERE t.run_id = _exhaust_task.run_id
       AND t.step_slug = _exhaust_task.step_slug
-      AND t.task_index = _exhaust_task.task_index;
+      AND t.task_index = _exhaust_task.task_index
+      AND t.status IN ('queued', 'started');
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
 
     SELECT s.when_exhausted INTO v_mode
     FROM pgflow.step_states AS ss

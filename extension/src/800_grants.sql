@@ -31,6 +31,7 @@ AS $$
         WHEN 'client' THEN ARRAY[
             'pgflow.start_flow(text, jsonb, uuid)',
             'pgflow.get_run(uuid)',
+            'pgflow.list_runs(text, text, integer)',
             'pgflow.cancel_run(uuid)']
     END) AS f;
 $$;

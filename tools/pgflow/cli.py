@@ -298,6 +298,17 @@ def new(flow_slug: str, directory: Path) -> None:
         click.echo(f"next: pgflow-build {files[0].path.as_posix()}")
 
 
+def _add_database_commands() -> None:
+    """worker, start, status, runs live in cli_run (they import psycopg)."""
+    from pgflow.cli_run import COMMANDS  # noqa: PLC0415 - cli_run imports this module
+
+    for command in COMMANDS:
+        main.add_command(command)
+
+
+_add_database_commands()
+
+
 def build_main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``pgflow-build`` command."""
     build.main(args=list(argv) if argv is not None else None, prog_name="pgflow-build")

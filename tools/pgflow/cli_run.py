@@ -1,0 +1,298 @@
+"""The ``pgflow`` commands that talk to a database: worker, start, status, runs.
+
+Connection: the libpq environment (``PGHOST``, ``PGPORT``, ``PGUSER``,
+``PGDATABASE``, ``PGPASSWORD``, ...) unless ``--dsn`` says otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any, Final
+
+import click
+import psycopg
+
+from pgflow.cli import CONTEXT_SETTINGS, _fail, _load_all, _reported
+from pgflow.client import RunTimeoutError, get_run, start_flow, wait_for_run
+from pgflow.worker import Worker, WorkerConfig
+
+DSN_HELP: Final = "libpq connection string or URI (default: the PG* environment variables)"
+
+dsn_option = click.option("--dsn", default="", metavar="DSN", help=DSN_HELP)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+
+
+@contextmanager
+def _connected(dsn: str) -> Iterator[psycopg.Connection[Any]]:
+    """An autocommit connection; database errors become one line and exit 1."""
+    with _reported():
+        try:
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                yield conn
+        except psycopg.Error as exc:
+            first = " ".join(str(exc).split("\n")[0].split())
+            hint = getattr(exc.diag, "message_hint", None) if hasattr(exc, "diag") else None
+            _fail([f"error: {first}"] + ([f"hint: {hint}"] if hint else []))
+
+
+def _since(start: str | None, end: str | None) -> str:
+    if not start:
+        return ""
+    t0 = datetime.fromisoformat(start)
+    t1 = datetime.fromisoformat(end) if end else None
+    if t1 is None:
+        return ""
+    return f"{(t1 - t0).total_seconds():.2f} s"
+
+
+def render_run(run: dict[str, Any]) -> str:
+    """A run as a tree of its steps (status, attempts, duration, error)."""
+    end = run.get("completed_at") or run.get("failed_at") or run.get("cancelled_at")
+    lines = [
+        f"run {run['run_id']}  flow {run['flow_slug']}  {run['status']}"
+        + (f"  {_since(run['started_at'], end)}" if end else "")
+    ]
+    if run.get("error_message"):
+        lines.append(f"  error: {run['error_message']}")
+    steps = run.get("steps", [])
+    width = max((len(s["step_slug"]) for s in steps), default=4)
+    for i, step in enumerate(steps):
+        branch = "└─" if i == len(steps) - 1 else "├─"
+        tasks = step.get("tasks", {})
+        total = step.get("initial_tasks")
+        detail = []
+        if step["step_type"] == "map" and total is not None:
+            detail.append(f"{tasks.get('completed', 0)}/{total} tasks")
+        if step.get("attempts"):
+            detail.append(f"{step['attempts']} attempt{'s' if step['attempts'] != 1 else ''}")
+        done = step.get("completed_at") or step.get("failed_at") or step.get("skipped_at")
+        took = _since(step.get("started_at"), done)
+        if took:
+            detail.append(took)
+        if step.get("skip_reason"):
+            detail.append(f"({step['skip_reason']})")
+        lines.append(
+            f"{branch} {step['step_slug']:<{width}}  {step['status']:<9}  {'  '.join(detail)}"
+        )
+        if step.get("error_message"):
+            pad = "   " if i == len(steps) - 1 else "│  "
+            lines.append(f"{pad}  error: {step['error_message']}")
+    if run["status"] == "completed":
+        lines.append(f"output: {json.dumps(run.get('output'))}")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- worker
+
+WORKER_EPILOG: Final = """\b
+Each SPEC is a flow spec as pgflow-build reads it: a .py file, a .yaml file or
+package.module[:attr].  Python specs bring their handlers; YAML steps name them
+with handler: module:function.  Before claiming anything the worker checks that
+each flow in the database has the structure of its spec.
+
+\b
+SIGTERM or SIGINT: stop claiming, let running handlers finish (--grace), exit 0.
+A second signal exits at once with 128 + the signal number.
+
+\b
+Examples:
+  pgflow worker examples/flows/order.py
+  pgflow worker flows/order.yaml --concurrency 20 --dsn postgresql:///app
+  pgflow worker myapp.flows --no-listen          # through PgBouncer (transaction mode)
+"""
+
+
+@click.command("worker", context_settings=CONTEXT_SETTINGS, epilog=WORKER_EPILOG)
+@click.argument("specs", metavar="SPEC...", nargs=-1, required=True)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 1000),
+    default=10,
+    show_default=True,
+    help="Handlers running at once.",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1, 1000),
+    default=10,
+    show_default=True,
+    help="Tasks claimed per call.",
+)
+@click.option(
+    "--poll-interval",
+    type=click.FloatRange(0.05, 60),
+    default=1.0,
+    show_default=True,
+    help="Seconds between fallback polls (delayed retries, start delays, missed wake-ups).",
+)
+@click.option(
+    "--grace",
+    type=click.FloatRange(0, 3600),
+    default=30.0,
+    show_default=True,
+    help="Seconds running handlers get to finish after SIGTERM.",
+)
+@click.option(
+    "--no-listen",
+    is_flag=True,
+    help="Do not LISTEN for wake-ups; poll instead (needed behind PgBouncer in transaction mode).",
+)
+@click.option("-v", "--verbose", count=True, help="More logging (-vv: every poll).")
+@dsn_option
+def worker(
+    specs: tuple[str, ...],
+    concurrency: int,
+    batch_size: int,
+    poll_interval: float,
+    grace: float,
+    no_listen: bool,
+    verbose: int,
+    dsn: str,
+) -> None:
+    """Run the handlers of the flows in SPEC... until stopped."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose > 1 else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if verbose == 0:
+        logging.getLogger("pgflow.worker").setLevel(logging.INFO)
+    with _reported():
+        flows = _load_all(specs)
+        config = WorkerConfig(
+            concurrency=concurrency,
+            batch_size=batch_size,
+            poll_interval=poll_interval,
+            grace=grace,
+            listen=not no_listen,
+        )
+        try:
+            status = Worker(dsn, flows, config).run()
+        except psycopg.Error as exc:
+            _fail([f"error: {' '.join(str(exc).split())}"])
+    raise click.exceptions.Exit(status)
+
+
+# --------------------------------------------------------------------------- runs
+
+START_EPILOG: Final = """\b
+Examples:
+  pgflow start order --input '{"order_id": 42}'
+  pgflow start order --input @order.json --wait --timeout 60
+"""
+
+
+def _parse_input(text: str) -> Any:
+    if text.startswith("@"):
+        with open(text[1:], encoding="utf-8") as f:
+            text = f.read()
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not JSON: {exc}", param_hint="--input") from None
+
+
+@click.command("start", context_settings=CONTEXT_SETTINGS, epilog=START_EPILOG)
+@click.argument("flow_slug", metavar="FLOW")
+@click.option(
+    "--input",
+    "input_text",
+    default="{}",
+    show_default=True,
+    metavar="JSON",
+    help="The run's input: JSON text, or @FILE to read it from a file.",
+)
+@click.option("--run-id", metavar="UUID", help="Start idempotently under this id.")
+@click.option("--wait", is_flag=True, help="Wait until the run finishes; exit 1 unless completed.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(0),
+    default=300.0,
+    show_default=True,
+    help="Seconds --wait waits.",
+)
+@json_option
+@dsn_option
+def start(
+    flow_slug: str,
+    input_text: str,
+    run_id: str | None,
+    wait: bool,
+    timeout: float,
+    as_json: bool,
+    dsn: str,
+) -> None:
+    """Start a run of FLOW."""
+    flow_input = _parse_input(input_text)
+    with _connected(dsn) as conn:
+        run = start_flow(conn, flow_slug, flow_input, run_id)
+        if not wait:
+            click.echo(json.dumps(run) if as_json else str(run["run_id"]))
+            return
+        try:
+            done = wait_for_run(conn, run["run_id"], timeout)
+        except RunTimeoutError as exc:
+            _fail([f"error: {exc}"])
+        click.echo(json.dumps(done) if as_json else render_run(done))
+        if done["status"] != "completed":
+            raise click.exceptions.Exit(1)
+
+
+@click.command("status", context_settings=CONTEXT_SETTINGS)
+@click.argument("run_id", metavar="RUN_ID")
+@json_option
+@dsn_option
+def status(run_id: str, as_json: bool, dsn: str) -> None:
+    """Show a run as a tree of its steps: status, attempts, durations, errors."""
+    with _connected(dsn) as conn:
+        run = get_run(conn, run_id)
+        if run is None:
+            _fail([f"error: run {run_id} does not exist"])
+        click.echo(json.dumps(run) if as_json else render_run(run))
+
+
+@click.command("runs", context_settings=CONTEXT_SETTINGS)
+@click.option("--flow", "flow_slug", metavar="FLOW", help="Only runs of this flow.")
+@click.option(
+    "--status",
+    "run_status",
+    type=click.Choice(["started", "completed", "failed", "cancelled"]),
+    help="Only runs in this status.",
+)
+@click.option(
+    "--limit", type=click.IntRange(1, 10000), default=20, show_default=True, help="At most N runs."
+)
+@json_option
+@dsn_option
+def runs(
+    flow_slug: str | None, run_status: str | None, limit: int, as_json: bool, dsn: str
+) -> None:
+    """List the most recent runs, newest first."""
+    with _connected(dsn) as conn:
+        rows = [
+            r[0]
+            for r in conn.execute(
+                "SELECT pgflow.list_runs(%s, %s, %s)", (flow_slug, run_status, limit)
+            )
+        ]
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    if not rows:
+        click.echo("no runs")
+        return
+    click.echo(f"{'RUN ID':<36}  {'FLOW':<20}  {'STATUS':<9}  {'STARTED':<19}  DURATION")
+    for r in rows:
+        started = r["started_at"][:19].replace("T", " ")
+        click.echo(
+            f"{r['run_id']:<36}  {r['flow_slug']:<20}  {r['status']:<9}  {started:<19}  "
+            f"{_since(r['started_at'], r['finished_at'])}"
+        )
+
+
+COMMANDS: Final[Sequence[click.Command]] = (worker, start, status, runs)
