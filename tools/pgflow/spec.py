@@ -296,8 +296,22 @@ def _text_problem(text: str) -> str | None:
 
 
 def canonical_json(value: object) -> str:
-    """Deterministic JSON text of a pattern: sorted keys, UTF-8 kept as is."""
-    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(", ", ": "))
+    """Deterministic JSON text of a pattern: sorted keys, readable UTF-8.
+
+    Characters that do not print (line and paragraph separators, format
+    characters, non-ASCII spaces) are written as ``\\uXXXX`` escapes, so the
+    generated SQL holds no invisible characters and no line breaks in literals.
+    """
+    text = json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(", ", ": "))
+    return "".join(c if c.isprintable() else _json_escape(c) for c in text)
+
+
+def _json_escape(char: str) -> str:
+    code = ord(char)
+    if code <= 0xFFFF:
+        return f"\\u{code:04x}"
+    code -= 0x10000
+    return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
 
 
 # --------------------------------------------------------------------------- validation

@@ -423,3 +423,15 @@ def test_spec_error_renders_and_lists() -> None:
     )
     assert [e.rendered for e in error.more] == ["flows/order.yaml:3: timeout: must be >= 3, got 0"]
     assert SpecError("f.yaml", None, "", "m").rendered == "f.yaml: m"
+
+
+def test_invisible_characters_in_patterns_are_escaped() -> None:
+    flow = load("""
+        flow: f
+        steps:
+          - slug: a
+            if: {"x\\u2028": "\\u00a0\\U000e0001 é 😀 \\t"}
+    """)
+    text = flow.steps[0].required_input_pattern
+    assert text == '{"x\\u2028": "\\u00a0\\udb40\\udc01 é 😀 \\t"}'
+    assert flow.steps[0].if_ == {"x\u2028": "\u00a0\U000e0001 é 😀 \t"}
