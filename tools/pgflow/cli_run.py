@@ -1,5 +1,7 @@
 """The ``pgflow`` commands that talk to a database: worker, start, status, runs.
 
+Imported by :mod:`pgflow.cli` (which registers :data:`COMMANDS`), never on its own.
+
 Connection: the libpq environment (``PGHOST``, ``PGPORT``, ``PGUSER``,
 ``PGDATABASE``, ``PGPASSWORD``, ...) unless ``--dsn`` says otherwise.
 """
@@ -11,7 +13,6 @@ import logging
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
 from typing import Any, Final
 
 import click
@@ -19,6 +20,7 @@ import psycopg
 
 from pgflow.cli import CONTEXT_SETTINGS, _fail, _load_all, _reported
 from pgflow.client import RunTimeoutError, get_run, start_flow, wait_for_run
+from pgflow.render import duration, render_run
 from pgflow.worker import Worker, WorkerConfig
 
 DSN_HELP: Final = "libpq connection string or URI (default: the PG* environment variables)"
@@ -38,53 +40,6 @@ def _connected(dsn: str) -> Iterator[psycopg.Connection[Any]]:
             first = " ".join(str(exc).split("\n")[0].split())
             hint = getattr(exc.diag, "message_hint", None) if hasattr(exc, "diag") else None
             _fail([f"error: {first}"] + ([f"hint: {hint}"] if hint else []))
-
-
-def _since(start: str | None, end: str | None) -> str:
-    if not start:
-        return ""
-    t0 = datetime.fromisoformat(start)
-    t1 = datetime.fromisoformat(end) if end else None
-    if t1 is None:
-        return ""
-    return f"{(t1 - t0).total_seconds():.2f} s"
-
-
-def render_run(run: dict[str, Any]) -> str:
-    """A run as a tree of its steps (status, attempts, duration, error)."""
-    end = run.get("completed_at") or run.get("failed_at") or run.get("cancelled_at")
-    lines = [
-        f"run {run['run_id']}  flow {run['flow_slug']}  {run['status']}"
-        + (f"  {_since(run['started_at'], end)}" if end else "")
-    ]
-    if run.get("error_message"):
-        lines.append(f"  error: {run['error_message']}")
-    steps = run.get("steps", [])
-    width = max((len(s["step_slug"]) for s in steps), default=4)
-    for i, step in enumerate(steps):
-        branch = "└─" if i == len(steps) - 1 else "├─"
-        tasks = step.get("tasks", {})
-        total = step.get("initial_tasks")
-        detail = []
-        if step["step_type"] == "map" and total is not None:
-            detail.append(f"{tasks.get('completed', 0)}/{total} tasks")
-        if step.get("attempts"):
-            detail.append(f"{step['attempts']} attempt{'s' if step['attempts'] != 1 else ''}")
-        done = step.get("completed_at") or step.get("failed_at") or step.get("skipped_at")
-        took = _since(step.get("started_at"), done)
-        if took:
-            detail.append(took)
-        if step.get("skip_reason"):
-            detail.append(f"({step['skip_reason']})")
-        lines.append(
-            f"{branch} {step['step_slug']:<{width}}  {step['status']:<9}  {'  '.join(detail)}"
-        )
-        if step.get("error_message"):
-            pad = "   " if i == len(steps) - 1 else "│  "
-            lines.append(f"{pad}  error: {step['error_message']}")
-    if run["status"] == "completed":
-        lines.append(f"output: {json.dumps(run.get('output'))}")
-    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- worker
@@ -291,7 +246,7 @@ def runs(
         started = r["started_at"][:19].replace("T", " ")
         click.echo(
             f"{r['run_id']:<36}  {r['flow_slug']:<20}  {r['status']:<9}  {started:<19}  "
-            f"{_since(r['started_at'], r['finished_at'])}"
+            f"{duration(r['started_at'], r['finished_at'])}"
         )
 
 
