@@ -1,11 +1,13 @@
-"""The example "order" flow in Python (the same flow as examples/flows/order.yaml).
+"""The example "order" flow in Python: the same flow as examples/flows/order.yaml.
 
-    pgflow-build examples/flows/order.py
+Build it with ``pgflow-build examples/flows/order.py``; run it with
+``pgflow worker examples/flows/order.py``.
 """
 
 from __future__ import annotations
 
 from examples.handlers import order as handlers
+
 from pgflow import Flow
 
 flow = Flow("order", max_attempts=5, timeout=30)
