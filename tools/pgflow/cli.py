@@ -62,17 +62,20 @@ def _reported() -> Iterator[None]:
 
 def _load_all(specs: Sequence[str]) -> list[LoadedFlow]:
     """Load every SPEC, reporting the problems of all of them before giving up."""
-    flows: list[LoadedFlow] = []
+    loaded: list[LoadedFlow] = []
     problems: list[str] = []
-    for spec in specs:
+    for spec in dict.fromkeys(specs):  # a SPEC given twice counts once
         try:
-            flows.extend(load(spec))
+            loaded.extend(load(spec))
         except PgflowError as exc:
             problems.extend(_messages(exc))
     seen: dict[str, LoadedFlow] = {}
-    for flow in flows:
+    flows: list[LoadedFlow] = []
+    for flow in loaded:
         first = seen.setdefault(flow.spec.slug, flow)
-        if first is not flow:
+        if first is flow:
+            flows.append(flow)
+        elif first.spec != flow.spec or first.spec.origin != flow.spec.origin:
             problems.append(
                 f'{flow.spec.origin.file}:{flow.spec.line}: flow: flow "{flow.spec.slug}"'
                 f" is also defined in {first.spec.origin.file}:{first.spec.line}"

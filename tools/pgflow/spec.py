@@ -183,7 +183,12 @@ class RawStep:
 
 @dataclass(frozen=True)
 class RawFlow:
-    """A flow as written, before validation."""
+    """A flow as written, before validation.
+
+    ``steps`` is ``None`` when the spec has no steps at all; ``steps_value``
+    locates the ``steps`` key when there is one; ``key_prefix`` prefixes the
+    flow's own keys in messages (``Flow.`` for Python specs).
+    """
 
     origin: Origin
     line: int | None
@@ -420,7 +425,9 @@ class _Checker:
         if value is None:
             return []
         if not isinstance(value.value, list | tuple):
-            hint = f" (write [{value.value}])" if isinstance(value.value, str) else ""
+            hint = (
+                f" (write [{value.value}])" if isinstance(value.value, str) and value.value else ""
+            )
             self.error(
                 value.line,
                 value.key,
@@ -468,9 +475,7 @@ def validate(raw: RawFlow) -> FlowSpec:
         flow_opts["step_events"] = step_events
 
     if raw.steps is None:
-        where = raw.steps_value
-        if where is None:
-            check.error(raw.line, f"{prefix}steps", "missing: a flow needs at least one step")
+        check.error(raw.line, f"{prefix}steps", "missing: a flow needs at least one step")
     elif not raw.steps:
         line = raw.steps_value.line if raw.steps_value else raw.line
         check.error(line, f"{prefix}steps", "is empty: a flow needs at least one step")

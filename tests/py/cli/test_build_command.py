@@ -285,3 +285,19 @@ def test_the_installed_pgflow_build(tmp_path: Path) -> None:
     assert bad.returncode == 1
     assert bad.stderr == 'order.yaml:4: steps[0].depends_on: unknown step "b"\n'
     assert bad.stdout == ""
+
+
+def test_the_same_spec_named_twice_counts_once(cwd: Path) -> None:
+    (cwd / "many.py").write_text(
+        "from pgflow import Flow\nflow = Flow('many')\n\n@flow.step\ndef a(input):\n    return 1\n",
+        encoding="utf-8",
+    )
+    result = run_build("flows/order.yaml", "flows/order.yaml", "many.py", "many:flow")
+    assert result.exit_code == 0, result.output
+    assert sorted(result.stdout.splitlines()) == sorted(
+        f"{slug}: wrote migrations/{name}"
+        for name in migrations(cwd / "migrations")
+        for slug in ("order", "many")
+        if f"_create_{slug}_flow" in name
+    )
+    assert len(migrations(cwd / "migrations")) == 2
