@@ -1,0 +1,1 @@
+"""`make bench`: the pgflow benchmark harness (see bench/README.md)."""

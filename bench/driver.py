@@ -1,0 +1,223 @@
+"""The protocol driver: worker processes that speak the SQL protocol and nothing else.
+
+Each process has one autocommit connection and loops ``read_with_poll`` →
+``start_tasks`` → ``complete_task`` (output ``{}``) per task.  In *drain*
+mode the processes stop once all of them together have completed the number
+of tasks the caller expects; in *listen* mode (idle latency) they mark
+themselves idle with ``worker_idle`` on a second, LISTENing connection and
+wait for ``NOTIFY pgflow_tasks`` like a real worker, until told to stop.
+
+Processes are started with the ``spawn`` method: a forked child would share
+the parent's open connections.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import multiprocessing.synchronize as mps
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from multiprocessing.sharedctypes import Synchronized
+from typing import Any
+
+import psycopg
+
+READ = "SELECT msg_id FROM pgflow.read_with_poll(%s, %s, %s)"
+START = "SELECT run_id, step_slug, task_index FROM pgflow.start_tasks(%s, %s, %s)"
+COMPLETE = "SELECT pgflow.complete_task(%s, %s, %s, %s::jsonb)"
+#: flush this backend's table and WAL statistics before it goes idle
+FLUSH_STATS = "SELECT pg_stat_force_next_flush()"
+
+CTX = mp.get_context("spawn")
+
+
+@dataclass
+class CallStats:
+    """Protocol calls one driver process made, and the time it spent in them."""
+
+    reads: int = 0
+    empty_reads: int = 0
+    starts: int = 0
+    completes: int = 0
+    tasks: int = 0
+    read_s: float = 0.0
+    start_s: float = 0.0
+    complete_s: float = 0.0
+
+    def add(self, other: CallStats) -> None:
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    @property
+    def calls(self) -> int:
+        return self.reads + self.starts + self.completes
+
+
+@dataclass
+class _Worker:
+    conn: psycopg.Connection[tuple[Any, ...]]
+    flow: str
+    batch: int
+    vt: int = 30
+    worker_id: uuid.UUID = field(default_factory=uuid.uuid4)
+    stats: CallStats = field(default_factory=CallStats)
+
+    def step(self) -> int:
+        """Claim one batch and complete it; the number of tasks completed."""
+        t0 = time.perf_counter()
+        msgs = self.conn.execute(READ, (self.flow, self.vt, self.batch)).fetchall()
+        t1 = time.perf_counter()
+        self.stats.reads += 1
+        self.stats.read_s += t1 - t0
+        if not msgs:
+            self.stats.empty_reads += 1
+            return 0
+        tasks = self.conn.execute(START, (self.flow, [m[0] for m in msgs], self.worker_id))
+        rows = tasks.fetchall()
+        t2 = time.perf_counter()
+        self.stats.starts += 1
+        self.stats.start_s += t2 - t1
+        for run_id, step_slug, task_index in rows:
+            self.conn.execute(COMPLETE, (run_id, step_slug, task_index, "{}"))
+        self.stats.completes += len(rows)
+        self.stats.complete_s += time.perf_counter() - t2
+        self.stats.tasks += len(rows)
+        return len(rows)
+
+
+def _drain(
+    conninfo: str,
+    flow: str,
+    batch: int,
+    expected: int,
+    deadline: float,
+    ready: mps.Barrier,
+    go: mps.Event,
+    done: Synchronized[int],
+    results: mp.Queue[CallStats | str],
+) -> None:
+    try:
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            worker = _Worker(conn, flow, batch)
+            ready.wait()
+            go.wait()
+            while done.value < expected:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{flow}: {done.value}/{expected} tasks done at deadline")
+                n = worker.step()
+                if n:
+                    with done.get_lock():
+                        done.value += n
+                else:
+                    time.sleep(0.0005)  # the queue is empty for now: others hold the tasks
+            conn.execute(FLUSH_STATS)
+            conn.execute("SELECT 1")
+        results.put(worker.stats)
+    except BaseException as exc:
+        results.put(f"{type(exc).__name__}: {exc}")
+        raise
+
+
+def _listen(
+    conninfo: str,
+    flow: str,
+    batch: int,
+    ready: mps.Barrier,
+    stop: mps.Event,
+    results: mp.Queue[CallStats | str],
+) -> None:
+    try:
+        with (
+            psycopg.connect(conninfo, autocommit=True) as listen,
+            psycopg.connect(conninfo, autocommit=True) as conn,
+        ):
+            listen.execute("LISTEN pgflow_tasks")
+            worker = _Worker(conn, flow, batch)
+            ready.wait()
+            while not stop.is_set():
+                if worker.step():
+                    continue
+                # mark idle, look once more, then wait for a wake-up
+                listen.execute("SELECT pgflow.worker_idle(%s)", ([flow],))
+                if not worker.step():
+                    for _ in listen.notifies(timeout=0.2, stop_after=1):
+                        pass
+                listen.execute("SELECT pgflow.worker_idle(%s, false)", ([flow],))
+        results.put(worker.stats)
+    except BaseException as exc:
+        results.put(f"{type(exc).__name__}: {exc}")
+        raise
+
+
+class DriverError(RuntimeError):
+    """A driver process failed or timed out."""
+
+
+class Drivers:
+    """N driver processes; ``start`` returns once all are connected and waiting."""
+
+    def __init__(self, conninfo: str, flow: str, processes: int = 4, batch: int = 10) -> None:
+        self.conninfo = conninfo
+        self.flow = flow
+        self.n = processes
+        self.batch = batch
+        self.ready = CTX.Barrier(processes + 1)
+        self.go = CTX.Event()
+        self.stop = CTX.Event()
+        self.done = CTX.Value("q", 0)
+        self.results: mp.Queue[CallStats | str] = CTX.Queue()
+        self.procs: list[mp.process.BaseProcess] = []
+
+    def start_drain(self, expected_tasks: int, timeout: float = 300.0) -> None:
+        deadline = time.monotonic() + timeout
+        self._spawn(
+            _drain,
+            (
+                self.conninfo,
+                self.flow,
+                self.batch,
+                expected_tasks,
+                deadline,
+                self.ready,
+                self.go,
+                self.done,
+                self.results,
+            ),
+        )
+
+    def start_listen(self) -> None:
+        self._spawn(
+            _listen, (self.conninfo, self.flow, self.batch, self.ready, self.stop, self.results)
+        )
+
+    def _spawn(self, target: Any, args: Sequence[Any]) -> None:
+        for _ in range(self.n):
+            proc = CTX.Process(target=target, args=tuple(args), daemon=True)
+            proc.start()
+            self.procs.append(proc)
+        self.ready.wait(timeout=60)
+
+    def finish(self, timeout: float = 300.0) -> CallStats:
+        """Wait for the processes to end (drain) or stop them (listen); summed stats."""
+        self.stop.set()
+        total = CallStats()
+        errors: list[str] = []
+        for _ in self.procs:
+            item = self.results.get(timeout=timeout)
+            if isinstance(item, str):
+                errors.append(item)
+            else:
+                total.add(item)
+        for proc in self.procs:
+            proc.join(timeout=10)
+        if errors:
+            raise DriverError("; ".join(errors))
+        return total
+
+    def kill(self) -> None:
+        for proc in self.procs:
+            if proc.is_alive():
+                proc.kill()
+                proc.join(timeout=5)

@@ -1,0 +1,78 @@
+"""The benchmark's flows, with no-op handlers (for `pgflow worker bench.flows:chain3`).
+
+The protocol driver never calls these handlers: it completes every task with
+``{}``.  They exist so that the reference worker has something to run and so
+that the definitions go through ``pgflow-build``'s compiler like a user's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pgflow import Flow
+
+chain3 = Flow("chain3")
+
+
+@chain3.step()
+def a(inp: dict[str, Any]) -> dict[str, Any]:
+    return {}
+
+
+@chain3.step(depends_on=[a])
+def b(inp: dict[str, Any]) -> dict[str, Any]:
+    return {}
+
+
+@chain3.step(depends_on=[b])
+def c(inp: dict[str, Any]) -> dict[str, Any]:
+    return {}
+
+
+diamond = Flow("diamond")
+
+
+@diamond.step()
+def root(inp: dict[str, Any]) -> dict[str, Any]:
+    return {}
+
+
+@diamond.step(depends_on=[root])
+def left(inp: dict[str, Any]) -> dict[str, Any]:
+    return {}
+
+
+@diamond.step(depends_on=[root])
+def right(inp: dict[str, Any]) -> dict[str, Any]:
+    return {}
+
+
+@diamond.step(depends_on=[left, right])
+def join(inp: dict[str, Any]) -> dict[str, Any]:
+    return {}
+
+
+fanout = Flow("fanout")
+
+
+@fanout.map()
+def items(item: Any) -> dict[str, Any]:
+    return {}
+
+
+@fanout.step(depends_on=[items])
+def reduce(inp: dict[str, Any]) -> dict[str, Any]:
+    return {}
+
+
+single = Flow("single")
+
+
+@single.step()
+def only(inp: dict[str, Any]) -> dict[str, Any]:
+    return {}
+
+
+#: every flow of this module, with the number of tasks one run creates
+#: (fanout: per element of its input, plus the reduce task)
+FLOWS = (chain3, diamond, fanout, single)

@@ -1,0 +1,306 @@
+"""`make bench`: throughput, latency and cost of pgflow on a throwaway durable cluster.
+
+Usage: python -m bench [--quick] [--only NAMES] [--profile] [...]; see --help
+and bench/README.md.  Progress goes to stderr, the table to stdout, every
+figure (and the raw samples) to bench/results/<UTC timestamp>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench import db, report, workloads
+from bench.report import Row
+from bench.workloads import log
+from pgflow.cluster import Cluster
+
+#: durable server: fsync, synchronous_commit and full_page_writes keep their
+#: defaults (on); memory and checkpoint spacing are set so that no timed
+#: checkpoint falls inside a measurement (each one starts after a CHECKPOINT)
+SETTINGS: dict[str, str] = {
+    "shared_buffers": "512MB",
+    "max_wal_size": "8GB",
+    "checkpoint_timeout": "30min",
+    "max_connections": "50",
+}
+
+BENCHMARKS = ("chain3", "diamond", "fanout", "idle", "ceiling", "reference", "history")
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="fewer runs and repeats (development)")
+    p.add_argument("--repeats", type=int, help="repeats of each benchmark (default 3)")
+    p.add_argument("--runs", type=int, help="runs of chain3 / diamond (default 1000)")
+    p.add_argument("--fanout", type=int, default=5000, help="map elements (default 5000)")
+    p.add_argument("--samples", type=int, help="idle-latency samples per repeat (default 50)")
+    p.add_argument("--pgbench-seconds", type=int, help="pgbench duration (default 20)")
+    p.add_argument("--history-runs", type=int, help="finished runs for history (default 1e6)")
+    p.add_argument("--processes", type=int, default=4, help="worker processes (default 4)")
+    p.add_argument("--budget", type=float, default=570.0, help="seconds the whole run may take")
+    p.add_argument(
+        "--only", default=",".join(BENCHMARKS), help=f"comma-separated subset of {BENCHMARKS}"
+    )
+    p.add_argument("--profile", action="store_true", help="profile pass instead (see profile.py)")
+    p.add_argument("--out", type=Path, help="JSON file (default bench/results/<timestamp>.json)")
+    args = p.parse_args(argv)
+    quick = args.quick
+    args.repeats = args.repeats or (2 if quick else 3)
+    args.runs = args.runs or (300 if quick else 1000)
+    args.samples = args.samples or (20 if quick else 50)
+    args.pgbench_seconds = args.pgbench_seconds or (5 if quick else 20)
+    args.history_runs = args.history_runs or (100_000 if quick else 1_000_000)
+    args.only = [x for x in args.only.split(",") if x]
+    unknown = set(args.only) - set(BENCHMARKS)
+    if unknown:
+        p.error(f"unknown benchmark(s) {sorted(unknown)}; choose from {BENCHMARKS}")
+    return args
+
+
+def repeat(name: str, n: int, fn: Callable[[], dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for i in range(n):
+        t0 = time.monotonic()
+        out.append(fn())
+        log(f"{name} {i + 1}/{n} ({time.monotonic() - t0:.1f} s)")
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.profile:
+        from bench.profile import profile  # noqa: PLC0415
+
+        return profile(args)
+    started = time.monotonic()
+    deadline = started + args.budget
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    out_path = args.out or Path(report.ROOT, "bench", "results", f"{stamp}.json")
+    results: dict[str, Any] = {}
+    with Cluster(settings=SETTINGS) as cluster:
+        conninfo = cluster.conninfo(db.DATABASE)
+        db.setup(cluster.conninfo(), conninfo)
+        with db.connect(conninfo) as conn:
+            info = report.machine_info(conn)
+        log(f"cluster up, extension installed ({time.monotonic() - started:.1f} s)")
+        n, runs, procs = args.repeats, args.runs, args.processes
+        if "chain3" in args.only:
+            results["chain3"] = repeat(
+                "chain3", n, lambda: workloads.drive(conninfo, "chain3", runs, processes=procs)
+            )
+        if "diamond" in args.only:
+            results["diamond"] = repeat(
+                "diamond", n, lambda: workloads.drive(conninfo, "diamond", runs, processes=procs)
+            )
+        if "fanout" in args.only:
+            results["fanout"] = repeat("fanout", n, lambda: workloads.fanout(conninfo, args.fanout))
+        if "idle" in args.only:
+            results["idle"] = repeat(
+                "idle latency", n, lambda: workloads.idle_latency(conninfo, args.samples, procs)
+            )
+        if "ceiling" in args.only:
+            workloads.setup_ceiling(cluster)
+            results["ceiling"] = repeat(
+                "pgbench",
+                n,
+                lambda: {"tps": workloads.ceiling(cluster, args.pgbench_seconds, procs)},
+            )
+        if "reference" in args.only:
+            results["reference"] = repeat(
+                "reference worker", n, lambda: workloads.reference(conninfo, runs, procs)
+            )
+        if "history" in args.only:
+            per_repeat = statistics.median(
+                [r["elapsed_s"] for r in results.get("chain3", [])] or [5.0]
+            )
+            reserve = n * (per_repeat + 4.0) + 15.0
+            results["history_setup"] = workloads.make_history(
+                conninfo, args.history_runs, deadline, reserve
+            )
+            results["history"] = repeat(
+                "chain3 after history",
+                n,
+                lambda: workloads.drive(conninfo, "chain3", runs, reset=False, processes=procs),
+            )
+    rows = build_rows(results, args)
+    total = time.monotonic() - started
+    text = "\n".join(
+        [
+            report.header(info),
+            f"workers: {args.processes} processes, batch 10; chain3/diamond {args.runs} runs;"
+            f" {args.repeats} repeats; total {total:.0f} s",
+            "",
+            report.table(rows),
+            *notes(results, args),
+        ]
+    )
+    report.say(text)
+    document = {
+        "timestamp": stamp,
+        "total_s": total,
+        "machine": info,
+        "server_settings_requested": SETTINGS,
+        "config": {k: v for k, v in vars(args).items() if k != "out"},
+        "summary": {r.label: r.as_json() for r in rows},
+        "results": results,
+        "table": text,
+    }
+    report.write_json(out_path, document)
+    report.say(f"\nwrote {out_path}")
+    return 0
+
+
+def _per_task(results: dict[str, Any], name: str, key: str) -> list[float]:
+    return [workloads.per_task_cost(r)[key] for r in results.get(name, [])]
+
+
+def _values(results: dict[str, Any], name: str, key: str) -> list[float]:
+    return [float(r[key]) for r in results.get(name, [])]
+
+
+def _ratio(a: list[float], b: list[float]) -> list[float]:
+    return [statistics.median(a) / statistics.median(b)] if a and b else []
+
+
+def build_rows(results: dict[str, Any], args: argparse.Namespace) -> list[Row]:
+    chain3 = _values(results, "chain3", "tasks_per_s")
+    diamond = _values(results, "diamond", "tasks_per_s")
+    tps = _values(results, "ceiling", "tps")
+    ref = _values(results, "reference", "tasks_per_s")
+    hist = _values(results, "history", "tasks_per_s")
+    idle = results.get("idle", [])
+    hist_runs = results.get("history_setup", {}).get("runs", 0)
+    rows = [
+        Row("chain3 tasks/s (protocol driver)", chain3, "tasks/s", digits=0),
+        Row("diamond tasks/s (protocol driver)", diamond, "tasks/s", digits=0),
+        Row(f"pgbench TPS (INSERT+UPDATE, {args.processes} clients)", tps, "TPS", digits=0),
+        Row(
+            "chain3 ÷ pgbench TPS",
+            _ratio(chain3, tps),
+            target=">= 0.6",
+            check=lambda v: v >= 0.6,
+            digits=2,
+        ),
+        Row(
+            "diamond ÷ pgbench TPS",
+            _ratio(diamond, tps),
+            target=">= 0.6",
+            check=lambda v: v >= 0.6,
+            digits=2,
+        ),
+        Row(
+            f"fanout: {args.fanout}-element map → reduce (s)",
+            _values(results, "fanout", "completion_s"),
+            "s",
+            target="<= 0.4",
+            check=lambda v: v <= 0.4,
+            digits=3,
+        ),
+        Row(
+            "idle latency p50 (ms)",
+            [float(r["p50_ms"]) for r in idle],
+            "ms",
+            target="<= 5",
+            check=lambda v: v <= 5,
+            digits=2,
+        ),
+        Row(
+            "idle latency p95 (ms)",
+            [float(r["p95_ms"]) for r in idle],
+            "ms",
+            target="<= 15",
+            check=lambda v: v <= 15,
+            digits=2,
+        ),
+        Row(
+            "chain3 rows written per task",
+            _per_task(results, "chain3", "rows"),
+            target="<= 6",
+            check=lambda v: v <= 6,
+            digits=2,
+        ),
+        Row(
+            "  of which executing (start_flow excluded)",
+            _per_task(results, "chain3", "rows_exec"),
+            digits=2,
+        ),
+        Row(
+            "chain3 WAL bytes per task, no FPI",
+            _per_task(results, "chain3", "wal_nofpi"),
+            "bytes",
+            target="<= 1500",
+            check=lambda v: v <= 1500,
+            digits=0,
+        ),
+        Row("  of which executing", _per_task(results, "chain3", "wal_nofpi_exec"), digits=0),
+        Row(
+            "chain3 WAL bytes per task, with FPI",
+            _per_task(results, "chain3", "wal_total"),
+            digits=0,
+        ),
+        Row(
+            "chain3 full-page images per task",
+            _per_task(results, "chain3", "fpi_per_task"),
+            digits=3,
+        ),
+        Row(
+            "chain3 WAL flushes (fsync) per task",
+            _per_task(results, "chain3", "wal_syncs"),
+            digits=2,
+        ),
+        Row("chain3 protocol calls per task", _per_task(results, "chain3", "calls"), digits=2),
+        Row("  of which empty reads", _per_task(results, "chain3", "empty_reads"), digits=3),
+        Row(
+            "chain3 CPU busy (whole machine)",
+            [100 * v for v in _per_task(results, "chain3", "cpu_busy")],
+            "%",
+            digits=0,
+        ),
+        Row(f"chain3 tasks/s after {hist_runs:,} finished runs", hist, "tasks/s", digits=0),
+        Row(
+            "history ratio (after ÷ empty)",
+            _ratio(hist, chain3),
+            target=">= 0.9",
+            check=lambda v: v >= 0.9,
+            digits=2,
+        ),
+        Row("chain3 tasks/s, reference worker", ref, "tasks/s", digits=0),
+        Row(
+            "reference worker ÷ protocol driver",
+            _ratio(ref, chain3),
+            target=">= 0.7",
+            check=lambda v: v >= 0.7,
+            digits=2,
+        ),
+    ]
+    return rows
+
+
+def notes(results: dict[str, Any], args: argparse.Namespace) -> list[str]:
+    out = [""]
+    h = results.get("history_setup")
+    if h:
+        out.append(
+            f"history: {h['runs']:,} finished chain3 runs generated in {h['generate_s']:.0f} s"
+            f" (+ VACUUM ANALYZE: {h['generate_and_vacuum_s']:.0f} s)"
+            + (
+                f"; LIMITED by the time budget (target {h['target_runs']:,})"
+                if h["limited_by_time"]
+                else ""
+            )
+        )
+    out += [
+        "ratios are of medians; tasks/s = tasks ÷ (first start_tasks → last run completion),",
+        "read from the database; fanout = start_flow's transaction → run completion;",
+        "idle latency = start_flow commit → run:completed arrival on a LISTEN connection;",
+        "cost per task includes the task's share of start_flow (1 000 runs started in one",
+        "statement); WAL without FPI from pg_walinspect (CHECKPOINT before each repeat).",
+        "no fused claim API exists yet: the driver calls read_with_poll then start_tasks.",
+    ]
+    return out

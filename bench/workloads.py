@@ -1,0 +1,377 @@
+"""The benchmarks themselves; each returns plain data for the report."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from bench import db
+from bench.driver import Drivers
+from pgflow.cluster import Cluster, pg_bindir
+
+ROOT = Path(__file__).resolve().parents[1]
+PGFLOW = str(Path(sys.executable).with_name("pgflow"))
+#: tasks one run creates, per flow (fanout: per element, plus the reduce task)
+TASKS_PER_RUN = {"chain3": 3, "diamond": 4, "single": 1}
+
+
+def log(text: str) -> None:
+    print(f"bench: {text}", file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------ throughput
+
+
+def drive(
+    conninfo: str,
+    flow: str,
+    runs: int,
+    *,
+    flow_input: str = "{}",
+    tasks: int | None = None,
+    reset: bool = True,
+    processes: int = 4,
+    batch: int = 10,
+) -> dict[str, Any]:
+    """Start ``runs`` runs, drain them with the protocol driver; figures and costs.
+
+    The drivers connect first and wait; the runs are started (one
+    transaction); then the drivers go.  Elapsed time is read from the
+    database: first ``start_tasks`` to last run completion.
+    """
+    expected = tasks if tasks is not None else runs * TASKS_PER_RUN[flow]
+    with db.connect(conninfo) as conn:
+        if reset:
+            db.reset(conn)
+        conn.execute("CHECKPOINT")
+        drivers = Drivers(conninfo, flow, processes=processes, batch=batch)
+        try:
+            drivers.start_drain(expected)
+            since = db.db_now(conn)
+            s0 = db.snapshot(conn)
+            start_s = db.start_runs(conninfo, flow, runs, flow_input)
+            s1 = db.snapshot(conn)
+            drivers.go.set()
+            calls = drivers.finish()
+        finally:
+            drivers.kill()
+        s2 = db.snapshot(conn)
+        elapsed, n_runs, open_runs = db.batch_result(conn, flow, since)
+        if n_runs != runs or open_runs:
+            raise RuntimeError(f"{flow}: {n_runs} runs seen, {open_runs} not completed")
+        start_cost = db.cost(conn, s0, s1)
+        exec_cost = db.cost(conn, s1, s2)
+        run_row = conn.execute(
+            "SELECT extract(epoch FROM max(completed_at) - min(started_at))::float8"
+            " FROM pgflow.runs WHERE flow_slug = %s AND started_at >= %s",
+            (flow, since),
+        ).fetchone()
+    assert run_row is not None
+    return {
+        "flow": flow,
+        "runs": runs,
+        "tasks": calls.tasks,
+        "elapsed_s": elapsed,
+        "tasks_per_s": calls.tasks / elapsed,
+        "start_flow_s": start_s,
+        "first_run_start_to_last_completion_s": float(run_row[0]),
+        "calls": asdict(calls),
+        "start_cost": asdict(start_cost),
+        "exec_cost": asdict(exec_cost),
+    }
+
+
+def per_task_cost(result: dict[str, Any]) -> dict[str, float]:
+    """Rows, WAL and statements per task, start_flow's share included."""
+    tasks = result["tasks"]
+    start, run = result["start_cost"], result["exec_cost"]
+    calls = result["calls"]
+    return {
+        "rows": (sum(start["rows"].values()) + sum(run["rows"].values())) / tasks,
+        "rows_exec": sum(run["rows"].values()) / tasks,
+        "wal_nofpi": (start["wal_record_bytes"] + run["wal_record_bytes"]) / tasks,
+        "wal_nofpi_exec": run["wal_record_bytes"] / tasks,
+        "wal_total": (start["wal_bytes"] + run["wal_bytes"]) / tasks,
+        "fpi_per_task": (start["wal_fpi"] + run["wal_fpi"]) / tasks,
+        # one start_flow per run (the bench batches them in one statement)
+        "calls": (calls["reads"] + calls["starts"] + calls["completes"] + result["runs"]) / tasks,
+        "calls_exec": (calls["reads"] + calls["starts"] + calls["completes"]) / tasks,
+        "empty_reads": calls["empty_reads"] / tasks,
+        "wal_syncs": (start["wal_syncs"] + run["wal_syncs"]) / tasks,
+        "cpu_busy": run["cpu_busy"],
+    }
+
+
+# ------------------------------------------------------------------ fan-out
+
+
+def fanout(conninfo: str, elements: int) -> dict[str, Any]:
+    """One run whose root map has ``elements`` tasks, then a reduce: seconds to completion."""
+    flow_input = json.dumps(list(range(elements)))
+    result = drive(conninfo, "fanout", 1, flow_input=flow_input, tasks=elements + 1)
+    # start_flow's transaction start to the run's completion
+    result["completion_s"] = result["first_run_start_to_last_completion_s"]
+    return result
+
+
+# ------------------------------------------------------------------ idle latency
+
+
+def idle_latency(conninfo: str, samples: int, processes: int = 4) -> dict[str, Any]:
+    """Workers idle on LISTEN; start_flow commit → run:completed arrival, per sample."""
+    latencies: list[float] = []
+    with (
+        db.connect(conninfo) as admin,
+        db.connect(conninfo) as starter,
+        db.connect(conninfo) as events,
+    ):
+        db.reset(admin)
+        events.execute("LISTEN pgflow_events")
+        drivers = Drivers(conninfo, "single", processes=processes)
+        try:
+            drivers.start_listen()
+            for _ in range(samples):
+                db.wait_idle(admin, "single", processes)
+                row = starter.execute(
+                    "SELECT run_id FROM pgflow.start_flow('single', '{}')"
+                ).fetchone()
+                t0 = time.perf_counter()
+                assert row is not None
+                run_id = str(row[0])
+                for note in events.notifies(timeout=5.0):
+                    arrived = time.perf_counter()
+                    payload = json.loads(note.payload)
+                    if payload["event"] == "run:completed" and payload["run_id"] == run_id:
+                        latencies.append(arrived - t0)
+                        break
+                else:
+                    raise TimeoutError(f"run {run_id} did not complete within 5 s")
+            drivers.finish()
+        finally:
+            drivers.kill()
+    ms = sorted(x * 1000 for x in latencies)
+    return {"samples_ms": ms, "p50_ms": percentile(ms, 50), "p95_ms": percentile(ms, 95)}
+
+
+def percentile(values: list[float], p: float) -> float:
+    """Nearest-rank percentile of sorted ``values``."""
+    rank = max(1, math.ceil(p / 100 * len(values)))
+    return values[min(rank, len(values)) - 1]
+
+
+# ------------------------------------------------------------------ ceiling
+
+CEILING_SQL = """
+CREATE TABLE ceiling_accounts (id integer PRIMARY KEY, n bigint NOT NULL DEFAULT 0);
+INSERT INTO ceiling_accounts (id) SELECT generate_series(1, 10000);
+CREATE TABLE ceiling_log (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                          account integer NOT NULL, at timestamptz NOT NULL DEFAULT now());
+"""
+
+CEILING_SCRIPT = r"""\set account random(1, 10000)
+BEGIN;
+INSERT INTO ceiling_log (account) VALUES (:account);
+UPDATE ceiling_accounts SET n = n + 1 WHERE id = :account;
+END;
+"""
+
+
+def setup_ceiling(cluster: Cluster) -> None:
+    with db.connect(cluster.conninfo()) as conn:
+        conn.execute("CREATE DATABASE ceiling")
+    with db.connect(cluster.conninfo("ceiling")) as conn:
+        conn.execute(CEILING_SQL)
+        conn.execute("VACUUM ANALYZE")
+
+
+def ceiling(cluster: Cluster, seconds: int, clients: int = 4) -> float:
+    """pgbench TPS of a one-INSERT-one-UPDATE transaction with ``clients`` clients."""
+    with tempfile.NamedTemporaryFile("w", suffix=".sql") as script:
+        script.write(CEILING_SCRIPT)
+        script.flush()
+        with db.connect(cluster.conninfo("ceiling")) as conn:
+            conn.execute("CHECKPOINT")
+        out = subprocess.run(
+            [
+                str(pg_bindir() / "pgbench"),
+                "-n",
+                "-M",
+                "prepared",
+                "-c",
+                str(clients),
+                "-j",
+                str(clients),
+                "-T",
+                str(seconds),
+                "-f",
+                script.name,
+            ],
+            env={**os.environ, **cluster.env("ceiling")},
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    match = re.search(r"tps = ([0-9.]+) \(without initial connection time\)", out)
+    if not match:
+        raise RuntimeError(f"cannot read TPS from pgbench output:\n{out}")
+    return float(match.group(1))
+
+
+# ------------------------------------------------------------------ reference worker
+
+
+def reference(conninfo: str, runs: int, processes: int = 4) -> dict[str, Any]:
+    """chain3 through `pgflow worker` processes (concurrency 10, batch 10, no-op handlers)."""
+    logfile = tempfile.NamedTemporaryFile("w", prefix="bench-worker-", suffix=".log")  # noqa: SIM115
+    procs: list[subprocess.Popen[bytes]] = []
+    with logfile, db.connect(conninfo) as conn:
+        db.reset(conn)
+        conn.execute("CHECKPOINT")
+        try:
+            for _ in range(processes):
+                cmd = [PGFLOW, "worker", "bench.flows:chain3", "--dsn", conninfo]
+                cmd += ["--concurrency", "10", "--batch-size", "10"]
+                procs.append(
+                    subprocess.Popen(cmd, cwd=ROOT, stdout=logfile, stderr=subprocess.STDOUT)
+                )
+            # all of them connected, checked the flow and waiting on LISTEN
+            db.wait_idle(conn, "chain3", processes, timeout=60)
+            since = db.db_now(conn)
+            db.start_runs(conninfo, "chain3", runs)
+            deadline = time.monotonic() + 300
+            while db.unfinished(conn, "chain3", since):
+                if time.monotonic() > deadline:
+                    raise TimeoutError("reference workers did not finish chain3 in 300 s")
+                time.sleep(0.02)
+        finally:
+            for proc in procs:
+                proc.send_signal(signal.SIGTERM)
+            for proc in procs:
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        elapsed, n_runs, open_runs = db.batch_result(conn, "chain3", since)
+    if n_runs != runs or open_runs:
+        raise RuntimeError(f"reference: {n_runs} runs seen, {open_runs} not completed")
+    tasks = runs * TASKS_PER_RUN["chain3"]
+    return {"runs": runs, "tasks": tasks, "elapsed_s": elapsed, "tasks_per_s": tasks / elapsed}
+
+
+# ------------------------------------------------------------------ history
+
+HISTORY_IDS = """
+INSERT INTO bench_history_ids
+SELECT gen_random_uuid(), now() - interval '60 days' + i * interval '1 second'
+FROM generate_series(%(first)s, %(last)s) AS i;
+"""
+
+# completed chain3 runs, as the engine leaves them (a -> b -> c, outputs {})
+HISTORY_RUNS = """
+INSERT INTO pgflow.runs (run_id, flow_slug, status, input, output, remaining_steps,
+                         started_at, completed_at)
+SELECT run_id, 'chain3', 'completed', '{}', '{"c": {}}', 0, t, t + interval '30 ms'
+FROM bench_history_ids ORDER BY run_id;
+INSERT INTO pgflow.step_states (run_id, step_slug, flow_slug, status, remaining_deps,
+                                initial_tasks, remaining_tasks, output, created_at,
+                                started_at, completed_at)
+SELECT run_id, s.slug, 'chain3', 'completed', 0, 1, 0, '{}', t,
+       t + s.n * interval '10 ms', t + (s.n + 1) * interval '10 ms'
+FROM bench_history_ids, (VALUES ('a', 0), ('b', 1), ('c', 2)) AS s (slug, n)
+ORDER BY run_id, s.slug;
+"""
+
+HISTORY_TASKS = """
+INSERT INTO pgflow.step_tasks (run_id, step_slug, task_index, flow_slug, status,
+                               attempts_count, read_ct, vt, output, queued_at,
+                               started_at, completed_at)
+SELECT run_id, s.slug, 0, 'chain3', 'completed', 1, 1, t + s.n * interval '10 ms', '{}',
+       t + s.n * interval '10 ms', t + s.n * interval '10 ms', t + (s.n + 1) * interval '10 ms'
+FROM bench_history_ids, (VALUES ('a', 0), ('b', 1), ('c', 2)) AS s (slug, n)
+ORDER BY run_id, s.slug;
+"""
+
+
+def make_history(
+    conninfo: str, target: int, deadline: float, reserve: float, chunk: int = 100_000
+) -> dict[str, Any]:
+    """Insert up to ``target`` finished chain3 runs, chunk by chunk, while time allows.
+
+    Each chunk goes in as two parallel sessions (runs + step_states, and
+    step_tasks) with foreign-key triggers off (session_replication_role =
+    replica): the rows are consistent by construction.  A chunk is started
+    only if, at the pace of the last one, it and ``reserve`` seconds still
+    fit before ``deadline``.  Then VACUUM ANALYZE.
+    """
+    t0 = time.monotonic()
+    done = 0
+    last = 0.0
+    limited = False
+    with db.connect(conninfo) as ids, db.connect(conninfo) as a, db.connect(conninfo) as b:
+        for conn in (a, b):
+            conn.execute("SET session_replication_role = replica")
+        while done < target:
+            n = min(chunk, target - done)
+            if time.monotonic() + last * n / chunk * 1.2 + reserve > deadline:
+                limited = True
+                break
+            c0 = time.monotonic()
+            ids.execute(
+                "CREATE UNLOGGED TABLE IF NOT EXISTS bench_history_ids (run_id uuid, t timestamptz)"
+            )
+            ids.execute("TRUNCATE bench_history_ids")
+            ids.execute(HISTORY_IDS, {"first": done + 1, "last": done + n})
+            errors: list[BaseException] = []
+
+            def run(conn: db.Conn, query: str, errors: list[BaseException] = errors) -> None:
+                try:
+                    conn.execute(query)
+                except BaseException as exc:
+                    errors.append(exc)
+
+            threads = [
+                threading.Thread(target=run, args=(a, HISTORY_RUNS)),
+                threading.Thread(target=run, args=(b, HISTORY_TASKS)),
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            if errors:
+                raise errors[0]
+            done += n
+            last = time.monotonic() - c0
+            log(f"history: {done} runs ({time.monotonic() - t0:.0f} s)")
+        generated = time.monotonic() - t0
+        ids.execute("DROP TABLE IF EXISTS bench_history_ids")
+        ids.execute("VACUUM ANALYZE pgflow.runs, pgflow.step_states, pgflow.step_tasks")
+        sizes = ids.execute(
+            "SELECT relname, n_live_tup, pg_total_relation_size(relid) FROM pg_stat_user_tables"
+            " WHERE schemaname = 'pgflow' AND relname = ANY (%s)",
+            (list(db.TABLES),),
+        ).fetchall()
+    return {
+        "target_runs": target,
+        "runs": done,
+        "limited_by_time": limited,
+        "generate_s": generated,
+        "generate_and_vacuum_s": time.monotonic() - t0,
+        "tables": {str(r[0]): {"rows": int(r[1]), "bytes": int(r[2])} for r in sizes},
+    }
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {"min": min(values), "median": statistics.median(values), "max": max(values)}
