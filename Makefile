@@ -14,7 +14,7 @@ APT_PKGS    := postgresql-15 postgresql-client-15 postgresql-15-pgtap pgtap
 PGTAP_FILES  = $(shell find tests/pgtap -name '*.test.sql' | sort)
 
 .DEFAULT_GOAL := help
-.PHONY: help prereqs venv build install test check-db test-sql test-py lint demo clean
+.PHONY: help prereqs venv build install test check-db test-sql test-py lint demo bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -65,6 +65,9 @@ lint: venv ## ruff (lint + format check) and mypy --strict
 
 demo: prereqs venv install ## run an example flow end to end on a throwaway cluster
 	@$(CLUSTER) $(PY) examples/demo.py
+
+bench: prereqs venv install ## benchmark on a throwaway durable cluster (BENCH_ARGS=--quick)
+	@$(PY) -m bench $(BENCH_ARGS)
 
 clean: ## remove build products and the virtualenv
 	@$(MAKE) --no-print-directory -C extension clean >/dev/null
