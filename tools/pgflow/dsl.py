@@ -245,7 +245,10 @@ class Flow:
 
     def _dependency(self, dep: object) -> object:
         if callable(dep) and not isinstance(dep, str):
-            return self._slugs.get(dep, dep)
+            try:
+                return self._slugs.get(dep, dep)
+            except TypeError:  # an unhashable callable cannot be a registered step
+                return dep
         return dep
 
     def raw(self, origin: Origin | None = None) -> RawFlow:
