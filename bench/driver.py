@@ -45,6 +45,7 @@ class CallStats:
     read_s: float = 0.0
     start_s: float = 0.0
     complete_s: float = 0.0
+    cpu_s: float = 0.0  # CPU time of the driver process itself
 
     def add(self, other: CallStats) -> None:
         for name in self.__dataclass_fields__:
@@ -114,6 +115,7 @@ def _drain(
                     time.sleep(0.0005)  # the queue is empty for now: others hold the tasks
             conn.execute(FLUSH_STATS)
             conn.execute("SELECT 1")
+        worker.stats.cpu_s = time.process_time()
         results.put(worker.stats)
     except BaseException as exc:
         results.put(f"{type(exc).__name__}: {exc}")
@@ -145,6 +147,7 @@ def _listen(
                     for _ in listen.notifies(timeout=0.2, stop_after=1):
                         pass
                 listen.execute("SELECT pgflow.worker_idle(%s, false)", ([flow],))
+        worker.stats.cpu_s = time.process_time()
         results.put(worker.stats)
     except BaseException as exc:
         results.put(f"{type(exc).__name__}: {exc}")

@@ -144,6 +144,15 @@ def header(info: dict[str, Any]) -> str:
             f" Linux {info['kernel']}, Python {info['python']}, psycopg {info['psycopg']}",
             f"server:  {info['postgres'].split(' on ')[0]}, git {info['git']}",
             "settings: " + ", ".join(f"{k}={v}" for k, v in s.items()),
+            *(
+                [
+                    "load average (1 min) before / after: "
+                    f"{info['loadavg_before'][0]:.2f} / {info['loadavg_after'][0]:.2f}"
+                    " (other processes on the machine skew the figures)"
+                ]
+                if "loadavg_after" in info
+                else []
+            ),
         ]
     )
 
