@@ -17,6 +17,9 @@ from pgflow.dsl import Flow
 Conn = psycopg.Connection[tuple[Any, ...]]
 
 DATABASE = "bench"
+#: chain3 with a million finished runs lives in a database of its own, so that
+#: its repeats can alternate with those on empty tables
+HISTORY_DATABASE = "bench_history"
 TABLES = ("runs", "step_states", "step_tasks")
 #: advisory lock classid under which idle workers wait (see pgflow.worker_idle)
 IDLE_CLASSID = 1885824631
@@ -26,10 +29,10 @@ def connect(conninfo: str) -> Conn:
     return psycopg.connect(conninfo, autocommit=True)
 
 
-def setup(admin_conninfo: str, conninfo: str) -> None:
-    """Create the bench database with pgflow, pg_walinspect and the bench flows."""
+def setup(admin_conninfo: str, conninfo: str, dbname: str = DATABASE) -> None:
+    """Create a database with pgflow, pg_walinspect and the bench flows."""
     with connect(admin_conninfo) as conn:
-        conn.execute(f"CREATE DATABASE {DATABASE}")
+        conn.execute(f"CREATE DATABASE {dbname}")
     with connect(conninfo) as conn:
         conn.execute("CREATE EXTENSION pgflow")
         conn.execute("CREATE EXTENSION pg_walinspect")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -37,7 +36,7 @@ BENCHMARKS = ("chain3", "diamond", "fanout", "idle", "ceiling", "reference", "hi
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="fewer runs and repeats (development)")
-    p.add_argument("--repeats", type=int, help="repeats of each benchmark (default 3)")
+    p.add_argument("--repeats", type=int, help="repeats of each benchmark (default 5)")
     p.add_argument("--runs", type=int, help="runs of chain3 / diamond (default 1000)")
     p.add_argument("--fanout", type=int, default=5000, help="map elements (default 5000)")
     p.add_argument("--samples", type=int, help="idle-latency samples per repeat (default 50)")
@@ -52,7 +51,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, help="JSON file (default bench/results/<timestamp>.json)")
     args = p.parse_args(argv)
     quick = args.quick
-    args.repeats = args.repeats or (2 if quick else 3)
+    args.repeats = args.repeats or (2 if quick else 5)
     args.runs = args.runs or (300 if quick else 1000)
     args.samples = args.samples or (20 if quick else 50)
     args.pgbench_seconds = args.pgbench_seconds or (5 if quick else 20)
@@ -62,15 +61,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if unknown:
         p.error(f"unknown benchmark(s) {sorted(unknown)}; choose from {BENCHMARKS}")
     return args
-
-
-def repeat(name: str, n: int, fn: Callable[[], dict[str, Any]]) -> list[dict[str, Any]]:
-    out = []
-    for i in range(n):
-        t0 = time.monotonic()
-        out.append(fn())
-        log(f"{name} {i + 1}/{n} ({time.monotonic() - t0:.1f} s)")
-    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -94,16 +84,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         n, runs, procs = args.repeats, args.runs, args.processes
         if "ceiling" in args.only:
             workloads.setup_ceiling(cluster)
+        history = cluster.conninfo(db.HISTORY_DATABASE)
+        if "history" in args.only:
+            db.setup(cluster.conninfo(), history, db.HISTORY_DATABASE)
+            # what the rounds will need afterwards, at the pace measured here
+            reserve = n * (args.pgbench_seconds * ("ceiling" in args.only) + 45.0) + 20.0
+            results["history_setup"] = workloads.make_history(
+                history, args.history_runs, deadline, reserve
+            )
         rounds: list[tuple[str, Callable[[], dict[str, Any]]]] = [
             ("chain3", lambda: workloads.drive(conninfo, "chain3", runs, processes=procs)),
-            ("diamond", lambda: workloads.drive(conninfo, "diamond", runs, processes=procs)),
-            ("fanout", lambda: workloads.fanout(conninfo, args.fanout)),
-            ("idle", lambda: workloads.idle_latency(conninfo, args.samples, procs)),
+            (
+                "history",
+                lambda: workloads.drive(history, "chain3", runs, reset=False, processes=procs),
+            ),
+            ("reference", lambda: workloads.reference(conninfo, runs, procs)),
             (
                 "ceiling",
                 lambda: {"tps": workloads.ceiling(cluster, args.pgbench_seconds, procs)},
             ),
-            ("reference", lambda: workloads.reference(conninfo, runs, procs)),
+            ("diamond", lambda: workloads.drive(conninfo, "diamond", runs, processes=procs)),
+            ("fanout", lambda: workloads.fanout(conninfo, args.fanout)),
+            ("idle", lambda: workloads.idle_latency(conninfo, args.samples, procs)),
         ]
         # repeats interleaved (round by round), so that a change in the
         # machine's load spreads over every benchmark instead of skewing one
@@ -113,19 +115,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                     t0 = time.monotonic()
                     results.setdefault(name, []).append(fn())
                     log(f"{name} {i + 1}/{n} ({time.monotonic() - t0:.1f} s)")
-        if "history" in args.only:
-            per_repeat = statistics.median(
-                [r["elapsed_s"] for r in results.get("chain3", [])] or [5.0]
-            )
-            reserve = n * (per_repeat + 4.0) + 15.0
-            results["history_setup"] = workloads.make_history(
-                conninfo, args.history_runs, deadline, reserve
-            )
-            results["history"] = repeat(
-                "chain3 after history",
-                n,
-                lambda: workloads.drive(conninfo, "chain3", runs, reset=False, processes=procs),
-            )
     info["loadavg_after"] = os.getloadavg()
     rows = build_rows(results, args)
     total = time.monotonic() - started
@@ -164,7 +153,8 @@ def _values(results: dict[str, Any], name: str, key: str) -> list[float]:
 
 
 def _ratio(a: list[float], b: list[float]) -> list[float]:
-    return [statistics.median(a) / statistics.median(b)] if a and b else []
+    """Ratios of figures measured in the same round (next to each other in time)."""
+    return [x / y for x, y in zip(a, b, strict=False)]
 
 
 def build_rows(results: dict[str, Any], args: argparse.Namespace) -> list[Row]:
@@ -313,11 +303,12 @@ def notes(results: dict[str, Any], args: argparse.Namespace) -> list[str]:
             )
         )
     out += [
-        "ratios are of medians; tasks/s = tasks ÷ (first start_tasks → last run completion),",
+        "ratios are per round (figures measured one after the other), then min/median/max;",
+        "tasks/s = tasks ÷ (first start_tasks → last run completion),",
         "read from the database; fanout = start_flow's transaction → run completion;",
         "idle latency = start_flow commit → run:completed arrival on a LISTEN connection;",
-        "cost per task includes the task's share of start_flow (1 000 runs started in one",
-        "statement); WAL without FPI from pg_walinspect (CHECKPOINT before each repeat).",
+        "cost per task includes the task's share of start_flow (a repeat's runs are started",
+        "in one statement); WAL without FPI from pg_walinspect (CHECKPOINT before each repeat).",
         "no fused claim API exists yet: the driver calls read_with_poll then start_tasks.",
     ]
     return out
