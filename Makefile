@@ -10,7 +10,7 @@ PYTHON      ?= python3
 VENV        ?= .venv
 PY          := $(VENV)/bin/python
 CLUSTER     := $(PY) -m pgflow.cluster run --reuse-env --
-APT_PKGS    := postgresql-15 postgresql-client-15 postgresql-15-pgtap pgtap
+APT_PKGS    := postgresql-15 postgresql-client-15 postgresql-15-pgtap pgtap postgresql-15-cron pgbouncer
 PGTAP_FILES  = $(shell find tests/pgtap -name '*.test.sql' | sort)
 
 .DEFAULT_GOAL := help
@@ -19,11 +19,13 @@ PGTAP_FILES  = $(shell find tests/pgtap -name '*.test.sql' | sort)
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
 
-prereqs: ## install missing Debian packages (PostgreSQL 15, pgTAP, pg_prove)
+prereqs: ## install missing Debian packages (PostgreSQL 15, pgTAP, pg_prove, pg_cron, PgBouncer)
 	@missing=""; \
 	command -v $(PG_CONFIG) >/dev/null && [ -x "$$($(PG_CONFIG) --bindir)/initdb" ] || missing="$$missing postgresql-15 postgresql-client-15"; \
 	command -v pg_prove >/dev/null || missing="$$missing pgtap"; \
 	command -v $(PG_CONFIG) >/dev/null && [ -f "$$($(PG_CONFIG) --sharedir)/extension/pgtap.control" ] || missing="$$missing postgresql-15-pgtap"; \
+	command -v $(PG_CONFIG) >/dev/null && [ -f "$$($(PG_CONFIG) --sharedir)/extension/pg_cron.control" ] || missing="$$missing postgresql-15-cron"; \
+	[ -x /usr/sbin/pgbouncer ] || command -v pgbouncer >/dev/null || missing="$$missing pgbouncer"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" != 0 ]; then echo "missing packages:$$missing — install them with: sudo apt-get install$$missing" >&2; exit 1; fi; \
 	  echo "installing$$missing"; \
@@ -59,9 +61,12 @@ test-py: venv ## pytest suites (starts its own cluster when PGHOST is unset)
 	@PGFLOW_REQUIRE_DB=1 $(PY) -m pytest -q tests/py
 
 lint: venv ## ruff (lint + format check) and mypy --strict
-	@$(PY) -m ruff check tools tests/py
-	@$(PY) -m ruff format --check tools tests/py
+	@$(PY) -m ruff check tools tests/py examples
+	@$(PY) -m ruff format --check tools tests/py examples
 	@$(PY) -m mypy
+
+golden: venv ## regenerate golden SQL files and the --help blocks of docs/reference/cli.md
+	@PGFLOW_UPDATE_GOLDEN=1 $(PY) -m pytest -q tests/py/golden tests/py/cli/test_cli_reference.py
 
 demo: prereqs venv install ## run an example flow end to end on a throwaway cluster
 	@$(CLUSTER) $(PY) examples/demo.py

@@ -159,23 +159,7 @@ class Cluster:
                     "--no-sync",
                 ]
             )
-            options = [f"-p {self.port}", f"-k {self.host}", "-c listen_addresses=''"]
-            options += [f"-c {k}={v}" for k, v in self.settings.items()]
-            self._run(
-                [
-                    str(bindir / "pg_ctl"),
-                    "-D",
-                    str(self.datadir),
-                    "-l",
-                    str(self.logfile),
-                    "-o",
-                    " ".join(options),
-                    "-w",
-                    "-t",
-                    "60",
-                    "start",
-                ]
-            )
+            self._pg_ctl_start(bindir)
         except BaseException:
             self.stop()
             raise
@@ -183,9 +167,30 @@ class Cluster:
         return self
 
     def restart(self, mode: str = "fast") -> None:
-        """Stop the server with ``mode`` (fast, immediate) and start it again."""
+        """Stop the server with ``mode`` (smart, fast, immediate) and start it again."""
         bindir = pg_bindir(self.pg_config)
-        self._run([str(bindir / "pg_ctl"), "-D", str(self.datadir), "-m", mode, "-w", "restart"])
+        self._run([str(bindir / "pg_ctl"), "-D", str(self.datadir), "-m", mode, "-w", "stop"])
+        self._pg_ctl_start(bindir)
+
+    def _pg_ctl_start(self, bindir: Path) -> None:
+        # -l keeps the server's output out of our pipes (pg_ctl restart would not)
+        options = [f"-p {self.port}", f"-k {self.host}", "-c listen_addresses=''"]
+        options += [f"-c {k}={v}" for k, v in self.settings.items()]
+        self._run(
+            [
+                str(bindir / "pg_ctl"),
+                "-D",
+                str(self.datadir),
+                "-l",
+                str(self.logfile),
+                "-o",
+                " ".join(options),
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ]
+        )
 
     def stop(self) -> None:
         """Stop the server (fast mode) and delete the cluster.  Safe to call twice."""

@@ -96,7 +96,7 @@ def test_a_handler_past_its_timeout_is_failed_and_run_again(db: str, workers: Wo
     assert task == (2, "timeout: the handler ran longer than 3 s")
     time.sleep(2.5)  # the first attempt's late result arrives and is dropped
     proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=30)
+    out = workers.finish(proc, timeout=30)
     assert "late result dropped" in out
     assert proc.returncode == 0
 
@@ -160,7 +160,7 @@ def test_sigterm_lets_running_handlers_finish_then_exits_0(
     proc = workers.start(db)
     wait_until(marker.exists, 20, "the handler to start")
     proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=20)
+    out = workers.finish(proc, timeout=20)
     assert proc.returncode == 0, out
     assert run_status(db, run_id)[0] == "completed"
     assert "stopped: 1 tasks completed" in out
@@ -175,7 +175,7 @@ def test_a_second_signal_exits_at_once(db: str, workers: Workers, tmp_path: Path
     proc.send_signal(signal.SIGTERM)
     time.sleep(0.3)
     proc.send_signal(signal.SIGINT)
-    proc.communicate(timeout=10)
+    workers.finish(proc, timeout=10)
     assert proc.returncode == 128 + signal.SIGINT
 
 
@@ -188,7 +188,7 @@ def test_a_worker_refuses_to_start_when_the_database_has_another_shape(
     conn.execute("SELECT pgflow.add_step('wt_dag', 'count', ARRAY['root'])")
     conn.execute("SELECT pgflow.add_step('wt_dag', 'total', ARRAY['square', 'count'])")
     proc = workers.start(db)
-    out, _ = proc.communicate(timeout=30)
+    out = workers.finish(proc, timeout=30)
     assert proc.returncode == 1
     assert 'step "square": step_type is "single" in the database, "map" in the spec' in out
     assert 'flow "wt_behave" does not exist in the database' in out

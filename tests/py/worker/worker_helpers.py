@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -46,27 +48,44 @@ def wait_until(check: Callable[[], Any], timeout: float, what: str) -> Any:
 
 
 class Workers:
-    """Starts `pgflow worker` processes and makes sure none outlives the test."""
+    """Starts `pgflow worker` processes and makes sure none outlives the test.
+
+    Output goes to a file (a pipe nobody reads would fill up and block the
+    worker's logging); :meth:`finish` waits for a process and returns it.
+    """
 
     def __init__(self) -> None:
-        self.procs: list[subprocess.Popen[str]] = []
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.logs: dict[int, Path] = {}
+        self._dir = Path(tempfile.mkdtemp(prefix="pgflow-workers-"))
 
-    def start(self, conninfo: str, *args: str, spec: str = SPEC) -> subprocess.Popen[str]:
-        proc = subprocess.Popen(
-            [PGFLOW, "worker", spec, "--dsn", conninfo, "--poll-interval", "0.2", *args],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+    def start(self, conninfo: str, *args: str, spec: str = SPEC) -> subprocess.Popen[bytes]:
+        log = self._dir / f"worker{len(self.procs)}.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                [PGFLOW, "worker", spec, "--dsn", conninfo, "--poll-interval", "0.2", *args],
+                cwd=ROOT,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
         self.procs.append(proc)
+        self.logs[proc.pid] = log
         return proc
+
+    def output(self, proc: subprocess.Popen[bytes]) -> str:
+        return self.logs[proc.pid].read_text(errors="replace")
+
+    def finish(self, proc: subprocess.Popen[bytes], timeout: float = 30) -> str:
+        """Wait for the process to exit; its whole output."""
+        proc.wait(timeout=timeout)
+        return self.output(proc)
 
     def stop_all(self) -> None:
         for proc in self.procs:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGKILL)
                 proc.wait(timeout=10)
+        shutil.rmtree(self._dir, ignore_errors=True)
 
 
 def run_status(conninfo: str, run_id: str) -> tuple[Any, ...]:
