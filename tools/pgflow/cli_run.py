@@ -250,4 +250,6 @@ def runs(
         )
 
 
-COMMANDS: Final[Sequence[click.Command]] = (worker, start, status, runs)
+from pgflow.cli_ops import OPS_COMMANDS  # noqa: E402 - cli_ops uses the helpers above
+
+COMMANDS: Final[Sequence[click.Command]] = (worker, start, status, runs, *OPS_COMMANDS)

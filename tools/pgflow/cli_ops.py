@@ -1,0 +1,410 @@
+"""The ``pgflow`` operator commands: cancel, retry, prune, stats.
+
+Imported by :mod:`pgflow.cli_run` (which adds :data:`OPS_COMMANDS` to its
+``COMMANDS``), never on its own.  They call the operations functions of the
+SQL API (``cancel_run``, ``retry_run``, ``prune_runs``) and read the operator
+views (``run_stats``, ``step_stats``, ``active_tasks``, ``stalled_tasks``);
+see docs/reference/operations.md.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any, Final
+
+import click
+import psycopg
+from psycopg.rows import dict_row
+
+from pgflow.cli import CONTEXT_SETTINGS, _fail
+from pgflow.cli_run import _connected, dsn_option, json_option
+from pgflow.client import get_run
+
+# --------------------------------------------------------------------------- durations
+
+UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_PART: Final = re.compile(r"(\d+)([smhdw])")
+_DURATION: Final = re.compile(r"(?:\d+[smhdw])+")
+DURATION_EXAMPLES: Final = "30s, 15m, 12h, 7d, 2w or 1d12h"
+
+
+def parse_duration(text: str) -> timedelta:
+    """``"7d"`` → 7 days.  Units s, m, h, d, w; parts may be combined (``1d12h``).
+
+    Raises ValueError with a message meant for the user.
+    """
+    compact = text.strip().lower()
+    if not _DURATION.fullmatch(compact):
+        raise ValueError(
+            f"{text!r} is not a duration: use a whole number and a unit, e.g. {DURATION_EXAMPLES}"
+        )
+    seconds = sum(int(n) * UNITS[unit] for n, unit in _PART.findall(compact))
+    try:
+        return timedelta(seconds=seconds)
+    except OverflowError:
+        raise ValueError(f"{text!r} is too long a duration") from None
+
+
+class Duration(click.ParamType[timedelta]):
+    """A click parameter for :func:`parse_duration`."""
+
+    name = "duration"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> timedelta:
+        if isinstance(value, timedelta):
+            return value
+        try:
+            return parse_duration(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+def seconds(value: timedelta | None) -> float | None:
+    return None if value is None else value.total_seconds()
+
+
+def human(value: timedelta | None) -> str:
+    """A duration for tables: ``0.42 s``, ``12.3 s``, ``4m 05s``, ``2h 10m``; ``-`` if none."""
+    if value is None:
+        return "-"
+    total = value.total_seconds()
+    if total < 10:
+        return f"{total:.2f} s"
+    if total < 60:
+        return f"{total:.1f} s"
+    whole = int(total)
+    if whole < 3600:
+        return f"{whole // 60}m {whole % 60:02d}s"
+    if whole < 86400:
+        return f"{whole // 3600}h {whole % 3600 // 60:02d}m"
+    return f"{whole // 86400}d {whole % 86400 // 3600:02d}h"
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]) -> list[str]:
+    """Plain columns separated by two spaces; columns in ``right`` are right-aligned."""
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(
+            c.rjust(w) if i in right else c.ljust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ).rstrip()
+
+    return [line(headers), *(line(r) for r in rows)]
+
+
+def _run_row(conn: psycopg.Connection[Any], query: str, run_id: uuid.UUID) -> dict[str, Any]:
+    row = conn.execute(query, (run_id,)).fetchone()
+    assert row is not None
+    result: dict[str, Any] = row[0]
+    return result
+
+
+# --------------------------------------------------------------------------- cancel
+
+CANCEL_EPILOG: Final = """\b
+The run's queued and running tasks are cancelled (a worker's late result changes
+nothing), its running steps too; completed steps keep their outputs and
+pgflow retry can resume the run later.  Cancelling a run that has already
+finished changes nothing and is not an error.
+
+\b
+Examples:
+  pgflow cancel 0190c5de-6f1e-7c2a-9d41-3b2f8a1e4c77
+  pgflow runs --status started --json | jq -r '.[].run_id' | xargs -n1 pgflow cancel
+"""
+
+
+@click.command("cancel", context_settings=CONTEXT_SETTINGS, epilog=CANCEL_EPILOG)
+@click.argument("run_id", metavar="RUN_ID", type=click.UUID)
+@json_option
+@dsn_option
+def cancel(run_id: uuid.UUID, as_json: bool, dsn: str) -> None:
+    """Cancel a running run (pgflow.cancel_run)."""
+    notices: list[str] = []
+    with _connected(dsn) as conn:
+        # cancel_run says with a NOTICE that a run was already finished
+        conn.add_notice_handler(lambda diag: notices.append(diag.message_primary or ""))
+        run = _run_row(conn, "SELECT to_jsonb(r) FROM pgflow.cancel_run(%s) AS r", run_id)
+    if as_json:
+        click.echo(json.dumps(run))
+    elif notices:
+        click.echo(f"run {run_id} was already {run['status']}: nothing to cancel")
+    else:
+        click.echo(f"run {run_id} cancelled")
+
+
+# --------------------------------------------------------------------------- retry
+
+RETRY_EPILOG: Final = """\b
+Completed steps keep their outputs and are not run again; only the failed and
+cancelled tasks are queued again, with fresh attempts.  The earlier attempts stay
+in pgflow.run_retries and pgflow.task_attempts.  Needs the extension owner's
+rights (retry_run is an operator function).
+
+\b
+Examples:
+  pgflow retry 0190c5de-6f1e-7c2a-9d41-3b2f8a1e4c77
+  pgflow runs --status failed --flow order --json | jq -r '.[].run_id' | xargs -n1 pgflow retry
+"""
+
+
+@click.command("retry", context_settings=CONTEXT_SETTINGS, epilog=RETRY_EPILOG)
+@click.argument("run_id", metavar="RUN_ID", type=click.UUID)
+@json_option
+@dsn_option
+def retry(run_id: uuid.UUID, as_json: bool, dsn: str) -> None:
+    """Resume a failed or cancelled run from where it stopped (pgflow.retry_run)."""
+    with _connected(dsn) as conn:
+        run = _run_row(conn, "SELECT to_jsonb(r) FROM pgflow.retry_run(%s) AS r", run_id)
+        doc = get_run(conn, run_id)
+    if as_json:
+        click.echo(json.dumps(run))
+        return
+    steps = [] if doc is None else [s for s in doc["steps"] if s["tasks"]["queued"]]
+    retries = 0 if doc is None else doc["retries"]
+    tasks = sum(s["tasks"]["queued"] for s in steps)
+    what = ""
+    if steps:
+        names = ", ".join(s["step_slug"] for s in steps)
+        what = f": {tasks} task{'s' if tasks != 1 else ''} queued ({names})"
+    click.echo(f"run {run_id} {run['status']} again (retry {retries}){what}")
+
+
+# --------------------------------------------------------------------------- prune
+
+PRUNE_EPILOG: Final = """\b
+DURATION is a whole number and a unit: s, m, h, d or w (30s, 15m, 12h, 7d, 2w;
+parts combine: 1d12h).  A run is due when it completed, failed or was cancelled
+more than DURATION ago; running runs are never deleted.  Each batch is its own
+transaction; the command calls pgflow.prune_runs until nothing is left that was
+due when it started, and prints how many runs it deleted.  Needs the extension
+owner's rights (prune_runs is an operator function).
+
+\b
+Examples:
+  pgflow prune --older-than 7d
+  pgflow prune --older-than 12h --batch-size 500 --dsn postgresql:///app
+"""
+
+
+@click.command("prune", context_settings=CONTEXT_SETTINGS, epilog=PRUNE_EPILOG)
+@click.option(
+    "--older-than",
+    "older_than",
+    type=Duration(),
+    required=True,
+    metavar="DURATION",
+    help="Delete runs that finished longer ago than this.",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1, 1_000_000),
+    default=1000,
+    show_default=True,
+    help="Runs deleted per transaction.",
+)
+@json_option
+@dsn_option
+def prune(older_than: timedelta, batch_size: int, as_json: bool, dsn: str) -> None:
+    """Delete finished runs older than a duration, in batches (pgflow.prune_runs)."""
+    progress = _Progress(enabled=not as_json and sys.stderr.isatty())
+    total = batches = 0
+    began = time.monotonic()
+    with _connected(dsn) as conn:
+        try:
+            while True:
+                # keep the cutoff where it was at the start: runs finishing
+                # meanwhile become due too, and the loop would never end
+                elapsed = timedelta(seconds=time.monotonic() - began)
+                row = conn.execute(
+                    "SELECT pgflow.prune_runs(older_than => %s, batch_size => %s)",
+                    (older_than + elapsed, batch_size),
+                ).fetchone()
+                deleted = int(row[0]) if row else 0
+                batches += 1
+                total += deleted
+                if deleted == 0:
+                    break
+                progress.show(f"pruning: {total} runs deleted ({batches} batches)")
+        except KeyboardInterrupt:
+            progress.clear()
+            _fail([f"interrupted: {total} runs deleted before the interrupt (each batch is kept)"])
+    progress.clear()
+    if as_json:
+        click.echo(json.dumps({"deleted": total, "batches": batches}))
+    else:
+        runs = f"{total} run{'s' if total != 1 else ''}"
+        click.echo(f"deleted {runs} finished more than {human_older(older_than)} ago")
+
+
+def human_older(value: timedelta) -> str:
+    """``7d`` style text of a duration given to --older-than."""
+    left = int(value.total_seconds())
+    if left == 0:
+        return "0s"
+    parts = []
+    for unit, size in sorted(UNITS.items(), key=lambda u: -u[1]):
+        if left >= size:
+            parts.append(f"{left // size}{unit}")
+            left %= size
+    return "".join(parts)
+
+
+class _Progress:
+    """One line on a terminal's stderr, rewritten in place (nothing when not a terminal)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.width = 0
+
+    def show(self, text: str) -> None:
+        if self.enabled:
+            click.echo("\r" + text.ljust(self.width), err=True, nl=False)
+            self.width = len(text)
+
+    def clear(self) -> None:
+        if self.enabled and self.width:
+            click.echo("\r" + " " * self.width + "\r", err=True, nl=False)
+            self.width = 0
+
+
+# --------------------------------------------------------------------------- stats
+
+STATS_EPILOG: Final = """\b
+Runs per flow by status, with the median and 95th percentile duration of the runs
+completed in the last 24 hours; tasks per step with attempts, failure rate (failed
+/ finished tasks) and mean duration; and how many tasks are running now (active)
+or stalled (started, lease expired, not yet claimed again).  Reads the views
+pgflow.run_stats, step_stats, active_tasks and stalled_tasks: the extension owner
+can, other roles need SELECT on them.  --json gives durations in seconds.
+
+\b
+Examples:
+  pgflow stats
+  pgflow stats --flow order --json
+"""
+
+RUN_STATS_SQL: Final = """
+SELECT flow_slug, runs, started, completed, failed, cancelled, completed_24h,
+       p50_duration_24h, p95_duration_24h
+FROM pgflow.run_stats
+WHERE %(flow)s::text IS NULL OR flow_slug = %(flow)s::text
+ORDER BY flow_slug
+"""
+
+STEP_STATS_SQL: Final = """
+SELECT flow_slug, step_slug, tasks, completed_tasks, failed_tasks, attempts, failure_rate,
+       mean_duration
+FROM pgflow.step_stats
+WHERE %(flow)s::text IS NULL OR flow_slug = %(flow)s::text
+"""
+
+TASK_COUNTS_SQL: Final = """
+SELECT (SELECT count(*) FROM pgflow.active_tasks
+        WHERE %(flow)s::text IS NULL OR flow_slug = %(flow)s::text) AS active_tasks,
+       (SELECT count(*) FROM pgflow.stalled_tasks
+        WHERE %(flow)s::text IS NULL OR flow_slug = %(flow)s::text) AS stalled_tasks
+"""
+
+
+RUN_HEADERS: Final = (
+    *("FLOW", "RUNS", "STARTED", "COMPLETED", "FAILED", "CANCELLED"),
+    *("DONE 24H", "P50 24H", "P95 24H"),
+)
+STEP_HEADERS: Final = (
+    "FLOW",
+    "STEP",
+    "TASKS",
+    "COMPLETED",
+    "FAILED",
+    "ATTEMPTS",
+    "FAILURE",
+    "MEAN",
+)
+RUN_COUNTS: Final = ("runs", "started", "completed", "failed", "cancelled", "completed_24h")
+
+
+def _plain(row: dict[str, Any]) -> dict[str, Any]:
+    """JSON-ready values: intervals as seconds, numerics as floats."""
+    out: dict[str, Any] = {}
+    for key, value in row.items():
+        if isinstance(value, timedelta):
+            out[key] = seconds(value)
+        elif isinstance(value, Decimal):
+            out[key] = float(value)
+        else:
+            out[key] = value
+    return out
+
+
+@click.command("stats", context_settings=CONTEXT_SETTINGS, epilog=STATS_EPILOG)
+@click.option("--flow", "flow_slug", metavar="FLOW", help="Only this flow.")
+@json_option
+@dsn_option
+def stats(flow_slug: str | None, as_json: bool, dsn: str) -> None:
+    """Show run and step statistics and the number of active and stalled tasks."""
+    params = {"flow": flow_slug}
+    with _connected(dsn) as conn, conn.cursor(row_factory=dict_row) as cur:
+        run_rows = cur.execute(RUN_STATS_SQL, params).fetchall()
+        step_rows = cur.execute(STEP_STATS_SQL, params).fetchall()
+        counts = cur.execute(TASK_COUNTS_SQL, params).fetchone()
+    assert counts is not None
+    if flow_slug is not None and not run_rows:
+        _fail([f'error: flow "{flow_slug}" does not exist', "hint: pgflow.flows lists the flows"])
+    if as_json:
+        doc = {
+            "runs": [_plain(r) for r in run_rows],
+            "steps": [_plain(r) for r in step_rows],
+            "active_tasks": counts["active_tasks"],
+            "stalled_tasks": counts["stalled_tasks"],
+        }
+        click.echo(json.dumps(doc))
+        return
+    if not run_rows:
+        click.echo("no flows")
+        return
+    runs_table = _table(
+        RUN_HEADERS,
+        [
+            [
+                r["flow_slug"],
+                *(str(r[k]) for k in RUN_COUNTS),
+                human(r["p50_duration_24h"]),
+                human(r["p95_duration_24h"]),
+            ]
+            for r in run_rows
+        ],
+        right=set(range(1, 9)),
+    )
+    steps_table = _table(
+        STEP_HEADERS,
+        [
+            [
+                r["flow_slug"],
+                r["step_slug"],
+                str(r["tasks"]),
+                str(r["completed_tasks"]),
+                str(r["failed_tasks"]),
+                str(r["attempts"]),
+                "-" if r["failure_rate"] is None else f"{float(r['failure_rate']) * 100:.1f} %",
+                human(r["mean_duration"]),
+            ]
+            for r in step_rows
+        ],
+        right=set(range(2, 8)),
+    )
+    click.echo("\n".join([*runs_table, "", *steps_table, ""]))
+    click.echo(f"active tasks: {counts['active_tasks']}  stalled tasks: {counts['stalled_tasks']}")
+
+
+OPS_COMMANDS: Final[Sequence[click.Command]] = (cancel, retry, prune, stats)
