@@ -14,7 +14,7 @@ APT_PKGS    := postgresql-15 postgresql-client-15 postgresql-15-pgtap pgtap post
 PGTAP_FILES  = $(shell find tests/pgtap -name '*.test.sql' | sort)
 
 .DEFAULT_GOAL := help
-.PHONY: help prereqs venv build install test check-db test-sql test-py lint demo bench clean
+.PHONY: help prereqs venv build install test check-db test-sql test-py test-isolation lint demo bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -50,12 +50,15 @@ install: prereqs ## build and install the extension into PostgreSQL (PG_CONFIG=.
 test: prereqs venv install lint ## everything: lint, pgTAP and pytest on a throwaway cluster
 	@$(CLUSTER) $(MAKE) --no-print-directory check-db
 
-check-db: test-sql test-py # (inside a cluster: PGHOST etc. set)
+check-db: test-sql test-py test-isolation # (inside a cluster: PGHOST etc. set)
 
 test-sql: ## pgTAP suites (needs PGHOST etc.; `make test` provides a cluster)
 	@PGOPTIONS='-c client_min_messages=warning' psql -qX -v ON_ERROR_STOP=1 -c 'DROP DATABASE IF EXISTS pgflow_tap' -c 'CREATE DATABASE pgflow_tap' >/dev/null
 	@psql -qX -v ON_ERROR_STOP=1 -d pgflow_tap -c 'CREATE EXTENSION pgtap' -c 'CREATE EXTENSION pgflow' >/dev/null
 	@pg_prove --dbname pgflow_tap --failures $(PGTAP_FILES)
+
+test-isolation: ## isolation specs of concurrent protocol calls (needs PGHOST etc.; `make test` provides a cluster)
+	@PG_CONFIG=$(PG_CONFIG) extension/test/run-isolation.sh
 
 test-py: venv ## pytest suites (starts its own cluster when PGHOST is unset)
 	@PGFLOW_REQUIRE_DB=1 $(PY) -m pytest -q tests/py
