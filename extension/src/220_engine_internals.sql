@@ -21,15 +21,7 @@ BEGIN
     UPDATE pgflow.runs AS r
     SET status = 'completed',
         completed_at = now(),
-        output = coalesce((
-            SELECT jsonb_object_agg(ss.step_slug, ss.output)
-            FROM pgflow.step_states AS ss
-            WHERE ss.run_id = r.run_id
-              AND ss.status = 'completed'
-              AND NOT EXISTS (
-                  SELECT 1 FROM pgflow.deps AS d
-                  WHERE d.flow_slug = ss.flow_slug AND d.dep_slug = ss.step_slug)
-        ), '{}'::jsonb)
+        output = pgflow._run_output(r.run_id)
     WHERE r.run_id = _complete_run.run_id AND r.status = 'started'
     RETURNING r.flow_slug INTO v_flow_slug;
     IF FOUND THEN
@@ -41,60 +33,144 @@ $$;
 COMMENT ON FUNCTION pgflow._complete_run(uuid) IS
     'mark a run completed with {leaf_step: output} over its completed leaves';
 
--- _steps_finished: bookkeeping after steps completed or were skipped:
--- decrements the run's remaining_steps and the remaining_deps of their
--- dependents that are still waiting; completes the run at zero.
--- Locks: the runs row, then dependent step_states rows.
+-- _steps_finished: bookkeeping after steps completed or were skipped, in as
+-- few row writes as possible: one UPDATE of the run (remaining_steps, and the
+-- completion with its output when it reaches 0) and one UPDATE of the
+-- dependents that still wait (remaining_deps).  A dependent that waits on
+-- nothing any more and is "simple" (a single step without conditions) is
+-- started by that same UPDATE and its task queued; the others are left
+-- for _start_ready_steps.  Returns true when such a dependent is left.
+-- Locks: the runs row, then dependent step_states rows in step_slug order.
 CREATE FUNCTION pgflow._steps_finished(run_id uuid, flow_slug text, step_slugs text[])
-RETURNS void
+RETURNS boolean
 LANGUAGE plpgsql
 VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_remaining integer;
+    v_pending boolean := false;
+    v_step_events boolean;
+    v_started text[];
+    v_wake boolean;
 BEGIN
     IF cardinality(step_slugs) = 0 THEN
-        RETURN;
+        RETURN false;
     END IF;
     UPDATE pgflow.runs AS r
-    SET remaining_steps = r.remaining_steps - cardinality(_steps_finished.step_slugs)
-    WHERE r.run_id = _steps_finished.run_id
+    SET remaining_steps = r.remaining_steps - cardinality(_steps_finished.step_slugs),
+        status = CASE WHEN r.remaining_steps = cardinality(_steps_finished.step_slugs)
+                      THEN 'completed' ELSE r.status END,
+        completed_at = CASE WHEN r.remaining_steps = cardinality(_steps_finished.step_slugs)
+                            THEN now() ELSE r.completed_at END,
+        output = CASE WHEN r.remaining_steps = cardinality(_steps_finished.step_slugs)
+                      THEN pgflow._run_output(r.run_id) ELSE r.output END
+    WHERE r.run_id = _steps_finished.run_id AND r.status = 'started'
     RETURNING r.remaining_steps INTO v_remaining;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    IF v_remaining = 0 THEN
+        PERFORM pgflow._emit('run:completed', _steps_finished.flow_slug, _steps_finished.run_id,
+                             NULL, 'completed');
+        RETURN false;
+    END IF;
 
-    UPDATE pgflow.step_states AS ss
-    SET remaining_deps = ss.remaining_deps - e.n
-    FROM (
-        SELECT d.step_slug, count(*)::integer AS n
+    WITH waiting AS (
+        SELECT d.step_slug, count(*)::integer AS n,
+               bool_and(s.step_type = 'single' AND s.required_input_pattern IS NULL
+                        AND s.forbidden_input_pattern IS NULL) AS simple,
+               max(coalesce(s.opt_start_delay, 0)) AS start_delay
         FROM pgflow.deps AS d
+        JOIN pgflow.steps AS s ON s.flow_slug = d.flow_slug AND s.step_slug = d.step_slug
         WHERE d.flow_slug = _steps_finished.flow_slug
           AND d.dep_slug = ANY (_steps_finished.step_slugs)
         GROUP BY d.step_slug
-    ) AS e
-    WHERE ss.run_id = _steps_finished.run_id
-      AND ss.step_slug = e.step_slug
-      AND ss.status = 'created';
+    ), locked AS (
+        SELECT ss.step_slug
+        FROM pgflow.step_states AS ss
+        WHERE ss.run_id = _steps_finished.run_id
+          AND ss.step_slug IN (SELECT w.step_slug FROM waiting AS w)
+          AND ss.status = 'created'
+        ORDER BY ss.step_slug
+        FOR UPDATE
+    ), updated AS (
+        UPDATE pgflow.step_states AS ss
+        SET remaining_deps = ss.remaining_deps - w.n,
+            status = CASE WHEN ss.remaining_deps = w.n AND w.simple THEN 'started' ELSE ss.status END,
+            started_at = CASE WHEN ss.remaining_deps = w.n AND w.simple THEN now() ELSE ss.started_at END,
+            initial_tasks = CASE WHEN ss.remaining_deps = w.n AND w.simple THEN 1 ELSE ss.initial_tasks END,
+            remaining_tasks = CASE WHEN ss.remaining_deps = w.n AND w.simple THEN 1 ELSE ss.remaining_tasks END
+        FROM waiting AS w, locked AS l
+        WHERE ss.run_id = _steps_finished.run_id
+          AND ss.step_slug = w.step_slug
+          AND l.step_slug = w.step_slug
+        RETURNING ss.step_slug, ss.status, ss.remaining_deps, w.start_delay
+    ), queued AS (
+        INSERT INTO pgflow.step_tasks (run_id, step_slug, task_index, flow_slug, vt)
+        SELECT _steps_finished.run_id, u.step_slug, 0, _steps_finished.flow_slug,
+               now() + make_interval(secs => u.start_delay)
+        FROM updated AS u
+        WHERE u.status = 'started'
+        RETURNING step_slug, vt <= now() AS ready
+    )
+    SELECT coalesce(bool_or(u.status = 'created' AND u.remaining_deps = 0), false),
+           (SELECT array_agg(q.step_slug) FROM queued AS q),
+           (SELECT coalesce(bool_or(q.ready), false) FROM queued AS q)
+    INTO v_pending, v_started, v_wake
+    FROM updated AS u;
 
-    IF v_remaining = 0 THEN
-        PERFORM pgflow._complete_run(_steps_finished.run_id);
+    IF v_wake THEN
+        PERFORM pgflow._wake_workers(_steps_finished.flow_slug);
     END IF;
+    IF v_started IS NOT NULL THEN
+        SELECT f.opt_step_events INTO v_step_events
+        FROM pgflow.flows AS f WHERE f.flow_slug = _steps_finished.flow_slug;
+        IF v_step_events THEN
+            PERFORM pgflow._emit_step(_steps_finished.flow_slug, _steps_finished.run_id, st, 'started')
+            FROM unnest(v_started) AS st;
+        END IF;
+    END IF;
+    RETURN v_pending;
 END;
 $$;
 
 COMMENT ON FUNCTION pgflow._steps_finished(uuid, text, text[]) IS
-    'after steps completed or were skipped: update counters of the run and of dependents';
+    'after steps completed or were skipped: update the run and the dependents; start simple ones';
+
+-- _run_output: {leaf_step: output} over the completed leaf steps of a run
+-- (skipped leaves are absent).
+CREATE FUNCTION pgflow._run_output(run_id uuid)
+RETURNS jsonb
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT coalesce(jsonb_object_agg(ss.step_slug, ss.output), '{}'::jsonb)
+    FROM pgflow.step_states AS ss
+    WHERE ss.run_id = _run_output.run_id
+      AND ss.status = 'completed'
+      AND NOT EXISTS (
+          SELECT 1 FROM pgflow.deps AS d
+          WHERE d.flow_slug = ss.flow_slug AND d.dep_slug = ss.step_slug);
+$$;
+
+COMMENT ON FUNCTION pgflow._run_output(uuid) IS
+    'the output of a run: {leaf_step: output} over its completed leaf steps';
 
 -- _complete_step: marks a step completed with its output and does the
--- bookkeeping.  The caller then starts the steps that became ready.
+-- bookkeeping (_steps_finished).  Returns true when a dependent is left for
+-- _start_ready_steps, which the caller then runs.
 -- Locks: the step_states row, then as _steps_finished.
 CREATE FUNCTION pgflow._complete_step(run_id uuid, step_slug text, output jsonb)
-RETURNS void
+RETURNS boolean
 LANGUAGE plpgsql
 VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_flow_slug text;
+    v_step_events boolean;
 BEGIN
     UPDATE pgflow.step_states AS ss
     SET status = 'completed',
@@ -103,21 +179,26 @@ BEGIN
         completed_at = now()
     WHERE ss.run_id = _complete_step.run_id AND ss.step_slug = _complete_step.step_slug
     RETURNING ss.flow_slug INTO v_flow_slug;
-    PERFORM pgflow._emit_step(v_flow_slug, _complete_step.run_id, _complete_step.step_slug, 'completed');
-    PERFORM pgflow._steps_finished(_complete_step.run_id, v_flow_slug, ARRAY[_complete_step.step_slug]);
+    SELECT f.opt_step_events INTO v_step_events FROM pgflow.flows AS f WHERE f.flow_slug = v_flow_slug;
+    IF v_step_events THEN
+        PERFORM pgflow._emit_step(v_flow_slug, _complete_step.run_id, _complete_step.step_slug,
+                                  'completed');
+    END IF;
+    RETURN pgflow._steps_finished(_complete_step.run_id, v_flow_slug, ARRAY[_complete_step.step_slug]);
 END;
 $$;
 
 COMMENT ON FUNCTION pgflow._complete_step(uuid, text, jsonb) IS
-    'mark a step completed with its output and update the run''s counters';
+    'mark a step completed with its output and update counters; true if steps wait for a start';
 
 -- _skip_steps: skips a step (reason given) and, with cascade, every step
 -- downstream of it that has not started (reason dependency_skipped).  Tasks of
 -- the skipped steps that are still queued or running are cancelled (their late
--- completions change nothing).  The caller then starts steps that became ready.
+-- completions change nothing).  Returns the slugs it skipped.  The caller then
+-- starts steps that became ready.
 -- Locks: the step_states rows, their task rows, then as _steps_finished.
 CREATE FUNCTION pgflow._skip_steps(run_id uuid, step_slug text, reason text, cascade boolean)
-RETURNS void
+RETURNS text[]
 LANGUAGE plpgsql
 VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -167,6 +248,7 @@ BEGIN
     PERFORM pgflow._emit_step(v_flow_slug, _skip_steps.run_id, s, 'skipped')
     FROM unnest(v_skipped) AS s;
     PERFORM pgflow._steps_finished(_skip_steps.run_id, v_flow_slug, v_skipped);
+    RETURN v_skipped;
 END;
 $$;
 
@@ -245,10 +327,15 @@ DECLARE
     v_count integer;
     v_wake boolean := false;
     v_progress boolean;
+    v_skipped text[] := '{}';
+    v_step_events boolean;
 BEGIN
+    SELECT * INTO v_run FROM pgflow.runs AS r WHERE r.run_id = _start_ready_steps.run_id;
+    IF v_run.status IS DISTINCT FROM 'started' THEN
+        RETURN;
+    END IF;
+    SELECT f.opt_step_events INTO v_step_events FROM pgflow.flows AS f WHERE f.flow_slug = v_run.flow_slug;
     LOOP
-        SELECT * INTO v_run FROM pgflow.runs AS r WHERE r.run_id = _start_ready_steps.run_id;
-        EXIT WHEN v_run.status IS DISTINCT FROM 'started';
         v_progress := false;
 
         FOR v_step IN
@@ -263,13 +350,9 @@ BEGIN
             ORDER BY s.step_index
             FOR UPDATE OF ss
         LOOP
-            -- an earlier step of this round may have failed the run
-            EXIT WHEN (SELECT r.status FROM pgflow.runs AS r
-                       WHERE r.run_id = _start_ready_steps.run_id) <> 'started';
             -- an earlier skip-cascade of this round may have skipped this step
-            CONTINUE WHEN (SELECT ss.status FROM pgflow.step_states AS ss
-                           WHERE ss.run_id = _start_ready_steps.run_id
-                             AND ss.step_slug = v_step.step_slug) <> 'created';
+            -- (a failed run returns at once, below)
+            CONTINUE WHEN v_step.step_slug = ANY (v_skipped);
             v_progress := true;
 
             IF v_step.step_type = 'map' AND v_step.deps_count = 1 THEN
@@ -279,8 +362,8 @@ BEGIN
                   ON ds.run_id = _start_ready_steps.run_id AND ds.step_slug = d.dep_slug
                 WHERE d.flow_slug = v_run.flow_slug AND d.step_slug = v_step.step_slug;
                 IF v_source_status = 'skipped' THEN
-                    PERFORM pgflow._skip_steps(_start_ready_steps.run_id, v_step.step_slug,
-                                               'dependency_skipped', false);
+                    v_skipped := v_skipped || pgflow._skip_steps(_start_ready_steps.run_id,
+                        v_step.step_slug, 'dependency_skipped', false);
                     CONTINUE;
                 END IF;
             ELSIF v_step.step_type = 'map' THEN
@@ -304,8 +387,8 @@ BEGIN
                             'condition not met (when_unmet = fail)');
                         RETURN;
                     END IF;
-                    PERFORM pgflow._skip_steps(_start_ready_steps.run_id, v_step.step_slug,
-                        'condition_unmet', v_step.when_unmet = 'skip-cascade');
+                    v_skipped := v_skipped || pgflow._skip_steps(_start_ready_steps.run_id,
+                        v_step.step_slug, 'condition_unmet', v_step.when_unmet = 'skip-cascade');
                     CONTINUE;
                 END IF;
             END IF;
@@ -328,8 +411,10 @@ BEGIN
                 initial_tasks = v_count,
                 remaining_tasks = v_count
             WHERE ss.run_id = _start_ready_steps.run_id AND ss.step_slug = v_step.step_slug;
-            PERFORM pgflow._emit_step(v_run.flow_slug, _start_ready_steps.run_id,
-                                      v_step.step_slug, 'started');
+            IF v_step_events THEN
+                PERFORM pgflow._emit_step(v_run.flow_slug, _start_ready_steps.run_id,
+                                          v_step.step_slug, 'started');
+            END IF;
 
             IF v_count = 0 THEN
                 PERFORM pgflow._complete_step(_start_ready_steps.run_id, v_step.step_slug, '[]'::jsonb);

@@ -16,6 +16,9 @@ AS $$
 DECLARE
     v_run pgflow.runs;
     v_steps integer;
+    v_pending boolean;
+    v_started text[];
+    v_wake boolean;
 BEGIN
     PERFORM pgflow._check_slug('flow slug', start_flow.flow_slug);
     IF start_flow.input IS NULL THEN
@@ -52,15 +55,50 @@ BEGIN
         RETURN v_run;
     END IF;
 
-    INSERT INTO pgflow.step_states (run_id, step_slug, flow_slug, remaining_deps)
-    SELECT v_run.run_id, s.step_slug, s.flow_slug, s.deps_count
-    FROM pgflow.steps AS s
-    WHERE s.flow_slug = start_flow.flow_slug;
+    -- Root steps that are "simple" (single, no conditions) start right here,
+    -- in the same INSERT; maps and conditional roots go through
+    -- _start_ready_steps.
+    WITH states AS (
+        INSERT INTO pgflow.step_states AS ss (run_id, step_slug, flow_slug, remaining_deps, status,
+                                              started_at, initial_tasks, remaining_tasks)
+        SELECT v_run.run_id, s.step_slug, s.flow_slug, s.deps_count,
+               CASE WHEN simple THEN 'started' ELSE 'created' END,
+               CASE WHEN simple THEN now() END,
+               CASE WHEN simple THEN 1 END,
+               CASE WHEN simple THEN 1 END
+        FROM pgflow.steps AS s,
+             LATERAL (SELECT s.deps_count = 0 AND s.step_type = 'single'
+                             AND s.required_input_pattern IS NULL
+                             AND s.forbidden_input_pattern IS NULL AS simple) AS k
+        WHERE s.flow_slug = start_flow.flow_slug
+        RETURNING ss.step_slug, ss.status, ss.remaining_deps
+    ), queued AS (
+        INSERT INTO pgflow.step_tasks (run_id, step_slug, task_index, flow_slug, vt)
+        SELECT v_run.run_id, st.step_slug, 0, start_flow.flow_slug,
+               now() + make_interval(secs => coalesce(s.opt_start_delay, 0))
+        FROM states AS st
+        JOIN pgflow.steps AS s ON s.flow_slug = start_flow.flow_slug AND s.step_slug = st.step_slug
+        WHERE st.status = 'started'
+        RETURNING step_slug, vt <= now() AS ready
+    )
+    SELECT (SELECT coalesce(bool_or(st.status = 'created' AND st.remaining_deps = 0), false)
+            FROM states AS st),
+           (SELECT array_agg(q.step_slug ORDER BY q.step_slug) FROM queued AS q),
+           (SELECT coalesce(bool_or(q.ready), false) FROM queued AS q)
+    INTO v_pending, v_started, v_wake;
 
     PERFORM pgflow._emit('run:started', v_run.flow_slug, v_run.run_id, NULL, 'started');
+    IF v_started IS NOT NULL
+       AND (SELECT f.opt_step_events FROM pgflow.flows AS f WHERE f.flow_slug = start_flow.flow_slug) THEN
+        PERFORM pgflow._emit_step(v_run.flow_slug, v_run.run_id, st, 'started')
+        FROM unnest(v_started) AS st;
+    END IF;
+    IF v_wake THEN
+        PERFORM pgflow._wake_workers(v_run.flow_slug);
+    END IF;
     IF v_steps = 0 THEN
         PERFORM pgflow._complete_run(v_run.run_id);
-    ELSE
+    ELSIF v_pending THEN
         PERFORM pgflow._start_ready_steps(v_run.run_id);
     END IF;
 

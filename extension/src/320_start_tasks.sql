@@ -29,11 +29,11 @@ BEGIN
     FOR v_task IN
         SELECT t.run_id, t.step_slug, t.task_index, t.attempts_count, t.last_worker_id,
                coalesce(s.opt_timeout, f.opt_timeout) AS timeout
-        FROM pgflow.step_tasks AS t
+        FROM unnest(start_tasks.msg_ids) AS m(id)
+        JOIN pgflow.step_tasks AS t ON t.message_id = m.id
         JOIN pgflow.steps AS s ON s.flow_slug = t.flow_slug AND s.step_slug = t.step_slug
         JOIN pgflow.flows AS f ON f.flow_slug = t.flow_slug
-        WHERE t.message_id = ANY (start_tasks.msg_ids)
-          AND t.flow_slug = start_tasks.flow_slug
+        WHERE t.flow_slug = start_tasks.flow_slug
           AND t.status = 'queued'
           AND t.attempts_count >= coalesce(s.opt_max_attempts, f.opt_max_attempts)
         ORDER BY t.message_id
@@ -46,45 +46,8 @@ BEGIN
     END LOOP;
 
     RETURN QUERY
-    WITH started AS (
-        UPDATE pgflow.step_tasks AS t
-        SET status = 'started',
-            attempts_count = t.attempts_count + 1,
-            started_at = now(),
-            vt = now() + make_interval(secs => coalesce(s.opt_timeout, f.opt_timeout) + 2),
-            last_worker_id = start_tasks.worker_id
-        FROM pgflow.steps AS s
-        JOIN pgflow.flows AS f ON f.flow_slug = s.flow_slug
-        WHERE t.message_id = ANY (start_tasks.msg_ids)
-          AND t.flow_slug = start_tasks.flow_slug
-          AND t.status = 'queued'
-          AND s.flow_slug = t.flow_slug
-          AND s.step_slug = t.step_slug
-        RETURNING t.flow_slug, t.run_id, t.step_slug, t.task_index, t.message_id,
-                  t.attempts_count, s.step_type, s.deps_count
-    )
-    SELECT st.flow_slug, st.run_id, st.step_slug,
-           CASE
-               WHEN st.step_type = 'map' AND st.deps_count = 0 THEN r.input -> st.task_index
-               WHEN st.step_type = 'map' THEN (
-                   SELECT ds.output -> st.task_index
-                   FROM pgflow.deps AS d
-                   JOIN pgflow.step_states AS ds
-                     ON ds.run_id = st.run_id AND ds.step_slug = d.dep_slug
-                   WHERE d.flow_slug = st.flow_slug AND d.step_slug = st.step_slug)
-               ELSE jsonb_build_object('run', r.input) || coalesce((
-                   SELECT jsonb_object_agg(d.dep_slug, ds.output)
-                   FROM pgflow.deps AS d
-                   JOIN pgflow.step_states AS ds
-                     ON ds.run_id = st.run_id AND ds.step_slug = d.dep_slug
-                   WHERE d.flow_slug = st.flow_slug
-                     AND d.step_slug = st.step_slug
-                     AND ds.status = 'completed'), '{}'::jsonb)
-           END,
-           st.message_id, st.task_index, st.attempts_count
-    FROM started AS st
-    JOIN pgflow.runs AS r ON r.run_id = st.run_id
-    ORDER BY st.message_id;
+    SELECT * FROM pgflow._start_tasks(start_tasks.flow_slug, start_tasks.msg_ids,
+                                      start_tasks.worker_id, ARRAY['queued']);
 END;
 $$;
 

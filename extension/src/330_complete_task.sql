@@ -15,11 +15,6 @@ VOLATILE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    v_flow_slug text;
-    v_remaining integer;
-    v_step_type text;
-    v_output jsonb;
 BEGIN
     IF complete_task.run_id IS NULL OR complete_task.step_slug IS NULL
        OR complete_task.task_index IS NULL THEN
@@ -28,40 +23,8 @@ BEGIN
                   HINT = 'pass the values start_tasks returned for the task';
     END IF;
 
-    UPDATE pgflow.step_tasks AS t
-    SET status = 'completed',
-        output = coalesce(complete_task.output, 'null'::jsonb),
-        completed_at = now()
-    WHERE t.run_id = complete_task.run_id
-      AND t.step_slug = complete_task.step_slug
-      AND t.task_index = complete_task.task_index
-      AND t.status = 'started'
-    RETURNING t.flow_slug INTO v_flow_slug;
-    IF NOT FOUND THEN
-        RETURN false;
-    END IF;
-
-    UPDATE pgflow.step_states AS ss
-    SET remaining_tasks = ss.remaining_tasks - 1
-    WHERE ss.run_id = complete_task.run_id AND ss.step_slug = complete_task.step_slug
-    RETURNING ss.remaining_tasks INTO v_remaining;
-    IF v_remaining > 0 THEN
-        RETURN true;
-    END IF;
-
-    SELECT s.step_type INTO v_step_type
-    FROM pgflow.steps AS s
-    WHERE s.flow_slug = v_flow_slug AND s.step_slug = complete_task.step_slug;
-    IF v_step_type = 'map' THEN
-        SELECT jsonb_agg(t.output ORDER BY t.task_index) INTO v_output
-        FROM pgflow.step_tasks AS t
-        WHERE t.run_id = complete_task.run_id AND t.step_slug = complete_task.step_slug;
-    ELSE
-        v_output := coalesce(complete_task.output, 'null'::jsonb);
-    END IF;
-    PERFORM pgflow._complete_step(complete_task.run_id, complete_task.step_slug, v_output);
-    PERFORM pgflow._start_ready_steps(complete_task.run_id);
-    RETURN true;
+    RETURN pgflow._complete_tasks(ARRAY[complete_task.run_id], ARRAY[complete_task.step_slug],
+                                  ARRAY[complete_task.task_index], ARRAY[complete_task.output]) > 0;
 END;
 $$;
 

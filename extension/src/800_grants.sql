@@ -22,6 +22,8 @@ AS $$
             'pgflow.start_tasks(text, bigint[], uuid)',
             'pgflow.complete_task(uuid, text, integer, jsonb)',
             'pgflow.fail_task(uuid, text, integer, text)',
+            'pgflow.claim_tasks(text, integer, uuid)',
+            'pgflow.complete_tasks(uuid[], text[], integer[], jsonb[])',
             'pgflow.worker_idle(text[], boolean)',
             'pgflow.register_worker(uuid, text[], text, integer)',
             'pgflow.worker_heartbeat(uuid)',

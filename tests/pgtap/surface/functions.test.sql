@@ -5,7 +5,7 @@ SELECT is(
     ARRAY(SELECT p.proname::text FROM pg_proc AS p
           WHERE p.pronamespace = 'pgflow'::regnamespace AND p.proname !~ '^_'
           ORDER BY 1),
-    ARRAY['add_step', 'cancel_run', 'complete_task', 'create_flow', 'delete_flow', 'fail_task',
+    ARRAY['add_step', 'cancel_run', 'claim_tasks', 'complete_task', 'complete_tasks', 'create_flow', 'delete_flow', 'fail_task',
           'flow_shape', 'get_run', 'grant_client', 'grant_worker', 'list_runs', 'prune_runs', 'read_with_poll',
           'register_worker', 'retry_run', 'run_input', 'start_flow', 'start_tasks', 'stop_worker',
           'worker_heartbeat', 'worker_idle'],

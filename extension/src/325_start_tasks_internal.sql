@@ -1,0 +1,55 @@
+-- _start_tasks: starts the given tasks of a flow (by message id) that are in
+-- one of the given statuses: started, attempt counted, lease = now() + step timeout + 2 s,
+-- worker recorded; returns what their handlers need (see start_tasks).
+-- Driven from the id list (a nested loop over the message_id index), so its
+-- cost does not depend on how many tasks are queued.
+-- Locks: the task rows.
+CREATE FUNCTION pgflow._start_tasks(flow_slug text, msg_ids bigint[], worker_id uuid, statuses text[])
+RETURNS SETOF pgflow.step_task_record
+LANGUAGE sql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH started AS (
+        UPDATE pgflow.step_tasks AS t
+        SET status = 'started',
+            attempts_count = t.attempts_count + 1,
+            started_at = now(),
+            vt = now() + make_interval(secs => coalesce(s.opt_timeout, f.opt_timeout) + 2),
+            last_worker_id = _start_tasks.worker_id
+        FROM (SELECT DISTINCT m.id FROM unnest(_start_tasks.msg_ids) AS m(id)) AS m
+        JOIN pgflow.step_tasks AS t0 ON t0.message_id = m.id
+        JOIN pgflow.steps AS s ON s.flow_slug = t0.flow_slug AND s.step_slug = t0.step_slug
+        JOIN pgflow.flows AS f ON f.flow_slug = t0.flow_slug
+        WHERE t.message_id = m.id
+          AND t0.flow_slug = _start_tasks.flow_slug
+          AND t.status = ANY (_start_tasks.statuses)
+        RETURNING t.flow_slug, t.run_id, t.step_slug, t.task_index, t.message_id,
+                  t.attempts_count, s.step_type, s.deps_count
+    )
+    SELECT st.flow_slug, st.run_id, st.step_slug,
+           CASE
+               WHEN st.step_type = 'map' AND st.deps_count = 0 THEN r.input -> st.task_index
+               WHEN st.step_type = 'map' THEN (
+                   SELECT ds.output -> st.task_index
+                   FROM pgflow.deps AS d
+                   JOIN pgflow.step_states AS ds
+                     ON ds.run_id = st.run_id AND ds.step_slug = d.dep_slug
+                   WHERE d.flow_slug = st.flow_slug AND d.step_slug = st.step_slug)
+               ELSE jsonb_build_object('run', r.input) || coalesce((
+                   SELECT jsonb_object_agg(d.dep_slug, ds.output)
+                   FROM pgflow.deps AS d
+                   JOIN pgflow.step_states AS ds
+                     ON ds.run_id = st.run_id AND ds.step_slug = d.dep_slug
+                   WHERE d.flow_slug = st.flow_slug
+                     AND d.step_slug = st.step_slug
+                     AND ds.status = 'completed'), '{}'::jsonb)
+           END,
+           st.message_id, st.task_index, st.attempts_count
+    FROM started AS st
+    JOIN pgflow.runs AS r ON r.run_id = st.run_id
+    ORDER BY st.message_id;
+$$;
+
+COMMENT ON FUNCTION pgflow._start_tasks(text, bigint[], uuid, text[]) IS
+    'start tasks by message id (count the attempt, set the lease) and return their inputs';

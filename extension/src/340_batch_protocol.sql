@@ -1,0 +1,233 @@
+-- Batch forms of the worker protocol.  A commit per task is the cost that
+-- dominates a busy worker (each one waits for a WAL flush), so:
+--   claim_tasks    = read_with_poll + start_tasks in one statement set;
+--   complete_tasks = complete_task for many tasks in one transaction.
+-- Both keep the single-call semantics exactly; complete_task is
+-- complete_tasks of one task.
+
+-- _expire_lease: fails a leased task whose attempts are used up (its lease
+-- expired on the last attempt): when_exhausted applies.
+-- Locks: the task row (held by the caller), then as _exhaust_task.
+CREATE FUNCTION pgflow._expire_lease(message_id bigint)
+RETURNS void
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_task record;
+BEGIN
+    SELECT t.run_id, t.step_slug, t.task_index, t.attempts_count, t.last_worker_id,
+           coalesce(s.opt_timeout, f.opt_timeout) AS timeout
+    INTO v_task
+    FROM pgflow.step_tasks AS t
+    JOIN pgflow.steps AS s ON s.flow_slug = t.flow_slug AND s.step_slug = t.step_slug
+    JOIN pgflow.flows AS f ON f.flow_slug = t.flow_slug
+    WHERE t.message_id = _expire_lease.message_id;
+    PERFORM pgflow._exhaust_task(v_task.run_id, v_task.step_slug, v_task.task_index,
+        format('lease expired on the last attempt (%s): worker %s stopped or the handler ran past the %s s timeout',
+               v_task.attempts_count, coalesce(v_task.last_worker_id::text, 'unknown'),
+               v_task.timeout));
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow._expire_lease(bigint) IS
+    'fail a task whose lease expired on its last attempt (when_exhausted applies)';
+
+-- claim_tasks: leases and starts up to qty claimable tasks of a flow in one
+-- call (what read_with_poll followed by start_tasks does in two): queued
+-- tasks whose vt has passed and started tasks whose lease expired, oldest
+-- first; each is started with its attempt counted and a lease of the step
+-- timeout + 2 s.  Tasks out of attempts are failed instead of returned.
+-- Locks: the claimed task rows (FOR UPDATE SKIP LOCKED: concurrent claimers
+-- never wait for each other nor get the same task).
+-- Errors: 22004 NULL argument; 22023 invalid slug or qty < 1.
+CREATE FUNCTION pgflow.claim_tasks(flow_slug text, qty integer, worker_id uuid)
+RETURNS SETOF pgflow.step_task_record
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_ids bigint[];
+    v_exhausted bigint[];
+    v_id bigint;
+BEGIN
+    PERFORM pgflow._check_slug('flow slug', claim_tasks.flow_slug);
+    PERFORM pgflow._check_option('qty', claim_tasks.qty, 1, false);
+
+    SELECT array_agg(c.message_id) FILTER (WHERE NOT c.exhausted),
+           array_agg(c.message_id) FILTER (WHERE c.exhausted)
+    INTO v_ids, v_exhausted
+    FROM (
+        SELECT t.message_id,
+               t.attempts_count >= coalesce(s.opt_max_attempts, f.opt_max_attempts) AS exhausted
+        FROM pgflow.step_tasks AS t
+        JOIN pgflow.steps AS s ON s.flow_slug = t.flow_slug AND s.step_slug = t.step_slug
+        JOIN pgflow.flows AS f ON f.flow_slug = t.flow_slug
+        WHERE t.flow_slug = claim_tasks.flow_slug
+          AND t.status IN ('queued', 'started')
+          AND t.vt <= clock_timestamp()
+        ORDER BY t.vt
+        LIMIT claim_tasks.qty
+        FOR UPDATE OF t SKIP LOCKED
+    ) AS c;
+
+    FOREACH v_id IN ARRAY coalesce(v_exhausted, '{}') LOOP
+        PERFORM pgflow._expire_lease(v_id);
+    END LOOP;
+    IF v_ids IS NULL THEN
+        RETURN;
+    END IF;
+    -- an exhausted task may have failed the run and cancelled the others
+    RETURN QUERY
+    SELECT * FROM pgflow._start_tasks(claim_tasks.flow_slug, v_ids, claim_tasks.worker_id,
+                                      ARRAY['queued', 'started']);
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow.claim_tasks(text, integer, uuid) IS
+    'lease and start up to qty claimable tasks of a flow in one call (read_with_poll + start_tasks)';
+
+-- _complete_tasks: the body of complete_task / complete_tasks.  Completes the
+-- given tasks that are started (others are left alone), decrements their
+-- steps' remaining_tasks once per step, completes the steps that reach zero
+-- (a map step's output: its task outputs in task_index order), then starts
+-- what became ready.  Returns how many tasks it completed.
+-- Locks: the task rows, then their step_states rows, both in key order; then
+-- per run (in run_id order) the runs row and dependent step_states rows.
+CREATE FUNCTION pgflow._complete_tasks(run_ids uuid[], step_slugs text[], task_indexes integer[],
+                                       outputs jsonb[])
+RETURNS integer
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_runs uuid[];
+    v_steps text[];
+    v_counts integer[];
+    v_total integer;
+    v_step record;
+    v_output jsonb;
+    v_pending uuid[] := '{}';
+    v_run uuid;
+BEGIN
+    WITH input AS (
+        SELECT DISTINCT ON (i.run_id, i.step_slug, i.task_index)
+               i.run_id, i.step_slug, i.task_index, i.output
+        FROM unnest(_complete_tasks.run_ids, _complete_tasks.step_slugs,
+                    _complete_tasks.task_indexes, _complete_tasks.outputs)
+             AS i(run_id, step_slug, task_index, output)
+        ORDER BY i.run_id, i.step_slug, i.task_index
+    ), locked AS (
+        SELECT t.run_id, t.step_slug, t.task_index, i.output
+        FROM input AS i
+        JOIN pgflow.step_tasks AS t
+          ON t.run_id = i.run_id AND t.step_slug = i.step_slug AND t.task_index = i.task_index
+        WHERE t.status = 'started'
+        ORDER BY t.run_id, t.step_slug, t.task_index
+        FOR UPDATE OF t
+    ), done AS (
+        UPDATE pgflow.step_tasks AS t
+        SET status = 'completed',
+            output = coalesce(l.output, 'null'::jsonb),
+            completed_at = now()
+        FROM locked AS l
+        WHERE t.run_id = l.run_id AND t.step_slug = l.step_slug AND t.task_index = l.task_index
+        RETURNING t.run_id, t.step_slug
+    )
+    SELECT array_agg(g.run_id ORDER BY g.run_id, g.step_slug),
+           array_agg(g.step_slug ORDER BY g.run_id, g.step_slug),
+           array_agg(g.n ORDER BY g.run_id, g.step_slug),
+           sum(g.n)
+    INTO v_runs, v_steps, v_counts, v_total
+    FROM (SELECT d.run_id, d.step_slug, count(*)::integer AS n
+          FROM done AS d GROUP BY d.run_id, d.step_slug) AS g;
+    IF v_runs IS NULL THEN
+        RETURN 0;
+    END IF;
+
+    FOR v_step IN
+        WITH c AS (
+            SELECT * FROM unnest(v_runs, v_steps, v_counts) AS c(run_id, step_slug, n)
+        ), locked AS (
+            SELECT ss.run_id, ss.step_slug
+            FROM c JOIN pgflow.step_states AS ss
+              ON ss.run_id = c.run_id AND ss.step_slug = c.step_slug
+            ORDER BY ss.run_id, ss.step_slug
+            FOR UPDATE OF ss
+        ), dec AS (
+            UPDATE pgflow.step_states AS ss
+            SET remaining_tasks = ss.remaining_tasks - c.n
+            FROM c, locked AS l
+            WHERE ss.run_id = c.run_id AND ss.step_slug = c.step_slug
+              AND l.run_id = c.run_id AND l.step_slug = c.step_slug
+            RETURNING ss.run_id, ss.step_slug, ss.flow_slug, ss.remaining_tasks
+        )
+        SELECT d.run_id, d.step_slug, s.step_type
+        FROM dec AS d
+        JOIN pgflow.steps AS s ON s.flow_slug = d.flow_slug AND s.step_slug = d.step_slug
+        WHERE d.remaining_tasks = 0
+        ORDER BY d.run_id, d.step_slug
+    LOOP
+        IF v_step.step_type = 'map' THEN
+            SELECT jsonb_agg(t.output ORDER BY t.task_index) INTO v_output
+            FROM pgflow.step_tasks AS t
+            WHERE t.run_id = v_step.run_id AND t.step_slug = v_step.step_slug;
+        ELSE
+            SELECT t.output INTO v_output
+            FROM pgflow.step_tasks AS t
+            WHERE t.run_id = v_step.run_id AND t.step_slug = v_step.step_slug AND t.task_index = 0;
+        END IF;
+        IF pgflow._complete_step(v_step.run_id, v_step.step_slug, v_output) THEN
+            v_pending := v_pending || v_step.run_id;
+        END IF;
+    END LOOP;
+
+    FOR v_run IN SELECT DISTINCT p FROM unnest(v_pending) AS p ORDER BY p LOOP
+        PERFORM pgflow._start_ready_steps(v_run);
+    END LOOP;
+    RETURN v_total;
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow._complete_tasks(uuid[], text[], integer[], jsonb[]) IS
+    'complete started tasks in one transaction and advance their runs; returns how many counted';
+
+-- complete_tasks: complete_task for many tasks in one transaction: element i
+-- of each array describes one task.  Tasks that are not started are left
+-- alone (late and duplicate reports are normal).  Returns how many tasks it
+-- completed.
+-- Locks: as _complete_tasks.
+-- Errors: 22004 NULL array; 22023 arrays of different lengths.
+CREATE FUNCTION pgflow.complete_tasks(run_ids uuid[], step_slugs text[], task_indexes integer[],
+                                      outputs jsonb[])
+RETURNS integer
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF run_ids IS NULL OR step_slugs IS NULL OR task_indexes IS NULL OR outputs IS NULL THEN
+        RAISE EXCEPTION 'run_ids, step_slugs, task_indexes and outputs must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'pass one array element per task (empty arrays for none)';
+    END IF;
+    IF cardinality(run_ids) <> cardinality(step_slugs)
+       OR cardinality(run_ids) <> cardinality(task_indexes)
+       OR cardinality(run_ids) <> cardinality(outputs) THEN
+        RAISE EXCEPTION 'run_ids, step_slugs, task_indexes and outputs must have the same length (got %, %, %, %)',
+                cardinality(run_ids), cardinality(step_slugs), cardinality(task_indexes),
+                cardinality(outputs)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'element i of each array describes task i';
+    END IF;
+    RETURN pgflow._complete_tasks(run_ids, step_slugs, task_indexes, outputs);
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow.complete_tasks(uuid[], text[], integer[], jsonb[]) IS
+    'complete many started tasks in one transaction; returns how many counted';
