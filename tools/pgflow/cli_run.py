@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Final
@@ -144,8 +145,14 @@ Examples:
 
 def _parse_input(text: str) -> Any:
     if text.startswith("@"):
-        with open(text[1:], encoding="utf-8") as f:
-            text = f.read()
+        try:
+            with open(text[1:], encoding="utf-8") as f:
+                text = f.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc)
+            raise click.BadParameter(
+                f"cannot read {text[1:]}: {reason}", param_hint="--input"
+            ) from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
@@ -198,11 +205,22 @@ def start(
             raise click.exceptions.Exit(1)
 
 
-@click.command("status", context_settings=CONTEXT_SETTINGS)
-@click.argument("run_id", metavar="RUN_ID")
+STATUS_EPILOG: Final = """\b
+Reads pgflow.get_run: any role given pgflow.grant_client may use it.  --json prints
+that document as it is (run fields, then "steps" in definition order).
+
+\b
+Examples:
+  pgflow status 0190c5de-6f1e-7c2a-9d41-3b2f8a1e4c77
+  pgflow status 0190c5de-6f1e-7c2a-9d41-3b2f8a1e4c77 --json | jq '.steps[].status'
+"""
+
+
+@click.command("status", context_settings=CONTEXT_SETTINGS, epilog=STATUS_EPILOG)
+@click.argument("run_id", metavar="RUN_ID", type=click.UUID)
 @json_option
 @dsn_option
-def status(run_id: str, as_json: bool, dsn: str) -> None:
+def status(run_id: uuid.UUID, as_json: bool, dsn: str) -> None:
     """Show a run as a tree of its steps: status, attempts, durations, errors."""
     with _connected(dsn) as conn:
         run = get_run(conn, run_id)
@@ -211,7 +229,19 @@ def status(run_id: str, as_json: bool, dsn: str) -> None:
         click.echo(json.dumps(run) if as_json else render_run(run))
 
 
-@click.command("runs", context_settings=CONTEXT_SETTINGS)
+RUNS_EPILOG: Final = """\b
+Reads pgflow.list_runs (ids, status, times; never inputs or outputs): any role
+given pgflow.grant_client may use it.
+
+\b
+Examples:
+  pgflow runs
+  pgflow runs --flow order --status failed --limit 100
+  pgflow runs --status started --json | jq -r '.[].run_id'
+"""
+
+
+@click.command("runs", context_settings=CONTEXT_SETTINGS, epilog=RUNS_EPILOG)
 @click.option("--flow", "flow_slug", metavar="FLOW", help="Only runs of this flow.")
 @click.option(
     "--status",
