@@ -1,13 +1,14 @@
 """The reference worker: runs the handlers of one or more flows.
 
-It speaks only the SQL API (``read_with_poll`` → ``start_tasks`` → handler →
-``complete_task`` / ``fail_task``), each call its own short transaction; no
-transaction is ever open while user code runs.  Any worker in any language
+It speaks only the SQL API (``claim_tasks`` → handler → ``complete_tasks`` /
+``fail_task``), each call its own short transaction; no transaction is ever
+open while user code runs.  Any worker in any language
 can do the same: see docs/howto/workers.md.
 
 Threads: the main thread claims tasks and waits for wake-ups; sync handlers
-run in a thread pool, ``async def`` handlers on one event loop thread; results
-are reported through a second connection shared under a lock.
+run in a thread pool, ``async def`` handlers on one event loop thread; a
+reporter thread sends results on its own connection, in batches of whatever
+finished while the previous batch was being sent (one commit for many tasks).
 """
 
 from __future__ import annotations
@@ -69,8 +70,8 @@ class WorkerConfig:
     listen: bool = True
     grace: float = 30.0
     heartbeat_interval: float = 5.0
-    #: seconds a task read by read_with_poll stays leased before start_tasks
-    claim_lease: int = 30
+    #: most results sent in one complete_tasks call
+    report_batch: int = 100
     #: first and longest pause between reconnection attempts
     reconnect_min: float = 0.2
     reconnect_max: float = 5.0
@@ -137,6 +138,7 @@ class _Task:
     started: float = field(default_factory=time.monotonic)
     lock: threading.Lock = field(default_factory=threading.Lock)
     reported: bool = False
+    finished: float = 0.0
     future: concurrent.futures.Future[Any] | None = None
 
     @property
@@ -204,7 +206,13 @@ class Worker:
         self._claim_conn: Conn | None = None
         self._listen_conn: Conn | None = None
         self._report_conn: Conn | None = None
-        self._report_lock = threading.Lock()
+        self._outbox: list[tuple[_Task, str | None, str | None]] = []
+        self._outbox_cv = threading.Condition()
+        self._flushing = False
+        self._reporter_stop = False
+        self._reporter = threading.Thread(
+            target=self._reporter_loop, name="pgflow-reporter", daemon=True
+        )
         self._listening = False
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=self.config.concurrency, thread_name_prefix="pgflow-handler"
@@ -224,6 +232,7 @@ class Worker:
             self._connect(first=True)
             self._check_shapes()
             self._register()
+            self._reporter.start()
             log.info(
                 "worker %s started: flows=%s concurrency=%d batch_size=%d listen=%s",
                 self.worker_id,
@@ -294,6 +303,12 @@ class Worker:
                 left,
                 self.config.grace,
             )
+        with self._outbox_cv:
+            while (self._outbox or self._flushing) and time.monotonic() < deadline:
+                self._outbox_cv.wait(timeout=max(0.0, deadline - time.monotonic()))
+            self._reporter_stop = True
+            self._outbox_cv.notify_all()
+        self._reporter.join(timeout=max(0.0, deadline - time.monotonic()) + 1)
 
     # -------------------------------------------------------------- connections
 
@@ -304,13 +319,11 @@ class Worker:
         delay = self.config.reconnect_min
         while True:
             try:
-                for conn in (self._claim_conn, self._listen_conn, self._report_conn):
+                for conn in (self._claim_conn, self._listen_conn):
                     if conn is not None:
                         with contextlib.suppress(Exception):
                             conn.close()
                 self._claim_conn = self._open()
-                with self._report_lock:
-                    self._report_conn = self._open()
                 self._listening = False
                 self._listen_conn = None
                 if self.config.listen:
@@ -466,20 +479,15 @@ class Worker:
         qty = min(self.config.batch_size, self._free_slots())
         if qty <= 0:
             return 0
-        msgs = self._call(
-            self._claim_conn,
-            "SELECT msg_id FROM pgflow.read_with_poll(%s, %s, %s, max_poll_seconds => 0)",
-            (flow, self.config.claim_lease, qty),
-        )
-        if not msgs:
-            log.debug("poll flow=%s: nothing claimable", flow)
-            return 0
         rows = self._call(
             self._claim_conn,
             "SELECT run_id, step_slug, task_index, input, attempt"
-            " FROM pgflow.start_tasks(%s, %s, %s)",
-            (flow, [m[0] for m in msgs], self.worker_id),
+            " FROM pgflow.claim_tasks(%s, %s, %s)",
+            (flow, qty, self.worker_id),
         )
+        if not rows:
+            log.debug("poll flow=%s: nothing claimable", flow)
+            return 0
         for row in rows:
             self._dispatch(flow, row)
         return len(rows)
@@ -587,49 +595,88 @@ class Worker:
             task.future.cancel()  # a coroutine can be stopped; a thread cannot
 
     def _report(self, task: _Task, output: str | None = None, error: str | None = None) -> None:
+        """Hand a result to the reporter thread (once per task; later ones are dropped)."""
         with task.lock:
             if task.reported:
                 log.info("late result dropped %s (already reported)", task.label)
                 return
             task.reported = True
-        duration_ms = (time.monotonic() - task.started) * 1000
-        # the lease ends timeout + 2 s after the start; past it, another
-        # worker may already run the task again
-        deadline = task.started + task.timeout + 2
-        delay = self.config.reconnect_min
+        task.finished = time.monotonic()
+        with self._outbox_cv:
+            self._outbox.append((task, output, error))
+            self._outbox_cv.notify_all()
+
+    def _reporter_loop(self) -> None:
+        """Send results in batches: whatever piled up while the last batch was sent."""
         while True:
+            with self._outbox_cv:
+                while not self._outbox and not self._reporter_stop:
+                    self._outbox_cv.wait()
+                if not self._outbox:
+                    return
+                batch = self._outbox[: self.config.report_batch]
+                del self._outbox[: self.config.report_batch]
+                self._flushing = True
             try:
-                with self._report_lock:
-                    if error is None:
-                        rows = self._call(
-                            self._report_conn,
-                            "SELECT pgflow.complete_task(%s, %s, %s, %s::jsonb)",
-                            (task.run_id, task.step_slug, task.task_index, output),
+                self._send(batch)
+            except Exception:
+                log.exception("could not report %d results", len(batch))
+            finally:
+                with self._outbox_cv:
+                    self._flushing = False
+                    self._outbox_cv.notify_all()
+
+    def _send(self, batch: list[tuple[_Task, str | None, str | None]]) -> None:
+        completed = [(t, out) for t, out, err in batch if err is None]
+        failed = [(t, err) for t, _, err in batch if err is not None]
+        if completed:
+            try:
+                counted = self._with_retries(
+                    [t for t, _ in completed],
+                    "SELECT pgflow.complete_tasks(%s::uuid[], %s::text[], %s::int[],"
+                    " %s::text[]::jsonb[])",
+                    (
+                        [t.run_id for t, _ in completed],
+                        [t.step_slug for t, _ in completed],
+                        [t.task_index for t, _ in completed],
+                        [out for _, out in completed],
+                    ),
+                )
+            except psycopg.DataError:
+                # an output PostgreSQL refuses spoils the batch: one by one
+                for task, out in completed:
+                    try:
+                        self._with_retries(
+                            [task],
+                            "SELECT pgflow.complete_tasks(ARRAY[%s]::uuid[], ARRAY[%s],"
+                            " ARRAY[%s]::int[], ARRAY[%s::jsonb])",
+                            (task.run_id, task.step_slug, task.task_index, out),
                         )
-                    else:
-                        rows = self._call(
-                            self._report_conn,
-                            "SELECT pgflow.fail_task(%s, %s, %s, %s)",
-                            (task.run_id, task.step_slug, task.task_index, error),
+                        self._log_done(task, None)
+                    except psycopg.DataError as exc:
+                        failed.append(
+                            (task, f"the database refused the handler's output: {_one_line(exc)}")
                         )
-                break
-            except psycopg.OperationalError as exc:
-                if time.monotonic() > deadline or (self._stopping.is_set() and self._signals > 1):
-                    log.warning("could not report %s (%s): the lease will expire", task.label, exc)
-                    return
-                time.sleep(delay)
-                delay = min(delay * 2, self.config.reconnect_max)
-                with self._report_lock, contextlib.suppress(psycopg.OperationalError):
-                    if self._report_conn is not None:
-                        self._report_conn.close()
-                    self._report_conn = self._open()
-            except psycopg.Error as exc:
-                # e.g. an output PostgreSQL refuses: record it as the task's failure
-                if error is not None:
-                    log.error("fail_task rejected for %s: %s", task.label, exc)
-                    return
-                error = f"the database refused the handler's output: {_one_line(exc)}"
-        changed = bool(rows and rows[0][0])
+                completed = []
+                counted = None
+            for task, _ in completed:
+                self._log_done(task, None)
+            if counted is not None and counted < len(completed):
+                log.info(
+                    "%d of %d completions changed nothing (cancelled or already done)",
+                    len(completed) - counted,
+                    len(completed),
+                )
+        for task, err in failed:
+            self._with_retries(
+                [task],
+                "SELECT pgflow.fail_task(%s, %s, %s, %s)",
+                (task.run_id, task.step_slug, task.task_index, err),
+            )
+            self._log_done(task, err)
+
+    def _log_done(self, task: _Task, error: str | None) -> None:
+        duration_ms = (task.finished - task.started) * 1000
         if error is None:
             self.completed += 1
             log.info("task completed %s duration_ms=%.1f", task.label, duration_ms)
@@ -638,8 +685,32 @@ class Worker:
             log.info(
                 "task failure recorded %s duration_ms=%.1f error=%s", task.label, duration_ms, error
             )
-        if not changed:
-            log.info("report for %s changed nothing (cancelled or already done)", task.label)
+
+    def _with_retries(self, tasks: Sequence[_Task], query: str, params: Sequence[Any]) -> Any:
+        """Run one report statement; on a lost connection or a deadlock, retry while the
+        tasks' leases last (timeout + 2 s after their start: past it, another
+        worker may already run them again)."""
+        deadline = min(t.started + t.timeout + 2 for t in tasks)
+        delay = self.config.reconnect_min
+        while True:
+            try:
+                if self._report_conn is None or self._report_conn.closed:
+                    self._report_conn = self._open()
+                rows = self._call(self._report_conn, query, params)
+                return rows[0][0] if rows else None
+            except (psycopg.OperationalError, psycopg.errors.DeadlockDetected) as exc:
+                if time.monotonic() > deadline or (self._stopping.is_set() and self._signals > 1):
+                    log.warning(
+                        "could not report %d tasks (%s): their leases will expire",
+                        len(tasks),
+                        _one_line(exc),
+                    )
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, self.config.reconnect_max)
+                if isinstance(exc, psycopg.OperationalError) and self._report_conn is not None:
+                    with contextlib.suppress(psycopg.Error):
+                        self._report_conn.close()
 
 
 def _missing_handler(flow: str, step: str) -> Handler:
