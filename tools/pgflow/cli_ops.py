@@ -113,7 +113,7 @@ def _run_row(conn: psycopg.Connection[Any], query: str, run_id: uuid.UUID) -> di
 
 CANCEL_EPILOG: Final = """\b
 The run's queued and running tasks are cancelled (a worker's late result changes
-nothing), its running steps too; completed steps keep their outputs and
+nothing), and so are its running steps.  Completed steps keep their outputs;
 pgflow retry can resume the run later.  Cancelling a run that has already
 finished changes nothing and is not an error.
 
