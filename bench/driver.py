@@ -1,7 +1,8 @@
 """The protocol driver: worker processes that speak the SQL protocol and nothing else.
 
-Each process has one autocommit connection and loops ``read_with_poll`` →
-``start_tasks`` → ``complete_task`` (output ``{}``) per task.  In *drain*
+Each process has one autocommit connection and loops ``claim_tasks`` (a
+batch) → ``complete_tasks`` (the whole batch, outputs ``{}``): two
+transactions per batch, the batch forms of the protocol a real worker uses.  In *drain*
 mode the processes stop once all of them together have completed the number
 of tasks the caller expects; in *listen* mode (idle latency) they mark
 themselves idle with ``worker_idle`` on a second, LISTENing connection and
@@ -24,9 +25,8 @@ from typing import Any
 
 import psycopg
 
-READ = "SELECT msg_id FROM pgflow.read_with_poll(%s, %s, %s)"
-START = "SELECT run_id, step_slug, task_index FROM pgflow.start_tasks(%s, %s, %s)"
-COMPLETE = "SELECT pgflow.complete_task(%s, %s, %s, %s::jsonb)"
+CLAIM = "SELECT run_id, step_slug, task_index FROM pgflow.claim_tasks(%s, %s, %s)"
+COMPLETE = "SELECT pgflow.complete_tasks(%s::uuid[], %s::text[], %s::int[], %s::jsonb[])"
 #: flush this backend's table and WAL statistics before it goes idle
 FLUSH_STATS = "SELECT pg_stat_force_next_flush()"
 
@@ -68,22 +68,24 @@ class _Worker:
     def step(self) -> int:
         """Claim one batch and complete it; the number of tasks completed."""
         t0 = time.perf_counter()
-        msgs = self.conn.execute(READ, (self.flow, self.vt, self.batch)).fetchall()
+        rows = self.conn.execute(CLAIM, (self.flow, self.batch, self.worker_id)).fetchall()
         t1 = time.perf_counter()
         self.stats.reads += 1
         self.stats.read_s += t1 - t0
-        if not msgs:
+        if not rows:
             self.stats.empty_reads += 1
             return 0
-        tasks = self.conn.execute(START, (self.flow, [m[0] for m in msgs], self.worker_id))
-        rows = tasks.fetchall()
-        t2 = time.perf_counter()
-        self.stats.starts += 1
-        self.stats.start_s += t2 - t1
-        for run_id, step_slug, task_index in rows:
-            self.conn.execute(COMPLETE, (run_id, step_slug, task_index, "{}"))
-        self.stats.completes += len(rows)
-        self.stats.complete_s += time.perf_counter() - t2
+        self.conn.execute(
+            COMPLETE,
+            (
+                [r[0] for r in rows],
+                [r[1] for r in rows],
+                [r[2] for r in rows],
+                ["{}"] * len(rows),
+            ),
+        )
+        self.stats.completes += 1
+        self.stats.complete_s += time.perf_counter() - t1
         self.stats.tasks += len(rows)
         return len(rows)
 

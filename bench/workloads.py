@@ -139,6 +139,7 @@ def idle_latency(conninfo: str, samples: int, processes: int = 4) -> dict[str, A
     ):
         db.reset(admin)
         events.execute("LISTEN pgflow_events")
+        events.execute("SELECT pgflow.listen_events()")
         drivers = Drivers(conninfo, "single", processes=processes)
         try:
             drivers.start_listen()

@@ -120,6 +120,7 @@ def main() -> int:
 
     events = psycopg.connect(dsn, autocommit=True)
     events.execute("LISTEN pgflow_events")
+    events.execute("SELECT pgflow.listen_events()")
     rng = random.Random(7)
     started = time.monotonic()
     run_ids = []

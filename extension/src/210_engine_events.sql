@@ -37,8 +37,13 @@ AS $$
 DECLARE
     v_key integer := pgflow._waiting_key(flow_slug);
 BEGIN
+    -- (a session's own marks never conflict with its own try-lock, hence the
+    -- second test for a session that both listens and produces)
     IF pg_try_advisory_lock(1885824631, v_key) THEN
         PERFORM pg_advisory_unlock(1885824631, v_key);
+        IF 'pgflow_tasks' = ANY (ARRAY(SELECT pg_listening_channels())) THEN
+            PERFORM pg_notify('pgflow_tasks', flow_slug);
+        END IF;
     ELSE
         PERFORM pg_notify('pgflow_tasks', flow_slug);
     END IF;
@@ -97,21 +102,71 @@ COMMENT ON FUNCTION pgflow.worker_idle(text[], boolean) IS
     'mark this session as waiting (or no longer) for NOTIFY pgflow_tasks of these flows';
 
 -- _emit: announces a run or step event on channel pgflow_events as a small
--- JSON object (ids and status, never outputs: NOTIFY payloads are < 8 kB).
+-- JSON object (ids and status, never outputs: NOTIFY payloads are < 8 kB),
+-- but only while some session subscribes (listen_events holds a shared
+-- advisory lock on (1885824632, 0)) or this session LISTENs itself: an
+-- event nobody waits for would still serialise the commit.
+-- Locks: the events advisory key for an instant (try, then released).
 CREATE FUNCTION pgflow._emit(event text, flow_slug text, run_id uuid, step_slug text, status text)
 RETURNS void
-LANGUAGE sql
+LANGUAGE plpgsql
 VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT pg_notify('pgflow_events', jsonb_strip_nulls(
+BEGIN
+    IF pg_try_advisory_lock(1885824632, 0) THEN
+        PERFORM pg_advisory_unlock(1885824632, 0);
+        IF NOT 'pgflow_events' = ANY (ARRAY(SELECT pg_listening_channels())) THEN
+            RETURN;
+        END IF;
+    END IF;
+    PERFORM pg_notify('pgflow_events', jsonb_strip_nulls(
         jsonb_build_object(
             'event', event, 'flow_slug', flow_slug, 'run_id', run_id,
             'step_slug', step_slug, 'status', status))::text);
+END;
 $$;
 
 COMMENT ON FUNCTION pgflow._emit(text, text, uuid, text, text) IS
-    'NOTIFY pgflow_events with {"event", "flow_slug", "run_id", "step_slug"?, "status"}';
+    'NOTIFY pgflow_events with {"event", "flow_slug", "run_id", "step_slug"?, "status"} if subscribed';
+
+-- listen_events: subscribes this session to the events on channel
+-- pgflow_events (listening => true) or ends the subscription.  Events are
+-- only sent while some session subscribes, so a client does both:
+--     LISTEN pgflow_events; SELECT pgflow.listen_events();
+-- The subscription is a shared session advisory lock on (1885824632, 0),
+-- released by listening => false or when the session ends.
+-- Errors: 22004 NULL argument.
+CREATE FUNCTION pgflow.listen_events(listening boolean DEFAULT true)
+RETURNS void
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_held boolean;
+BEGIN
+    IF listening IS NULL THEN
+        RAISE EXCEPTION 'listening must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed', HINT = 'pass true or false';
+    END IF;
+    SELECT EXISTS (
+        SELECT 1 FROM pg_locks AS l
+        WHERE l.locktype = 'advisory' AND l.pid = pg_backend_pid()
+          AND l.classid = 1885824632 AND l.objid = 0 AND l.objsubid = 2)
+    INTO v_held;
+    -- session advisory locks stack: take or release the mark only once
+    IF listening AND NOT v_held THEN
+        PERFORM pg_advisory_lock_shared(1885824632, 0);
+    ELSIF NOT listening AND v_held THEN
+        PERFORM pg_advisory_unlock_shared(1885824632, 0);
+    END IF;
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow.listen_events(boolean) IS
+    'subscribe this session (or not) to pgflow_events: events are sent only while someone is';
 
 -- _emit_step: _emit for a step status change, only when the flow opted in
 -- (flows.opt_step_events).

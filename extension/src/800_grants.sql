@@ -34,6 +34,7 @@ AS $$
             'pgflow.start_flow(text, jsonb, uuid)',
             'pgflow.get_run(uuid)',
             'pgflow.list_runs(text, text, integer)',
+            'pgflow.listen_events(boolean)',
             'pgflow.cancel_run(uuid)']
     END) AS f;
 $$;

@@ -45,7 +45,8 @@ def get_run(conn: Conn, run_id: uuid.UUID | str) -> dict[str, Any] | None:
 def wait_for_run(conn: Conn, run_id: uuid.UUID | str, timeout: float) -> dict[str, Any]:
     """Block until the run is completed, failed or cancelled; returns ``get_run``.
 
-    Waits on ``LISTEN pgflow_events`` (no polling): the run's status is read
+    Waits on ``LISTEN pgflow_events`` with ``pgflow.listen_events()`` (no
+    polling; events are only sent while a session subscribes): the run's status is read
     once after LISTEN, then again only when an event for this run arrives.
     Raises :class:`RunTimeoutError` after ``timeout`` seconds.
     """
@@ -55,13 +56,12 @@ def wait_for_run(conn: Conn, run_id: uuid.UUID | str, timeout: float) -> dict[st
     seen: list[str] = []
 
     def on_notify(note: psycopg.Notify) -> None:
-        # also catches events that arrive while get_run runs
         event = json.loads(note.payload)
         if event.get("run_id") == run_key and str(event.get("event", "")).startswith("run:"):
             seen.append(event["event"])
 
-    conn.add_notify_handler(on_notify)
     conn.execute("LISTEN pgflow_events")
+    conn.execute("SELECT pgflow.listen_events()")
     try:
         deadline = time.monotonic() + timeout
         run = get_run(conn, run_key)
@@ -72,6 +72,8 @@ def wait_for_run(conn: Conn, run_id: uuid.UUID | str, timeout: float) -> dict[st
             if left <= 0:
                 raise RunTimeoutError(f"run {run_key} is still {run['status']} after {timeout:g} s")
             if not seen:
+                # events that arrived during get_run wait in psycopg's backlog
+                # and come out of notifies() first
                 for note in conn.notifies(timeout=min(left, 1.0)):
                     on_notify(note)
                     if seen:
@@ -81,5 +83,5 @@ def wait_for_run(conn: Conn, run_id: uuid.UUID | str, timeout: float) -> dict[st
                 run = get_run(conn, run_key) or run
         return run
     finally:
-        conn.remove_notify_handler(on_notify)
+        conn.execute("SELECT pgflow.listen_events(false)")
         conn.execute("UNLISTEN pgflow_events")

@@ -348,7 +348,6 @@ class Worker:
 
     def _start_listening(self) -> None:
         conn = self._open()
-        conn.add_notify_handler(self._on_notify)
         conn.execute("LISTEN pgflow_tasks")
         # PgBouncer in transaction mode accepts LISTEN but never delivers:
         # check that a notification sent from another session arrives.

@@ -6,7 +6,7 @@ SELECT is(
           WHERE p.pronamespace = 'pgflow'::regnamespace AND p.proname !~ '^_'
           ORDER BY 1),
     ARRAY['add_step', 'cancel_run', 'claim_tasks', 'complete_task', 'complete_tasks', 'create_flow', 'delete_flow', 'fail_task',
-          'flow_shape', 'get_run', 'grant_client', 'grant_worker', 'list_runs', 'prune_runs', 'read_with_poll',
+          'flow_shape', 'get_run', 'grant_client', 'grant_worker', 'list_runs', 'listen_events', 'prune_runs', 'read_with_poll',
           'register_worker', 'retry_run', 'run_input', 'start_flow', 'start_tasks', 'stop_worker',
           'worker_heartbeat', 'worker_idle'],
     'the public functions are exactly these'

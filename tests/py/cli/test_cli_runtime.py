@@ -358,11 +358,6 @@ def test_the_installed_pgflow_starts_and_follows_a_run(flows: str) -> None:
     assert missing.stderr.startswith("error: run ")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pgflow.client.wait_for_run uses a notify handler and notifies() on one connection:"
-    " psycopg prints a RuntimeWarning on stderr",
-)
 def test_start_wait_writes_nothing_to_stderr(flows: str) -> None:
     with running_worker(flows):
         done = installed(flows, "start", "wt_dag", "--input", '{"n": 1}', "--wait")

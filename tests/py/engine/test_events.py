@@ -41,6 +41,7 @@ def test_run_events_carry_ids_and_status_never_outputs(db: str, conn: Conn) -> N
     conn.execute("SELECT pgflow.add_step('ev', 'only')")
     with psycopg.connect(db, autocommit=True) as listener:
         listener.execute("LISTEN pgflow_events")
+        listener.execute("SELECT pgflow.listen_events()")
         listener.execute("LISTEN pgflow_tasks")
         listener.execute("SELECT pgflow.worker_idle(ARRAY['ev'])")
         run_id = str(conn.execute("SELECT run_id FROM pgflow.start_flow('ev', '{}')").fetchone()[0])  # type: ignore[index]
@@ -63,6 +64,7 @@ def test_a_failed_run_is_announced(db: str, conn: Conn) -> None:
             conn.execute("SELECT run_id FROM pgflow.start_flow('bad', '{}')").fetchone()[0]
         )  # type: ignore[index]
         listener.execute("LISTEN pgflow_events")
+        listener.execute("SELECT pgflow.listen_events()")
         _run_one_task(conn, "bad", error="boom")
         assert _events(listener) == [
             {"event": "run:failed", "flow_slug": "bad", "run_id": run_id, "status": "failed"}
@@ -77,6 +79,7 @@ def test_step_events_only_when_the_flow_opts_in(db: str, conn: Conn) -> None:
     conn.execute("SELECT pgflow.add_step('chatty', 'b', ARRAY['a'])")
     with psycopg.connect(db, autocommit=True) as listener:
         listener.execute("LISTEN pgflow_events")
+        listener.execute("SELECT pgflow.listen_events()")
         conn.execute("SELECT pgflow.start_flow('quiet', '{}')")
         _run_one_task(conn, "quiet")
         assert [e["event"] for e in _events(listener)] == ["run:started", "run:completed"]

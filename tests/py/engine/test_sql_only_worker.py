@@ -76,6 +76,7 @@ def test_a_sql_only_worker_drives_a_diamond_to_completion(db: str, conn: Conn) -
     try:
         with psycopg.connect(db, autocommit=True) as events:
             events.execute("LISTEN pgflow_events")
+            events.execute("SELECT pgflow.listen_events()")
             time.sleep(0.3)  # let the worker reach its LISTEN wait
             run_id = str(
                 conn.execute(

@@ -111,6 +111,7 @@ def test_a_failed_run_is_retried_from_its_failed_tasks_and_completes(conn: Conn)
     calls.clear()
     with psycopg.connect(conn.info.dsn, autocommit=True) as events:
         events.execute("LISTEN pgflow_events")
+        events.execute("SELECT pgflow.listen_events()")
         conn.execute("SELECT pgflow.retry_run(%s)", (run_id,))
         seen = [json.loads(n.payload) for n in events.notifies(timeout=1, stop_after=1)]
     assert seen == [
@@ -239,6 +240,7 @@ def test_cancel_announces_itself_and_says_when_there_is_nothing_to_do(conn: Conn
     conn.add_notice_handler(lambda diag: notices.append(str(diag.message_primary)))
     with psycopg.connect(conn.info.dsn, autocommit=True) as events:
         events.execute("LISTEN pgflow_events")
+        events.execute("SELECT pgflow.listen_events()")
         conn.execute("SELECT pgflow.cancel_run(%s)", (run_id,))
         seen = [json.loads(n.payload) for n in events.notifies(timeout=1, stop_after=1)]
     assert seen == [
