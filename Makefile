@@ -64,8 +64,8 @@ test-py: venv ## pytest suites (starts its own cluster when PGHOST is unset)
 	@PGFLOW_REQUIRE_DB=1 $(PY) -m pytest -q tests/py
 
 lint: venv ## ruff (lint + format check) and mypy --strict
-	@$(PY) -m ruff check tools tests/py examples
-	@$(PY) -m ruff format --check tools tests/py examples
+	@$(PY) -m ruff check tools tests/py examples bench
+	@$(PY) -m ruff format --check tools tests/py examples bench
 	@$(PY) -m mypy
 
 golden: venv ## regenerate golden SQL files and the --help blocks of docs/reference/cli.md
