@@ -54,6 +54,7 @@ ALLOWED: dict[str, set[str]] = {
     "complete_task": {"22004"},
     "fail_task": {"22004"},
     "worker_idle": {"22004"},
+    "listen_events": {"22004"},
     "cancel_run": {"22004", "42704"},
     "retry_run": {"22004", "42704", "55000"},
     "prune_runs": {"22004", "22023"},
