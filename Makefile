@@ -14,7 +14,7 @@ APT_PKGS    := postgresql-15 postgresql-client-15 postgresql-15-pgtap pgtap post
 PGTAP_FILES  = $(shell find tests/pgtap -name '*.test.sql' | sort)
 
 .DEFAULT_GOAL := help
-.PHONY: help prereqs venv build install test check-db test-sql test-py test-isolation lint demo bench clean
+.PHONY: help prereqs venv build install test check-db test-sql test-py test-isolation test-matrix lint demo bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -62,6 +62,12 @@ test-isolation: ## isolation specs of concurrent protocol calls (needs PGHOST et
 
 test-py: venv ## pytest suites (starts its own cluster when PGHOST is unset)
 	@PGFLOW_REQUIRE_DB=1 $(PY) -m pytest -q tests/py
+
+test-matrix: prereqs build ## pgTAP suite + non-superuser install on PostgreSQL 14-18 (MATRIX_ARGS=--majors 16,18)
+	@command -v npm >/dev/null || { \
+	  if [ "$$(id -u)" != 0 ]; then echo "npm is missing (it fetches the servers): sudo apt-get install npm" >&2; exit 1; fi; \
+	  echo "installing npm"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm >/dev/null; }
+	@$(PYTHON) tools/scripts/pg-matrix $(MATRIX_ARGS)
 
 lint: venv ## ruff (lint + format check) and mypy --strict
 	@$(PY) -m ruff check tools tests/py examples bench
