@@ -9,8 +9,10 @@ from __future__ import annotations
 import argparse
 import importlib.machinery
 import importlib.util
+import io
 import json
 import sys
+import tarfile
 from pathlib import Path
 from types import ModuleType
 
@@ -177,3 +179,33 @@ def test_failing_tap_drops_passing_files_and_timing() -> None:
     assert pm.failing_tap(output) == (
         "tests/pgtap/b.test.sql .. \nnot ok 2 - one is two\n# Failed test 2\nResult: FAIL\n"
     )
+
+
+def _tarball(path: Path, names: list[str]) -> Path:
+    with tarfile.open(path, "w:gz") as tar:
+        for name in names:
+            info = tarfile.TarInfo(name)
+            info.size = 2
+            tar.addfile(info, io.BytesIO(b"ok"))
+    return path
+
+
+@pytest.mark.parametrize("has_data_filter", [True, False])
+def test_unpack_extracts_a_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, has_data_filter: bool
+) -> None:
+    if not has_data_filter:
+        monkeypatch.delattr(tarfile, "data_filter", raising=False)
+    tgz = _tarball(tmp_path / "p.tgz", ["package/native/bin/postgres"])
+    pm.unpack(tgz, tmp_path / "out")
+    assert (tmp_path / "out" / "package" / "native" / "bin" / "postgres").read_text() == "ok"
+
+
+def test_unpack_refuses_members_outside_the_target(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delattr(tarfile, "data_filter", raising=False)
+    tgz = _tarball(tmp_path / "p.tgz", ["package/../../evil"])
+    with pytest.raises(pm.MatrixError, match="refusing member"):
+        pm.unpack(tgz, tmp_path / "out")
+    assert not (tmp_path / "evil").exists()
