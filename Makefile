@@ -14,7 +14,7 @@ APT_PKGS    := postgresql-15 postgresql-client-15 postgresql-15-pgtap pgtap post
 PGTAP_FILES  = $(shell find tests/pgtap -name '*.test.sql' | sort)
 
 .DEFAULT_GOAL := help
-.PHONY: help prereqs venv build install test check-db test-sql test-py test-isolation test-matrix lint demo bench clean
+.PHONY: help prereqs venv build install test check-db test-sql test-py test-isolation test-matrix lint demo bench chaos clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -82,6 +82,9 @@ demo: prereqs venv install ## run an example flow end to end on a throwaway clus
 
 bench: prereqs venv install ## benchmark on a throwaway durable cluster (BENCH_ARGS=--quick)
 	@$(PY) -m bench $(BENCH_ARGS)
+
+chaos: prereqs venv install ## kill workers / restart PostgreSQL under load, check invariants (CHAOS_ARGS=--short)
+	@$(PY) -m chaos $(CHAOS_ARGS)
 
 clean: ## remove build products and the virtualenv
 	@$(MAKE) --no-print-directory -C extension clean >/dev/null

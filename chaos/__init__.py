@@ -1,0 +1,1 @@
+"""The chaos harness: workers killed and PostgreSQL restarted under load (see README.md)."""
