@@ -143,9 +143,10 @@ def _listen(
             while not stop.is_set():
                 if worker.step():
                     continue
-                # mark idle, look once more, then wait for a wake-up
+                # mark idle, look once more, then wait for wake-ups; claim as
+                # soon as one arrives and say "busy" only after that
                 listen.execute("SELECT pgflow.worker_idle(%s)", ([flow],))
-                if not worker.step():
+                while not stop.is_set() and not worker.step():
                     for _ in listen.notifies(timeout=0.2, stop_after=1):
                         pass
                 listen.execute("SELECT pgflow.worker_idle(%s, false)", ([flow],))

@@ -159,7 +159,7 @@ COMMENT ON FUNCTION pgflow._run_output(uuid) IS
     'the output of a run: {leaf_step: output} over its completed leaf steps';
 
 -- _complete_step: marks a step completed with its output and does the
--- bookkeeping (_steps_finished).  Returns true when a dependent is left for
+-- bookkeeping (_step_completed).  Returns true when a dependent is left for
 -- _start_ready_steps, which the caller then runs.
 -- Locks: the step_states row, then as _steps_finished.
 CREATE FUNCTION pgflow._complete_step(run_id uuid, step_slug text, output jsonb)
@@ -170,7 +170,6 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_flow_slug text;
-    v_step_events boolean;
 BEGIN
     UPDATE pgflow.step_states AS ss
     SET status = 'completed',
@@ -179,17 +178,33 @@ BEGIN
         completed_at = now()
     WHERE ss.run_id = _complete_step.run_id AND ss.step_slug = _complete_step.step_slug
     RETURNING ss.flow_slug INTO v_flow_slug;
-    SELECT f.opt_step_events INTO v_step_events FROM pgflow.flows AS f WHERE f.flow_slug = v_flow_slug;
-    IF v_step_events THEN
-        PERFORM pgflow._emit_step(v_flow_slug, _complete_step.run_id, _complete_step.step_slug,
-                                  'completed');
-    END IF;
-    RETURN pgflow._steps_finished(_complete_step.run_id, v_flow_slug, ARRAY[_complete_step.step_slug]);
+    RETURN pgflow._step_completed(_complete_step.run_id, v_flow_slug, _complete_step.step_slug);
 END;
 $$;
 
 COMMENT ON FUNCTION pgflow._complete_step(uuid, text, jsonb) IS
     'mark a step completed with its output and update counters; true if steps wait for a start';
+
+-- _step_completed: what follows a step's completion once its row says so:
+-- the step event (if the flow opted in) and _steps_finished.
+CREATE FUNCTION pgflow._step_completed(run_id uuid, flow_slug text, step_slug text)
+RETURNS boolean
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF (SELECT f.opt_step_events FROM pgflow.flows AS f WHERE f.flow_slug = _step_completed.flow_slug) THEN
+        PERFORM pgflow._emit_step(_step_completed.flow_slug, _step_completed.run_id,
+                                  _step_completed.step_slug, 'completed');
+    END IF;
+    RETURN pgflow._steps_finished(_step_completed.run_id, _step_completed.flow_slug,
+                                  ARRAY[_step_completed.step_slug]);
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow._step_completed(uuid, text, text) IS
+    'after a step''s row was marked completed: its event and the run''s bookkeeping';
 
 -- _skip_steps: skips a step (reason given) and, with cascade, every step
 -- downstream of it that has not started (reason dependency_skipped).  Tasks of

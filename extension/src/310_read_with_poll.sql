@@ -31,6 +31,9 @@ BEGIN
     PERFORM pgflow._check_option('max_poll_seconds', read_with_poll.max_poll_seconds, 0, false);
     PERFORM pgflow._check_option('poll_interval_ms', read_with_poll.poll_interval_ms, 1, false);
     v_deadline := clock_timestamp() + make_interval(secs => read_with_poll.max_poll_seconds);
+    -- Losing this lease in a crash only makes the task claimable again: the
+    -- commit need not wait for its WAL flush (see claim_tasks).
+    PERFORM set_config('synchronous_commit', 'off', true);
 
     LOOP
         v_now := clock_timestamp();

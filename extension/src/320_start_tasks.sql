@@ -26,6 +26,9 @@ BEGIN
                   HINT = 'pass the msg_id values read_with_poll returned';
     END IF;
 
+    -- Losing this lease in a crash only makes the task claimable again: the
+    -- commit need not wait for its WAL flush (see claim_tasks).
+    PERFORM set_config('synchronous_commit', 'off', true);
     FOR v_task IN
         SELECT t.run_id, t.step_slug, t.task_index, t.attempts_count, t.last_worker_id,
                coalesce(s.opt_timeout, f.opt_timeout) AS timeout

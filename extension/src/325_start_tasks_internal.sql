@@ -15,7 +15,7 @@ AS $$
         SET status = 'started',
             attempts_count = t.attempts_count + 1,
             started_at = now(),
-            vt = now() + make_interval(secs => coalesce(s.opt_timeout, f.opt_timeout) + 2),
+            vt = now() + make_interval(secs => coalesce(s.opt_timeout, f.opt_timeout)::double precision + 2),
             last_worker_id = _start_tasks.worker_id
         FROM (SELECT DISTINCT m.id FROM unnest(_start_tasks.msg_ids) AS m(id)) AS m
         JOIN pgflow.step_tasks AS t0 ON t0.message_id = m.id

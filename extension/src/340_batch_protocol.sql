@@ -56,6 +56,12 @@ DECLARE
 BEGIN
     PERFORM pgflow._check_slug('flow slug', claim_tasks.flow_slug);
     PERFORM pgflow._check_option('qty', claim_tasks.qty, 1, false);
+    -- A claim need not wait for its WAL flush: lost in a crash, it leaves the
+    -- task claimable again (at-least-once already allows the re-run), and the
+    -- task's completion, committed synchronously later, flushes it anyway.
+    -- This makes the rest of the caller's transaction asynchronous too: call
+    -- claim_tasks in a transaction of its own.
+    PERFORM set_config('synchronous_commit', 'off', true);
 
     SELECT array_agg(c.message_id) FILTER (WHERE NOT c.exhausted),
            array_agg(c.message_id) FILTER (WHERE c.exhausted)
@@ -110,7 +116,6 @@ DECLARE
     v_counts integer[];
     v_total integer;
     v_step record;
-    v_output jsonb;
     v_pending uuid[] := '{}';
     v_run uuid;
 BEGIN
@@ -149,39 +154,49 @@ BEGIN
         RETURN 0;
     END IF;
 
+    -- Lock the steps' rows first, in key order, in a statement of their own:
+    -- the UPDATE below then runs on a snapshot taken after any sibling
+    -- completion it waited for has committed, so a map's aggregate sees the
+    -- sibling's task output (in the same statement it would still read NULL).
+    PERFORM 1
+    FROM unnest(v_runs, v_steps) AS c(run_id, step_slug)
+    JOIN pgflow.step_states AS ss ON ss.run_id = c.run_id AND ss.step_slug = c.step_slug
+    ORDER BY ss.run_id, ss.step_slug
+    FOR UPDATE OF ss;
+
+    -- one UPDATE per step: the decrement, and for a step whose last task this
+    -- was, its completion with its output (a map's: every task output in
+    -- task_index order)
     FOR v_step IN
         WITH c AS (
             SELECT * FROM unnest(v_runs, v_steps, v_counts) AS c(run_id, step_slug, n)
-        ), locked AS (
-            SELECT ss.run_id, ss.step_slug
-            FROM c JOIN pgflow.step_states AS ss
-              ON ss.run_id = c.run_id AND ss.step_slug = c.step_slug
-            ORDER BY ss.run_id, ss.step_slug
-            FOR UPDATE OF ss
         ), dec AS (
             UPDATE pgflow.step_states AS ss
-            SET remaining_tasks = ss.remaining_tasks - c.n
-            FROM c, locked AS l
+            SET remaining_tasks = ss.remaining_tasks - c.n,
+                status = CASE WHEN ss.remaining_tasks = c.n THEN 'completed' ELSE ss.status END,
+                completed_at = CASE WHEN ss.remaining_tasks = c.n THEN now() ELSE ss.completed_at END,
+                output = CASE
+                    WHEN ss.remaining_tasks <> c.n THEN ss.output
+                    WHEN s.step_type = 'map' THEN (
+                        SELECT jsonb_agg(t.output ORDER BY t.task_index)
+                        FROM pgflow.step_tasks AS t
+                        WHERE t.run_id = ss.run_id AND t.step_slug = ss.step_slug)
+                    ELSE (
+                        SELECT t.output FROM pgflow.step_tasks AS t
+                        WHERE t.run_id = ss.run_id AND t.step_slug = ss.step_slug
+                          AND t.task_index = 0)
+                END
+            FROM c, pgflow.steps AS s
             WHERE ss.run_id = c.run_id AND ss.step_slug = c.step_slug
-              AND l.run_id = c.run_id AND l.step_slug = c.step_slug
+              AND s.flow_slug = ss.flow_slug AND s.step_slug = ss.step_slug
             RETURNING ss.run_id, ss.step_slug, ss.flow_slug, ss.remaining_tasks
         )
-        SELECT d.run_id, d.step_slug, s.step_type
+        SELECT d.run_id, d.step_slug, d.flow_slug
         FROM dec AS d
-        JOIN pgflow.steps AS s ON s.flow_slug = d.flow_slug AND s.step_slug = d.step_slug
         WHERE d.remaining_tasks = 0
         ORDER BY d.run_id, d.step_slug
     LOOP
-        IF v_step.step_type = 'map' THEN
-            SELECT jsonb_agg(t.output ORDER BY t.task_index) INTO v_output
-            FROM pgflow.step_tasks AS t
-            WHERE t.run_id = v_step.run_id AND t.step_slug = v_step.step_slug;
-        ELSE
-            SELECT t.output INTO v_output
-            FROM pgflow.step_tasks AS t
-            WHERE t.run_id = v_step.run_id AND t.step_slug = v_step.step_slug AND t.task_index = 0;
-        END IF;
-        IF pgflow._complete_step(v_step.run_id, v_step.step_slug, v_output) THEN
+        IF pgflow._step_completed(v_step.run_id, v_step.flow_slug, v_step.step_slug) THEN
             v_pending := v_pending || v_step.run_id;
         END IF;
     END LOOP;

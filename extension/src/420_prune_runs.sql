@@ -37,7 +37,11 @@ BEGIN
                   HINT = 'pass an interval >= 0, e.g. older_than => interval ''7 days''';
     END IF;
     PERFORM pgflow._check_option('batch_size', prune_runs.batch_size, 1, false);
-    v_cutoff := now() - prune_runs.older_than;
+    -- an interval reaching before the first representable instant prunes nothing
+    v_cutoff := CASE
+        WHEN prune_runs.older_than > now() - '4713-01-01 00:00:00+00 BC'::timestamptz THEN '-infinity'
+        ELSE now() - prune_runs.older_than
+    END;
 
     FOR v_flow IN SELECT f.flow_slug FROM pgflow.flows AS f ORDER BY f.flow_slug LOOP
         WITH due AS (

@@ -471,6 +471,11 @@ class Worker:
                     break
                 for note in conn.notifies(timeout=min(left, 0.5), stop_after=1):
                     self._on_notify(note)
+            # claim before saying "busy": the wake-up's task is the latency
+            woken, self._woken = self._woken, set()
+            for flow in sorted(woken):
+                if not self._stopping.is_set():
+                    self._claim(flow)
         finally:
             conn.execute("SELECT pgflow.worker_idle(%s, false)", (list(flows),))
 
@@ -480,7 +485,7 @@ class Worker:
             return 0
         rows = self._call(
             self._claim_conn,
-            "SELECT run_id, step_slug, task_index, input, attempt"
+            "SELECT run_id, step_slug, task_index, input::text, attempt"
             " FROM pgflow.claim_tasks(%s, %s, %s)",
             (flow, qty, self.worker_id),
         )
@@ -494,18 +499,31 @@ class Worker:
     # -------------------------------------------------------------- running handlers
 
     def _dispatch(self, flow: str, row: tuple[Any, ...]) -> None:
-        run_id, step, index, task_input, attempt = row
+        run_id, step, index, input_text, attempt = row
         handler = self.handlers[flow].get(step)
         task = _Task(
             flow_slug=flow,
             run_id=str(run_id),
             step_slug=step,
             task_index=index,
-            input=task_input,
+            input=None,
             attempt=attempt,
             timeout=self.timeouts.get((flow, step), 60.0),
             handler=handler if handler is not None else _missing_handler(flow, step),
         )
+        # the input comes as text and is parsed here, per task: valid jsonb
+        # nested deeper than Python's json module can load must fail this
+        # task, not the whole worker
+        try:
+            task_input = task.input = json.loads(input_text)
+        except RecursionError:
+            task.finished = time.monotonic()
+            self._report(
+                task,
+                error="the task input is nested too deeply for Python's json module"
+                " (RecursionError); flatten it or raise sys.setrecursionlimit in the worker",
+            )
+            return
         with self._inflight_lock:
             self._inflight += 1
         args: tuple[Any, ...] = (task_input,)

@@ -440,12 +440,6 @@ def test_unknown_ids_are_documented_no_ops(conn: Conn) -> None:
 # --- known bugs ----------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=errors.NumericValueOutOfRange,
-    reason="bug: create_flow/add_step accept timeout = 2147483647, then start_tasks computes"
-    " timeout + 2 in integer and raises 22003 for every task of the step (the run is stuck)",
-)
 def test_the_largest_accepted_timeout_still_starts_tasks(conn: Conn) -> None:
     conn.execute("SELECT pgflow.create_flow('big', timeout => 2147483647)")
     conn.execute("SELECT pgflow.add_step('big', 'a')")
@@ -480,13 +474,6 @@ def test_extreme_accepted_options_keep_the_protocol_working(conn: Conn, options:
     assert conn.execute("SELECT pgflow.fail_task(%s, 'a', 0, 'x')", (run_id,)).fetchone() == (True,)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=errors.DatetimeFieldOverflow,
-    reason="bug: prune_runs(older_than) computes now() - older_than unchecked: an interval"
-    " beyond ~6 700 years raises 22008 (timestamp out of range) instead of pruning nothing"
-    " or a 22023 naming the argument",
-)
 def test_prune_runs_with_a_huge_interval(conn: Conn) -> None:
     _seed(conn)
     assert conn.execute("SELECT pgflow.prune_runs(interval '10000 years')").fetchone() == (0,)

@@ -227,13 +227,6 @@ def test_map_outputs_that_add_up_past_the_cap_refuse_the_last_completion(conn: C
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug (reference worker): psycopg loads task inputs with json.loads, which raises"
-    " RecursionError past ~1000 levels of nesting (valid for jsonb); the worker process exits"
-    " with status 1 and every task it claimed in that batch stays started until its lease"
-    " expires, then the next worker dies the same way",
-)
 def test_the_reference_worker_survives_a_deeply_nested_input(db: str, conn: Conn) -> None:
     cwd = Path.cwd()
     try:

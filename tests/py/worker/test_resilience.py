@@ -42,7 +42,9 @@ def _wait_quietly(check: Callable[[], bool], timeout: float) -> bool:
 
 
 def test_runs_complete_across_database_restarts(workers: Workers) -> None:
-    with Cluster() as cluster:
+    # synchronous_commit stays on: an immediate shutdown may lose the last
+    # asynchronous commits, and the runs this test starts must survive it
+    with Cluster(settings={"fsync": "off"}) as cluster:
         dsn = cluster.conninfo()
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute("CREATE EXTENSION pgflow")
