@@ -19,7 +19,10 @@ CREATE TABLE pgflow.runs (
     CONSTRAINT runs_flow_slug_fkey FOREIGN KEY (flow_slug) REFERENCES pgflow.flows (flow_slug),
     CONSTRAINT runs_status_check CHECK (status IN ('started', 'completed', 'failed', 'cancelled')),
     CONSTRAINT runs_remaining_steps_check CHECK (remaining_steps >= 0)
-);
+)
+-- room on each page for the updated versions of a run: its updates change no
+-- indexed column, so they can be HOT (no index writes)
+WITH (fillfactor = 80);
 
 COMMENT ON TABLE pgflow.runs IS 'one row per run of a flow; output is {leaf_step: output}';
 
@@ -50,7 +53,9 @@ CREATE TABLE pgflow.step_states (
     CONSTRAINT step_states_remaining_tasks_check CHECK (remaining_tasks >= 0),
     CONSTRAINT step_states_skip_reason_check
         CHECK (skip_reason IN ('condition_unmet', 'dependency_skipped', 'handler_failed'))
-);
+)
+-- as runs: step state updates change no indexed column and can be HOT
+WITH (fillfactor = 80);
 
 COMMENT ON TABLE pgflow.step_states IS 'the state of each step of each run';
 
