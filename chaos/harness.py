@@ -82,6 +82,7 @@ class Record:
     kills: list[tuple[int, int, int, float, float]] = field(default_factory=list)
     restarts: list[tuple[int, str, float, float]] = field(default_factory=list)
     started: list[str] = field(default_factory=list)
+    self_exits: int = 0
 
 
 def _ts(t: float) -> datetime:
@@ -155,25 +156,41 @@ class Harness:
         finally:
             out.close()
 
-    def kill(self, slot: Slot) -> None:
+    def kill(self, slot: Slot) -> bool:
+        """SIGKILL the slot's worker; False if it had already exited by itself."""
         proc = slot.proc
-        if proc is None:
-            return
+        if proc is None or self._exited(slot):
+            return False
         killed_at = time.time()
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGKILL)
+        os.kill(proc.pid, signal.SIGKILL)  # not reaped yet: the pid is still ours
         proc.wait()
-        if proc.returncode != -signal.SIGKILL:
-            log.warning(
-                "worker %d (pid %d) had exited by itself: %s",
-                slot.number,
-                proc.pid,
-                proc.returncode,
-            )
         self.record.kills.append(
             (len(self.record.kills) + 1, slot.number, proc.pid, slot.spawned_at, killed_at)
         )
         slot.proc = None
+        return True
+
+    def _exited(self, slot: Slot) -> bool:
+        """Whether the slot's worker exited on its own (logged, counted, slot emptied)."""
+        proc = slot.proc
+        if proc is None or proc.poll() is None:
+            return False
+        log.warning(
+            "worker %d (pid %d) exited by itself with status %s (see worker-%d.log)",
+            slot.number,
+            proc.pid,
+            proc.returncode,
+            slot.number,
+        )
+        self.record.self_exits += 1
+        slot.proc = None
+        return True
+
+    def revive(self) -> None:
+        """Replace the workers that exited on their own."""
+        for slot in self.slots:
+            if self._exited(slot):
+                self.spawn(slot)
 
     def stop_workers(self) -> None:
         """SIGTERM (graceful), then SIGKILL whatever is left."""
@@ -272,8 +289,11 @@ class Harness:
             if self._starter_error is not None:
                 raise RuntimeError("the run starter died") from self._starter_error
             time.sleep(self.rng.uniform(*p.kill_every))
+            self.revive()
             slot = self.rng.choice(self.slots)
-            self.kill(slot)
+            if not self.kill(slot):
+                self.spawn(slot)
+                continue
             self.spawn(slot)
             kills += 1
             if restart_at and kills >= restart_at[0]:
@@ -301,6 +321,7 @@ class Harness:
                 ).fetchone()
                 if row is not None and row[0] == 0:
                     return True
+            self.revive()
             time.sleep(0.5)
         return False
 
@@ -339,6 +360,7 @@ class Harness:
             names = [d.name for d in cur.description or ()]
             row = cur.fetchone()
             figures = dict(zip(names, row or (), strict=True))
+            figures["self_exits"] = self.record.self_exits
             for name, query in CHECKS.items():
                 rows = conn.execute(query).fetchall()
                 if rows:
@@ -363,7 +385,8 @@ def _print_report(
         f" tasks held: {figures['tasks_held_at_kills']}) restarts={figures['restarts']}"
         f" lost_attempts={figures['lost_attempts']}"
         f" kill_exhausted_runs={figures['kill_exhausted_runs']}"
-        f" late_completions={figures['late_completions']}",
+        f" late_completions={figures['late_completions']}"
+        f" workers_exited_by_themselves={figures['self_exits']}",
         f"chaos: lost={int(figures['lost_runs']) + int(figures['lost_tasks'])}"
         f" duplicates={figures['duplicates']}"
         f" worst_recovery={'-' if worst is None else f'{float(worst):.2f}'} s"
