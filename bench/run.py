@@ -184,7 +184,7 @@ def build_rows(results: dict[str, Any], args: argparse.Namespace) -> list[Row]:
             digits=2,
         ),
         Row(
-            f"fanout: {args.fanout}-element map → reduce (s)",
+            f"fanout: {args.fanout}-element map → reduce, batch {workloads.FANOUT_BATCH} (s)",
             _values(results, "fanout", "completion_s"),
             "s",
             target="<= 0.4",

@@ -26,16 +26,32 @@ AS $$
           AND t.status = ANY (_start_tasks.statuses)
         RETURNING t.flow_slug, t.run_id, t.step_slug, t.task_index, t.message_id,
                   t.attempts_count, s.step_type, s.deps_count
+    ), map_sources AS MATERIALIZED (
+        SELECT DISTINCT st.run_id, st.step_slug, st.flow_slug, st.deps_count
+        FROM started AS st
+        WHERE st.step_type = 'map'
+    ), map_inputs AS (
+        -- each map source is read (and detoasted) once per call and expanded,
+        -- instead of once per task: `source -> i` detoasts the whole array
+        SELECT ms.run_id, ms.step_slug, (e.idx - 1)::integer AS task_index, e.elem
+        FROM map_sources AS ms
+        CROSS JOIN LATERAL (
+            SELECT CASE
+                WHEN ms.deps_count = 0 THEN (
+                    SELECT r.input FROM pgflow.runs AS r WHERE r.run_id = ms.run_id)
+                ELSE (
+                    SELECT ds.output
+                    FROM pgflow.deps AS d
+                    JOIN pgflow.step_states AS ds
+                      ON ds.run_id = ms.run_id AND ds.step_slug = d.dep_slug
+                    WHERE d.flow_slug = ms.flow_slug AND d.step_slug = ms.step_slug)
+            END AS source
+        ) AS x
+        CROSS JOIN LATERAL jsonb_array_elements(x.source) WITH ORDINALITY AS e(elem, idx)
     )
     SELECT st.flow_slug, st.run_id, st.step_slug,
            CASE
-               WHEN st.step_type = 'map' AND st.deps_count = 0 THEN r.input -> st.task_index
-               WHEN st.step_type = 'map' THEN (
-                   SELECT ds.output -> st.task_index
-                   FROM pgflow.deps AS d
-                   JOIN pgflow.step_states AS ds
-                     ON ds.run_id = st.run_id AND ds.step_slug = d.dep_slug
-                   WHERE d.flow_slug = st.flow_slug AND d.step_slug = st.step_slug)
+               WHEN st.step_type = 'map' THEN mi.elem
                ELSE jsonb_build_object('run', r.input) || coalesce((
                    SELECT jsonb_object_agg(d.dep_slug, ds.output)
                    FROM pgflow.deps AS d
@@ -48,6 +64,8 @@ AS $$
            st.message_id, st.task_index, st.attempts_count
     FROM started AS st
     JOIN pgflow.runs AS r ON r.run_id = st.run_id
+    LEFT JOIN map_inputs AS mi
+      ON mi.run_id = st.run_id AND mi.step_slug = st.step_slug AND mi.task_index = st.task_index
     ORDER BY st.message_id;
 $$;
 
