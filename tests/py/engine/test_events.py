@@ -159,3 +159,29 @@ def test_wake_ups_go_out_only_while_a_worker_is_idle(db: str, conn: Conn) -> Non
         listener.execute("LISTEN pgflow_tasks")
         conn.execute("SELECT pgflow.start_flow('busy', '{}')")
         assert _drain(listener) == []
+
+
+def test_skipped_steps_are_announced_when_the_flow_opts_in(db: str, conn: Conn) -> None:
+    conn.execute("SELECT pgflow.create_flow('sk', step_events => true)")
+    conn.execute(
+        "SELECT pgflow.add_step('sk', 'gate', when_unmet => 'skip-cascade',"
+        ' required_input_pattern => \'{"run": {"go": true}}\')'
+    )
+    conn.execute("SELECT pgflow.add_step('sk', 'after', ARRAY['gate'])")
+    conn.execute("SELECT pgflow.add_step('sk', 'other')")
+    with psycopg.connect(db, autocommit=True) as listener:
+        listener.execute("LISTEN pgflow_events")
+        listener.execute("SELECT pgflow.listen_events()")
+        run_id = str(conn.execute("SELECT run_id FROM pgflow.start_flow('sk', '{}')").fetchone()[0])  # type: ignore[index]
+        events = _events(listener)
+    names = [e["event"] for e in events]
+    assert names[0] == "run:started"
+    assert sorted(names[1:]) == ["step:after:skipped", "step:gate:skipped", "step:other:started"]
+    gate = next(e for e in events if e.get("step_slug") == "gate")
+    assert gate == {
+        "event": "step:gate:skipped",
+        "flow_slug": "sk",
+        "run_id": run_id,
+        "step_slug": "gate",
+        "status": "skipped",
+    }
