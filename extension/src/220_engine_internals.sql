@@ -34,8 +34,8 @@ COMMENT ON FUNCTION pgflow._complete_run(uuid) IS
     'mark a run completed with {leaf_step: output} over its completed leaves';
 
 -- _steps_finished: bookkeeping after steps completed or were skipped, in as
--- few row writes as possible: one UPDATE of the run (remaining_steps, and the
--- completion with its output when it reaches 0) and one UPDATE of the
+-- few row writes as possible: one UPDATE of the run (remaining_steps; at 0
+-- _complete_run completes it with its output) and one UPDATE of the
 -- dependents that still wait (remaining_deps).  A dependent that waits on
 -- nothing any more and is "simple" (a single step without conditions) is
 -- started by that same UPDATE and its task queued; the others are left
@@ -58,21 +58,17 @@ BEGIN
         RETURN false;
     END IF;
     UPDATE pgflow.runs AS r
-    SET remaining_steps = r.remaining_steps - cardinality(_steps_finished.step_slugs),
-        status = CASE WHEN r.remaining_steps = cardinality(_steps_finished.step_slugs)
-                      THEN 'completed' ELSE r.status END,
-        completed_at = CASE WHEN r.remaining_steps = cardinality(_steps_finished.step_slugs)
-                            THEN now() ELSE r.completed_at END,
-        output = CASE WHEN r.remaining_steps = cardinality(_steps_finished.step_slugs)
-                      THEN pgflow._run_output(r.run_id) ELSE r.output END
+    SET remaining_steps = r.remaining_steps - cardinality(_steps_finished.step_slugs)
     WHERE r.run_id = _steps_finished.run_id AND r.status = 'started'
     RETURNING r.remaining_steps INTO v_remaining;
     IF NOT FOUND THEN
         RETURN false;
     END IF;
     IF v_remaining = 0 THEN
-        PERFORM pgflow._emit('run:completed', _steps_finished.flow_slug, _steps_finished.run_id,
-                             NULL, 'completed');
+        -- the output is gathered by a statement of its own: one that waited
+        -- for the run's row lock above still reads with its older snapshot,
+        -- and would miss a leaf that a concurrent transaction just completed
+        PERFORM pgflow._complete_run(_steps_finished.run_id);
         RETURN false;
     END IF;
 

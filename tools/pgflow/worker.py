@@ -343,7 +343,14 @@ class Worker:
         text = str(exc)
         return any(
             hint in text
-            for hint in ("starting up", "shutting down", "Connection refused", "No such file")
+            for hint in (
+                "starting up",
+                "shutting down",
+                "not yet accepting connections",  # 57P03 during crash recovery
+                "in recovery",
+                "Connection refused",
+                "No such file",
+            )
         )
 
     def _start_listening(self) -> None:
