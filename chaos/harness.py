@@ -64,7 +64,7 @@ SHORT = Profile(
     kills=60, restarts=2, workers=4, active_runs=30, chaos_deadline=40, drain_deadline=60
 )
 FULL = Profile(
-    kills=1000, restarts=6, workers=5, active_runs=40, chaos_deadline=480, drain_deadline=120
+    kills=1000, restarts=6, workers=5, active_runs=40, chaos_deadline=500, drain_deadline=120
 )
 
 
@@ -75,6 +75,8 @@ class Slot:
     number: int
     proc: subprocess.Popen[bytes] | None = None
     spawned_at: float = 0.0
+    log_offset: int = 0  # where this process's output starts in the slot's log
+    up: bool = False  # it logged "started" (registered, shapes checked, claiming)
 
 
 @dataclass
@@ -126,6 +128,8 @@ class Harness:
 
     def spawn(self, slot: Slot) -> None:
         out = (self.workdir / f"worker-{slot.number}.log").open("ab")
+        slot.log_offset = out.tell()
+        slot.up = False
         env = {
             **os.environ,
             "CHAOS_HANDLER_LOG": str(self.workdir / f"handlers-{slot.number}.jsonl"),
@@ -185,6 +189,14 @@ class Harness:
         self.record.self_exits += 1
         slot.proc = None
         return True
+
+    def is_up(self, slot: Slot) -> bool:
+        """Whether the slot's worker finished starting (it logs "worker ... started")."""
+        if not slot.up and slot.proc is not None:
+            with (self.workdir / f"worker-{slot.number}.log").open("rb") as f:
+                f.seek(slot.log_offset)
+                slot.up = b" started: flows=" in f.read()
+        return slot.up
 
     def revive(self) -> None:
         """Replace the workers that exited on their own."""
@@ -281,7 +293,11 @@ class Harness:
         self._starter = threading.Thread(target=self._starter_loop, name="starter", daemon=True)
         self._starter.start()
         time.sleep(2.0)  # let the workers come up and the first runs start
-        restart_at = [p.kills * (i + 1) // (p.restarts + 1) for i in range(p.restarts)]
+        # restart i is due after its share of the kills, or of the deadline,
+        # whichever comes first (kills slow down when workers start slowly)
+        t0 = time.monotonic()
+        share = [(i + 1) / (p.restarts + 1) for i in range(p.restarts)]
+        restart_at = [(int(p.kills * f), t0 + p.chaos_deadline * f) for f in share]
         modes = ["fast", "immediate"]
         deadline = time.monotonic() + p.chaos_deadline
         kills = 0
@@ -289,14 +305,7 @@ class Harness:
             if self._starter_error is not None:
                 raise RuntimeError("the run starter died") from self._starter_error
             time.sleep(self.rng.uniform(*p.kill_every))
-            self.revive()
-            slot = self.rng.choice(self.slots)
-            if not self.kill(slot):
-                self.spawn(slot)
-                continue
-            self.spawn(slot)
-            kills += 1
-            if restart_at and kills >= restart_at[0]:
+            if restart_at and (kills >= restart_at[0][0] or time.monotonic() >= restart_at[0][1]):
                 restart_at.pop(0)
                 mode = modes[len(self.record.restarts) % 2]
                 began = time.time()
@@ -304,6 +313,19 @@ class Harness:
                 ended = time.time()
                 self.record.restarts.append((len(self.record.restarts) + 1, mode, began, ended))
                 log.info("restart %d (%s): %.1f s", len(self.record.restarts), mode, ended - began)
+            self.revive()
+            # kill only workers that are up, and never the last one: recovery
+            # needs a survivor, and on a loaded machine a worker can take
+            # longer to start than the kill interval
+            up = [slot for slot in self.slots if self.is_up(slot)]
+            if len(up) < 2:
+                continue
+            slot = self.rng.choice(up)
+            if not self.kill(slot):
+                self.spawn(slot)
+                continue
+            self.spawn(slot)
+            kills += 1
             if kills % 100 == 0:
                 log.info("%d kills, %d runs started", kills, len(self.record.started))
         if kills < p.kills:
