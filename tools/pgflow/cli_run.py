@@ -19,6 +19,7 @@ from typing import Any, Final
 import click
 import psycopg
 
+from pgflow import installer
 from pgflow.cli import CONTEXT_SETTINGS, _fail, _load_all, _reported
 from pgflow.client import RunTimeoutError, get_run, start_flow, wait_for_run
 from pgflow.render import duration, render_run
@@ -31,11 +32,17 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON f
 
 
 @contextmanager
-def _connected(dsn: str) -> Iterator[psycopg.Connection[Any]]:
-    """An autocommit connection; database errors become one line and exit 1."""
+def _connected(dsn: str, check_version: bool = True) -> Iterator[psycopg.Connection[Any]]:
+    """An autocommit connection; database errors become one line and exit 1.
+
+    Unless ``check_version`` is false, the database must have the pgflow
+    version of these tools (:func:`pgflow.installer.check_version`).
+    """
     with _reported():
         try:
             with psycopg.connect(dsn, autocommit=True) as conn:
+                if check_version:
+                    installer.check_version(conn)
                 yield conn
         except psycopg.Error as exc:
             first = " ".join(str(exc).split("\n")[0].split())
@@ -280,6 +287,14 @@ def runs(
         )
 
 
+from pgflow.cli_install import INSTALL_COMMANDS  # noqa: E402 - uses the helpers above
 from pgflow.cli_ops import OPS_COMMANDS  # noqa: E402 - cli_ops uses the helpers above
 
-COMMANDS: Final[Sequence[click.Command]] = (worker, start, status, runs, *OPS_COMMANDS)
+COMMANDS: Final[Sequence[click.Command]] = (
+    worker,
+    start,
+    status,
+    runs,
+    *OPS_COMMANDS,
+    *INSTALL_COMMANDS,
+)

@@ -32,6 +32,7 @@ from typing import Any
 
 import psycopg
 
+from pgflow import installer
 from pgflow.errors import PgflowError
 from pgflow.loader import Handler, LoadedFlow
 from pgflow.spec import FlowSpec
@@ -230,6 +231,7 @@ class Worker:
         restore = self._install_signal_handlers()
         try:
             self._connect(first=True)
+            self._check_version()
             self._check_shapes()
             self._register()
             self._reporter.start()
@@ -387,6 +389,11 @@ class Worker:
         return cur.fetchall() if cur.description else []
 
     # -------------------------------------------------------------- start-up checks
+
+    def _check_version(self) -> None:
+        """The database must run the pgflow version of this worker."""
+        assert self._claim_conn is not None
+        installer.check_version(self._claim_conn)
 
     def _check_shapes(self) -> None:
         problems: list[str] = []

@@ -1,0 +1,112 @@
+"""The ``pgflow install`` and ``pgflow upgrade`` commands.
+
+Registered by :mod:`pgflow.cli_run` (see :data:`INSTALL_COMMANDS`); the work is
+done by :mod:`pgflow.installer`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Final
+
+import click
+import psycopg
+
+from pgflow import __version__
+from pgflow.cli import CONTEXT_SETTINGS
+from pgflow.cli_run import _connected, dsn_option
+from pgflow.installer import Step, apply, installed, plan_install, plan_upgrade
+
+INSTALL_EPILOG: Final = """\b
+--method auto (the default) uses CREATE EXTENSION when the server has the pgflow
+extension files (self-hosted: `make install` put them there), and otherwise applies
+the same versioned SQL scripts, shipped in this package, as a plain migration
+into schema pgflow (managed PostgreSQL, where extension files cannot be
+installed).  A plain install records its version in pgflow.schema_version;
+`pgflow upgrade` continues it with the same upgrade scripts.
+
+\b
+Installing needs CREATE on the database, not superuser.  Installing a version that
+is already there does nothing; a different version needs `pgflow upgrade`.
+
+\b
+Examples:
+  pgflow install --dsn postgresql://admin@db.example.com/app
+  pgflow install --method plain --dry-run
+"""
+
+UPGRADE_EPILOG: Final = """\b
+An extension is updated with ALTER EXTENSION pgflow UPDATE TO VERSION (install the
+new extension files on the server first: `make install`).  A plain install gets
+the upgrade scripts shipped in this package, applied in one transaction, and the
+new version recorded in pgflow.schema_version.  Workers and the CLI refuse to
+work with a database whose version differs from theirs, so upgrade the database
+and the tools together (stop the workers, upgrade, start the new workers).
+
+\b
+Examples:
+  pgflow upgrade --dry-run
+  pgflow upgrade --dsn postgresql://admin@db.example.com/app
+"""
+
+version_option = click.option(
+    "--version",
+    "version",
+    default=__version__,
+    metavar="VERSION",
+    help="The pgflow version to end at (default: the version of these tools, the only "
+    "one they work with).",
+)
+dry_run_option = click.option(
+    "--dry-run", is_flag=True, help="Print what would run; change nothing."
+)
+
+
+def _run(conn: psycopg.Connection[tuple[object, ...]], steps: list[Step], dry_run: bool) -> None:
+    for step in steps:
+        click.echo(("would " if dry_run else "") + step.description)
+    if not dry_run:
+        apply(conn, steps)
+
+
+@click.command("install", context_settings=CONTEXT_SETTINGS, epilog=INSTALL_EPILOG)
+@click.option(
+    "--method",
+    type=click.Choice(["auto", "extension", "plain"]),
+    default="auto",
+    show_default=True,
+    help="CREATE EXTENSION, or the scripts as a plain migration.",
+)
+@version_option
+@dry_run_option
+@dsn_option
+def install(method: str, version: str, dry_run: bool, dsn: str) -> None:
+    """Install pgflow into a database (CREATE EXTENSION, or a plain migration)."""
+    with _connected(dsn, check_version=False) as conn:
+        steps = plan_install(conn, version, method)
+        if not steps:
+            click.echo(f"pgflow {version} is already installed")
+            return
+        _run(conn, steps, dry_run)
+        if not dry_run:
+            click.echo(f"installed pgflow {version}")
+
+
+@click.command("upgrade", context_settings=CONTEXT_SETTINGS, epilog=UPGRADE_EPILOG)
+@version_option
+@dry_run_option
+@dsn_option
+def upgrade(version: str, dry_run: bool, dsn: str) -> None:
+    """Upgrade pgflow in a database to the version of these tools."""
+    with _connected(dsn, check_version=False) as conn:
+        have = installed(conn)
+        steps = plan_upgrade(conn, version)
+        if not steps:
+            click.echo(f"pgflow {version} is installed: nothing to upgrade")
+            return
+        _run(conn, steps, dry_run)
+        if not dry_run and have is not None:
+            click.echo(f"upgraded pgflow {have.version} to {version}")
+
+
+INSTALL_COMMANDS: Final[Sequence[click.Command]] = (install, upgrade)

@@ -1,0 +1,414 @@
+"""Installing and upgrading pgflow in a database, and checking its version.
+
+Two ways to put pgflow into a database, from the same versioned scripts:
+
+* **extension** (self-hosted PostgreSQL with the extension files installed by
+  ``make install``): ``CREATE EXTENSION pgflow VERSION ...`` and
+  ``ALTER EXTENSION pgflow UPDATE TO ...``;
+* **plain** (managed PostgreSQL where extension files cannot be installed):
+  the same scripts, shipped in this package (``pgflow/sql/``), applied as an
+  ordinary migration into schema ``pgflow``, one transaction, with the
+  version recorded in ``pgflow.schema_version``.
+
+The plain path does what ``CREATE EXTENSION`` does around a script: it drops
+the ``\\echo ... \\quit`` guard line, replaces ``@extschema@`` with ``pgflow``,
+runs with ``search_path = pgflow``, ``check_function_bodies = off`` and
+``client_min_messages = warning``, and leaves out the top-level
+``SELECT pg_catalog.pg_extension_config_dump(...)`` statements (that function
+only works inside ``CREATE EXTENSION``; a plain schema is dumped whole by
+pg_dump anyway).  Everything else is byte for byte the extension's script, so
+both paths give the same catalog (tests/py/upgrade proves it).
+
+The tools and the database must run the same version: :func:`check_version`
+refuses a mismatch and names the command that fixes it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, Literal
+
+import pglast
+import psycopg
+
+from pgflow import __version__
+from pgflow.errors import PgflowError
+
+Conn = psycopg.Connection[Any]
+Method = Literal["extension", "plain"]
+
+EXTENSION: Final = "pgflow"
+SCHEMA: Final = "pgflow"
+VERSION_TABLE: Final = "schema_version"
+
+#: The package's copy of the scripts (``make build`` fills it from extension/).
+PACKAGE_SQL: Final = Path(__file__).resolve().parent / "sql"
+#: A source checkout: extension/ next to tools/.
+CHECKOUT_EXTENSION: Final = Path(__file__).resolve().parents[2] / "extension"
+
+SCRIPT_RE: Final = re.compile(r"^pgflow--(?P<a>\d+\.\d+\.\d+)(?:--(?P<b>\d+\.\d+\.\d+))?\.sql$")
+_GUARD_RE: Final = re.compile(r"^\\echo .*$", re.M)
+_CONFIG_DUMP_RE: Final = re.compile(
+    r"^SELECT\s+(?:pg_catalog\s*\.\s*)?pg_extension_config_dump\s*\(", re.I
+)
+#: Serialises concurrent plain installs/upgrades of one database.
+_LOCK_KEY: Final = 0x7067666C  # "pgfl"
+
+VERSION_TABLE_SQL: Final = """\
+CREATE TABLE IF NOT EXISTS pgflow.schema_version (
+    version    text        PRIMARY KEY,
+    script     text        NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+COMMENT ON TABLE pgflow.schema_version IS
+    'versions applied by pgflow install / upgrade without CREATE EXTENSION (latest: current)';
+GRANT SELECT ON pgflow.schema_version TO PUBLIC
+"""
+
+
+class InstallError(PgflowError):
+    """pgflow cannot be installed or upgraded as asked."""
+
+
+class VersionMismatchError(PgflowError):
+    """The database runs another pgflow version than these tools (or none)."""
+
+
+def version_key(version: str) -> tuple[int, ...]:
+    """``'0.10.1'`` → ``(0, 10, 1)``, for ordering versions."""
+    return tuple(int(part) for part in version.split("."))
+
+
+# --------------------------------------------------------------------------- scripts
+
+
+@dataclass(frozen=True)
+class Scripts:
+    """The versioned scripts available to these tools.
+
+    ``full`` maps a version to its install script, ``upgrades`` a
+    ``(from, to)`` pair to its upgrade script; ``default`` is the version the
+    control file installs by default.
+    """
+
+    default: str
+    full: Mapping[str, Path]
+    upgrades: Mapping[tuple[str, str], Path]
+
+    @property
+    def versions(self) -> list[str]:
+        """Every version with a full script, oldest first."""
+        return sorted(self.full, key=version_key)
+
+    def update_path(self, source: str, target: str) -> list[tuple[str, str]]:
+        """The shortest chain of upgrade scripts from ``source`` to ``target``."""
+        if source == target:
+            return []
+        previous: dict[str, tuple[str, str]] = {}
+        queue = deque([source])
+        while queue:
+            here = queue.popleft()
+            for a, b in sorted(self.upgrades, key=lambda e: version_key(e[1])):
+                if a == here and b not in previous and b != source:
+                    previous[b] = (a, b)
+                    queue.append(b)
+        if target not in previous:
+            raise InstallError(
+                f"no upgrade path from pgflow {source} to {target} in {self.describe()}"
+            )
+        steps: list[tuple[str, str]] = []
+        node = target
+        while node != source:
+            steps.append(previous[node])
+            node = previous[node][0]
+        return steps[::-1]
+
+    def describe(self) -> str:
+        paths = {p.parent for p in [*self.full.values(), *self.upgrades.values()]}
+        return ", ".join(sorted(str(p) for p in paths)) or "(no scripts)"
+
+
+def _control_version(control: Path) -> str:
+    match = re.search(r"^default_version\s*=\s*'([^']+)'", control.read_text(), re.M)
+    if not match:
+        raise InstallError(f"{control}: no default_version")
+    return match.group(1)
+
+
+def collect(default: str, files: Iterable[Path]) -> Scripts:
+    full: dict[str, Path] = {}
+    upgrades: dict[tuple[str, str], Path] = {}
+    for path in files:
+        match = SCRIPT_RE.match(path.name)
+        if not match:
+            continue
+        if match["b"]:
+            upgrades[(match["a"], match["b"])] = path
+        else:
+            full[match["a"]] = path
+    return Scripts(default=default, full=full, upgrades=upgrades)
+
+
+def find_scripts(directory: Path | None = None) -> Scripts:
+    """The scripts of the package (``pgflow/sql/``), or of a source checkout.
+
+    ``directory``: a folder holding ``pgflow.control`` and ``pgflow--*.sql``
+    (the layout of ``pgflow/sql/``).  A checkout without a package copy reads
+    extension/sql/ and the built script in extension/build/.
+    """
+    if directory is None and (PACKAGE_SQL / "pgflow.control").is_file():
+        directory = PACKAGE_SQL
+    if directory is not None:
+        control = directory / "pgflow.control"
+        if not control.is_file():
+            raise InstallError(f"{directory}: no pgflow.control (run `make build`)")
+        return collect(_control_version(control), directory.glob("pgflow--*.sql"))
+    control = CHECKOUT_EXTENSION / "pgflow.control"
+    if not control.is_file():
+        raise InstallError(
+            f"the pgflow SQL scripts are missing from this package ({PACKAGE_SQL}); "
+            "reinstall pgflow-tools, or run `make build` in a checkout"
+        )
+    default = _control_version(control)
+    files = [
+        *(CHECKOUT_EXTENSION / "sql").glob("pgflow--*.sql"),
+        CHECKOUT_EXTENSION / "build" / f"pgflow--{default}.sql",
+    ]
+    return collect(default, (f for f in files if f.is_file()))
+
+
+def plain_statements(script: str) -> list[str]:
+    """A script's statements as the plain path runs them (see the module doc)."""
+    text = _GUARD_RE.sub("", script).replace("@extschema@", SCHEMA)
+    kept: list[str] = []
+    for piece in pglast.split(text, with_parser=True, only_slices=True):
+        statement = text[piece]
+        if _CONFIG_DUMP_RE.match(statement):
+            continue
+        if "pg_extension_config_dump" in statement:
+            raise InstallError(
+                "pg_extension_config_dump() may only be called as a top-level "
+                "SELECT statement of its own (the plain install leaves those out): "
+                + statement[:80]
+            )
+        kept.append(statement)
+    return kept
+
+
+# --------------------------------------------------------------------------- state
+
+
+@dataclass(frozen=True)
+class Installed:
+    """What a database has: a version and how it was installed."""
+
+    version: str
+    method: Method
+
+
+def installed(conn: Conn) -> Installed | None:
+    """The pgflow version of the database, or ``None`` when it has none.
+
+    Reads ``pg_extension`` (readable by every role) and, for a plain install,
+    ``pgflow.schema_version`` (readable by every role with USAGE on schema
+    pgflow, i.e. roles given ``grant_worker`` / ``grant_client``).
+    """
+    row = conn.execute(
+        "SELECT extversion FROM pg_catalog.pg_extension WHERE extname = %s", [EXTENSION]
+    ).fetchone()
+    if row:
+        return Installed(str(row[0]), "extension")
+    row = conn.execute("SELECT to_regclass('pgflow.schema_version') IS NOT NULL").fetchone()
+    if not row or not row[0]:
+        return None
+    row = conn.execute(
+        "SELECT version FROM pgflow.schema_version ORDER BY applied_at DESC, version DESC LIMIT 1"
+    ).fetchone()
+    return Installed(str(row[0]), "plain") if row else None
+
+
+def upgrade_command(method: Method) -> str:
+    if method == "extension":
+        return "`pgflow upgrade` (runs ALTER EXTENSION pgflow UPDATE)"
+    return "`pgflow upgrade` (applies the upgrade scripts to the plain install)"
+
+
+def check_version(conn: Conn, expected: str = __version__) -> Installed:
+    """Refuse to work with a database whose pgflow version is not ``expected``."""
+    try:
+        have = installed(conn)
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise VersionMismatchError(
+            f"cannot read the installed pgflow version ({str(exc).strip()}): "
+            "grant the role access with pgflow.grant_worker() or pgflow.grant_client()"
+        ) from exc
+    if have is None:
+        raise VersionMismatchError(
+            f"pgflow is not installed in this database: install it with `pgflow install` "
+            f"(pgflow-tools {expected})"
+        )
+    if have.version == expected:
+        return have
+    if version_key(have.version) < version_key(expected):
+        raise VersionMismatchError(
+            f"the database has pgflow {have.version} but pgflow-tools is {expected}: "
+            f"upgrade the database with {upgrade_command(have.method)}"
+        )
+    raise VersionMismatchError(
+        f"the database has pgflow {have.version} but pgflow-tools is {expected}: "
+        f"upgrade the tools with `pip install 'pgflow-tools=={have.version}'`"
+    )
+
+
+def available_versions(conn: Conn) -> list[str]:
+    """Versions of the extension whose files the server has (empty: none)."""
+    rows = conn.execute(
+        "SELECT version FROM pg_catalog.pg_available_extension_versions WHERE name = %s",
+        [EXTENSION],
+    ).fetchall()
+    return sorted((str(r[0]) for r in rows), key=version_key)
+
+
+# --------------------------------------------------------------------------- actions
+
+
+@dataclass(frozen=True)
+class Step:
+    """One thing install/upgrade does: a description and its SQL."""
+
+    description: str
+    statements: tuple[str, ...]
+    record: tuple[str, str] | None = None  # plain path: (version, script name) to record
+
+
+def choose_method(requested: str, available: list[str], version: str) -> Method:
+    """``auto``: the extension when the server has its files, else plain."""
+    if requested == "plain":
+        return "plain"
+    if not available:
+        if requested == "extension":
+            raise InstallError(
+                "the server has no pgflow extension files: run `make install` on the "
+                "server, or install without them with --method plain"
+            )
+        return "plain"
+    if version not in available:
+        raise InstallError(
+            f"the server's pgflow extension files provide versions {', '.join(available)} "
+            f"but not {version}: install the new files (`make install`), or use --method plain"
+        )
+    return "extension"
+
+
+def plan_install(
+    conn: Conn, version: str, method: str, scripts: Scripts | None = None
+) -> list[Step]:
+    """What ``pgflow install`` does to this database (empty: already installed)."""
+    have = installed(conn)
+    if have is not None:
+        if have.version == version:
+            return []
+        raise InstallError(
+            f"pgflow {have.version} is already installed ({have.method}): "
+            f"use {upgrade_command(have.method)}"
+        )
+    chosen = choose_method(method, available_versions(conn), version)
+    if chosen == "extension":
+        stmt = f"CREATE EXTENSION pgflow VERSION {_literal(version)}"
+        return [Step(f"CREATE EXTENSION pgflow VERSION '{version}'", (stmt,))]
+    scripts = scripts or find_scripts()
+    path = scripts.full.get(version)
+    if path is None:
+        raise InstallError(
+            f"no install script for pgflow {version} in {scripts.describe()} "
+            f"(versions: {', '.join(scripts.versions) or 'none'})"
+        )
+    exists = conn.execute(
+        "SELECT count(*) FROM pg_catalog.pg_class WHERE relnamespace = "
+        "(SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = %s)",
+        [SCHEMA],
+    ).fetchone()
+    if exists and exists[0]:
+        raise InstallError(
+            "schema pgflow already holds objects but no pgflow version is recorded: "
+            "drop it or install into another database"
+        )
+    return [
+        Step(
+            f"apply {path.name} as a plain migration into schema pgflow",
+            ("CREATE SCHEMA IF NOT EXISTS pgflow", *plain_statements(path.read_text())),
+            record=(version, path.name),
+        )
+    ]
+
+
+def plan_upgrade(conn: Conn, target: str, scripts: Scripts | None = None) -> list[Step]:
+    """What ``pgflow upgrade`` does to this database (empty: up to date)."""
+    have = installed(conn)
+    if have is None:
+        raise InstallError("pgflow is not installed in this database: use `pgflow install`")
+    if have.version == target:
+        return []
+    if version_key(have.version) > version_key(target):
+        raise InstallError(
+            f"the database has pgflow {have.version}, newer than {target}: "
+            "downgrades are not supported"
+        )
+    if have.method == "extension":
+        row = conn.execute(
+            "SELECT path FROM pg_catalog.pg_extension_update_paths(%s) "
+            "WHERE source = %s AND target = %s",
+            [EXTENSION, have.version, target],
+        ).fetchone()
+        if not row or row[0] is None:
+            raise InstallError(
+                f"the server's pgflow extension files have no update path from {have.version} "
+                f"to {target}: install the new files on the server (`make install`)"
+            )
+        stmt = f"ALTER EXTENSION pgflow UPDATE TO {_literal(target)}"
+        return [Step(f"ALTER EXTENSION pgflow UPDATE TO '{target}' (via {row[0]})", (stmt,))]
+    scripts = scripts or find_scripts()
+    steps = []
+    for a, b in scripts.update_path(have.version, target):
+        path = scripts.upgrades[(a, b)]
+        steps.append(
+            Step(
+                f"apply {path.name} as a plain migration",
+                tuple(plain_statements(path.read_text())),
+                record=(b, path.name),
+            )
+        )
+    return steps
+
+
+def apply(conn: Conn, steps: list[Step]) -> None:
+    """Run the steps in one transaction (``conn`` must be in autocommit mode)."""
+    if not steps:
+        return
+    with conn.transaction():
+        conn.execute("SELECT pg_catalog.pg_advisory_xact_lock(%s)", [_LOCK_KEY])
+        plain = any(step.record for step in steps)
+        if plain:
+            conn.execute("SET LOCAL check_function_bodies = off")
+            conn.execute("SET LOCAL client_min_messages = warning")
+        for step in steps:
+            if step.record:
+                conn.execute("SET LOCAL search_path = pgflow")
+            for statement in step.statements:
+                conn.execute(statement.encode())
+            if step.record:
+                conn.execute(VERSION_TABLE_SQL)
+                conn.execute(
+                    "INSERT INTO pgflow.schema_version (version, script) VALUES (%s, %s)",
+                    step.record,
+                )
+
+
+def _literal(value: str) -> str:
+    if not re.fullmatch(r"\d+\.\d+\.\d+", value):
+        raise InstallError(f"not a version: {value!r}")
+    return f"'{value}'"
