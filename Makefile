@@ -12,9 +12,13 @@ PY          := $(VENV)/bin/python
 CLUSTER     := $(PY) -m pgflow.cluster run --reuse-env --
 APT_PKGS    := postgresql-15 postgresql-client-15 postgresql-15-pgtap pgtap postgresql-15-cron pgbouncer
 PGTAP_FILES  = $(shell find tests/pgtap -name '*.test.sql' | sort)
+EXTVERSION   = $(shell sed -n "s/^default_version *= *'\(.*\)'/\1/p" extension/pgflow.control)
+# released versions (frozen extension/sql/pgflow--X.Y.Z.sql), oldest first
+RELEASED     = $(shell ls extension/sql 2>/dev/null | sed -n 's/^pgflow--\([0-9.]*\)\.sql$$/\1/p' | sort -V)
+PKG_SQL      := tools/pgflow/sql
 
 .DEFAULT_GOAL := help
-.PHONY: help prereqs venv build install test check-db test-sql test-py test-isolation test-matrix lint demo bench chaos clean
+.PHONY: help prereqs venv build install test check-db test-sql test-upgrade test-py test-isolation test-matrix lint demo bench chaos release clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -40,22 +44,43 @@ $(VENV)/.installed: pyproject.toml
 	@$(PY) -m pip install -q -e '.[test]'
 	@touch $@
 
-build: ## build the extension install script from extension/src
+build: ## build the extension install script from extension/src (and copy the scripts into the package)
 	@$(MAKE) --no-print-directory -C extension PG_CONFIG=$(PG_CONFIG)
+	@$(MAKE) --no-print-directory package-sql
+
+# The Python package ships the versioned scripts for `pgflow install` / `pgflow
+# upgrade` (plain path): the control file, extension/sql/* and the built script.
+package-sql:
+	@mkdir -p $(PKG_SQL)
+	@cp -p extension/pgflow.control $(wildcard extension/sql/pgflow--*.sql) extension/build/pgflow--$(EXTVERSION).sql $(PKG_SQL)/
+	@for f in $(PKG_SQL)/pgflow--*.sql; do \
+	  n=$${f##*/}; [ -f extension/sql/$$n ] || [ $$n = pgflow--$(EXTVERSION).sql ] || rm -f $$f; done
 
 install: prereqs ## build and install the extension into PostgreSQL (PG_CONFIG=... picks which)
 	@$(MAKE) --no-print-directory -C extension PG_CONFIG=$(PG_CONFIG) install >/dev/null
+	@$(MAKE) --no-print-directory package-sql
 	@echo "installed pgflow into $$($(PG_CONFIG) --sharedir)/extension"
 
 test: prereqs venv install lint ## everything: lint, pgTAP and pytest on a throwaway cluster
 	@$(CLUSTER) $(MAKE) --no-print-directory check-db
 
-check-db: test-sql test-py test-isolation # (inside a cluster: PGHOST etc. set)
+check-db: test-sql test-upgrade test-py test-isolation # (inside a cluster: PGHOST etc. set)
 
 test-sql: ## pgTAP suites (needs PGHOST etc.; `make test` provides a cluster)
 	@PGOPTIONS='-c client_min_messages=warning' psql -qX -v ON_ERROR_STOP=1 -c 'DROP DATABASE IF EXISTS pgflow_tap' -c 'CREATE DATABASE pgflow_tap' >/dev/null
 	@psql -qX -v ON_ERROR_STOP=1 -d pgflow_tap -c 'CREATE EXTENSION pgtap' -c 'CREATE EXTENSION pgflow' >/dev/null
 	@pg_prove --dbname pgflow_tap --failures $(PGTAP_FILES)
+
+test-upgrade: ## pgTAP suites on a database upgraded from the oldest released version (needs PGHOST etc.)
+	@oldest='$(firstword $(RELEASED))'; \
+	if [ -z "$$oldest" ]; then echo "test-upgrade: no released version in extension/sql yet"; exit 0; fi; \
+	PGOPTIONS='-c client_min_messages=warning' psql -qX -v ON_ERROR_STOP=1 -c 'DROP DATABASE IF EXISTS pgflow_tap_upgraded' -c 'CREATE DATABASE pgflow_tap_upgraded' >/dev/null && \
+	psql -qX -v ON_ERROR_STOP=1 -d pgflow_tap_upgraded -c 'CREATE EXTENSION pgtap' \
+	  -c "CREATE EXTENSION pgflow VERSION '$$oldest'" -c 'ALTER EXTENSION pgflow UPDATE' >/dev/null && \
+	now=$$(psql -qXAt -d pgflow_tap_upgraded -c "SELECT extversion FROM pg_extension WHERE extname = 'pgflow'") && \
+	if [ "$$now" != "$(EXTVERSION)" ]; then echo "test-upgrade: ALTER EXTENSION pgflow UPDATE from $$oldest ended at $$now, not $(EXTVERSION)" >&2; exit 1; fi && \
+	echo "pgTAP on a database upgraded from $$oldest to $(EXTVERSION):" && \
+	pg_prove --dbname pgflow_tap_upgraded --failures $(PGTAP_FILES)
 
 test-isolation: ## isolation specs of concurrent protocol calls (needs PGHOST etc.; `make test` provides a cluster)
 	@PG_CONFIG=$(PG_CONFIG) extension/test/run-isolation.sh
@@ -86,6 +111,10 @@ bench: prereqs venv install ## benchmark on a throwaway durable cluster (BENCH_A
 chaos: prereqs venv install ## kill workers / restart PostgreSQL under load, check invariants (CHAOS_ARGS=--short)
 	@$(PY) -m chaos $(CHAOS_ARGS)
 
+release: prereqs venv ## freeze the current version into extension/sql and start the next (NEXT=x.y.z; see CONTRIBUTING.md)
+	@PG_CONFIG=$(PG_CONFIG) $(PYTHON) tools/scripts/release $(if $(NEXT),--next $(NEXT))
+	@$(MAKE) --no-print-directory build
+
 clean: ## remove build products and the virtualenv
 	@$(MAKE) --no-print-directory -C extension clean >/dev/null
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache $(PKG_SQL)
