@@ -114,6 +114,8 @@ chaos: prereqs venv install ## kill workers / restart PostgreSQL under load, che
 release: prereqs venv ## freeze the current version into extension/sql and start the next (NEXT=x.y.z; see CONTRIBUTING.md)
 	@PG_CONFIG=$(PG_CONFIG) $(PYTHON) tools/scripts/release $(if $(NEXT),--next $(NEXT))
 	@$(MAKE) --no-print-directory build
+	@$(MAKE) --no-print-directory golden >/dev/null  # golden files name the tools' version
+	@echo "regenerated the golden files (they name the version)"
 
 clean: ## remove build products and the virtualenv
 	@$(MAKE) --no-print-directory -C extension clean >/dev/null

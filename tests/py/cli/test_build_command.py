@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
+from pgflow import __version__
 from pgflow.cli import build, main
 from pgflow.compile import same_body
 
@@ -186,7 +187,8 @@ def test_usage_errors_exit_2(cwd: Path, args: Sequence[str], message: str) -> No
 
 def test_version() -> None:
     result = run_build("--version")
-    assert (result.exit_code, result.stdout) == (0, "pgflow-build, version 0.1.0\n")
+    # the version moves with every release (make release bumps pgflow.__version__)
+    assert (result.exit_code, result.stdout) == (0, f"pgflow-build, version {__version__}\n")
 
 
 def test_pgflow_build_is_also_a_subcommand(cwd: Path) -> None:
