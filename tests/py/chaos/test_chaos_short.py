@@ -20,19 +20,6 @@ from chaos.harness import SHORT, execute  # noqa: E402
 
 pytestmark = pytest.mark.db
 
-#: A known engine bug (reported; see chaos/README.md): when two leaf steps of
-#: a run complete at the same moment, the run's output is computed from a
-#: snapshot taken before the other one's commit and lacks that leaf.
-OUTPUT_RACE = "a completed run's output is {leaf: output} over its completed leaf steps"
-SCRIPTED = "runs end as scripted (status; output when completed)"
-
-
-def _only_output_race(violations: dict[str, list[tuple[object, ...]]]) -> bool:
-    if OUTPUT_RACE not in violations or not set(violations) <= {OUTPUT_RACE, SCRIPTED}:
-        return False
-    racy = {row[0] for row in violations[OUTPUT_RACE]}
-    return all(row[0] in racy for row in violations.get(SCRIPTED, []))
-
 
 def test_short_chaos_run_keeps_every_invariant(pgflow_template: str) -> None:
     seed = random.randrange(1 << 30)
@@ -52,7 +39,5 @@ def test_short_chaos_run_keeps_every_invariant(pgflow_template: str) -> None:
     # the chaos phase ends at a deadline: a loaded machine gets fewer kills
     assert int(f["kills"]) >= 20 and f["restarts"] == SHORT.restarts, summary
     assert int(f["runs"]) > 0 and int(f["kills_holding_tasks"]) > 0, summary
-    if _only_output_race(outcome.violations):
-        pytest.xfail(f"known bug, run output misses a concurrently completed leaf: {details}")
     assert not outcome.violations, f"{summary}; evidence in {workdir}/evidence\n{details}"
     shutil.rmtree(workdir, ignore_errors=True)
