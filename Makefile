@@ -95,8 +95,8 @@ test-matrix: prereqs build ## pgTAP suite + non-superuser install on PostgreSQL 
 	@$(PYTHON) tools/scripts/pg-matrix $(MATRIX_ARGS)
 
 lint: venv ## ruff (lint + format check) and mypy --strict
-	@$(PY) -m ruff check tools tests/py examples bench
-	@$(PY) -m ruff format --check tools tests/py examples bench
+	@$(PY) -m ruff check tools tests/py examples bench chaos
+	@$(PY) -m ruff format --check tools tests/py examples bench chaos
 	@$(PY) -m mypy
 
 golden: venv ## regenerate golden SQL files and the --help blocks of docs/reference/cli.md
