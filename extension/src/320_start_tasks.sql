@@ -50,7 +50,7 @@ BEGIN
 
     RETURN QUERY
     SELECT * FROM pgflow._start_tasks(start_tasks.flow_slug, start_tasks.msg_ids,
-                                      start_tasks.worker_id, ARRAY['queued']);
+                                      start_tasks.worker_id, ARRAY['queued'], false);
 END;
 $$;
 

@@ -1,10 +1,13 @@
 -- _start_tasks: starts the given tasks of a flow (by message id) that are in
 -- one of the given statuses: started, attempt counted, lease = now() + step timeout + 2 s,
 -- worker recorded; returns what their handlers need (see start_tasks).
+-- count_read: also count the claim in read_ct (claim_tasks, which leases and
+-- starts in one call; after read_with_poll, which counts it, start_tasks does not).
 -- Driven from the id list (a nested loop over the message_id index), so its
 -- cost does not depend on how many tasks are queued.
 -- Locks: the task rows.
-CREATE FUNCTION pgflow._start_tasks(flow_slug text, msg_ids bigint[], worker_id uuid, statuses text[])
+CREATE FUNCTION pgflow._start_tasks(flow_slug text, msg_ids bigint[], worker_id uuid, statuses text[],
+                                    count_read boolean)
 RETURNS SETOF pgflow.step_task_record
 LANGUAGE sql
 VOLATILE
@@ -14,6 +17,7 @@ AS $$
         UPDATE pgflow.step_tasks AS t
         SET status = 'started',
             attempts_count = t.attempts_count + 1,
+            read_ct = t.read_ct + _start_tasks.count_read::integer,
             started_at = now(),
             vt = now() + make_interval(secs => coalesce(s.opt_timeout, f.opt_timeout)::double precision + 2),
             last_worker_id = _start_tasks.worker_id
@@ -69,5 +73,5 @@ AS $$
     ORDER BY st.message_id;
 $$;
 
-COMMENT ON FUNCTION pgflow._start_tasks(text, bigint[], uuid, text[]) IS
+COMMENT ON FUNCTION pgflow._start_tasks(text, bigint[], uuid, text[], boolean) IS
     'start tasks by message id (count the attempt, set the lease) and return their inputs';

@@ -37,8 +37,8 @@ COMMENT ON FUNCTION pgflow._expire_lease(bigint) IS
 -- claim_tasks: leases and starts up to qty claimable tasks of a flow in one
 -- call (what read_with_poll followed by start_tasks does in two): queued
 -- tasks whose vt has passed and started tasks whose lease expired, oldest
--- first; each is started with its attempt counted and a lease of the step
--- timeout + 2 s.  Tasks out of attempts are failed instead of returned.
+-- first; each is started with its attempt counted, its claim counted in
+-- read_ct (as read_with_poll counts it) and a lease of the step timeout + 2 s.  Tasks out of attempts are failed instead of returned.
 -- Locks: the claimed task rows (FOR UPDATE SKIP LOCKED: concurrent claimers
 -- never wait for each other nor get the same task).
 -- Errors: 22004 NULL argument; 22023 invalid slug or qty < 1.
@@ -89,7 +89,7 @@ BEGIN
     -- an exhausted task may have failed the run and cancelled the others
     RETURN QUERY
     SELECT * FROM pgflow._start_tasks(claim_tasks.flow_slug, v_ids, claim_tasks.worker_id,
-                                      ARRAY['queued', 'started']);
+                                      ARRAY['queued', 'started'], true);
 END;
 $$;
 
