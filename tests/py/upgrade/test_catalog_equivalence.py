@@ -15,9 +15,8 @@ own ``pgflow.schema_version``.  A failure shows a unified diff.
 
 from __future__ import annotations
 
-import psycopg
 import pytest
-from upgrade_helpers import DEFAULT, RELEASED, NewDb, connect
+from upgrade_helpers import DEFAULT, RELEASED, Conn, NewDb, connect
 
 from pgflow import catalog, installer
 
@@ -88,7 +87,7 @@ def test_plain_install_equals_the_extension_but_for_membership(new_db: NewDb) ->
     _assert_same(plain, ext, "plain install", "CREATE EXTENSION")
 
 
-def test_every_release_has_an_update_path_to_the_default_version(conn: psycopg.Connection) -> None:  # type: ignore[type-arg]
+def test_every_release_has_an_update_path_to_the_default_version(conn: Conn) -> None:
     paths = dict(
         conn.execute(
             "SELECT source, path FROM pg_extension_update_paths('pgflow') WHERE target = %s",
@@ -134,9 +133,7 @@ MUTATIONS = [
 
 @pytest.mark.parametrize("what,statement", MUTATIONS, ids=[m[0] for m in MUTATIONS])
 def test_the_fingerprint_sees_every_kind_of_difference(
-    conn: psycopg.Connection,
-    what: str,
-    statement: str,  # type: ignore[type-arg]
+    conn: Conn, what: str, statement: str
 ) -> None:
     before = catalog.fingerprint(conn)
     if what == "config dump":
