@@ -304,11 +304,11 @@ def notes(results: dict[str, Any], args: argparse.Namespace) -> list[str]:
         )
     out += [
         "ratios are per round (figures measured one after the other), then min/median/max;",
-        "tasks/s = tasks ÷ (first start_tasks → last run completion),",
+        "tasks/s = tasks ÷ (first task start → last run completion),",
         "read from the database; fanout = start_flow's transaction → run completion;",
         "idle latency = start_flow commit → run:completed arrival on a LISTEN connection;",
         "cost per task includes the task's share of start_flow (a repeat's runs are started",
         "in one statement); WAL without FPI from pg_walinspect (CHECKPOINT before each repeat).",
-        "no fused claim API exists yet: the driver calls read_with_poll then start_tasks.",
+        "drivers claim with claim_tasks and report with complete_tasks (batch 10; fanout 100).",
     ]
     return out
