@@ -102,7 +102,7 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_task record;
+    v_id bigint;
 BEGIN
     PERFORM pgflow._check_slug('flow slug', start_tasks.flow_slug);
     IF start_tasks.msg_ids IS NULL THEN
@@ -114,9 +114,8 @@ BEGIN
     -- Losing this lease in a crash only makes the task claimable again: the
     -- commit need not wait for its WAL flush (see claim_tasks).
     PERFORM set_config('synchronous_commit', 'off', true);
-    FOR v_task IN
-        SELECT t.run_id, t.step_slug, t.task_index, t.attempts_count, t.last_worker_id,
-               coalesce(s.opt_timeout, f.opt_timeout) AS timeout
+    FOR v_id IN
+        SELECT t.message_id
         FROM unnest(start_tasks.msg_ids) AS m(id)
         JOIN pgflow.step_tasks AS t ON t.message_id = m.id
         JOIN pgflow.steps AS s ON s.flow_slug = t.flow_slug AND s.step_slug = t.step_slug
@@ -127,10 +126,7 @@ BEGIN
         ORDER BY t.message_id
         FOR UPDATE OF t
     LOOP
-        PERFORM pgflow._exhaust_task(v_task.run_id, v_task.step_slug, v_task.task_index,
-            format('lease expired on the last attempt (%s): worker %s stopped or the handler ran past the %s s timeout',
-                   v_task.attempts_count, coalesce(v_task.last_worker_id::text, 'unknown'),
-                   v_task.timeout));
+        PERFORM pgflow._expire_lease(v_id);
     END LOOP;
 
     RETURN QUERY
