@@ -219,7 +219,6 @@ class Worker:
             max_workers=self.config.concurrency, thread_name_prefix="pgflow-handler"
         )
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._loop_thread: threading.Thread | None = None
         self._signals = 0
         self.completed = 0
         self.failed = 0
@@ -586,7 +585,7 @@ class Worker:
                 target=loop.run_forever, name="pgflow-async-handlers", daemon=True
             )
             thread.start()
-            self._loop, self._loop_thread = loop, thread
+            self._loop = loop
         return self._loop
 
     def _on_done(
