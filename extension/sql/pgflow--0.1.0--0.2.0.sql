@@ -24,31 +24,37 @@ DROP FUNCTION pgflow._start_tasks(text, bigint[], uuid, text[]);
 CREATE FUNCTION pgflow._start_tasks(flow_slug text, msg_ids bigint[], worker_id uuid, statuses text[],
                                     count_read boolean)
 RETURNS SETOF pgflow.step_task_record
-LANGUAGE sql
+LANGUAGE plpgsql
 VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
+BEGIN
+    RETURN QUERY
     WITH started AS (
         UPDATE pgflow.step_tasks AS t
         SET status = 'started',
             attempts_count = t.attempts_count + 1,
             read_ct = t.read_ct + _start_tasks.count_read::integer,
             started_at = now(),
-            vt = now() + make_interval(secs => coalesce(s.opt_timeout, f.opt_timeout)::double precision + 2),
+            vt = now() + make_interval(secs => (
+                SELECT coalesce(s.opt_timeout, f.opt_timeout)
+                FROM pgflow.steps AS s
+                JOIN pgflow.flows AS f ON f.flow_slug = s.flow_slug
+                WHERE s.flow_slug = t.flow_slug AND s.step_slug = t.step_slug)::double precision + 2),
             last_worker_id = _start_tasks.worker_id
-        FROM (SELECT DISTINCT m.id FROM unnest(_start_tasks.msg_ids) AS m(id)) AS m
-        JOIN pgflow.step_tasks AS t0 ON t0.message_id = m.id
-        JOIN pgflow.steps AS s ON s.flow_slug = t0.flow_slug AND s.step_slug = t0.step_slug
-        JOIN pgflow.flows AS f ON f.flow_slug = t0.flow_slug
-        WHERE t.message_id = m.id
-          AND t0.flow_slug = _start_tasks.flow_slug
+        WHERE t.message_id = ANY (_start_tasks.msg_ids)
+          AND t.flow_slug = _start_tasks.flow_slug
           AND t.status = ANY (_start_tasks.statuses)
         RETURNING t.flow_slug, t.run_id, t.step_slug, t.task_index, t.message_id,
-                  t.attempts_count, s.step_type, s.deps_count
-    ), map_sources AS MATERIALIZED (
-        SELECT DISTINCT st.run_id, st.step_slug, st.flow_slug, st.deps_count
+                  t.attempts_count
+    ), typed AS MATERIALIZED (
+        SELECT st.*, s.step_type, s.deps_count
         FROM started AS st
-        WHERE st.step_type = 'map'
+        JOIN pgflow.steps AS s ON s.flow_slug = st.flow_slug AND s.step_slug = st.step_slug
+    ), map_sources AS MATERIALIZED (
+        SELECT DISTINCT ty.run_id, ty.step_slug, ty.flow_slug, ty.deps_count
+        FROM typed AS ty
+        WHERE ty.step_type = 'map'
     ), map_inputs AS (
         -- each map source is read (and detoasted) once per call and expanded,
         -- instead of once per task: `source -> i` detoasts the whole array
@@ -68,24 +74,26 @@ AS $$
         ) AS x
         CROSS JOIN LATERAL jsonb_array_elements(x.source) WITH ORDINALITY AS e(elem, idx)
     )
-    SELECT st.flow_slug, st.run_id, st.step_slug,
+    SELECT ty.flow_slug, ty.run_id, ty.step_slug,
            CASE
-               WHEN st.step_type = 'map' THEN mi.elem
-               ELSE jsonb_build_object('run', r.input) || coalesce((
-                   SELECT jsonb_object_agg(d.dep_slug, ds.output)
-                   FROM pgflow.deps AS d
-                   JOIN pgflow.step_states AS ds
-                     ON ds.run_id = st.run_id AND ds.step_slug = d.dep_slug
-                   WHERE d.flow_slug = st.flow_slug
-                     AND d.step_slug = st.step_slug
-                     AND ds.status = 'completed'), '{}'::jsonb)
+               WHEN ty.step_type = 'map' THEN mi.elem
+               ELSE jsonb_build_object('run', (
+                        SELECT r.input FROM pgflow.runs AS r WHERE r.run_id = ty.run_id))
+                    || coalesce((
+                        SELECT jsonb_object_agg(d.dep_slug, ds.output)
+                        FROM pgflow.deps AS d
+                        JOIN pgflow.step_states AS ds
+                          ON ds.run_id = ty.run_id AND ds.step_slug = d.dep_slug
+                        WHERE d.flow_slug = ty.flow_slug
+                          AND d.step_slug = ty.step_slug
+                          AND ds.status = 'completed'), '{}'::jsonb)
            END,
-           st.message_id, st.task_index, st.attempts_count
-    FROM started AS st
-    JOIN pgflow.runs AS r ON r.run_id = st.run_id
+           ty.message_id, ty.task_index, ty.attempts_count
+    FROM typed AS ty
     LEFT JOIN map_inputs AS mi
-      ON mi.run_id = st.run_id AND mi.step_slug = st.step_slug AND mi.task_index = st.task_index
-    ORDER BY st.message_id;
+      ON mi.run_id = ty.run_id AND mi.step_slug = ty.step_slug AND mi.task_index = ty.task_index
+    ORDER BY ty.message_id;
+END;
 $$;
 
 COMMENT ON FUNCTION pgflow._start_tasks(text, bigint[], uuid, text[], boolean) IS
@@ -186,3 +194,329 @@ BEGIN
                                       ARRAY['queued', 'started'], true);
 END;
 $$;
+
+-- _steps_finished does the bookkeeping of many runs in one pass (completes a
+-- run in the same UPDATE that counts its last step; wakes workers once per
+-- flow): a new signature, so drop the old function; its callers
+-- (_step_completed, _skip_steps, _complete_tasks) are replaced below.
+DROP FUNCTION pgflow._steps_finished(uuid, text, text[]);
+
+CREATE FUNCTION pgflow._steps_finished(run_ids uuid[], step_slugs text[])
+RETURNS uuid[]
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_live uuid[];
+    v_done uuid[];
+    v_done_flows text[];
+    v_pending uuid[];
+    v_wake text[];
+    v_event_runs uuid[];
+    v_event_steps text[];
+    v_event_flows text[];
+BEGIN
+    IF cardinality(_steps_finished.run_ids) = 0 THEN
+        RETURN '{}';
+    END IF;
+    -- The runs rows first, in run_id order, in a statement of their own: the
+    -- UPDATE below then runs on a snapshot taken after every sibling
+    -- completion it waited for had committed, so a run's output sees every
+    -- leaf (in the locking statement it would still read the old rows).
+    PERFORM 1
+    FROM pgflow.runs AS r
+    WHERE r.run_id = ANY (_steps_finished.run_ids)
+    ORDER BY r.run_id
+    FOR UPDATE;
+
+    WITH fin AS (
+        SELECT f.run_id, count(DISTINCT f.step_slug)::integer AS n
+        FROM unnest(_steps_finished.run_ids, _steps_finished.step_slugs) AS f(run_id, step_slug)
+        GROUP BY f.run_id
+    ), updated AS (
+        UPDATE pgflow.runs AS r
+        SET remaining_steps = r.remaining_steps - fin.n,
+            status = CASE WHEN r.remaining_steps = fin.n THEN 'completed' ELSE r.status END,
+            completed_at = CASE WHEN r.remaining_steps = fin.n THEN now() ELSE r.completed_at END,
+            output = CASE WHEN r.remaining_steps = fin.n THEN pgflow._run_output(r.run_id)
+                          ELSE r.output END
+        FROM fin
+        WHERE r.run_id = fin.run_id AND r.status = 'started'
+        RETURNING r.run_id, r.flow_slug, r.status
+    )
+    SELECT array_agg(u.run_id ORDER BY u.run_id) FILTER (WHERE u.status = 'started'),
+           array_agg(u.run_id ORDER BY u.run_id) FILTER (WHERE u.status = 'completed'),
+           array_agg(u.flow_slug ORDER BY u.run_id) FILTER (WHERE u.status = 'completed')
+    INTO v_live, v_done, v_done_flows
+    FROM updated AS u;
+
+    IF v_done IS NOT NULL THEN
+        PERFORM pgflow._emit('run:completed', d.flow_slug, d.run_id, NULL, 'completed')
+        FROM unnest(v_done, v_done_flows) AS d(run_id, flow_slug);
+    END IF;
+    IF v_live IS NULL THEN
+        RETURN '{}';
+    END IF;
+
+    WITH fin AS (
+        SELECT DISTINCT f.run_id, f.step_slug, ss.flow_slug
+        FROM unnest(_steps_finished.run_ids, _steps_finished.step_slugs) AS f(run_id, step_slug)
+        JOIN pgflow.step_states AS ss ON ss.run_id = f.run_id AND ss.step_slug = f.step_slug
+        WHERE f.run_id = ANY (v_live)
+    ), waiting AS (
+        SELECT fin.run_id, d.step_slug, count(*)::integer AS n,
+               bool_and(s.step_type = 'single' AND s.required_input_pattern IS NULL
+                        AND s.forbidden_input_pattern IS NULL) AS simple,
+               max(coalesce(s.opt_start_delay, 0)) AS start_delay
+        FROM fin
+        JOIN pgflow.deps AS d ON d.flow_slug = fin.flow_slug AND d.dep_slug = fin.step_slug
+        JOIN pgflow.steps AS s ON s.flow_slug = d.flow_slug AND s.step_slug = d.step_slug
+        GROUP BY fin.run_id, d.step_slug
+    ), locked AS (
+        SELECT ss.run_id, ss.step_slug
+        FROM pgflow.step_states AS ss
+        JOIN waiting AS w ON w.run_id = ss.run_id AND w.step_slug = ss.step_slug
+        WHERE ss.status = 'created'
+        ORDER BY ss.run_id, ss.step_slug
+        FOR UPDATE OF ss
+    ), updated AS (
+        UPDATE pgflow.step_states AS ss
+        SET remaining_deps = ss.remaining_deps - w.n,
+            status = CASE WHEN ss.remaining_deps = w.n AND w.simple THEN 'started' ELSE ss.status END,
+            started_at = CASE WHEN ss.remaining_deps = w.n AND w.simple THEN now() ELSE ss.started_at END,
+            initial_tasks = CASE WHEN ss.remaining_deps = w.n AND w.simple THEN 1 ELSE ss.initial_tasks END,
+            remaining_tasks = CASE WHEN ss.remaining_deps = w.n AND w.simple THEN 1 ELSE ss.remaining_tasks END
+        FROM waiting AS w, locked AS l
+        WHERE ss.run_id = w.run_id AND ss.step_slug = w.step_slug
+          AND l.run_id = w.run_id AND l.step_slug = w.step_slug
+        RETURNING ss.run_id, ss.step_slug, ss.flow_slug, ss.status, ss.remaining_deps, w.start_delay
+    ), queued AS (
+        INSERT INTO pgflow.step_tasks (run_id, step_slug, task_index, flow_slug, vt)
+        SELECT u.run_id, u.step_slug, 0, u.flow_slug, now() + make_interval(secs => u.start_delay)
+        FROM updated AS u
+        WHERE u.status = 'started'
+        RETURNING run_id, step_slug, flow_slug, vt <= now() AS ready
+    )
+    SELECT (SELECT array_agg(DISTINCT u.run_id ORDER BY u.run_id) FROM updated AS u
+            WHERE u.status = 'created' AND u.remaining_deps = 0),
+           (SELECT array_agg(DISTINCT q.flow_slug) FROM queued AS q WHERE q.ready),
+           (SELECT array_agg(q.run_id ORDER BY q.run_id, q.step_slug) FROM queued AS q
+            JOIN pgflow.flows AS f ON f.flow_slug = q.flow_slug AND f.opt_step_events),
+           (SELECT array_agg(q.step_slug ORDER BY q.run_id, q.step_slug) FROM queued AS q
+            JOIN pgflow.flows AS f ON f.flow_slug = q.flow_slug AND f.opt_step_events),
+           (SELECT array_agg(q.flow_slug ORDER BY q.run_id, q.step_slug) FROM queued AS q
+            JOIN pgflow.flows AS f ON f.flow_slug = q.flow_slug AND f.opt_step_events)
+    INTO v_pending, v_wake, v_event_runs, v_event_steps, v_event_flows;
+
+    IF v_wake IS NOT NULL THEN
+        PERFORM pgflow._wake_workers(w) FROM unnest(v_wake) AS w;
+    END IF;
+    IF v_event_runs IS NOT NULL THEN
+        PERFORM pgflow._emit('step:' || e.step_slug || ':started', e.flow_slug, e.run_id,
+                             e.step_slug, 'started')
+        FROM unnest(v_event_runs, v_event_steps, v_event_flows) AS e(run_id, step_slug, flow_slug);
+    END IF;
+    RETURN coalesce(v_pending, '{}');
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow._steps_finished(uuid[], text[]) IS
+    'after steps completed or were skipped: update their runs and dependents; start simple ones';
+
+REVOKE ALL ON FUNCTION pgflow._steps_finished(uuid[], text[]) FROM PUBLIC;
+
+-- the callers of _steps_finished, as in src/ (220_engine_internals.sql,
+-- 340_batch_protocol.sql): _complete_tasks completes a batch's steps, emits
+-- their events and runs the bookkeeping of all their runs in one call.
+CREATE OR REPLACE FUNCTION pgflow._step_completed(run_id uuid, flow_slug text, step_slug text)
+RETURNS boolean
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF (SELECT f.opt_step_events FROM pgflow.flows AS f WHERE f.flow_slug = _step_completed.flow_slug) THEN
+        PERFORM pgflow._emit_step(_step_completed.flow_slug, _step_completed.run_id,
+                                  _step_completed.step_slug, 'completed');
+    END IF;
+    RETURN cardinality(pgflow._steps_finished(ARRAY[_step_completed.run_id],
+                                              ARRAY[_step_completed.step_slug])) > 0;
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow._step_completed(uuid, text, text) IS
+    'after a step''s row was marked completed: its event and the run''s bookkeeping';
+
+CREATE OR REPLACE FUNCTION pgflow._skip_steps(run_id uuid, step_slug text, reason text, cascade boolean)
+RETURNS text[]
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_flow_slug text;
+    v_targets text[];
+    v_skipped text[];
+BEGIN
+    SELECT ss.flow_slug INTO v_flow_slug
+    FROM pgflow.step_states AS ss
+    WHERE ss.run_id = _skip_steps.run_id AND ss.step_slug = _skip_steps.step_slug;
+
+    IF cascade THEN
+        WITH RECURSIVE downstream(step_slug) AS (
+            SELECT _skip_steps.step_slug
+            UNION
+            SELECT d.step_slug
+            FROM pgflow.deps AS d
+            JOIN downstream AS ds ON d.dep_slug = ds.step_slug
+            WHERE d.flow_slug = v_flow_slug
+        )
+        SELECT array_agg(ds.step_slug) INTO v_targets FROM downstream AS ds;
+    ELSE
+        v_targets := ARRAY[_skip_steps.step_slug];
+    END IF;
+
+    WITH skipped AS (
+        UPDATE pgflow.step_states AS ss
+        SET status = 'skipped',
+            skip_reason = CASE WHEN ss.step_slug = _skip_steps.step_slug
+                               THEN _skip_steps.reason ELSE 'dependency_skipped' END,
+            skipped_at = now()
+        WHERE ss.run_id = _skip_steps.run_id
+          AND ss.step_slug = ANY (v_targets)
+          AND ss.status IN ('created', 'started')
+        RETURNING ss.step_slug
+    )
+    SELECT coalesce(array_agg(s.step_slug), '{}') INTO v_skipped FROM skipped AS s;
+
+    UPDATE pgflow.step_tasks AS t
+    SET status = 'cancelled'
+    WHERE t.run_id = _skip_steps.run_id
+      AND t.step_slug = ANY (v_skipped)
+      AND t.status IN ('queued', 'started');
+
+    PERFORM pgflow._emit_step(v_flow_slug, _skip_steps.run_id, s, 'skipped')
+    FROM unnest(v_skipped) AS s;
+    PERFORM pgflow._steps_finished(array_fill(_skip_steps.run_id, ARRAY[cardinality(v_skipped)]),
+                                   v_skipped);
+    RETURN v_skipped;
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow._skip_steps(uuid, text, text, boolean) IS
+    'skip a step (and with cascade everything downstream of it) and update counters';
+
+CREATE OR REPLACE FUNCTION pgflow._complete_tasks(run_ids uuid[], step_slugs text[], task_indexes integer[],
+                                       outputs jsonb[])
+RETURNS integer
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_runs uuid[];
+    v_steps text[];
+    v_counts integer[];
+    v_total integer;
+    v_done_runs uuid[];
+    v_done_steps text[];
+    v_done_flows text[];
+    v_run uuid;
+BEGIN
+    WITH input AS (
+        SELECT DISTINCT ON (i.run_id, i.step_slug, i.task_index)
+               i.run_id, i.step_slug, i.task_index, i.output
+        FROM unnest(_complete_tasks.run_ids, _complete_tasks.step_slugs,
+                    _complete_tasks.task_indexes, _complete_tasks.outputs)
+             AS i(run_id, step_slug, task_index, output)
+        ORDER BY i.run_id, i.step_slug, i.task_index
+    ), locked AS (
+        SELECT t.run_id, t.step_slug, t.task_index, i.output
+        FROM input AS i
+        JOIN pgflow.step_tasks AS t
+          ON t.run_id = i.run_id AND t.step_slug = i.step_slug AND t.task_index = i.task_index
+        WHERE t.status = 'started'
+        ORDER BY t.run_id, t.step_slug, t.task_index
+        FOR UPDATE OF t
+    ), done AS (
+        UPDATE pgflow.step_tasks AS t
+        SET status = 'completed',
+            output = coalesce(l.output, 'null'::jsonb),
+            completed_at = now()
+        FROM locked AS l
+        WHERE t.run_id = l.run_id AND t.step_slug = l.step_slug AND t.task_index = l.task_index
+        RETURNING t.run_id, t.step_slug
+    )
+    SELECT array_agg(g.run_id ORDER BY g.run_id, g.step_slug),
+           array_agg(g.step_slug ORDER BY g.run_id, g.step_slug),
+           array_agg(g.n ORDER BY g.run_id, g.step_slug),
+           sum(g.n)
+    INTO v_runs, v_steps, v_counts, v_total
+    FROM (SELECT d.run_id, d.step_slug, count(*)::integer AS n
+          FROM done AS d GROUP BY d.run_id, d.step_slug) AS g;
+    IF v_runs IS NULL THEN
+        RETURN 0;
+    END IF;
+
+    -- Lock the steps' rows first, in key order, in a statement of their own:
+    -- the UPDATE below then runs on a snapshot taken after any sibling
+    -- completion it waited for has committed, so a map's aggregate sees the
+    -- sibling's task output (in the same statement it would still read NULL).
+    PERFORM 1
+    FROM unnest(v_runs, v_steps) AS c(run_id, step_slug)
+    JOIN pgflow.step_states AS ss ON ss.run_id = c.run_id AND ss.step_slug = c.step_slug
+    ORDER BY ss.run_id, ss.step_slug
+    FOR UPDATE OF ss;
+
+    -- one UPDATE per step: the decrement, and for a step whose last task this
+    -- was, its completion with its output (a map's: every task output in
+    -- task_index order)
+    WITH c AS (
+        SELECT * FROM unnest(v_runs, v_steps, v_counts) AS c(run_id, step_slug, n)
+    ), dec AS (
+        UPDATE pgflow.step_states AS ss
+        SET remaining_tasks = ss.remaining_tasks - c.n,
+            status = CASE WHEN ss.remaining_tasks = c.n THEN 'completed' ELSE ss.status END,
+            completed_at = CASE WHEN ss.remaining_tasks = c.n THEN now() ELSE ss.completed_at END,
+            output = CASE
+                WHEN ss.remaining_tasks <> c.n THEN ss.output
+                WHEN s.step_type = 'map' THEN (
+                    SELECT jsonb_agg(t.output ORDER BY t.task_index)
+                    FROM pgflow.step_tasks AS t
+                    WHERE t.run_id = ss.run_id AND t.step_slug = ss.step_slug)
+                ELSE (
+                    SELECT t.output FROM pgflow.step_tasks AS t
+                    WHERE t.run_id = ss.run_id AND t.step_slug = ss.step_slug
+                      AND t.task_index = 0)
+            END
+        FROM c, pgflow.steps AS s
+        WHERE ss.run_id = c.run_id AND ss.step_slug = c.step_slug
+          AND s.flow_slug = ss.flow_slug AND s.step_slug = ss.step_slug
+        RETURNING ss.run_id, ss.step_slug, ss.flow_slug, ss.remaining_tasks
+    )
+    SELECT array_agg(d.run_id ORDER BY d.run_id, d.step_slug),
+           array_agg(d.step_slug ORDER BY d.run_id, d.step_slug),
+           array_agg(d.flow_slug ORDER BY d.run_id, d.step_slug)
+    INTO v_done_runs, v_done_steps, v_done_flows
+    FROM dec AS d
+    WHERE d.remaining_tasks = 0;
+    IF v_done_runs IS NULL THEN
+        RETURN v_total;
+    END IF;
+
+    PERFORM pgflow._emit('step:' || d.step_slug || ':completed', d.flow_slug, d.run_id,
+                         d.step_slug, 'completed')
+    FROM unnest(v_done_runs, v_done_steps, v_done_flows) AS d(run_id, step_slug, flow_slug)
+    JOIN pgflow.flows AS f ON f.flow_slug = d.flow_slug AND f.opt_step_events;
+
+    -- the runs and the dependents of every step that completed, in one pass
+    FOREACH v_run IN ARRAY pgflow._steps_finished(v_done_runs, v_done_steps) LOOP
+        PERFORM pgflow._start_ready_steps(v_run);
+    END LOOP;
+    RETURN v_total;
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow._complete_tasks(uuid[], text[], integer[], jsonb[]) IS
+    'complete started tasks in one transaction and advance their runs; returns how many counted';

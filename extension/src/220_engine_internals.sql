@@ -33,63 +33,97 @@ $$;
 COMMENT ON FUNCTION pgflow._complete_run(uuid) IS
     'mark a run completed with {leaf_step: output} over its completed leaves';
 
--- _steps_finished: bookkeeping after steps completed or were skipped, in as
--- few row writes as possible: one UPDATE of the run (remaining_steps; at 0
--- _complete_run completes it with its output) and one UPDATE of the
--- dependents that still wait (remaining_deps).  A dependent that waits on
+-- _steps_finished: bookkeeping after steps completed or were skipped (their
+-- own rows already say so), for any number of runs at once: element i of
+-- run_ids and step_slugs is one such step.  In as few row writes as
+-- possible: one UPDATE per run (remaining_steps; a run with nothing left is
+-- completed by that same UPDATE, with its output) and one UPDATE per
+-- dependent that still waits (remaining_deps).  A dependent that waits on
 -- nothing any more and is "simple" (a single step without conditions) is
--- started by that same UPDATE and its task queued; the others are left
--- for _start_ready_steps.  Returns true when such a dependent is left.
--- Locks: the runs row, then dependent step_states rows in step_slug order.
-CREATE FUNCTION pgflow._steps_finished(run_id uuid, flow_slug text, step_slugs text[])
-RETURNS boolean
+-- started by that same UPDATE and its task queued; the others are left for
+-- _start_ready_steps.  Workers are woken once per flow.  Returns the runs
+-- (in run_id order) that have such a dependent left.
+-- Locks: the runs rows (run_id order), then dependent step_states rows
+-- (run_id, step_slug order).
+CREATE FUNCTION pgflow._steps_finished(run_ids uuid[], step_slugs text[])
+RETURNS uuid[]
 LANGUAGE plpgsql
 VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_remaining integer;
-    v_pending boolean := false;
-    v_step_events boolean;
-    v_started text[];
-    v_wake boolean;
+    v_live uuid[];
+    v_done uuid[];
+    v_done_flows text[];
+    v_pending uuid[];
+    v_wake text[];
+    v_event_runs uuid[];
+    v_event_steps text[];
+    v_event_flows text[];
 BEGIN
-    IF cardinality(step_slugs) = 0 THEN
-        RETURN false;
+    IF cardinality(_steps_finished.run_ids) = 0 THEN
+        RETURN '{}';
     END IF;
-    UPDATE pgflow.runs AS r
-    SET remaining_steps = r.remaining_steps - cardinality(_steps_finished.step_slugs)
-    WHERE r.run_id = _steps_finished.run_id AND r.status = 'started'
-    RETURNING r.remaining_steps INTO v_remaining;
-    IF NOT FOUND THEN
-        RETURN false;
+    -- The runs rows first, in run_id order, in a statement of their own: the
+    -- UPDATE below then runs on a snapshot taken after every sibling
+    -- completion it waited for had committed, so a run's output sees every
+    -- leaf (in the locking statement it would still read the old rows).
+    PERFORM 1
+    FROM pgflow.runs AS r
+    WHERE r.run_id = ANY (_steps_finished.run_ids)
+    ORDER BY r.run_id
+    FOR UPDATE;
+
+    WITH fin AS (
+        SELECT f.run_id, count(DISTINCT f.step_slug)::integer AS n
+        FROM unnest(_steps_finished.run_ids, _steps_finished.step_slugs) AS f(run_id, step_slug)
+        GROUP BY f.run_id
+    ), updated AS (
+        UPDATE pgflow.runs AS r
+        SET remaining_steps = r.remaining_steps - fin.n,
+            status = CASE WHEN r.remaining_steps = fin.n THEN 'completed' ELSE r.status END,
+            completed_at = CASE WHEN r.remaining_steps = fin.n THEN now() ELSE r.completed_at END,
+            output = CASE WHEN r.remaining_steps = fin.n THEN pgflow._run_output(r.run_id)
+                          ELSE r.output END
+        FROM fin
+        WHERE r.run_id = fin.run_id AND r.status = 'started'
+        RETURNING r.run_id, r.flow_slug, r.status
+    )
+    SELECT array_agg(u.run_id ORDER BY u.run_id) FILTER (WHERE u.status = 'started'),
+           array_agg(u.run_id ORDER BY u.run_id) FILTER (WHERE u.status = 'completed'),
+           array_agg(u.flow_slug ORDER BY u.run_id) FILTER (WHERE u.status = 'completed')
+    INTO v_live, v_done, v_done_flows
+    FROM updated AS u;
+
+    IF v_done IS NOT NULL THEN
+        PERFORM pgflow._emit('run:completed', d.flow_slug, d.run_id, NULL, 'completed')
+        FROM unnest(v_done, v_done_flows) AS d(run_id, flow_slug);
     END IF;
-    IF v_remaining = 0 THEN
-        -- the output is gathered by a statement of its own: one that waited
-        -- for the run's row lock above still reads with its older snapshot,
-        -- and would miss a leaf that a concurrent transaction just completed
-        PERFORM pgflow._complete_run(_steps_finished.run_id);
-        RETURN false;
+    IF v_live IS NULL THEN
+        RETURN '{}';
     END IF;
 
-    WITH waiting AS (
-        SELECT d.step_slug, count(*)::integer AS n,
+    WITH fin AS (
+        SELECT DISTINCT f.run_id, f.step_slug, ss.flow_slug
+        FROM unnest(_steps_finished.run_ids, _steps_finished.step_slugs) AS f(run_id, step_slug)
+        JOIN pgflow.step_states AS ss ON ss.run_id = f.run_id AND ss.step_slug = f.step_slug
+        WHERE f.run_id = ANY (v_live)
+    ), waiting AS (
+        SELECT fin.run_id, d.step_slug, count(*)::integer AS n,
                bool_and(s.step_type = 'single' AND s.required_input_pattern IS NULL
                         AND s.forbidden_input_pattern IS NULL) AS simple,
                max(coalesce(s.opt_start_delay, 0)) AS start_delay
-        FROM pgflow.deps AS d
+        FROM fin
+        JOIN pgflow.deps AS d ON d.flow_slug = fin.flow_slug AND d.dep_slug = fin.step_slug
         JOIN pgflow.steps AS s ON s.flow_slug = d.flow_slug AND s.step_slug = d.step_slug
-        WHERE d.flow_slug = _steps_finished.flow_slug
-          AND d.dep_slug = ANY (_steps_finished.step_slugs)
-        GROUP BY d.step_slug
+        GROUP BY fin.run_id, d.step_slug
     ), locked AS (
-        SELECT ss.step_slug
+        SELECT ss.run_id, ss.step_slug
         FROM pgflow.step_states AS ss
-        WHERE ss.run_id = _steps_finished.run_id
-          AND ss.step_slug IN (SELECT w.step_slug FROM waiting AS w)
-          AND ss.status = 'created'
-        ORDER BY ss.step_slug
-        FOR UPDATE
+        JOIN waiting AS w ON w.run_id = ss.run_id AND w.step_slug = ss.step_slug
+        WHERE ss.status = 'created'
+        ORDER BY ss.run_id, ss.step_slug
+        FOR UPDATE OF ss
     ), updated AS (
         UPDATE pgflow.step_states AS ss
         SET remaining_deps = ss.remaining_deps - w.n,
@@ -98,41 +132,41 @@ BEGIN
             initial_tasks = CASE WHEN ss.remaining_deps = w.n AND w.simple THEN 1 ELSE ss.initial_tasks END,
             remaining_tasks = CASE WHEN ss.remaining_deps = w.n AND w.simple THEN 1 ELSE ss.remaining_tasks END
         FROM waiting AS w, locked AS l
-        WHERE ss.run_id = _steps_finished.run_id
-          AND ss.step_slug = w.step_slug
-          AND l.step_slug = w.step_slug
-        RETURNING ss.step_slug, ss.status, ss.remaining_deps, w.start_delay
+        WHERE ss.run_id = w.run_id AND ss.step_slug = w.step_slug
+          AND l.run_id = w.run_id AND l.step_slug = w.step_slug
+        RETURNING ss.run_id, ss.step_slug, ss.flow_slug, ss.status, ss.remaining_deps, w.start_delay
     ), queued AS (
         INSERT INTO pgflow.step_tasks (run_id, step_slug, task_index, flow_slug, vt)
-        SELECT _steps_finished.run_id, u.step_slug, 0, _steps_finished.flow_slug,
-               now() + make_interval(secs => u.start_delay)
+        SELECT u.run_id, u.step_slug, 0, u.flow_slug, now() + make_interval(secs => u.start_delay)
         FROM updated AS u
         WHERE u.status = 'started'
-        RETURNING step_slug, vt <= now() AS ready
+        RETURNING run_id, step_slug, flow_slug, vt <= now() AS ready
     )
-    SELECT coalesce(bool_or(u.status = 'created' AND u.remaining_deps = 0), false),
-           (SELECT array_agg(q.step_slug) FROM queued AS q),
-           (SELECT coalesce(bool_or(q.ready), false) FROM queued AS q)
-    INTO v_pending, v_started, v_wake
-    FROM updated AS u;
+    SELECT (SELECT array_agg(DISTINCT u.run_id ORDER BY u.run_id) FROM updated AS u
+            WHERE u.status = 'created' AND u.remaining_deps = 0),
+           (SELECT array_agg(DISTINCT q.flow_slug) FROM queued AS q WHERE q.ready),
+           (SELECT array_agg(q.run_id ORDER BY q.run_id, q.step_slug) FROM queued AS q
+            JOIN pgflow.flows AS f ON f.flow_slug = q.flow_slug AND f.opt_step_events),
+           (SELECT array_agg(q.step_slug ORDER BY q.run_id, q.step_slug) FROM queued AS q
+            JOIN pgflow.flows AS f ON f.flow_slug = q.flow_slug AND f.opt_step_events),
+           (SELECT array_agg(q.flow_slug ORDER BY q.run_id, q.step_slug) FROM queued AS q
+            JOIN pgflow.flows AS f ON f.flow_slug = q.flow_slug AND f.opt_step_events)
+    INTO v_pending, v_wake, v_event_runs, v_event_steps, v_event_flows;
 
-    IF v_wake THEN
-        PERFORM pgflow._wake_workers(_steps_finished.flow_slug);
+    IF v_wake IS NOT NULL THEN
+        PERFORM pgflow._wake_workers(w) FROM unnest(v_wake) AS w;
     END IF;
-    IF v_started IS NOT NULL THEN
-        SELECT f.opt_step_events INTO v_step_events
-        FROM pgflow.flows AS f WHERE f.flow_slug = _steps_finished.flow_slug;
-        IF v_step_events THEN
-            PERFORM pgflow._emit_step(_steps_finished.flow_slug, _steps_finished.run_id, st, 'started')
-            FROM unnest(v_started) AS st;
-        END IF;
+    IF v_event_runs IS NOT NULL THEN
+        PERFORM pgflow._emit('step:' || e.step_slug || ':started', e.flow_slug, e.run_id,
+                             e.step_slug, 'started')
+        FROM unnest(v_event_runs, v_event_steps, v_event_flows) AS e(run_id, step_slug, flow_slug);
     END IF;
-    RETURN v_pending;
+    RETURN coalesce(v_pending, '{}');
 END;
 $$;
 
-COMMENT ON FUNCTION pgflow._steps_finished(uuid, text, text[]) IS
-    'after steps completed or were skipped: update the run and the dependents; start simple ones';
+COMMENT ON FUNCTION pgflow._steps_finished(uuid[], text[]) IS
+    'after steps completed or were skipped: update their runs and dependents; start simple ones';
 
 -- _run_output: {leaf_step: output} over the completed leaf steps of a run
 -- (skipped leaves are absent).
@@ -194,8 +228,8 @@ BEGIN
         PERFORM pgflow._emit_step(_step_completed.flow_slug, _step_completed.run_id,
                                   _step_completed.step_slug, 'completed');
     END IF;
-    RETURN pgflow._steps_finished(_step_completed.run_id, _step_completed.flow_slug,
-                                  ARRAY[_step_completed.step_slug]);
+    RETURN cardinality(pgflow._steps_finished(ARRAY[_step_completed.run_id],
+                                              ARRAY[_step_completed.step_slug])) > 0;
 END;
 $$;
 
@@ -258,7 +292,8 @@ BEGIN
 
     PERFORM pgflow._emit_step(v_flow_slug, _skip_steps.run_id, s, 'skipped')
     FROM unnest(v_skipped) AS s;
-    PERFORM pgflow._steps_finished(_skip_steps.run_id, v_flow_slug, v_skipped);
+    PERFORM pgflow._steps_finished(array_fill(_skip_steps.run_id, ARRAY[cardinality(v_skipped)]),
+                                   v_skipped);
     RETURN v_skipped;
 END;
 $$;

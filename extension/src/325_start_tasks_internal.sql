@@ -3,37 +3,45 @@
 -- worker recorded; returns what their handlers need (see start_tasks).
 -- count_read: also count the claim in read_ct (claim_tasks, which leases and
 -- starts in one call; after read_with_poll, which counts it, start_tasks does not).
--- Driven from the id list (a nested loop over the message_id index), so its
--- cost does not depend on how many tasks are queued.
+-- The UPDATE is driven from the id list alone (message_id = ANY: an index
+-- probe per id) and looks the step's timeout up per row, so no join order
+-- the planner may pick on stale statistics scans the queue; PL/pgSQL keeps
+-- the plan across calls.
 -- Locks: the task rows.
 CREATE FUNCTION pgflow._start_tasks(flow_slug text, msg_ids bigint[], worker_id uuid, statuses text[],
                                     count_read boolean)
 RETURNS SETOF pgflow.step_task_record
-LANGUAGE sql
+LANGUAGE plpgsql
 VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
+BEGIN
+    RETURN QUERY
     WITH started AS (
         UPDATE pgflow.step_tasks AS t
         SET status = 'started',
             attempts_count = t.attempts_count + 1,
             read_ct = t.read_ct + _start_tasks.count_read::integer,
             started_at = now(),
-            vt = now() + make_interval(secs => coalesce(s.opt_timeout, f.opt_timeout)::double precision + 2),
+            vt = now() + make_interval(secs => (
+                SELECT coalesce(s.opt_timeout, f.opt_timeout)
+                FROM pgflow.steps AS s
+                JOIN pgflow.flows AS f ON f.flow_slug = s.flow_slug
+                WHERE s.flow_slug = t.flow_slug AND s.step_slug = t.step_slug)::double precision + 2),
             last_worker_id = _start_tasks.worker_id
-        FROM (SELECT DISTINCT m.id FROM unnest(_start_tasks.msg_ids) AS m(id)) AS m
-        JOIN pgflow.step_tasks AS t0 ON t0.message_id = m.id
-        JOIN pgflow.steps AS s ON s.flow_slug = t0.flow_slug AND s.step_slug = t0.step_slug
-        JOIN pgflow.flows AS f ON f.flow_slug = t0.flow_slug
-        WHERE t.message_id = m.id
-          AND t0.flow_slug = _start_tasks.flow_slug
+        WHERE t.message_id = ANY (_start_tasks.msg_ids)
+          AND t.flow_slug = _start_tasks.flow_slug
           AND t.status = ANY (_start_tasks.statuses)
         RETURNING t.flow_slug, t.run_id, t.step_slug, t.task_index, t.message_id,
-                  t.attempts_count, s.step_type, s.deps_count
-    ), map_sources AS MATERIALIZED (
-        SELECT DISTINCT st.run_id, st.step_slug, st.flow_slug, st.deps_count
+                  t.attempts_count
+    ), typed AS MATERIALIZED (
+        SELECT st.*, s.step_type, s.deps_count
         FROM started AS st
-        WHERE st.step_type = 'map'
+        JOIN pgflow.steps AS s ON s.flow_slug = st.flow_slug AND s.step_slug = st.step_slug
+    ), map_sources AS MATERIALIZED (
+        SELECT DISTINCT ty.run_id, ty.step_slug, ty.flow_slug, ty.deps_count
+        FROM typed AS ty
+        WHERE ty.step_type = 'map'
     ), map_inputs AS (
         -- each map source is read (and detoasted) once per call and expanded,
         -- instead of once per task: `source -> i` detoasts the whole array
@@ -53,24 +61,26 @@ AS $$
         ) AS x
         CROSS JOIN LATERAL jsonb_array_elements(x.source) WITH ORDINALITY AS e(elem, idx)
     )
-    SELECT st.flow_slug, st.run_id, st.step_slug,
+    SELECT ty.flow_slug, ty.run_id, ty.step_slug,
            CASE
-               WHEN st.step_type = 'map' THEN mi.elem
-               ELSE jsonb_build_object('run', r.input) || coalesce((
-                   SELECT jsonb_object_agg(d.dep_slug, ds.output)
-                   FROM pgflow.deps AS d
-                   JOIN pgflow.step_states AS ds
-                     ON ds.run_id = st.run_id AND ds.step_slug = d.dep_slug
-                   WHERE d.flow_slug = st.flow_slug
-                     AND d.step_slug = st.step_slug
-                     AND ds.status = 'completed'), '{}'::jsonb)
+               WHEN ty.step_type = 'map' THEN mi.elem
+               ELSE jsonb_build_object('run', (
+                        SELECT r.input FROM pgflow.runs AS r WHERE r.run_id = ty.run_id))
+                    || coalesce((
+                        SELECT jsonb_object_agg(d.dep_slug, ds.output)
+                        FROM pgflow.deps AS d
+                        JOIN pgflow.step_states AS ds
+                          ON ds.run_id = ty.run_id AND ds.step_slug = d.dep_slug
+                        WHERE d.flow_slug = ty.flow_slug
+                          AND d.step_slug = ty.step_slug
+                          AND ds.status = 'completed'), '{}'::jsonb)
            END,
-           st.message_id, st.task_index, st.attempts_count
-    FROM started AS st
-    JOIN pgflow.runs AS r ON r.run_id = st.run_id
+           ty.message_id, ty.task_index, ty.attempts_count
+    FROM typed AS ty
     LEFT JOIN map_inputs AS mi
-      ON mi.run_id = st.run_id AND mi.step_slug = st.step_slug AND mi.task_index = st.task_index
-    ORDER BY st.message_id;
+      ON mi.run_id = ty.run_id AND mi.step_slug = ty.step_slug AND mi.task_index = ty.task_index
+    ORDER BY ty.message_id;
+END;
 $$;
 
 COMMENT ON FUNCTION pgflow._start_tasks(text, bigint[], uuid, text[], boolean) IS

@@ -102,7 +102,7 @@ COMMENT ON FUNCTION pgflow.claim_tasks(text, integer, uuid) IS
 -- (a map step's output: its task outputs in task_index order), then starts
 -- what became ready.  Returns how many tasks it completed.
 -- Locks: the task rows, then their step_states rows, both in key order; then
--- per run (in run_id order) the runs row and dependent step_states rows.
+-- as _steps_finished (the runs rows, then dependent step_states rows).
 CREATE FUNCTION pgflow._complete_tasks(run_ids uuid[], step_slugs text[], task_indexes integer[],
                                        outputs jsonb[])
 RETURNS integer
@@ -115,8 +115,9 @@ DECLARE
     v_steps text[];
     v_counts integer[];
     v_total integer;
-    v_step record;
-    v_pending uuid[] := '{}';
+    v_done_runs uuid[];
+    v_done_steps text[];
+    v_done_flows text[];
     v_run uuid;
 BEGIN
     WITH input AS (
@@ -167,41 +168,46 @@ BEGIN
     -- one UPDATE per step: the decrement, and for a step whose last task this
     -- was, its completion with its output (a map's: every task output in
     -- task_index order)
-    FOR v_step IN
-        WITH c AS (
-            SELECT * FROM unnest(v_runs, v_steps, v_counts) AS c(run_id, step_slug, n)
-        ), dec AS (
-            UPDATE pgflow.step_states AS ss
-            SET remaining_tasks = ss.remaining_tasks - c.n,
-                status = CASE WHEN ss.remaining_tasks = c.n THEN 'completed' ELSE ss.status END,
-                completed_at = CASE WHEN ss.remaining_tasks = c.n THEN now() ELSE ss.completed_at END,
-                output = CASE
-                    WHEN ss.remaining_tasks <> c.n THEN ss.output
-                    WHEN s.step_type = 'map' THEN (
-                        SELECT jsonb_agg(t.output ORDER BY t.task_index)
-                        FROM pgflow.step_tasks AS t
-                        WHERE t.run_id = ss.run_id AND t.step_slug = ss.step_slug)
-                    ELSE (
-                        SELECT t.output FROM pgflow.step_tasks AS t
-                        WHERE t.run_id = ss.run_id AND t.step_slug = ss.step_slug
-                          AND t.task_index = 0)
-                END
-            FROM c, pgflow.steps AS s
-            WHERE ss.run_id = c.run_id AND ss.step_slug = c.step_slug
-              AND s.flow_slug = ss.flow_slug AND s.step_slug = ss.step_slug
-            RETURNING ss.run_id, ss.step_slug, ss.flow_slug, ss.remaining_tasks
-        )
-        SELECT d.run_id, d.step_slug, d.flow_slug
-        FROM dec AS d
-        WHERE d.remaining_tasks = 0
-        ORDER BY d.run_id, d.step_slug
-    LOOP
-        IF pgflow._step_completed(v_step.run_id, v_step.flow_slug, v_step.step_slug) THEN
-            v_pending := v_pending || v_step.run_id;
-        END IF;
-    END LOOP;
+    WITH c AS (
+        SELECT * FROM unnest(v_runs, v_steps, v_counts) AS c(run_id, step_slug, n)
+    ), dec AS (
+        UPDATE pgflow.step_states AS ss
+        SET remaining_tasks = ss.remaining_tasks - c.n,
+            status = CASE WHEN ss.remaining_tasks = c.n THEN 'completed' ELSE ss.status END,
+            completed_at = CASE WHEN ss.remaining_tasks = c.n THEN now() ELSE ss.completed_at END,
+            output = CASE
+                WHEN ss.remaining_tasks <> c.n THEN ss.output
+                WHEN s.step_type = 'map' THEN (
+                    SELECT jsonb_agg(t.output ORDER BY t.task_index)
+                    FROM pgflow.step_tasks AS t
+                    WHERE t.run_id = ss.run_id AND t.step_slug = ss.step_slug)
+                ELSE (
+                    SELECT t.output FROM pgflow.step_tasks AS t
+                    WHERE t.run_id = ss.run_id AND t.step_slug = ss.step_slug
+                      AND t.task_index = 0)
+            END
+        FROM c, pgflow.steps AS s
+        WHERE ss.run_id = c.run_id AND ss.step_slug = c.step_slug
+          AND s.flow_slug = ss.flow_slug AND s.step_slug = ss.step_slug
+        RETURNING ss.run_id, ss.step_slug, ss.flow_slug, ss.remaining_tasks
+    )
+    SELECT array_agg(d.run_id ORDER BY d.run_id, d.step_slug),
+           array_agg(d.step_slug ORDER BY d.run_id, d.step_slug),
+           array_agg(d.flow_slug ORDER BY d.run_id, d.step_slug)
+    INTO v_done_runs, v_done_steps, v_done_flows
+    FROM dec AS d
+    WHERE d.remaining_tasks = 0;
+    IF v_done_runs IS NULL THEN
+        RETURN v_total;
+    END IF;
 
-    FOR v_run IN SELECT DISTINCT p FROM unnest(v_pending) AS p ORDER BY p LOOP
+    PERFORM pgflow._emit('step:' || d.step_slug || ':completed', d.flow_slug, d.run_id,
+                         d.step_slug, 'completed')
+    FROM unnest(v_done_runs, v_done_steps, v_done_flows) AS d(run_id, step_slug, flow_slug)
+    JOIN pgflow.flows AS f ON f.flow_slug = d.flow_slug AND f.opt_step_events;
+
+    -- the runs and the dependents of every step that completed, in one pass
+    FOREACH v_run IN ARRAY pgflow._steps_finished(v_done_runs, v_done_steps) LOOP
         PERFORM pgflow._start_ready_steps(v_run);
     END LOOP;
     RETURN v_total;
