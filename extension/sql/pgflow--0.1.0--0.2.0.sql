@@ -52,14 +52,13 @@ BEGIN
         FROM started AS st
         JOIN pgflow.steps AS s ON s.flow_slug = st.flow_slug AND s.step_slug = st.step_slug
     ), map_sources AS MATERIALIZED (
-        SELECT DISTINCT ty.run_id, ty.step_slug, ty.flow_slug, ty.deps_count
-        FROM typed AS ty
-        WHERE ty.step_type = 'map'
-    ), map_inputs AS (
-        -- each map source is read (and detoasted) once per call and expanded,
-        -- instead of once per task: `source -> i` detoasts the whole array
-        SELECT ms.run_id, ms.step_slug, (e.idx - 1)::integer AS task_index, e.elem
-        FROM map_sources AS ms
+        -- each map source is read (and detoasted) once per call: `|| '[]'`
+        -- makes an in-memory copy, so picking element i of it is cheap; on
+        -- the stored (toasted) value each `-> i` would fetch the whole array
+        SELECT ms.run_id, ms.step_slug, x.source || '[]'::jsonb AS source
+        FROM (SELECT DISTINCT ty.run_id, ty.step_slug, ty.flow_slug, ty.deps_count
+              FROM typed AS ty
+              WHERE ty.step_type = 'map') AS ms
         CROSS JOIN LATERAL (
             SELECT CASE
                 WHEN ms.deps_count = 0 THEN (
@@ -72,11 +71,12 @@ BEGIN
                     WHERE d.flow_slug = ms.flow_slug AND d.step_slug = ms.step_slug)
             END AS source
         ) AS x
-        CROSS JOIN LATERAL jsonb_array_elements(x.source) WITH ORDINALITY AS e(elem, idx)
     )
     SELECT ty.flow_slug, ty.run_id, ty.step_slug,
            CASE
-               WHEN ty.step_type = 'map' THEN mi.elem
+               WHEN ty.step_type = 'map' THEN (
+                   SELECT ms.source -> ty.task_index FROM map_sources AS ms
+                   WHERE ms.run_id = ty.run_id AND ms.step_slug = ty.step_slug)
                ELSE jsonb_build_object('run', (
                         SELECT r.input FROM pgflow.runs AS r WHERE r.run_id = ty.run_id))
                     || coalesce((
@@ -90,8 +90,6 @@ BEGIN
            END,
            ty.message_id, ty.task_index, ty.attempts_count
     FROM typed AS ty
-    LEFT JOIN map_inputs AS mi
-      ON mi.run_id = ty.run_id AND mi.step_slug = ty.step_slug AND mi.task_index = ty.task_index
     ORDER BY ty.message_id;
 END;
 $$;
@@ -273,23 +271,18 @@ BEGIN
         JOIN pgflow.deps AS d ON d.flow_slug = fin.flow_slug AND d.dep_slug = fin.step_slug
         JOIN pgflow.steps AS s ON s.flow_slug = d.flow_slug AND s.step_slug = d.step_slug
         GROUP BY fin.run_id, d.step_slug
-    ), locked AS (
-        SELECT ss.run_id, ss.step_slug
-        FROM pgflow.step_states AS ss
-        JOIN waiting AS w ON w.run_id = ss.run_id AND w.step_slug = ss.step_slug
-        WHERE ss.status = 'created'
-        ORDER BY ss.run_id, ss.step_slug
-        FOR UPDATE OF ss
     ), updated AS (
+        -- no lock is taken first: a step that waits is only ever changed by a
+        -- transaction holding its run's row, as this one does
         UPDATE pgflow.step_states AS ss
         SET remaining_deps = ss.remaining_deps - w.n,
             status = CASE WHEN ss.remaining_deps = w.n AND w.simple THEN 'started' ELSE ss.status END,
             started_at = CASE WHEN ss.remaining_deps = w.n AND w.simple THEN now() ELSE ss.started_at END,
             initial_tasks = CASE WHEN ss.remaining_deps = w.n AND w.simple THEN 1 ELSE ss.initial_tasks END,
             remaining_tasks = CASE WHEN ss.remaining_deps = w.n AND w.simple THEN 1 ELSE ss.remaining_tasks END
-        FROM waiting AS w, locked AS l
+        FROM waiting AS w
         WHERE ss.run_id = w.run_id AND ss.step_slug = w.step_slug
-          AND l.run_id = w.run_id AND l.step_slug = w.step_slug
+          AND ss.status = 'created'
         RETURNING ss.run_id, ss.step_slug, ss.flow_slug, ss.status, ss.remaining_deps, w.start_delay
     ), queued AS (
         INSERT INTO pgflow.step_tasks (run_id, step_slug, task_index, flow_slug, vt)
@@ -459,13 +452,17 @@ BEGIN
         RETURN 0;
     END IF;
 
-    -- Lock the steps' rows first, in key order, in a statement of their own:
-    -- the UPDATE below then runs on a snapshot taken after any sibling
+    -- Lock the rows of map steps first, in key order, in a statement of their
+    -- own: the UPDATE below then runs on a snapshot taken after any sibling
     -- completion it waited for has committed, so a map's aggregate sees the
     -- sibling's task output (in the same statement it would still read NULL).
+    -- A single step has one task, whose row lock is held: no other
+    -- transaction completes it.
     PERFORM 1
     FROM unnest(v_runs, v_steps) AS c(run_id, step_slug)
     JOIN pgflow.step_states AS ss ON ss.run_id = c.run_id AND ss.step_slug = c.step_slug
+    JOIN pgflow.steps AS s ON s.flow_slug = ss.flow_slug AND s.step_slug = ss.step_slug
+    WHERE s.step_type = 'map'
     ORDER BY ss.run_id, ss.step_slug
     FOR UPDATE OF ss;
 

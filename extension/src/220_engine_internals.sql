@@ -44,7 +44,7 @@ COMMENT ON FUNCTION pgflow._complete_run(uuid) IS
 -- _start_ready_steps.  Workers are woken once per flow.  Returns the runs
 -- (in run_id order) that have such a dependent left.
 -- Locks: the runs rows (run_id order), then dependent step_states rows
--- (run_id, step_slug order).
+-- (which only a holder of their run's row changes).
 CREATE FUNCTION pgflow._steps_finished(run_ids uuid[], step_slugs text[])
 RETURNS uuid[]
 LANGUAGE plpgsql
@@ -117,23 +117,18 @@ BEGIN
         JOIN pgflow.deps AS d ON d.flow_slug = fin.flow_slug AND d.dep_slug = fin.step_slug
         JOIN pgflow.steps AS s ON s.flow_slug = d.flow_slug AND s.step_slug = d.step_slug
         GROUP BY fin.run_id, d.step_slug
-    ), locked AS (
-        SELECT ss.run_id, ss.step_slug
-        FROM pgflow.step_states AS ss
-        JOIN waiting AS w ON w.run_id = ss.run_id AND w.step_slug = ss.step_slug
-        WHERE ss.status = 'created'
-        ORDER BY ss.run_id, ss.step_slug
-        FOR UPDATE OF ss
     ), updated AS (
+        -- no lock is taken first: a step that waits is only ever changed by a
+        -- transaction holding its run's row, as this one does
         UPDATE pgflow.step_states AS ss
         SET remaining_deps = ss.remaining_deps - w.n,
             status = CASE WHEN ss.remaining_deps = w.n AND w.simple THEN 'started' ELSE ss.status END,
             started_at = CASE WHEN ss.remaining_deps = w.n AND w.simple THEN now() ELSE ss.started_at END,
             initial_tasks = CASE WHEN ss.remaining_deps = w.n AND w.simple THEN 1 ELSE ss.initial_tasks END,
             remaining_tasks = CASE WHEN ss.remaining_deps = w.n AND w.simple THEN 1 ELSE ss.remaining_tasks END
-        FROM waiting AS w, locked AS l
+        FROM waiting AS w
         WHERE ss.run_id = w.run_id AND ss.step_slug = w.step_slug
-          AND l.run_id = w.run_id AND l.step_slug = w.step_slug
+          AND ss.status = 'created'
         RETURNING ss.run_id, ss.step_slug, ss.flow_slug, ss.status, ss.remaining_deps, w.start_delay
     ), queued AS (
         INSERT INTO pgflow.step_tasks (run_id, step_slug, task_index, flow_slug, vt)

@@ -39,14 +39,13 @@ BEGIN
         FROM started AS st
         JOIN pgflow.steps AS s ON s.flow_slug = st.flow_slug AND s.step_slug = st.step_slug
     ), map_sources AS MATERIALIZED (
-        SELECT DISTINCT ty.run_id, ty.step_slug, ty.flow_slug, ty.deps_count
-        FROM typed AS ty
-        WHERE ty.step_type = 'map'
-    ), map_inputs AS (
-        -- each map source is read (and detoasted) once per call and expanded,
-        -- instead of once per task: `source -> i` detoasts the whole array
-        SELECT ms.run_id, ms.step_slug, (e.idx - 1)::integer AS task_index, e.elem
-        FROM map_sources AS ms
+        -- each map source is read (and detoasted) once per call: `|| '[]'`
+        -- makes an in-memory copy, so picking element i of it is cheap; on
+        -- the stored (toasted) value each `-> i` would fetch the whole array
+        SELECT ms.run_id, ms.step_slug, x.source || '[]'::jsonb AS source
+        FROM (SELECT DISTINCT ty.run_id, ty.step_slug, ty.flow_slug, ty.deps_count
+              FROM typed AS ty
+              WHERE ty.step_type = 'map') AS ms
         CROSS JOIN LATERAL (
             SELECT CASE
                 WHEN ms.deps_count = 0 THEN (
@@ -59,11 +58,12 @@ BEGIN
                     WHERE d.flow_slug = ms.flow_slug AND d.step_slug = ms.step_slug)
             END AS source
         ) AS x
-        CROSS JOIN LATERAL jsonb_array_elements(x.source) WITH ORDINALITY AS e(elem, idx)
     )
     SELECT ty.flow_slug, ty.run_id, ty.step_slug,
            CASE
-               WHEN ty.step_type = 'map' THEN mi.elem
+               WHEN ty.step_type = 'map' THEN (
+                   SELECT ms.source -> ty.task_index FROM map_sources AS ms
+                   WHERE ms.run_id = ty.run_id AND ms.step_slug = ty.step_slug)
                ELSE jsonb_build_object('run', (
                         SELECT r.input FROM pgflow.runs AS r WHERE r.run_id = ty.run_id))
                     || coalesce((
@@ -77,8 +77,6 @@ BEGIN
            END,
            ty.message_id, ty.task_index, ty.attempts_count
     FROM typed AS ty
-    LEFT JOIN map_inputs AS mi
-      ON mi.run_id = ty.run_id AND mi.step_slug = ty.step_slug AND mi.task_index = ty.task_index
     ORDER BY ty.message_id;
 END;
 $$;

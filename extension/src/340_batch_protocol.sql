@@ -155,13 +155,17 @@ BEGIN
         RETURN 0;
     END IF;
 
-    -- Lock the steps' rows first, in key order, in a statement of their own:
-    -- the UPDATE below then runs on a snapshot taken after any sibling
+    -- Lock the rows of map steps first, in key order, in a statement of their
+    -- own: the UPDATE below then runs on a snapshot taken after any sibling
     -- completion it waited for has committed, so a map's aggregate sees the
     -- sibling's task output (in the same statement it would still read NULL).
+    -- A single step has one task, whose row lock is held: no other
+    -- transaction completes it.
     PERFORM 1
     FROM unnest(v_runs, v_steps) AS c(run_id, step_slug)
     JOIN pgflow.step_states AS ss ON ss.run_id = c.run_id AND ss.step_slug = c.step_slug
+    JOIN pgflow.steps AS s ON s.flow_slug = ss.flow_slug AND s.step_slug = ss.step_slug
+    WHERE s.step_type = 'map'
     ORDER BY ss.run_id, ss.step_slug
     FOR UPDATE OF ss;
 
