@@ -206,9 +206,12 @@ VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_live uuid[];
-    v_done uuid[];
-    v_done_flows text[];
+    v_run uuid;
+    v_n integer;
+    v_remaining integer;
+    v_status text;
+    v_flow_slug text;
+    v_live uuid[] := '{}';
     v_pending uuid[];
     v_wake text[];
     v_event_runs uuid[];
@@ -218,42 +221,38 @@ BEGIN
     IF cardinality(_steps_finished.run_ids) = 0 THEN
         RETURN '{}';
     END IF;
-    -- The runs rows first, in run_id order, in a statement of their own: the
-    -- UPDATE below then runs on a snapshot taken after every sibling
-    -- completion it waited for had committed, so a run's output sees every
-    -- leaf (in the locking statement it would still read the old rows).
-    PERFORM 1
-    FROM pgflow.runs AS r
-    WHERE r.run_id = ANY (_steps_finished.run_ids)
-    ORDER BY r.run_id
-    FOR UPDATE;
-
-    WITH fin AS (
-        SELECT f.run_id, count(DISTINCT f.step_slug)::integer AS n
+    -- Run by run, in run_id order (the lock order): the row is locked and
+    -- read first, then updated by a statement of its own, whose snapshot is
+    -- taken after every sibling completion the lock waited for had
+    -- committed, so a run's output sees every leaf (in the locking statement
+    -- it would still read the old rows).  Single-row statements keep the
+    -- plans on the primary key whatever the statistics say.
+    FOR v_run, v_n IN
+        SELECT f.run_id, count(DISTINCT f.step_slug)::integer
         FROM unnest(_steps_finished.run_ids, _steps_finished.step_slugs) AS f(run_id, step_slug)
         GROUP BY f.run_id
-    ), updated AS (
-        UPDATE pgflow.runs AS r
-        SET remaining_steps = r.remaining_steps - fin.n,
-            status = CASE WHEN r.remaining_steps = fin.n THEN 'completed' ELSE r.status END,
-            completed_at = CASE WHEN r.remaining_steps = fin.n THEN now() ELSE r.completed_at END,
-            output = CASE WHEN r.remaining_steps = fin.n THEN pgflow._run_output(r.run_id)
-                          ELSE r.output END
-        FROM fin
-        WHERE r.run_id = fin.run_id AND r.status = 'started'
-        RETURNING r.run_id, r.flow_slug, r.status
-    )
-    SELECT array_agg(u.run_id ORDER BY u.run_id) FILTER (WHERE u.status = 'started'),
-           array_agg(u.run_id ORDER BY u.run_id) FILTER (WHERE u.status = 'completed'),
-           array_agg(u.flow_slug ORDER BY u.run_id) FILTER (WHERE u.status = 'completed')
-    INTO v_live, v_done, v_done_flows
-    FROM updated AS u;
+        ORDER BY f.run_id
+    LOOP
+        SELECT r.remaining_steps, r.status, r.flow_slug INTO v_remaining, v_status, v_flow_slug
+        FROM pgflow.runs AS r
+        WHERE r.run_id = v_run
+        FOR UPDATE;
+        CONTINUE WHEN v_status IS DISTINCT FROM 'started';
+        IF v_remaining <> v_n THEN
+            UPDATE pgflow.runs AS r
+            SET remaining_steps = r.remaining_steps - v_n
+            WHERE r.run_id = v_run;
+            v_live := v_live || v_run;
+        ELSE
+            UPDATE pgflow.runs AS r
+            SET remaining_steps = 0, status = 'completed', completed_at = now(),
+                output = pgflow._run_output(r.run_id)
+            WHERE r.run_id = v_run;
+            PERFORM pgflow._emit('run:completed', v_flow_slug, v_run, NULL, 'completed');
+        END IF;
+    END LOOP;
 
-    IF v_done IS NOT NULL THEN
-        PERFORM pgflow._emit('run:completed', d.flow_slug, d.run_id, NULL, 'completed')
-        FROM unnest(v_done, v_done_flows) AS d(run_id, flow_slug);
-    END IF;
-    IF v_live IS NULL THEN
+    IF cardinality(v_live) = 0 THEN
         RETURN '{}';
     END IF;
 

@@ -16,7 +16,9 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import heapq
 import inspect
+import itertools
 import json
 import logging
 import os
@@ -139,6 +141,7 @@ class _Task:
     started: float = field(default_factory=time.monotonic)
     lock: threading.Lock = field(default_factory=threading.Lock)
     reported: bool = False
+    done: bool = False  # the handler returned or raised (set before its result is reported)
     finished: float = 0.0
     future: concurrent.futures.Future[Any] | None = None
 
@@ -148,6 +151,54 @@ class _Task:
             f"run_id={self.run_id} step_slug={self.step_slug} task_index={self.task_index}"
             f" attempt={self.attempt}"
         )
+
+
+class _Deadlines:
+    """One thread that reports the tasks whose handlers run past their timeout.
+
+    A ``threading.Timer`` per task would start (and tear down) a thread per
+    task, which costs more than a no-op handler; here a heap of deadlines is
+    watched by a single thread.  Finished tasks are dropped lazily: when they
+    reach the top of the heap, and all at once every 1024 tasks.
+    """
+
+    def __init__(self, on_expire: Callable[[_Task], None]) -> None:
+        self._on_expire = on_expire
+        self._heap: list[tuple[float, int, _Task]] = []
+        self._seq = itertools.count()
+        self._cv = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, task: _Task) -> None:
+        with self._cv:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="pgflow-timeouts", daemon=True
+                )
+                self._thread.start()
+            seq = next(self._seq)
+            if seq % 1024 == 1023:  # every 1024 tasks, forget the finished ones
+                self._heap = [e for e in self._heap if not e[2].done]
+                heapq.heapify(self._heap)
+            heapq.heappush(self._heap, (time.monotonic() + task.timeout, seq, task))
+            if self._heap[0][2] is task:
+                self._cv.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while True:
+                    while self._heap and self._heap[0][2].done:
+                        heapq.heappop(self._heap)
+                    if not self._heap:
+                        self._cv.wait()
+                        continue
+                    delay = self._heap[0][0] - time.monotonic()
+                    if delay <= 0:
+                        task = heapq.heappop(self._heap)[2]
+                        break
+                    self._cv.wait(delay)
+            self._on_expire(task)
 
 
 def _takes_context(handler: Handler) -> bool:
@@ -218,6 +269,7 @@ class Worker:
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=self.config.concurrency, thread_name_prefix="pgflow-handler"
         )
+        self._deadlines = _Deadlines(self._on_timeout)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._signals = 0
         self.completed = 0
@@ -542,9 +594,7 @@ class Worker:
         args: tuple[Any, ...] = (task_input,)
         if self._takes_context.get((flow, step)):
             args = (task_input, self._context(task))
-        timer = threading.Timer(task.timeout, self._on_timeout, (task,))
-        timer.daemon = True
-        timer.start()
+        self._deadlines.watch(task)
         if inspect.iscoroutinefunction(task.handler):
             future: concurrent.futures.Future[Any] = asyncio.run_coroutine_threadsafe(
                 task.handler(*args), self._event_loop()
@@ -552,7 +602,7 @@ class Worker:
         else:
             future = self._pool.submit(task.handler, *args)
         task.future = future
-        future.add_done_callback(lambda f: self._on_done(task, f, timer))
+        future.add_done_callback(lambda f: self._on_done(task, f))
 
     def _context(self, task: _Task) -> Context:
         if isinstance(task.input, dict) and "run" in task.input:
@@ -588,10 +638,8 @@ class Worker:
             self._loop = loop
         return self._loop
 
-    def _on_done(
-        self, task: _Task, future: concurrent.futures.Future[Any], timer: threading.Timer
-    ) -> None:
-        timer.cancel()
+    def _on_done(self, task: _Task, future: concurrent.futures.Future[Any]) -> None:
+        task.done = True
         try:
             if future.cancelled():
                 return
