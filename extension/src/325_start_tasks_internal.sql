@@ -3,9 +3,9 @@
 -- worker recorded; returns what their handlers need (see start_tasks).
 -- count_read: also count the claim in read_ct (claim_tasks, which leases and
 -- starts in one call; after read_with_poll, which counts it, start_tasks does not).
--- The UPDATE is driven from the id list alone (message_id = ANY: an index
--- probe per id) and looks the step's timeout up per row, so no join order
--- the planner may pick on stale statistics scans the queue; PL/pgSQL keeps
+-- The UPDATE is driven from the id list alone (an index probe per id, then
+-- the rows by ctid) and looks the step's timeout up per row, so no plan the
+-- planner may pick on missing statistics scans the queue; PL/pgSQL keeps
 -- the plan across calls.
 -- Locks: the task rows.
 CREATE FUNCTION pgflow._start_tasks(flow_slug text, msg_ids bigint[], worker_id uuid, statuses text[],
@@ -14,6 +14,7 @@ RETURNS SETOF pgflow.step_task_record
 LANGUAGE plpgsql
 VOLATILE
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $$
 BEGIN
     RETURN QUERY
@@ -29,7 +30,13 @@ BEGIN
                 JOIN pgflow.flows AS f ON f.flow_slug = s.flow_slug
                 WHERE s.flow_slug = t.flow_slug AND s.step_slug = t.step_slug)::double precision + 2),
             last_worker_id = _start_tasks.worker_id
-        WHERE t.message_id = ANY (_start_tasks.msg_ids)
+        -- by ctid, looked up through the message_id index: a plain
+        -- `message_id = ANY (...)` next to the status test may be planned
+        -- through the claimable-tasks index, reading every claimable task
+        WHERE t.ctid = ANY (ARRAY(
+                  SELECT t0.ctid
+                  FROM unnest(_start_tasks.msg_ids) AS m(id)
+                  JOIN pgflow.step_tasks AS t0 ON t0.message_id = m.id))
           AND t.flow_slug = _start_tasks.flow_slug
           AND t.status = ANY (_start_tasks.statuses)
         RETURNING t.flow_slug, t.run_id, t.step_slug, t.task_index, t.message_id,

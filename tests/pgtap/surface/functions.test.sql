@@ -1,5 +1,5 @@
 BEGIN;
-SELECT plan(7);
+SELECT plan(8);
 
 SELECT is(
     ARRAY(SELECT p.proname::text FROM pg_proc AS p
@@ -15,8 +15,17 @@ SELECT is(
 SELECT is_empty(
     $$SELECT p.oid::regprocedure::text FROM pg_proc AS p
       WHERE p.pronamespace = 'pgflow'::regnamespace
-        AND coalesce(p.proconfig, '{}') <> ARRAY['search_path=pg_catalog, pg_temp']$$,
+        AND (coalesce(p.proconfig, '{}'))[1] IS DISTINCT FROM 'search_path=pg_catalog, pg_temp'$$,
     'every function pins search_path = pg_catalog, pg_temp'
+);
+
+SELECT is(
+    ARRAY(SELECT p.oid::regprocedure::text || ': ' || array_to_string(p.proconfig[2:], ', ')
+          FROM pg_proc AS p
+          WHERE p.pronamespace = 'pgflow'::regnamespace AND cardinality(p.proconfig) > 1
+          ORDER BY 1),
+    ARRAY['pgflow._start_tasks(text,bigint[],uuid,text[],boolean): plan_cache_mode=force_generic_plan'],
+    'no other setting but generic plans for _start_tasks'
 );
 
 SELECT is_empty(

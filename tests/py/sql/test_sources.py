@@ -31,7 +31,11 @@ def _name(stmt: ast.CreateFunctionStmt) -> str:
 
 
 def _options(stmt: ast.CreateFunctionStmt) -> dict[str, ast.Node]:
-    return {opt.defname: opt.arg for opt in stmt.options or ()}
+    """A function's options by name; of several SET clauses, the first."""
+    options: dict[str, ast.Node] = {}
+    for opt in stmt.options or ():
+        options.setdefault(opt.defname, opt.arg)
+    return options
 
 
 def test_there_are_sources() -> None:
