@@ -430,21 +430,17 @@ BEGIN
                     _complete_tasks.task_indexes, _complete_tasks.outputs)
              AS i(run_id, step_slug, task_index, output)
         ORDER BY i.run_id, i.step_slug, i.task_index
-    ), locked AS (
-        SELECT t.run_id, t.step_slug, t.task_index, i.output
-        FROM input AS i
-        JOIN pgflow.step_tasks AS t
-          ON t.run_id = i.run_id AND t.step_slug = i.step_slug AND t.task_index = i.task_index
-        WHERE t.status = 'started'
-        ORDER BY t.run_id, t.step_slug, t.task_index
-        FOR UPDATE OF t
     ), done AS (
+        -- no lock is taken first: the UPDATE takes each row as it meets it,
+        -- and a task completed, failed or cancelled meanwhile fails
+        -- `status = 'started'` on its latest version and is left alone
         UPDATE pgflow.step_tasks AS t
         SET status = 'completed',
-            output = coalesce(l.output, 'null'::jsonb),
+            output = coalesce(i.output, 'null'::jsonb),
             completed_at = now()
-        FROM locked AS l
-        WHERE t.run_id = l.run_id AND t.step_slug = l.step_slug AND t.task_index = l.task_index
+        FROM input AS i
+        WHERE t.run_id = i.run_id AND t.step_slug = i.step_slug AND t.task_index = i.task_index
+          AND t.status = 'started'
         RETURNING t.run_id, t.step_slug
     )
     SELECT array_agg(g.run_id ORDER BY g.run_id, g.step_slug),
