@@ -519,3 +519,137 @@ $$;
 
 COMMENT ON FUNCTION pgflow._complete_tasks(uuid[], text[], integer[], jsonb[]) IS
     'complete started tasks in one transaction and advance their runs; returns how many counted';
+
+-- run ids are time-ordered (version 7) UUIDs: new runs land together in the
+-- primary-key indexes of runs, step_states and step_tasks (all led by
+-- run_id) instead of on random pages.  Existing ids stay as they are.
+CREATE FUNCTION pgflow._uuid_v7()
+RETURNS uuid
+LANGUAGE sql
+VOLATILE
+PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    -- the millisecond timestamp over the first 6 bytes of a version-4 UUID,
+    -- then the version nibble 0100 -> 0111 (bits 52 and 53 of byte 6)
+    SELECT encode(
+        set_bit(set_bit(
+            overlay(uuid_send(gen_random_uuid())
+                    PLACING substring(int8send(floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint)
+                                      FROM 3)
+                    FROM 1 FOR 6),
+            52, 1), 53, 1),
+        'hex')::uuid;
+$$;
+
+COMMENT ON FUNCTION pgflow._uuid_v7() IS
+    'a new time-ordered (version 7) UUID: the default run_id';
+
+REVOKE ALL ON FUNCTION pgflow._uuid_v7() FROM PUBLIC;
+
+ALTER TABLE pgflow.runs ALTER COLUMN run_id SET DEFAULT pgflow._uuid_v7();
+
+-- start_flow: a run_id not given is pgflow._uuid_v7().
+CREATE OR REPLACE FUNCTION pgflow.start_flow(flow_slug text, input jsonb, run_id uuid DEFAULT NULL)
+RETURNS pgflow.runs
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_run pgflow.runs;
+    v_steps integer;
+    v_pending boolean;
+    v_started text[];
+    v_wake boolean;
+BEGIN
+    PERFORM pgflow._check_slug('flow slug', start_flow.flow_slug);
+    IF start_flow.input IS NULL THEN
+        RAISE EXCEPTION 'input must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'pass a JSON value, e.g. ''{}''::jsonb';
+    END IF;
+
+    SELECT count(s.step_slug) INTO v_steps
+    FROM pgflow.flows AS f
+    LEFT JOIN pgflow.steps AS s ON s.flow_slug = f.flow_slug
+    WHERE f.flow_slug = start_flow.flow_slug
+    GROUP BY f.flow_slug;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'flow "%" does not exist', start_flow.flow_slug
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'apply the flow''s migration (pgflow-build writes it) before starting runs';
+    END IF;
+
+    INSERT INTO pgflow.runs AS r (run_id, flow_slug, input, remaining_steps)
+    VALUES (coalesce(start_flow.run_id, pgflow._uuid_v7()), start_flow.flow_slug,
+            start_flow.input, v_steps)
+    ON CONFLICT ON CONSTRAINT runs_pkey DO NOTHING
+    RETURNING * INTO v_run;
+
+    IF v_run.run_id IS NULL THEN
+        SELECT * INTO STRICT v_run FROM pgflow.runs AS r WHERE r.run_id = start_flow.run_id;
+        IF v_run.flow_slug <> start_flow.flow_slug THEN
+            RAISE EXCEPTION 'run % already exists for flow "%", not "%"',
+                    start_flow.run_id, v_run.flow_slug, start_flow.flow_slug
+                USING ERRCODE = 'unique_violation',
+                      HINT = 'pass a new run_id, or NULL to have one generated';
+        END IF;
+        RETURN v_run;
+    END IF;
+
+    -- Root steps that are "simple" (single, no conditions) start right here,
+    -- in the same INSERT; maps and conditional roots go through
+    -- _start_ready_steps.
+    WITH states AS (
+        INSERT INTO pgflow.step_states AS ss (run_id, step_slug, flow_slug, remaining_deps, status,
+                                              started_at, initial_tasks, remaining_tasks)
+        SELECT v_run.run_id, s.step_slug, s.flow_slug, s.deps_count,
+               CASE WHEN simple THEN 'started' ELSE 'created' END,
+               CASE WHEN simple THEN now() END,
+               CASE WHEN simple THEN 1 END,
+               CASE WHEN simple THEN 1 END
+        FROM pgflow.steps AS s,
+             LATERAL (SELECT s.deps_count = 0 AND s.step_type = 'single'
+                             AND s.required_input_pattern IS NULL
+                             AND s.forbidden_input_pattern IS NULL AS simple) AS k
+        WHERE s.flow_slug = start_flow.flow_slug
+        RETURNING ss.step_slug, ss.status, ss.remaining_deps
+    ), queued AS (
+        INSERT INTO pgflow.step_tasks (run_id, step_slug, task_index, flow_slug, vt)
+        SELECT v_run.run_id, st.step_slug, 0, start_flow.flow_slug,
+               now() + make_interval(secs => coalesce(s.opt_start_delay, 0))
+        FROM states AS st
+        JOIN pgflow.steps AS s ON s.flow_slug = start_flow.flow_slug AND s.step_slug = st.step_slug
+        WHERE st.status = 'started'
+        RETURNING step_slug, vt <= now() AS ready
+    )
+    SELECT (SELECT coalesce(bool_or(st.status = 'created' AND st.remaining_deps = 0), false)
+            FROM states AS st),
+           (SELECT array_agg(q.step_slug ORDER BY q.step_slug) FROM queued AS q),
+           (SELECT coalesce(bool_or(q.ready), false) FROM queued AS q)
+    INTO v_pending, v_started, v_wake;
+
+    PERFORM pgflow._emit('run:started', v_run.flow_slug, v_run.run_id, NULL, 'started');
+    IF v_started IS NOT NULL
+       AND (SELECT f.opt_step_events FROM pgflow.flows AS f WHERE f.flow_slug = start_flow.flow_slug) THEN
+        PERFORM pgflow._emit_step(v_run.flow_slug, v_run.run_id, st, 'started')
+        FROM unnest(v_started) AS st;
+    END IF;
+    IF v_wake THEN
+        PERFORM pgflow._wake_workers(v_run.flow_slug);
+    END IF;
+    IF v_steps = 0 THEN
+        PERFORM pgflow._complete_run(v_run.run_id);
+    ELSIF v_pending THEN
+        PERFORM pgflow._start_ready_steps(v_run.run_id);
+    END IF;
+
+    SELECT * INTO STRICT v_run FROM pgflow.runs AS r WHERE r.run_id = v_run.run_id;
+    RETURN v_run;
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow.start_flow(text, jsonb, uuid) IS
+    'start a run of a flow (idempotent when run_id is given); queues its root steps';

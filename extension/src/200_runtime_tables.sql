@@ -3,8 +3,38 @@
 -- lease (vt) are the whole truth about its claim; nothing else holds one.
 -- Every runtime row is keyed by run_id first.
 
+-- _uuid_v7: a time-ordered UUID (RFC 9562 version 7: 48 bits of Unix time in
+-- milliseconds, then random bits) for run ids.  runs, step_states and
+-- step_tasks are all keyed by run_id first, so new runs land together at one
+-- place of their primary-key indexes instead of on random pages: fewer pages
+-- touched per run, fewer full-page images after a checkpoint, and tables
+-- holding a lot of history stay about as fast as empty ones.  (Its first
+-- 48 bits tell when a run was created; the 74 random bits left keep ids
+-- unguessable enough for keys, not for secrets.)
+CREATE FUNCTION pgflow._uuid_v7()
+RETURNS uuid
+LANGUAGE sql
+VOLATILE
+PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    -- the millisecond timestamp over the first 6 bytes of a version-4 UUID,
+    -- then the version nibble 0100 -> 0111 (bits 52 and 53 of byte 6)
+    SELECT encode(
+        set_bit(set_bit(
+            overlay(uuid_send(gen_random_uuid())
+                    PLACING substring(int8send(floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint)
+                                      FROM 3)
+                    FROM 1 FOR 6),
+            52, 1), 53, 1),
+        'hex')::uuid;
+$$;
+
+COMMENT ON FUNCTION pgflow._uuid_v7() IS
+    'a new time-ordered (version 7) UUID: the default run_id';
+
 CREATE TABLE pgflow.runs (
-    run_id          uuid        NOT NULL DEFAULT gen_random_uuid(),
+    run_id          uuid        NOT NULL DEFAULT pgflow._uuid_v7(),
     flow_slug       text        NOT NULL,
     status          text        NOT NULL DEFAULT 'started',
     input           jsonb       NOT NULL,

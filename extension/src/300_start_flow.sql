@@ -39,7 +39,7 @@ BEGIN
     END IF;
 
     INSERT INTO pgflow.runs AS r (run_id, flow_slug, input, remaining_steps)
-    VALUES (coalesce(start_flow.run_id, gen_random_uuid()), start_flow.flow_slug,
+    VALUES (coalesce(start_flow.run_id, pgflow._uuid_v7()), start_flow.flow_slug,
             start_flow.input, v_steps)
     ON CONFLICT ON CONSTRAINT runs_pkey DO NOTHING
     RETURNING * INTO v_run;
