@@ -257,7 +257,28 @@ def report_workload(name: str, p: dict[str, Any]) -> None:
             f"  {f['function']:<22} {f['calls_per_task']:6.2f} calls/task"
             f"  self {f['self_ms']:8.0f} ms  total {f['total_ms']:8.0f} ms"
         )
+    _print_cost(r)
     _print_statements("statements (nested included), by total time:", p["statements"], 18)
+
+
+def _print_cost(result: dict[str, Any]) -> None:
+    """Rows written by table and WAL by record type, per task (what the cost targets count)."""
+    tasks = result["tasks"]
+    start, run = result["start_cost"], result["exec_cost"]
+    say("rows written per task (ins + upd + del), by table: start_flow's share + executing")
+    for table in sorted(set(start["rows"]) | set(run["rows"])):
+        a, b = start["rows"].get(table, 0) / tasks, run["rows"].get(table, 0) / tasks
+        say(f"  {table:<12} {a:5.2f} + {b:5.2f} = {a + b:5.2f}")
+    merged: dict[str, list[int]] = {}
+    for part in (start, run):
+        for kind, v in part["by_rmgr"].items():
+            acc = merged.setdefault(kind, [0, 0])
+            acc[0] += v["count"]
+            acc[1] += v["record_bytes"]
+    total = sum(b for _, b in merged.values())
+    say(f"WAL per task without full-page images, by record type ({total / tasks:.0f} B in all):")
+    for kind, (count, size) in sorted(merged.items(), key=lambda kv: -kv[1][1])[:10]:
+        say(f"  {kind:<26} {count / tasks:5.2f} records {size / tasks:7.0f} B")
 
 
 def profile(args: argparse.Namespace) -> int:
