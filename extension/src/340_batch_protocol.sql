@@ -106,12 +106,17 @@ COMMENT ON FUNCTION pgflow.claim_tasks(text, integer, uuid) IS
 -- _steps_finished (the runs rows, then dependent step_states rows).  Two
 -- calls reporting the same tasks in another order may deadlock; PostgreSQL
 -- aborts one (40P01) and the reference worker sends its batch again.
+-- Generic plans only (plan_cache_mode): a custom plan that knows a batch of
+-- 100 may, on tables without statistics, read the task rows through the
+-- claimable-tasks index (every queued and started task) instead of the
+-- primary key.
 CREATE FUNCTION pgflow._complete_tasks(run_ids uuid[], step_slugs text[], task_indexes integer[],
                                        outputs jsonb[])
 RETURNS integer
 LANGUAGE plpgsql
 VOLATILE
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
     v_runs uuid[];

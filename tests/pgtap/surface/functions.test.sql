@@ -24,8 +24,9 @@ SELECT is(
           FROM pg_proc AS p
           WHERE p.pronamespace = 'pgflow'::regnamespace AND cardinality(p.proconfig) > 1
           ORDER BY 1),
-    ARRAY['pgflow._start_tasks(text,bigint[],uuid,text[],boolean): plan_cache_mode=force_generic_plan'],
-    'no other setting but generic plans for _start_tasks'
+    ARRAY['pgflow._complete_tasks(uuid[],text[],integer[],jsonb[]): plan_cache_mode=force_generic_plan',
+          'pgflow._start_tasks(text,bigint[],uuid,text[],boolean): plan_cache_mode=force_generic_plan'],
+    'no other setting but generic plans for _complete_tasks and _start_tasks'
 );
 
 SELECT is_empty(

@@ -1,0 +1,124 @@
+"""Claims and completions do work in proportion to their batch, with or without statistics.
+
+A new installation, or tables just truncated, have no statistics: the planner
+then guesses, and a guess once turned a completion of 100 tasks into a nested
+loop over every started run (1.4 s a call with 2 000 runs) and a claim into a
+read of every claimable task.  Here 20 000 runs are queued, nothing is
+analyzed, and auto_explain reports every plan the protocol functions run
+(nested statements included, as JSON): no runtime table is read sequentially,
+and no plan node handles more rows than a small multiple of the batch.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+pytestmark = pytest.mark.db
+
+Conn = psycopg.Connection[tuple[Any, ...]]
+
+RUNS = 20_000
+BATCH = 100
+RUNTIME_TABLES = {"runs", "step_states", "step_tasks"}
+
+# 20 000 started runs of a -> b -> c with a's task queued, as start_flow leaves
+# them (inserted set-based: start_flow one by one would take seconds)
+QUEUE_RUNS = (
+    """INSERT INTO pgflow.runs (run_id, flow_slug, status, input, remaining_steps)
+       SELECT pgflow._uuid_v7(), 'plans', 'started', '{}', 3 FROM generate_series(1, %s)""",
+    """INSERT INTO pgflow.step_states (run_id, step_slug, flow_slug, status, remaining_deps,
+                                      initial_tasks, remaining_tasks, started_at)
+       SELECT r.run_id, s.slug, 'plans', CASE WHEN s.slug = 'a' THEN 'started' ELSE 'created' END,
+              CASE WHEN s.slug = 'a' THEN 0 ELSE 1 END,
+              CASE WHEN s.slug = 'a' THEN 1 END, CASE WHEN s.slug = 'a' THEN 1 END,
+              CASE WHEN s.slug = 'a' THEN now() END
+       FROM pgflow.runs AS r, (VALUES ('a'), ('b'), ('c')) AS s (slug)""",
+    """INSERT INTO pgflow.step_tasks (run_id, step_slug, flow_slug)
+       SELECT r.run_id, 'a', 'plans' FROM pgflow.runs AS r""",
+)
+
+
+def _nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield plan
+    for child in plan.get("Plans", ()):
+        yield from _nodes(child)
+
+
+@pytest.fixture
+def queued(conn: Conn) -> Conn:
+    conn.execute("SELECT pgflow.create_flow('plans')")
+    conn.execute("SELECT pgflow.add_step('plans', 'a')")
+    conn.execute("SELECT pgflow.add_step('plans', 'b', ARRAY['a'])")
+    conn.execute("SELECT pgflow.add_step('plans', 'c', ARRAY['b'])")
+    for table in RUNTIME_TABLES:
+        conn.execute(f"ALTER TABLE pgflow.{table} SET (autovacuum_enabled = false)")
+    conn.execute(QUEUE_RUNS[0], (RUNS,))
+    conn.execute(QUEUE_RUNS[1])
+    conn.execute(QUEUE_RUNS[2])
+    analyzed = conn.execute(
+        "SELECT count(*) FROM pg_stats WHERE schemaname = 'pgflow'"
+        " AND tablename IN ('runs', 'step_states', 'step_tasks')"
+    ).fetchone()
+    assert analyzed == (0,), "the runtime tables must have no statistics for this test"
+    return conn
+
+
+def test_claims_and_completions_stay_on_the_keys_without_statistics(queued: Conn) -> None:
+    conn = queued
+    plans: list[dict[str, Any]] = []
+    conn.add_notice_handler(
+        lambda diag: (
+            plans.append(json.loads(diag.message_primary.split("plan:", 1)[1]))
+            if diag.message_primary and "plan:" in diag.message_primary
+            else None
+        )
+    )
+    conn.execute("LOAD 'auto_explain'")
+    for setting, value in (
+        ("auto_explain.log_min_duration", "0"),
+        ("auto_explain.log_analyze", "on"),
+        ("auto_explain.log_timing", "off"),
+        ("auto_explain.log_nested_statements", "on"),
+        ("auto_explain.log_format", "json"),
+        ("auto_explain.log_level", "notice"),
+    ):
+        conn.execute(f"SET {setting} = '{value}'")
+
+    done = 0
+    # a, b and c of the same runs, and more rounds than PL/pgSQL's five custom
+    # plans: both kinds of plan are exercised
+    for _ in range(8):
+        rows = conn.execute(
+            "SELECT run_id, step_slug, task_index FROM pgflow.claim_tasks('plans', %s, %s)",
+            (BATCH, "00000000-0000-0000-0000-00000000000a"),
+        ).fetchall()
+        assert len(rows) == BATCH
+        done += conn.execute(
+            "SELECT pgflow.complete_tasks(%s::uuid[], %s::text[], %s::int[], %s::jsonb[])",
+            ([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], ["{}"] * BATCH),
+        ).fetchone()[0]  # type: ignore[index]
+    assert done == 8 * BATCH
+    conn.execute("RESET auto_explain.log_min_duration")
+
+    assert len(plans) > 50, "auto_explain reported no nested plans"
+    problems = []
+    for entry in plans:
+        query = " ".join(entry["Query Text"].split())[:90]
+        for node in _nodes(entry["Plan"]):
+            table = node.get("Relation Name")
+            rows = node.get("Actual Rows", 0) * node.get("Actual Loops", 1)
+            if table in RUNTIME_TABLES and node["Node Type"] == "Seq Scan":
+                problems.append(f"Seq Scan on {table} in: {query}")
+            elif rows > 10 * BATCH:
+                problems.append(f"{node['Node Type']} handled {rows:.0f} rows in: {query}")
+    assert problems == [], "\n".join(problems)
+    # the runs advanced: b is queued for the runs whose a completed
+    queued_b = conn.execute(
+        "SELECT count(*) FROM pgflow.step_tasks WHERE step_slug = 'b' AND status <> 'cancelled'"
+    ).fetchone()
+    assert queued_b is not None and queued_b[0] > 0
