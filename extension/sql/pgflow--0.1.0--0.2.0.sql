@@ -526,14 +526,15 @@ COMMENT ON FUNCTION pgflow._complete_tasks(uuid[], text[], integer[], jsonb[]) I
 -- run_id) instead of on random pages.  Existing ids stay as they are.
 CREATE FUNCTION pgflow._uuid_v7()
 RETURNS uuid
-LANGUAGE sql
+LANGUAGE plpgsql
 VOLATILE
 PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
+BEGIN
     -- the millisecond timestamp over the first 6 bytes of a version-4 UUID,
     -- then the version nibble 0100 -> 0111 (bits 52 and 53 of byte 6)
-    SELECT encode(
+    RETURN encode(
         set_bit(set_bit(
             overlay(uuid_send(gen_random_uuid())
                     PLACING substring(int8send(floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint)
@@ -541,6 +542,7 @@ AS $$
                     FROM 1 FOR 6),
             52, 1), 53, 1),
         'hex')::uuid;
+END;
 $$;
 
 COMMENT ON FUNCTION pgflow._uuid_v7() IS
@@ -654,3 +656,41 @@ $$;
 
 COMMENT ON FUNCTION pgflow.start_flow(text, jsonb, uuid) IS
     'start a run of a flow (idempotent when run_id is given); queues its root steps';
+
+-- _waiting_key and _run_output become PL/pgSQL: a SQL function with a SET
+-- clause is never inlined and is planned anew on every call.
+CREATE OR REPLACE FUNCTION pgflow._waiting_key(flow_slug text)
+RETURNS integer
+LANGUAGE plpgsql
+IMMUTABLE
+PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN ('x' || left(md5(_waiting_key.flow_slug), 8))::bit(32)::integer;
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow._waiting_key(text) IS
+    'advisory lock objid under which idle workers of a flow wait (classid 1885824631)';
+
+CREATE OR REPLACE FUNCTION pgflow._run_output(run_id uuid)
+RETURNS jsonb
+LANGUAGE plpgsql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN (
+        SELECT coalesce(jsonb_object_agg(ss.step_slug, ss.output), '{}'::jsonb)
+        FROM pgflow.step_states AS ss
+        WHERE ss.run_id = _run_output.run_id
+          AND ss.status = 'completed'
+          AND NOT EXISTS (
+              SELECT 1 FROM pgflow.deps AS d
+              WHERE d.flow_slug = ss.flow_slug AND d.dep_slug = ss.step_slug));
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow._run_output(uuid) IS
+    'the output of a run: {leaf_step: output} over its completed leaf steps';

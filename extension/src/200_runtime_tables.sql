@@ -13,14 +13,15 @@
 -- unguessable enough for keys, not for secrets.)
 CREATE FUNCTION pgflow._uuid_v7()
 RETURNS uuid
-LANGUAGE sql
+LANGUAGE plpgsql
 VOLATILE
 PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
+BEGIN
     -- the millisecond timestamp over the first 6 bytes of a version-4 UUID,
     -- then the version nibble 0100 -> 0111 (bits 52 and 53 of byte 6)
-    SELECT encode(
+    RETURN encode(
         set_bit(set_bit(
             overlay(uuid_send(gen_random_uuid())
                     PLACING substring(int8send(floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint)
@@ -28,6 +29,7 @@ AS $$
                     FROM 1 FOR 6),
             52, 1), 53, 1),
         'hex')::uuid;
+END;
 $$;
 
 COMMENT ON FUNCTION pgflow._uuid_v7() IS

@@ -8,14 +8,18 @@
 -- for tasks of a flow make themselves known: classid 0x70676677 ("pgfw"),
 -- objid from the md5 of the flow slug (stable across PostgreSQL versions; a
 -- collision only costs an unneeded wake-up).
+-- (PL/pgSQL, as every small function on the hot path here: a SQL function
+-- with a SET clause is never inlined and is planned anew on every call.)
 CREATE FUNCTION pgflow._waiting_key(flow_slug text)
 RETURNS integer
-LANGUAGE sql
+LANGUAGE plpgsql
 IMMUTABLE
 PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT ('x' || left(md5(flow_slug), 8))::bit(32)::integer;
+BEGIN
+    RETURN ('x' || left(md5(_waiting_key.flow_slug), 8))::bit(32)::integer;
+END;
 $$;
 
 COMMENT ON FUNCTION pgflow._waiting_key(text) IS

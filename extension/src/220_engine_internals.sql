@@ -166,17 +166,20 @@ COMMENT ON FUNCTION pgflow._steps_finished(uuid[], text[]) IS
 -- (skipped leaves are absent).
 CREATE FUNCTION pgflow._run_output(run_id uuid)
 RETURNS jsonb
-LANGUAGE sql
+LANGUAGE plpgsql
 STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT coalesce(jsonb_object_agg(ss.step_slug, ss.output), '{}'::jsonb)
-    FROM pgflow.step_states AS ss
-    WHERE ss.run_id = _run_output.run_id
-      AND ss.status = 'completed'
-      AND NOT EXISTS (
-          SELECT 1 FROM pgflow.deps AS d
-          WHERE d.flow_slug = ss.flow_slug AND d.dep_slug = ss.step_slug);
+BEGIN
+    RETURN (
+        SELECT coalesce(jsonb_object_agg(ss.step_slug, ss.output), '{}'::jsonb)
+        FROM pgflow.step_states AS ss
+        WHERE ss.run_id = _run_output.run_id
+          AND ss.status = 'completed'
+          AND NOT EXISTS (
+              SELECT 1 FROM pgflow.deps AS d
+              WHERE d.flow_slug = ss.flow_slug AND d.dep_slug = ss.step_slug));
+END;
 $$;
 
 COMMENT ON FUNCTION pgflow._run_output(uuid) IS
