@@ -225,15 +225,13 @@ def report_workload(name: str, p: dict[str, Any]) -> None:
     wall = r["elapsed_s"] * 4
     say(
         f"driver: client CPU {calls['cpu_s']:.1f} s of {wall:.1f} process-seconds;"
-        f" time in calls: read {calls['read_s']:.1f} s, start {calls['start_s']:.1f} s,"
-        f" complete {calls['complete_s']:.1f} s"
+        f" time in calls: claim {calls['read_s']:.1f} s, complete {calls['complete_s']:.1f} s"
     )
     top = {s["query"]: s for s in p["statements"] if s["toplevel"]}
     say("protocol calls: client ms/call (driver) vs server exec ms/call (pg_stat_statements)")
     for label, key, n, t in (
-        ("read_with_poll", "read_with_poll", calls["reads"], calls["read_s"]),
-        ("start_tasks", "start_tasks", calls["starts"], calls["start_s"]),
-        ("complete_task", "complete_task", calls["completes"], calls["complete_s"]),
+        ("claim_tasks", "pgflow.claim_tasks(", calls["reads"], calls["read_s"]),
+        ("complete_tasks", "pgflow.complete_tasks(", calls["completes"], calls["complete_s"]),
     ):
         server = next((s for q, s in top.items() if key in q), None)
         exec_ms = server["mean_ms"] if server else float("nan")
