@@ -105,7 +105,12 @@ Examples:
     is_flag=True,
     help="Do not LISTEN for wake-ups; poll instead (needed behind PgBouncer in transaction mode).",
 )
-@click.option("-v", "--verbose", count=True, help="More logging (-vv: every poll).")
+@click.option(
+    "-v",
+    "--verbose",
+    count=True,
+    help="More logging: -v a line per completed task, -vv every poll too.",
+)
 @dsn_option
 def worker(
     specs: tuple[str, ...],
@@ -125,6 +130,8 @@ def worker(
     )
     if verbose == 0:
         logging.getLogger("pgflow.worker").setLevel(logging.INFO)
+        # a line per completed task costs more than a no-op handler: -v
+        logging.getLogger("pgflow.worker.tasks").setLevel(logging.WARNING)
     with _reported():
         flows = _load_all(specs)
         config = WorkerConfig(

@@ -22,6 +22,7 @@ import itertools
 import json
 import logging
 import os
+import queue
 import signal
 import socket
 import threading
@@ -40,6 +41,8 @@ from pgflow.loader import Handler, LoadedFlow
 from pgflow.spec import FlowSpec
 
 log = logging.getLogger(__name__)
+#: a line per completed task (`pgflow worker -v`); failures go to ``log``
+task_log = logging.getLogger(__name__ + ".tasks")
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 
@@ -151,6 +154,65 @@ class _Task:
             f"run_id={self.run_id} step_slug={self.step_slug} task_index={self.task_index}"
             f" attempt={self.attempt}"
         )
+
+
+class _HandlerThreads:
+    """Threads that run synchronous handlers and hand each outcome to ``on_done``.
+
+    ``concurrent.futures.ThreadPoolExecutor`` builds a Future (with its
+    Condition and locks) per call and runs callbacks through it: for short
+    handlers that bookkeeping was a quarter of the worker's CPU.  Here a task
+    goes through one C-implemented queue; threads are started as needed, up
+    to ``size``.
+    """
+
+    def __init__(
+        self, size: int, on_done: Callable[[_Task, Any, BaseException | None, bool], None]
+    ) -> None:
+        self._size = size
+        self._on_done = on_done
+        self._queue: queue.SimpleQueue[tuple[_Task, tuple[Any, ...]] | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._idle = 0
+        self._lock = threading.Lock()
+
+    def submit(self, task: _Task, args: tuple[Any, ...]) -> None:
+        with self._lock:
+            if self._idle == 0 and len(self._threads) < self._size:
+                thread = threading.Thread(
+                    target=self._run, name=f"pgflow-handler_{len(self._threads)}", daemon=True
+                )
+                self._threads.append(thread)
+                thread.start()
+            else:
+                self._idle -= 1
+        self._queue.put((task, args))
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            task, args = item
+            try:
+                result, error = task.handler(*args), None
+            except BaseException as exc:  # the task's failure, as a Future would hold it
+                result, error = None, exc
+            self._on_done(task, result, error, False)
+            with self._lock:
+                self._idle += 1
+
+    def shutdown(self) -> None:
+        """Stop the threads once their current handler returns; drop what has not started."""
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                self._on_done(item[0], None, None, True)
+        for _ in self._threads:
+            self._queue.put(None)
 
 
 class _Deadlines:
@@ -266,9 +328,7 @@ class Worker:
             target=self._reporter_loop, name="pgflow-reporter", daemon=True
         )
         self._listening = False
-        self._pool = concurrent.futures.ThreadPoolExecutor(
-            max_workers=self.config.concurrency, thread_name_prefix="pgflow-handler"
-        )
+        self._pool = _HandlerThreads(self.config.concurrency, self._on_done)
         self._deadlines = _Deadlines(self._on_timeout)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._signals = 0
@@ -335,7 +395,7 @@ class Worker:
         return restore
 
     def _shutdown(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool.shutdown()
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._loop.stop)
         for conn in (self._claim_conn, self._listen_conn, self._report_conn):
@@ -502,6 +562,8 @@ class Worker:
                 if self._free_slots() == 0:
                     self._wait_for_slot()
                     continue
+                if self._wait_for_reports():
+                    continue  # the results just reported may have queued next steps
                 self._wait_for_work(order)
             except psycopg.OperationalError as exc:
                 if self._stopping.is_set():
@@ -518,6 +580,20 @@ class Worker:
         with self._idle_cv:
             if self._inflight >= self.config.concurrency and not self._stopping.is_set():
                 self._idle_cv.wait(timeout=self.config.poll_interval)
+
+    def _wait_for_reports(self) -> bool:
+        """Wait until the results handed to the reporter are sent; False if none were.
+
+        Before going idle: a completion this worker is reporting may queue
+        the next step of its run, and claiming right after it is quicker than
+        marking idle and waiting for the wake-up that completion sends.
+        """
+        with self._outbox_cv:
+            if not (self._outbox or self._flushing):
+                return False
+            while (self._outbox or self._flushing) and not self._stopping.is_set():
+                self._outbox_cv.wait(timeout=self.config.poll_interval)
+            return True
 
     def _wait_for_work(self, flows: Sequence[str]) -> None:
         if not self._listening or self._listen_conn is None:
@@ -599,10 +675,10 @@ class Worker:
             future: concurrent.futures.Future[Any] = asyncio.run_coroutine_threadsafe(
                 task.handler(*args), self._event_loop()
             )
+            task.future = future
+            future.add_done_callback(lambda f: self._on_future_done(task, f))
         else:
-            future = self._pool.submit(task.handler, *args)
-        task.future = future
-        future.add_done_callback(lambda f: self._on_done(task, f))
+            self._pool.submit(task, args)
 
     def _context(self, task: _Task) -> Context:
         if isinstance(task.input, dict) and "run" in task.input:
@@ -638,12 +714,21 @@ class Worker:
             self._loop = loop
         return self._loop
 
-    def _on_done(self, task: _Task, future: concurrent.futures.Future[Any]) -> None:
+    def _on_future_done(self, task: _Task, future: concurrent.futures.Future[Any]) -> None:
+        """An async handler's outcome (its coroutine ran on the event loop thread)."""
+        if future.cancelled():
+            self._on_done(task, None, None, True)
+            return
+        exc = future.exception()
+        self._on_done(task, None if exc else future.result(), exc, False)
+
+    def _on_done(
+        self, task: _Task, result: Any, exc: BaseException | None, cancelled: bool
+    ) -> None:
         task.done = True
         try:
-            if future.cancelled():
+            if cancelled:
                 return
-            exc = future.exception()
             if exc is not None:
                 log.info(
                     "task failed %s error=%s: %s",
@@ -655,7 +740,7 @@ class Worker:
                 self._report(task, error=f"{type(exc).__name__}: {exc}")
                 return
             try:
-                output = encode_output(future.result())
+                output = encode_output(result)
             except ValueError as bad:
                 self._report(task, error=str(bad))
                 return
@@ -757,7 +842,8 @@ class Worker:
         duration_ms = (task.finished - task.started) * 1000
         if error is None:
             self.completed += 1
-            log.info("task completed %s duration_ms=%.1f", task.label, duration_ms)
+            if task_log.isEnabledFor(logging.INFO):
+                task_log.info("task completed %s duration_ms=%.1f", task.label, duration_ms)
         else:
             self.failed += 1
             log.info(
