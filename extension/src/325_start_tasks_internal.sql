@@ -5,8 +5,10 @@
 -- starts in one call; after read_with_poll, which counts it, start_tasks does not).
 -- The UPDATE is driven from the id list alone (an index probe per id, then
 -- the rows by ctid) and looks the step's timeout up per row, so no plan the
--- planner may pick on missing statistics scans the queue; PL/pgSQL keeps
--- the plan across calls.
+-- planner may pick on missing statistics scans the queue.  Generic plans only
+-- (plan_cache_mode): a custom plan knows the statuses, which imply the
+-- predicate of the claimable-tasks index, and may read the rows through it
+-- instead: every queued and started task of the flow.
 -- Locks: the task rows.
 CREATE FUNCTION pgflow._start_tasks(flow_slug text, msg_ids bigint[], worker_id uuid, statuses text[],
                                     count_read boolean)
