@@ -198,7 +198,10 @@ class _HandlerThreads:
                 result, error = task.handler(*args), None
             except BaseException as exc:  # the task's failure, as a Future would hold it
                 result, error = None, exc
-            self._on_done(task, result, error, False)
+            try:
+                self._on_done(task, result, error, False)
+            except Exception:  # keep the thread, as a Future's callback would
+                log.exception("handling the outcome of %s failed", task.label)
             with self._lock:
                 self._idle += 1
 
