@@ -300,20 +300,22 @@ BEGIN
     SELECT (SELECT array_agg(DISTINCT u.run_id ORDER BY u.run_id) FROM updated AS u
             WHERE u.status = 'created' AND u.remaining_deps = 0),
            (SELECT array_agg(DISTINCT q.flow_slug) FROM queued AS q WHERE q.ready),
-           (SELECT array_agg(q.run_id ORDER BY q.run_id, q.step_slug) FROM queued AS q
-            JOIN pgflow.flows AS f ON f.flow_slug = q.flow_slug AND f.opt_step_events),
-           (SELECT array_agg(q.step_slug ORDER BY q.run_id, q.step_slug) FROM queued AS q
-            JOIN pgflow.flows AS f ON f.flow_slug = q.flow_slug AND f.opt_step_events),
-           (SELECT array_agg(q.flow_slug ORDER BY q.run_id, q.step_slug) FROM queued AS q
-            JOIN pgflow.flows AS f ON f.flow_slug = q.flow_slug AND f.opt_step_events)
-    INTO v_pending, v_wake, v_event_runs, v_event_steps, v_event_flows;
+           e.runs, e.steps, e.flows
+    INTO v_pending, v_wake, v_event_runs, v_event_steps, v_event_flows
+    FROM (
+        -- the started steps of flows that send step events
+        SELECT array_agg(q.run_id ORDER BY q.run_id, q.step_slug) AS runs,
+               array_agg(q.step_slug ORDER BY q.run_id, q.step_slug) AS steps,
+               array_agg(q.flow_slug ORDER BY q.run_id, q.step_slug) AS flows
+        FROM queued AS q
+        JOIN pgflow.flows AS f ON f.flow_slug = q.flow_slug AND f.opt_step_events
+    ) AS e;
 
     IF v_wake IS NOT NULL THEN
         PERFORM pgflow._wake_workers(w) FROM unnest(v_wake) AS w;
     END IF;
     IF v_event_runs IS NOT NULL THEN
-        PERFORM pgflow._emit('step:' || e.step_slug || ':started', e.flow_slug, e.run_id,
-                             e.step_slug, 'started')
+        PERFORM pgflow._emit_step(e.flow_slug, e.run_id, e.step_slug, 'started')
         FROM unnest(v_event_runs, v_event_steps, v_event_flows) AS e(run_id, step_slug, flow_slug);
     END IF;
     RETURN coalesce(v_pending, '{}');
@@ -328,24 +330,9 @@ REVOKE ALL ON FUNCTION pgflow._steps_finished(uuid[], text[]) FROM PUBLIC;
 -- the callers of _steps_finished, as in src/ (220_engine_internals.sql,
 -- 340_batch_protocol.sql): _complete_tasks completes a batch's steps, emits
 -- their events and runs the bookkeeping of all their runs in one call.
-CREATE OR REPLACE FUNCTION pgflow._step_completed(run_id uuid, flow_slug text, step_slug text)
-RETURNS boolean
-LANGUAGE plpgsql
-VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    IF (SELECT f.opt_step_events FROM pgflow.flows AS f WHERE f.flow_slug = _step_completed.flow_slug) THEN
-        PERFORM pgflow._emit_step(_step_completed.flow_slug, _step_completed.run_id,
-                                  _step_completed.step_slug, 'completed');
-    END IF;
-    RETURN cardinality(pgflow._steps_finished(ARRAY[_step_completed.run_id],
-                                              ARRAY[_step_completed.step_slug])) > 0;
-END;
-$$;
-
-COMMENT ON FUNCTION pgflow._step_completed(uuid, text, text) IS
-    'after a step''s row was marked completed: its event and the run''s bookkeeping';
+-- _step_completed had one caller left, _complete_step, which now does its
+-- two lines itself.
+DROP FUNCTION pgflow._step_completed(uuid, text, text);
 
 CREATE OR REPLACE FUNCTION pgflow._skip_steps(run_id uuid, step_slug text, reason text, cascade boolean)
 RETURNS text[]
@@ -505,8 +492,8 @@ BEGIN
         RETURN v_total;
     END IF;
 
-    PERFORM pgflow._emit('step:' || d.step_slug || ':completed', d.flow_slug, d.run_id,
-                         d.step_slug, 'completed')
+    -- (the join spares the call for flows without step events)
+    PERFORM pgflow._emit_step(d.flow_slug, d.run_id, d.step_slug, 'completed')
     FROM unnest(v_done_runs, v_done_steps, v_done_flows) AS d(run_id, step_slug, flow_slug)
     JOIN pgflow.flows AS f ON f.flow_slug = d.flow_slug AND f.opt_step_events;
 
@@ -694,3 +681,30 @@ $$;
 
 COMMENT ON FUNCTION pgflow._run_output(uuid) IS
     'the output of a run: {leaf_step: output} over its completed leaf steps';
+
+-- _complete_step: sends its step event and runs _steps_finished itself.
+CREATE OR REPLACE FUNCTION pgflow._complete_step(run_id uuid, step_slug text, output jsonb)
+RETURNS boolean
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_flow_slug text;
+BEGIN
+    UPDATE pgflow.step_states AS ss
+    SET status = 'completed',
+        output = _complete_step.output,
+        remaining_tasks = 0,
+        completed_at = now()
+    WHERE ss.run_id = _complete_step.run_id AND ss.step_slug = _complete_step.step_slug
+    RETURNING ss.flow_slug INTO v_flow_slug;
+    PERFORM pgflow._emit_step(v_flow_slug, _complete_step.run_id, _complete_step.step_slug,
+                              'completed');
+    RETURN cardinality(pgflow._steps_finished(ARRAY[_complete_step.run_id],
+                                              ARRAY[_complete_step.step_slug])) > 0;
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow._complete_step(uuid, text, jsonb) IS
+    'mark a step completed with its output and update counters; true if steps wait for a start';

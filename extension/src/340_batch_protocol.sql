@@ -209,8 +209,8 @@ BEGIN
         RETURN v_total;
     END IF;
 
-    PERFORM pgflow._emit('step:' || d.step_slug || ':completed', d.flow_slug, d.run_id,
-                         d.step_slug, 'completed')
+    -- (the join spares the call for flows without step events)
+    PERFORM pgflow._emit_step(d.flow_slug, d.run_id, d.step_slug, 'completed')
     FROM unnest(v_done_runs, v_done_steps, v_done_flows) AS d(run_id, step_slug, flow_slug)
     JOIN pgflow.flows AS f ON f.flow_slug = d.flow_slug AND f.opt_step_events;
 
