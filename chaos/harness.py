@@ -23,18 +23,17 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import psycopg
 
 from chaos import model
 from chaos.checks import CHECKS, FIGURES
-from pgflow.cluster import FAST_SETTINGS, Cluster
+from pgflow.cluster import FAST_SETTINGS, Cluster, stop_on_signals
 from pgflow.compile import compile_flow
 from pgflow.loader import load
 
@@ -429,19 +428,6 @@ def _print_report(
     print("\n".join(lines), file=out, flush=True)
 
 
-@contextlib.contextmanager
-def _signals_to_exit() -> Iterator[None]:
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise SystemExit(128 + signum)
-
-    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-
-
 @dataclass(frozen=True)
 class Outcome:
     figures: dict[str, Any]
@@ -539,7 +525,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         workdir,
     )
     ok = False
-    with _signals_to_exit():
+    with stop_on_signals():
         try:
             outcome = execute(profile, seed, workdir)
             _print_report(

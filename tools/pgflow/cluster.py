@@ -218,7 +218,7 @@ class Cluster:
 
 
 @contextlib.contextmanager
-def _stop_on_signals() -> Iterator[None]:
+def stop_on_signals() -> Iterator[None]:
     """Turn SIGTERM/SIGHUP into SystemExit so ``finally`` blocks run."""
 
     def handler(signum: int, frame: FrameType | None) -> None:
@@ -283,7 +283,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name in FAST_SETTINGS:
             settings.pop(name, None)
     cluster = Cluster(settings=settings)
-    with _stop_on_signals():
+    with stop_on_signals():
         try:
             cluster.start()
             env = {**os.environ, **cluster.env()}
