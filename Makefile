@@ -9,7 +9,7 @@ PG_CONFIG   ?= pg_config
 PYTHON      ?= python3
 VENV        ?= .venv
 PY          := $(VENV)/bin/python
-CLUSTER     := $(PY) -m pgflow.cluster run --reuse-env --
+CLUSTER     := $(PY) -m pgflow.testing.cluster run --reuse-env --
 APT_PKGS    := postgresql-15 postgresql-client-15 postgresql-15-pgtap pgtap postgresql-15-cron pgbouncer
 PGTAP_FILES  = $(shell find tests/pgtap -name '*.test.sql' | sort)
 EXTVERSION   = $(shell sed -n "s/^default_version *= *'\(.*\)'/\1/p" extension/pgflow.control)

@@ -11,8 +11,8 @@ import psycopg
 
 from bench.driver import FLUSH_STATS
 from bench.flows import FLOWS
-from pgflow.compile import compile_flow
-from pgflow.dsl import Flow
+from pgflow.compiler.migration import compile_flow
+from pgflow.spec.dsl import Flow
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 

@@ -30,7 +30,7 @@ from typing import Any
 from bench import db, report, workloads
 from bench.report import say
 from bench.run import SETTINGS
-from pgflow.cluster import Cluster
+from pgflow.testing.cluster import Cluster
 
 PROFILE_SETTINGS = {
     **SETTINGS,

@@ -18,7 +18,7 @@ from typing import Any
 from bench import db, report, workloads
 from bench.report import Row
 from bench.workloads import log
-from pgflow.cluster import Cluster
+from pgflow.testing.cluster import Cluster
 
 #: durable server: fsync, synchronous_commit and full_page_writes keep their
 #: defaults (on); memory and checkpoint spacing are set so that no timed

@@ -19,7 +19,7 @@ from typing import Any
 
 from bench import db
 from bench.driver import Drivers
-from pgflow.cluster import Cluster, pg_bindir
+from pgflow.testing.cluster import Cluster, pg_bindir
 
 ROOT = Path(__file__).resolve().parents[1]
 PGFLOW = str(Path(sys.executable).with_name("pgflow"))

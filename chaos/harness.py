@@ -33,9 +33,9 @@ import psycopg
 
 from chaos import model
 from chaos.checks import CHECKS, FIGURES
-from pgflow.cluster import FAST_SETTINGS, Cluster, stop_on_signals
-from pgflow.compile import compile_flow
-from pgflow.loader import load
+from pgflow.compiler.migration import compile_flow
+from pgflow.spec.loader import load
+from pgflow.testing.cluster import FAST_SETTINGS, Cluster, stop_on_signals
 
 log = logging.getLogger("chaos")
 

@@ -1,6 +1,6 @@
 """`make demo`: the example "order" flow, end to end, on a throwaway cluster.
 
-Run by `make demo` inside `python -m pgflow.cluster run --` (PGHOST etc. point
+Run by `make demo` inside `python -m pgflow.testing.cluster run --` (PGHOST etc. point
 at the throwaway cluster).  It creates a database with the extension, builds
 the flow's migration with `pgflow-build` and applies it, starts two `pgflow
 worker` processes, starts 100 orders, shows their progress from the
@@ -23,8 +23,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from pgflow.client import get_run
-from pgflow.render import render_run
+from pgflow.cli.render import render_run
+from pgflow.db.client import get_run
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

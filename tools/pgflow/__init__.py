@@ -1,9 +1,43 @@
-"""pgflow: durable DAG workflows inside PostgreSQL (Python tools)."""
+"""pgflow: durable DAG workflows inside PostgreSQL (the Python package).
+
+The names an application uses are importable from here; each is loaded on
+first use, so ``import pgflow`` (and ``pgflow-build``) costs no database
+driver.  The layers below are described in docs/design/architecture.md.
+"""
 
 from __future__ import annotations
 
-from pgflow.dsl import Flow
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.2.0"
 
-__all__ = ["Flow", "__version__"]
+#: Public name -> the module that defines it.
+_EXPORTS = {
+    "Flow": "pgflow.spec.dsl",
+    "Context": "pgflow.worker.context",
+    "Worker": "pgflow.worker.lifecycle",
+    "WorkerConfig": "pgflow.worker.config",
+}
+
+if TYPE_CHECKING:
+    from pgflow.spec.dsl import Flow
+    from pgflow.worker.config import WorkerConfig
+    from pgflow.worker.context import Context
+    from pgflow.worker.lifecycle import Worker
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pgflow' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
+
+
+__all__ = ["Context", "Flow", "Worker", "WorkerConfig", "__version__"]

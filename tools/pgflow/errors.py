@@ -1,13 +1,20 @@
-"""The errors pgflow raises on purpose.
+"""Every error pgflow raises on purpose.
 
-Everything the tools raise deliberately derives from :class:`PgflowError`, so a
-command line front end can catch that one class and print a one-line message
-instead of a traceback.  Anything else escaping is a bug.
+Everything the package raises deliberately derives from :class:`PgflowError`,
+so a command line front end can catch that one class and print a one-line
+message instead of a traceback.  Anything else escaping is a bug.
+
+Errors the extension raises arrive as :class:`DatabaseError` subclasses chosen
+by SQLSTATE (:func:`database_error`; :mod:`pgflow.db` does the translation),
+so applications catch ``pgflow.errors.RunNotFound`` rather than a psycopg
+class and a message to parse.  This module imports nothing but the standard
+library: every layer may use it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Final
 
 
 def one_line(text: str) -> str:
@@ -76,3 +83,156 @@ class LoadError(PgflowError):
 
 class HandlerError(PgflowError):
     """A step handler reference cannot be resolved to a callable."""
+
+
+class ScaffoldError(PgflowError):
+    """A flow cannot be scaffolded with these arguments (``pgflow new``)."""
+
+
+class UnquotedValueError(CompileError):
+    """A template printed a value without passing it through a quoting filter."""
+
+
+class InstallError(PgflowError):
+    """pgflow cannot be installed or upgraded as asked."""
+
+
+class VersionMismatchError(PgflowError):
+    """The database runs another pgflow version than these tools (or none)."""
+
+
+class ShapeMismatchError(PgflowError):
+    """The database holds a different definition of a flow than the spec."""
+
+
+class RunTimeoutError(PgflowError):
+    """A run did not finish within the time asked for."""
+
+
+class ConfigError(PgflowError):
+    """A worker setting is out of range (:class:`pgflow.worker.WorkerConfig`)."""
+
+
+class ClusterError(PgflowError):
+    """A throwaway cluster could not be created, started or stopped (``pgflow.testing``)."""
+
+
+# --------------------------------------------------------------------------- database
+
+
+class DatabaseError(PgflowError):
+    """An error PostgreSQL reported for a pgflow call.
+
+    ``sqlstate`` is the five-character SQLSTATE (``None`` when the connection
+    itself failed), ``message`` the primary message, ``hint`` and ``detail``
+    what the server added.  ``str()`` is the message on one line.
+    ``transient``: the same call may succeed if tried again later.
+    """
+
+    transient: bool = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        sqlstate: str | None = None,
+        hint: str | None = None,
+        detail: str | None = None,
+    ) -> None:
+        self.message = one_line(" ".join(message.split()))
+        self.sqlstate = sqlstate
+        self.hint = hint
+        self.detail = detail
+        super().__init__(self.message)
+
+
+class ConnectionFailed(DatabaseError):
+    """The database could not be reached, refused the connection, or the connection broke
+    (SQLSTATE class 08, 57P01-57P03, or no SQLSTATE at all)."""
+
+    transient = True
+
+
+class TransactionConflict(DatabaseError):
+    """The transaction was rolled back by a deadlock or serialisation failure (class 40)."""
+
+    transient = True
+
+
+class InvalidArgument(DatabaseError):
+    """An argument the extension refuses (SQLSTATE class 22: NULL, out of range, not JSON, ...)."""
+
+
+class NotFound(DatabaseError):
+    """Something named does not exist (SQLSTATE 42704)."""
+
+
+class FlowNotFound(NotFound):
+    """The flow named does not exist."""
+
+
+class RunNotFound(NotFound):
+    """The run named does not exist."""
+
+
+class DefinitionConflict(DatabaseError):
+    """A definition differs in structure from the one the database has (SQLSTATE 42P17)."""
+
+
+class InvalidState(DatabaseError):
+    """The object is not in a state that allows the call (SQLSTATE 55000), e.g. retrying a
+    running run or deleting a flow that has runs."""
+
+
+class RunIdConflict(DatabaseError):
+    """The run id is already used by a run of another flow (SQLSTATE 23505)."""
+
+
+class PermissionDenied(DatabaseError):
+    """The role lacks a privilege (SQLSTATE 42501); the hint names the grant that gives it."""
+
+
+#: The error class of each SQLSTATE the extension raises on purpose.
+SQLSTATE_ERRORS: Final[Mapping[str, type[DatabaseError]]] = {
+    "22004": InvalidArgument,  # null_value_not_allowed
+    "22023": InvalidArgument,  # invalid_parameter_value
+    "22P02": InvalidArgument,  # invalid_text_representation (a uuid, a json text)
+    "22P05": InvalidArgument,  # untranslatable_character (\u0000 in jsonb)
+    "22003": InvalidArgument,  # numeric_value_out_of_range
+    "54000": InvalidArgument,  # program_limit_exceeded (jsonb too large or too deep)
+    "54001": InvalidArgument,  # statement_too_complex (nesting)
+    "42704": NotFound,  # undefined_object
+    "42P17": DefinitionConflict,  # invalid_object_definition
+    "55000": InvalidState,  # object_not_in_prerequisite_state
+    "23505": RunIdConflict,  # unique_violation
+    "42501": PermissionDenied,  # insufficient_privilege
+}
+
+
+#: admin_shutdown, crash_shutdown, cannot_connect_now: the server ends or refuses sessions.
+_SERVER_GOING: Final = frozenset({"57P01", "57P02", "57P03"})
+
+
+def database_error(
+    sqlstate: str | None,
+    message: str,
+    *,
+    hint: str | None = None,
+    detail: str | None = None,
+    not_found: type[NotFound] = NotFound,
+) -> DatabaseError:
+    """The typed error for a server error.
+
+    ``not_found`` refines 42704 by what the caller asked for (a run, a flow):
+    the caller knows which object its call names, so nothing reads the
+    message text.  Connection-level failures (class 08, and errors without a
+    SQLSTATE) are :class:`ConnectionFailed`.
+    """
+    if sqlstate is None or sqlstate.startswith("08") or sqlstate in _SERVER_GOING:
+        return ConnectionFailed(message, sqlstate=sqlstate, hint=hint, detail=detail)
+    if sqlstate.startswith("40"):
+        return TransactionConflict(message, sqlstate=sqlstate, hint=hint, detail=detail)
+    cls = SQLSTATE_ERRORS.get(sqlstate, DatabaseError)
+    if cls is NotFound:
+        cls = not_found
+    return cls(message, sqlstate=sqlstate, hint=hint, detail=detail)

@@ -13,8 +13,9 @@ import pytest
 from click.testing import CliRunner, Result
 
 from pgflow import __version__
-from pgflow.cli import build, main
-from pgflow.compile import same_body
+from pgflow.cli import main
+from pgflow.cli.build import build
+from pgflow.compiler.migration import same_body
 
 REPO = Path(__file__).resolve().parents[3]
 STAMPED = re.compile(r"[0-9]{14}_create_order_flow\.sql")

@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from pgflow.cli import main
-from pgflow.cli_ops import human, human_older, parse_duration
+from pgflow.cli.ops import human, human_older, parse_duration
 
 PGFLOW = str(Path(sys.executable).with_name("pgflow"))
 

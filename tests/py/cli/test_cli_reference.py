@@ -16,7 +16,8 @@ from pathlib import Path
 import click
 from click.testing import CliRunner
 
-from pgflow.cli import build, main
+from pgflow.cli import main
+from pgflow.cli.build import build
 
 DOC = Path(__file__).resolve().parents[3] / "docs" / "reference" / "cli.md"
 BLOCK = re.compile(
@@ -29,8 +30,9 @@ def commands() -> Iterator[tuple[str, click.Command, list[str], str]]:
     """(name, command, arguments, program name) of every documented command."""
     yield "pgflow-build", build, [], "pgflow-build"
     yield "pgflow", main, [], "pgflow"
-    for name in sorted(main.commands):
-        if main.commands[name] is not build:  # `pgflow build` is pgflow-build
+    ctx = click.Context(main)
+    for name in main.list_commands(ctx):
+        if main.get_command(ctx, name) is not build:  # `pgflow build` is pgflow-build
             yield f"pgflow {name}", main, [name], "pgflow"
 
 
@@ -60,4 +62,4 @@ def test_every_command_has_its_current_help_in_the_reference() -> None:
 
 
 def test_pgflow_build_is_also_pgflow_build_subcommand() -> None:
-    assert main.commands["build"] is build
+    assert main.get_command(click.Context(main), "build") is build

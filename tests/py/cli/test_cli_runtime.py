@@ -20,8 +20,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from pgflow.cli import main
-from pgflow.compile import compile_flow
-from pgflow.loader import LoadedFlow, load
+from pgflow.compiler.migration import compile_flow
+from pgflow.spec.loader import LoadedFlow, load
 from pgflow.worker import Worker, WorkerConfig
 
 pytestmark = pytest.mark.db

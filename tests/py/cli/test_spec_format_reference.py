@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from pgflow.dsl import Flow
-from pgflow.spec import FLOW_DEFAULTS, FLOW_KEYS, STEP_KEYS, Origin
-from pgflow.yaml_loader import load_yaml
+from pgflow.spec.dsl import Flow
+from pgflow.spec.model import FLOW_DEFAULTS, FLOW_KEYS, STEP_KEYS, Origin
+from pgflow.spec.yaml_loader import load_yaml
 
 DOC_PATH = Path(__file__).resolve().parents[3] / "docs" / "reference" / "spec-format.md"
 DOC = DOC_PATH.read_text(encoding="utf-8")

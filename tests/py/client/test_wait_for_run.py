@@ -12,8 +12,8 @@ from typing import Any
 import psycopg
 import pytest
 
-import pgflow.client
-from pgflow.client import RunTimeoutError, start_flow, wait_for_run
+import pgflow.db.client
+from pgflow.db.client import RunTimeoutError, start_flow, wait_for_run
 from pgflow.errors import PgflowError
 
 pytestmark = pytest.mark.db
@@ -23,15 +23,15 @@ Conn = psycopg.Connection[tuple[Any, ...]]
 
 @pytest.fixture
 def calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Run ids passed to pgflow.client.get_run (which wait_for_run calls)."""
+    """Run ids passed to pgflow.db.client.get_run (which wait_for_run calls)."""
     seen: list[str] = []
-    real = pgflow.client.get_run
+    real = pgflow.db.client.get_run
 
     def counted(conn: Conn, run_id: uuid.UUID | str) -> dict[str, Any] | None:
         seen.append(str(run_id))
         return real(conn, run_id)
 
-    monkeypatch.setattr(pgflow.client, "get_run", counted)
+    monkeypatch.setattr(pgflow.db.client, "get_run", counted)
     return seen
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from pgflow.compile import compile_flow, split_header
-from pgflow.loader import load
+from pgflow.compiler.migration import compile_flow, split_header
+from pgflow.spec.loader import load
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[2]

@@ -13,9 +13,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from pgflow.compile import compile_flow
-from pgflow.loader import load
-from pgflow.spec import FlowSpec
+from pgflow.compiler.migration import compile_flow
+from pgflow.spec.loader import load
+from pgflow.spec.model import FlowSpec
 
 pytestmark = pytest.mark.db
 

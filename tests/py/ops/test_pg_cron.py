@@ -19,7 +19,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from pgflow.cluster import FAST_SETTINGS, Cluster, ClusterError
+from pgflow.testing.cluster import FAST_SETTINGS, Cluster, ClusterError
 
 pytestmark = pytest.mark.db
 

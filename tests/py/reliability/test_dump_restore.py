@@ -21,8 +21,8 @@ import pytest
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from pgflow.cluster import pg_bindir
 from pgflow.testing import Server, create_database, drop_database
+from pgflow.testing.cluster import pg_bindir
 
 pytestmark = pytest.mark.db
 

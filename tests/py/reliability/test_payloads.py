@@ -30,8 +30,8 @@ import psycopg
 import pytest
 from psycopg import errors
 
-from pgflow.compile import compile_flow
-from pgflow.loader import load
+from pgflow.compiler.migration import compile_flow
+from pgflow.spec.loader import load
 
 pytestmark = pytest.mark.db
 

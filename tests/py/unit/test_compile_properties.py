@@ -13,10 +13,10 @@ from hypothesis import strategies as st
 from pglast import ast
 
 from pgflow import Flow
-from pgflow.compile import render_body
+from pgflow.compiler.migration import render_body
 from pgflow.errors import SpecError
-from pgflow.spec import FLOW_DEFAULTS, OPTION_MINIMUMS, WHEN_EXHAUSTED, WHEN_UNMET, Origin
-from pgflow.yaml_loader import SpecLoader, load_yaml
+from pgflow.spec.model import FLOW_DEFAULTS, OPTION_MINIMUMS, WHEN_EXHAUSTED, WHEN_UNMET, Origin
+from pgflow.spec.yaml_loader import SpecLoader, load_yaml
 
 ORIGIN = Origin("prop.yaml", "")
 PROPS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 
 from pgflow import Flow
-from pgflow.dsl import display_path
 from pgflow.errors import SpecError
-from pgflow.spec import FlowSpec, StepSpec
+from pgflow.spec.dsl import display_path
+from pgflow.spec.model import FlowSpec, StepSpec
 
 HERE = display_path(__file__)
 
@@ -70,7 +70,7 @@ def test_decorators_build_the_model_and_keep_the_functions() -> None:
 def test_module_level_functions_get_a_handler_reference() -> None:
     flow = Flow("ref")
     flow.step(display_path)
-    assert flow.spec().step("display_path").handler == "pgflow.dsl:display_path"
+    assert flow.spec().step("display_path").handler == "pgflow.spec.dsl:display_path"
 
 
 def test_errors_point_at_the_decorated_function() -> None:

@@ -7,11 +7,11 @@ from pathlib import Path, PurePath
 
 import pytest
 
-from pgflow.compile import render_body
-from pgflow.graph import mermaid
-from pgflow.loader import load
-from pgflow.scaffold import ScaffoldError, handler_module, scaffold
-from pgflow.spec import FlowSpec, StepSpec
+from pgflow.compiler.mermaid import mermaid
+from pgflow.compiler.migration import render_body
+from pgflow.compiler.scaffold import ScaffoldError, handler_module, scaffold
+from pgflow.spec.loader import load
+from pgflow.spec.model import FlowSpec, StepSpec
 
 
 def test_mermaid_marks_map_and_conditional_steps() -> None:

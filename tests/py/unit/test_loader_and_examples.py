@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from pgflow.compile import render_body
+from pgflow.compiler.migration import render_body
 from pgflow.errors import HandlerError, LoadError, SpecError
-from pgflow.loader import LoadedFlow, load, resolve_handler
-from pgflow.spec import FlowSpec
+from pgflow.spec.loader import LoadedFlow, load, resolve_handler
+from pgflow.spec.model import FlowSpec
 
 REPO = Path(__file__).resolve().parents[3]
 

@@ -7,8 +7,8 @@ import textwrap
 import pytest
 
 from pgflow.errors import SpecError
-from pgflow.spec import FlowSpec, Origin, StepSpec, slug_problem
-from pgflow.yaml_loader import load_yaml
+from pgflow.spec.model import FlowSpec, Origin, StepSpec, slug_problem
+from pgflow.spec.yaml_loader import load_yaml
 
 ORIGIN = Origin("flows/order.yaml", "0" * 64)
 

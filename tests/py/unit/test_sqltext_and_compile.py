@@ -8,7 +8,7 @@ import jinja2
 import pglast
 import pytest
 
-from pgflow.compile import (
+from pgflow.compiler.migration import (
     MIGRATION_RE,
     compile_flow,
     migration_filename,
@@ -16,9 +16,7 @@ from pgflow.compile import (
     same_body,
     split_header,
 )
-from pgflow.errors import CompileError
-from pgflow.spec import FlowSpec, Origin, StepSpec
-from pgflow.sqltext import (
+from pgflow.compiler.sqltext import (
     SqlText,
     UnquotedValueError,
     comment,
@@ -27,6 +25,8 @@ from pgflow.sqltext import (
     literal,
     text_array,
 )
+from pgflow.errors import CompileError
+from pgflow.spec.model import FlowSpec, Origin, StepSpec
 
 WHEN = datetime(2025, 3, 4, 5, 6, 7, tzinfo=UTC)
 

@@ -6,7 +6,9 @@ import threading
 import time
 from typing import Any
 
-from pgflow.worker import _Deadlines, _HandlerThreads, _Task
+from pgflow.worker.executor import Deadlines as _Deadlines
+from pgflow.worker.executor import HandlerThreads as _HandlerThreads
+from pgflow.worker.task import Task as _Task
 
 
 def _task(handler: Any, timeout: float = 60.0, index: int = 0) -> _Task:

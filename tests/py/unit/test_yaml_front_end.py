@@ -7,8 +7,8 @@ import textwrap
 import pytest
 
 from pgflow.errors import SpecError
-from pgflow.spec import FlowSpec, Origin
-from pgflow.yaml_loader import load_yaml
+from pgflow.spec.model import FlowSpec, Origin
+from pgflow.spec.yaml_loader import load_yaml
 
 ORIGIN = Origin("f.yaml", "")
 

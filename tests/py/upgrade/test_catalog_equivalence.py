@@ -18,7 +18,8 @@ from __future__ import annotations
 import pytest
 from upgrade_helpers import DEFAULT, RELEASED, Conn, NewDb, connect
 
-from pgflow import catalog, installer
+from pgflow.db import install as installer
+from pgflow.testing import catalog
 
 pytestmark = pytest.mark.db
 

@@ -16,7 +16,7 @@ import psycopg
 import pytest
 from upgrade_helpers import DEFAULT, RELEASED, NewDb, connect
 
-from pgflow import installer
+from pgflow.db import install as installer
 
 pytestmark = pytest.mark.db
 

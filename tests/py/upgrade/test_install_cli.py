@@ -9,9 +9,9 @@ import pytest
 from click.testing import CliRunner, Result
 from upgrade_helpers import DEFAULT, RELEASED, ROOT, NewDb, connect
 
-from pgflow import installer
 from pgflow.cli import main
-from pgflow.loader import load
+from pgflow.db import install as installer
+from pgflow.spec.loader import load
 from pgflow.worker import Worker, WorkerConfig
 
 pytestmark = pytest.mark.db

@@ -20,7 +20,7 @@ import pytest
 from upgrade_helpers import DEFAULT, EXTENSION, RELEASED, ROOT, SQL
 
 import pgflow
-from pgflow import installer
+from pgflow.db import install as installer
 
 SUMS = SQL / "SHA256SUMS"
 

@@ -16,8 +16,8 @@ import psycopg
 import pytest
 from worker_helpers import Workers, apply_spec, start, wait_until
 
-from pgflow.cluster import Cluster, free_port
 from pgflow.testing import Server
+from pgflow.testing.cluster import Cluster, free_port
 
 pytestmark = pytest.mark.db
 

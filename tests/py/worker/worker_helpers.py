@@ -16,8 +16,8 @@ from typing import Any
 
 import psycopg
 
-from pgflow.compile import compile_flow
-from pgflow.loader import load
+from pgflow.compiler.migration import compile_flow
+from pgflow.spec.loader import load
 
 ROOT = Path(__file__).resolve().parents[3]
 SPEC = "tests/py/worker/flows.py"

@@ -30,7 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
-from pgflow.spec import (
+from pgflow.spec.model import (
     DEFAULT_WHEN_EXHAUSTED,
     DEFAULT_WHEN_UNMET,
     HANDLER_RE,
@@ -39,8 +39,8 @@ from pgflow.spec import (
     RawFlow,
     RawStep,
     Value,
-    validate,
 )
+from pgflow.spec.validate import validate
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -252,7 +252,7 @@ class Flow:
         return dep
 
     def raw(self, origin: Origin | None = None) -> RawFlow:
-        """The flow as written, for :func:`pgflow.spec.validate`."""
+        """The flow as written, for :func:`pgflow.spec.validate.validate`."""
         origin = origin or Origin(self.file, "")
         steps: list[RawStep] = []
         for step in self._steps:

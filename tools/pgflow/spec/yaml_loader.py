@@ -1,4 +1,4 @@
-"""The YAML front end: spec text to a validated :class:`~pgflow.spec.FlowSpec`.
+"""The YAML front end: spec text to a validated :class:`~pgflow.spec.model.FlowSpec`.
 
 The text is composed into YAML nodes (not loaded straight into Python objects)
 so that every key keeps its line for error messages, duplicate keys are caught
@@ -16,7 +16,8 @@ from typing import Final
 import yaml
 
 from pgflow.errors import SpecError
-from pgflow.spec import FlowSpec, Origin, RawFlow, RawStep, Value, describe, show, validate
+from pgflow.spec.model import FlowSpec, Origin, RawFlow, RawStep, Value, describe, show
+from pgflow.spec.validate import validate
 
 #: Most YAML nodes a spec may expand to (aliases count each time they are used).
 MAX_NODES: Final = 100_000

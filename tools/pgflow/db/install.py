@@ -36,46 +36,31 @@ import pglast
 import psycopg
 
 from pgflow import __version__
-from pgflow.errors import PgflowError
+from pgflow.db.queries import Queries
+from pgflow.errors import InstallError, PermissionDenied, VersionMismatchError
 
-Conn = psycopg.Connection[Any]
 Method = Literal["extension", "plain"]
+#: A connection, or the queries bound to one.
+Database = Queries | psycopg.Connection[Any]
 
 EXTENSION: Final = "pgflow"
 SCHEMA: Final = "pgflow"
 VERSION_TABLE: Final = "schema_version"
 
-#: The package's copy of the scripts (``make build`` fills it from extension/).
-PACKAGE_SQL: Final = Path(__file__).resolve().parent / "sql"
+#: The package's copy of the scripts (``make build`` and the wheel build fill it).
+PACKAGE_SQL: Final = Path(__file__).resolve().parents[1] / "sql"
 #: A source checkout: extension/ next to tools/.
-CHECKOUT_EXTENSION: Final = Path(__file__).resolve().parents[2] / "extension"
+CHECKOUT_EXTENSION: Final = Path(__file__).resolve().parents[3] / "extension"
 
 SCRIPT_RE: Final = re.compile(r"^pgflow--(?P<a>\d+\.\d+\.\d+)(?:--(?P<b>\d+\.\d+\.\d+))?\.sql$")
 _GUARD_RE: Final = re.compile(r"^\\echo .*$", re.M)
 _CONFIG_DUMP_RE: Final = re.compile(
     r"^SELECT\s+(?:pg_catalog\s*\.\s*)?pg_extension_config_dump\s*\(", re.I
 )
-#: Serialises concurrent plain installs/upgrades of one database.
-_LOCK_KEY: Final = 0x7067666C  # "pgfl"
-
-VERSION_TABLE_SQL: Final = """\
-CREATE TABLE IF NOT EXISTS pgflow.schema_version (
-    version    text        PRIMARY KEY,
-    script     text        NOT NULL,
-    applied_at timestamptz NOT NULL DEFAULT clock_timestamp()
-);
-COMMENT ON TABLE pgflow.schema_version IS
-    'versions applied by pgflow install / upgrade without CREATE EXTENSION (latest: current)';
-GRANT SELECT ON pgflow.schema_version TO PUBLIC
-"""
 
 
-class InstallError(PgflowError):
-    """pgflow cannot be installed or upgraded as asked."""
-
-
-class VersionMismatchError(PgflowError):
-    """The database runs another pgflow version than these tools (or none)."""
+def _queries(db: Database) -> Queries:
+    return db if isinstance(db, Queries) else Queries(db)
 
 
 def version_key(version: str) -> tuple[int, ...]:
@@ -210,25 +195,19 @@ class Installed:
     method: Method
 
 
-def installed(conn: Conn) -> Installed | None:
+def installed(db: Database) -> Installed | None:
     """The pgflow version of the database, or ``None`` when it has none.
 
     Reads ``pg_extension`` (readable by every role) and, for a plain install,
     ``pgflow.schema_version`` (readable by every role with USAGE on schema
     pgflow, i.e. roles given ``grant_worker`` / ``grant_client``).
     """
-    row = conn.execute(
-        "SELECT extversion FROM pg_catalog.pg_extension WHERE extname = %s", [EXTENSION]
-    ).fetchone()
-    if row:
-        return Installed(str(row[0]), "extension")
-    row = conn.execute("SELECT to_regclass('pgflow.schema_version') IS NOT NULL").fetchone()
-    if not row or not row[0]:
-        return None
-    row = conn.execute(
-        "SELECT version FROM pgflow.schema_version ORDER BY applied_at DESC, version DESC LIMIT 1"
-    ).fetchone()
-    return Installed(str(row[0]), "plain") if row else None
+    queries = _queries(db)
+    version = queries.extension_version()
+    if version is not None:
+        return Installed(version, "extension")
+    version = queries.plain_version()
+    return Installed(version, "plain") if version is not None else None
 
 
 def upgrade_command(method: Method) -> str:
@@ -237,13 +216,13 @@ def upgrade_command(method: Method) -> str:
     return "`pgflow upgrade` (applies the upgrade scripts to the plain install)"
 
 
-def check_version(conn: Conn, expected: str = __version__) -> Installed:
+def check_version(db: Database, expected: str = __version__) -> Installed:
     """Refuse to work with a database whose pgflow version is not ``expected``."""
     try:
-        have = installed(conn)
-    except psycopg.errors.InsufficientPrivilege as exc:
+        have = installed(db)
+    except PermissionDenied as exc:
         raise VersionMismatchError(
-            f"cannot read the installed pgflow version ({str(exc).strip()}): "
+            f"cannot read the installed pgflow version ({exc.message}): "
             "grant the role access with pgflow.grant_worker() or pgflow.grant_client()"
         ) from exc
     if have is None:
@@ -264,13 +243,9 @@ def check_version(conn: Conn, expected: str = __version__) -> Installed:
     )
 
 
-def available_versions(conn: Conn) -> list[str]:
+def available_versions(db: Database) -> list[str]:
     """Versions of the extension whose files the server has (empty: none)."""
-    rows = conn.execute(
-        "SELECT version FROM pg_catalog.pg_available_extension_versions WHERE name = %s",
-        [EXTENSION],
-    ).fetchall()
-    return sorted((str(r[0]) for r in rows), key=version_key)
+    return sorted(_queries(db).available_versions(), key=version_key)
 
 
 # --------------------------------------------------------------------------- actions
@@ -305,10 +280,10 @@ def choose_method(requested: str, available: list[str], version: str) -> Method:
 
 
 def plan_install(
-    conn: Conn, version: str, method: str, scripts: Scripts | None = None
+    db: Database, version: str, method: str, scripts: Scripts | None = None
 ) -> list[Step]:
     """What ``pgflow install`` does to this database (empty: already installed)."""
-    have = installed(conn)
+    have = installed(db)
     if have is not None:
         if have.version == version:
             return []
@@ -316,7 +291,7 @@ def plan_install(
             f"pgflow {have.version} is already installed ({have.method}): "
             f"use {upgrade_command(have.method)}"
         )
-    chosen = choose_method(method, available_versions(conn), version)
+    chosen = choose_method(method, available_versions(db), version)
     if chosen == "extension":
         stmt = f"CREATE EXTENSION pgflow VERSION {_literal(version)}"
         return [Step(f"CREATE EXTENSION pgflow VERSION '{version}'", (stmt,))]
@@ -327,12 +302,7 @@ def plan_install(
             f"no install script for pgflow {version} in {scripts.describe()} "
             f"(versions: {', '.join(scripts.versions) or 'none'})"
         )
-    exists = conn.execute(
-        "SELECT count(*) FROM pg_catalog.pg_class WHERE relnamespace = "
-        "(SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = %s)",
-        [SCHEMA],
-    ).fetchone()
-    if exists and exists[0]:
+    if _queries(db).schema_relations():
         raise InstallError(
             "schema pgflow already holds objects but no pgflow version is recorded: "
             "drop it or install into another database"
@@ -346,9 +316,9 @@ def plan_install(
     ]
 
 
-def plan_upgrade(conn: Conn, target: str, scripts: Scripts | None = None) -> list[Step]:
+def plan_upgrade(db: Database, target: str, scripts: Scripts | None = None) -> list[Step]:
     """What ``pgflow upgrade`` does to this database (empty: up to date)."""
-    have = installed(conn)
+    have = installed(db)
     if have is None:
         raise InstallError("pgflow is not installed in this database: use `pgflow install`")
     if have.version == target:
@@ -359,53 +329,44 @@ def plan_upgrade(conn: Conn, target: str, scripts: Scripts | None = None) -> lis
             "downgrades are not supported"
         )
     if have.method == "extension":
-        row = conn.execute(
-            "SELECT path FROM pg_catalog.pg_extension_update_paths(%s) "
-            "WHERE source = %s AND target = %s",
-            [EXTENSION, have.version, target],
-        ).fetchone()
-        if not row or row[0] is None:
+        path = _queries(db).update_path(have.version, target)
+        if path is None:
             raise InstallError(
                 f"the server's pgflow extension files have no update path from {have.version} "
                 f"to {target}: install the new files on the server (`make install`)"
             )
         stmt = f"ALTER EXTENSION pgflow UPDATE TO {_literal(target)}"
-        return [Step(f"ALTER EXTENSION pgflow UPDATE TO '{target}' (via {row[0]})", (stmt,))]
+        return [Step(f"ALTER EXTENSION pgflow UPDATE TO '{target}' (via {path})", (stmt,))]
     scripts = scripts or find_scripts()
     steps = []
     for a, b in scripts.update_path(have.version, target):
-        path = scripts.upgrades[(a, b)]
+        script = scripts.upgrades[(a, b)]
         steps.append(
             Step(
-                f"apply {path.name} as a plain migration",
-                tuple(plain_statements(path.read_text())),
-                record=(b, path.name),
+                f"apply {script.name} as a plain migration",
+                tuple(plain_statements(script.read_text())),
+                record=(b, script.name),
             )
         )
     return steps
 
 
-def apply(conn: Conn, steps: list[Step]) -> None:
-    """Run the steps in one transaction (``conn`` must be in autocommit mode)."""
+def apply(db: Database, steps: list[Step]) -> None:
+    """Run the steps in one transaction (the connection must be in autocommit mode)."""
     if not steps:
         return
-    with conn.transaction():
-        conn.execute("SELECT pg_catalog.pg_advisory_xact_lock(%s)", [_LOCK_KEY])
-        plain = any(step.record for step in steps)
-        if plain:
-            conn.execute("SET LOCAL check_function_bodies = off")
-            conn.execute("SET LOCAL client_min_messages = warning")
+    queries = _queries(db)
+    with queries.transaction():
+        queries.install_lock()
+        if any(step.record for step in steps):
+            queries.plain_script_settings()
         for step in steps:
             if step.record:
-                conn.execute("SET LOCAL search_path = pgflow")
+                queries.plain_search_path()
             for statement in step.statements:
-                conn.execute(statement.encode())
+                queries.execute_script_statement(statement)
             if step.record:
-                conn.execute(VERSION_TABLE_SQL)
-                conn.execute(
-                    "INSERT INTO pgflow.schema_version (version, script) VALUES (%s, %s)",
-                    step.record,
-                )
+                queries.record_version(*step.record)
 
 
 def _literal(value: str) -> str:

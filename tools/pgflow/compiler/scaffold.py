@@ -12,19 +12,15 @@ from typing import Final
 
 import jinja2
 
-from pgflow.errors import PgflowError
-from pgflow.spec import show, slug_problem
+from pgflow.errors import ScaffoldError
+from pgflow.spec.model import show, slug_problem
 
 _ENV: Final = jinja2.Environment(
-    loader=jinja2.PackageLoader("pgflow", "templates"),
+    loader=jinja2.PackageLoader("pgflow.compiler", "templates"),
     undefined=jinja2.StrictUndefined,
     autoescape=False,
     keep_trailing_newline=True,
 )
-
-
-class ScaffoldError(PgflowError):
-    """A flow cannot be scaffolded with these arguments."""
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ current user is root the server runs as the ``postgres`` OS user (through
 
 Command line (used by the Makefile)::
 
-    python -m pgflow.cluster run [--setting NAME=VALUE ...] -- COMMAND [ARG ...]
+    python -m pgflow.testing.cluster run [--setting NAME=VALUE ...] -- COMMAND [ARG ...]
 
 starts a cluster, exports the libpq variables (``PGHOST``, ``PGPORT``,
 ``PGUSER``, ``PGDATABASE``) to COMMAND, runs it, stops the cluster whatever
@@ -36,6 +36,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
+from pgflow.errors import ClusterError
+
+__all__ = ["FAST_SETTINGS", "Cluster", "ClusterError", "free_port", "pg_bindir", "stop_on_signals"]
+
 log = logging.getLogger(__name__)
 
 #: Settings for throwaway test clusters: durability is not under test there.
@@ -44,10 +48,6 @@ FAST_SETTINGS: Mapping[str, str] = {
     "synchronous_commit": "off",
     "full_page_writes": "off",
 }
-
-
-class ClusterError(RuntimeError):
-    """A throwaway cluster could not be created, started or stopped."""
 
 
 def pg_bindir(pg_config: str | None = None) -> Path:
@@ -237,14 +237,14 @@ def _parse_settings(items: Sequence[str]) -> dict[str, str]:
     for item in items:
         name, sep, value = item.partition("=")
         if not sep or not name:
-            raise SystemExit(f"pgflow.cluster: --setting wants NAME=VALUE, got {item!r}")
+            raise SystemExit(f"pgflow.testing.cluster: --setting wants NAME=VALUE, got {item!r}")
         settings[name] = value
     return settings
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m pgflow.cluster",
+        prog="python -m pgflow.testing.cluster",
         description="Run a command against a throwaway PostgreSQL cluster that is "
         "deleted afterwards (libpq variables PGHOST, PGPORT, PGUSER, PGDATABASE are exported).",
     )
@@ -274,7 +274,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         command = command[1:]
     if not command:
         parser.error("no COMMAND given (put it after --)")
-    logging.basicConfig(level=logging.INFO, format="pgflow.cluster: %(message)s")
+    logging.basicConfig(level=logging.INFO, format="pgflow.testing.cluster: %(message)s")
     if args.reuse_env and os.environ.get("PGHOST"):
         log.info("using the server at PGHOST=%s (no throwaway cluster)", os.environ["PGHOST"])
         return subprocess.call(command)
@@ -289,7 +289,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             env = {**os.environ, **cluster.env()}
             return subprocess.call(command, env=env)
         except ClusterError as exc:
-            print(f"pgflow.cluster: {exc}", file=sys.stderr)
+            print(f"pgflow.testing.cluster: {exc}", file=sys.stderr)
             return 1
         except KeyboardInterrupt:
             return 130

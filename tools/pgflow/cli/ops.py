@@ -1,10 +1,9 @@
 """The ``pgflow`` operator commands: cancel, retry, prune, stats.
 
-Imported by :mod:`pgflow.cli_run` (which adds :data:`OPS_COMMANDS` to its
-``COMMANDS``), never on its own.  They call the operations functions of the
-SQL API (``cancel_run``, ``retry_run``, ``prune_runs``) and read the operator
-views (``run_stats``, ``step_stats``, ``active_tasks``, ``stalled_tasks``);
-see docs/reference/operations.md.
+They call the operations functions of the SQL API (``cancel_run``,
+``retry_run``, ``prune_runs``) and read the operator views (``run_stats``,
+``step_stats``, ``active_tasks``, ``stalled_tasks``) through
+:mod:`pgflow.db.client`; see docs/reference/operations.md.
 """
 
 from __future__ import annotations
@@ -20,12 +19,10 @@ from decimal import Decimal
 from typing import Any, Final
 
 import click
-import psycopg
-from psycopg.rows import dict_row
 
-from pgflow.cli import CONTEXT_SETTINGS, _fail
-from pgflow.cli_run import _connected, dsn_option, json_option
-from pgflow.client import get_run
+from pgflow.cli._common import CONTEXT_SETTINGS, dsn_option, fail, json_option
+from pgflow.cli._db import connected
+from pgflow.db import client
 
 # --------------------------------------------------------------------------- durations
 
@@ -102,13 +99,6 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: set[int
     return [line(headers), *(line(r) for r in rows)]
 
 
-def _run_row(conn: psycopg.Connection[Any], query: str, run_id: uuid.UUID) -> dict[str, Any]:
-    row = conn.execute(query, (run_id,)).fetchone()
-    assert row is not None
-    result: dict[str, Any] = row[0]
-    return result
-
-
 # --------------------------------------------------------------------------- cancel
 
 CANCEL_EPILOG: Final = """\b
@@ -130,14 +120,12 @@ Examples:
 @dsn_option
 def cancel(run_id: uuid.UUID, as_json: bool, dsn: str) -> None:
     """Cancel a running run (pgflow.cancel_run)."""
-    notices: list[str] = []
-    with _connected(dsn) as conn:
-        # cancel_run says with a NOTICE that a run was already finished
-        conn.add_notice_handler(lambda diag: notices.append(diag.message_primary or ""))
-        run = _run_row(conn, "SELECT to_jsonb(r) FROM pgflow.cancel_run(%s) AS r", run_id)
+    with connected(dsn) as conn:
+        result = client.cancel_run(conn, run_id)
+    run = result.run
     if as_json:
         click.echo(json.dumps(run))
-    elif notices:
+    elif result.already_finished:
         click.echo(f"run {run_id} was already {run['status']}: nothing to cancel")
     else:
         click.echo(f"run {run_id} cancelled")
@@ -164,9 +152,9 @@ Examples:
 @dsn_option
 def retry(run_id: uuid.UUID, as_json: bool, dsn: str) -> None:
     """Resume a failed or cancelled run from where it stopped (pgflow.retry_run)."""
-    with _connected(dsn) as conn:
-        run = _run_row(conn, "SELECT to_jsonb(r) FROM pgflow.retry_run(%s) AS r", run_id)
-        doc = get_run(conn, run_id)
+    with connected(dsn) as conn:
+        run = client.retry_run(conn, run_id)
+        doc = client.get_run(conn, run_id)
     if as_json:
         click.echo(json.dumps(run))
         return
@@ -220,17 +208,13 @@ def prune(older_than: timedelta, batch_size: int, as_json: bool, dsn: str) -> No
     progress = _Progress(enabled=not as_json and sys.stderr.isatty())
     total = batches = 0
     began = time.monotonic()
-    with _connected(dsn) as conn:
+    with connected(dsn) as conn:
         try:
             while True:
                 # keep the cutoff where it was at the start: runs finishing
                 # meanwhile become due too, and the loop would never end
                 elapsed = timedelta(seconds=time.monotonic() - began)
-                row = conn.execute(
-                    "SELECT pgflow.prune_runs(older_than => %s, batch_size => %s)",
-                    (older_than + elapsed, batch_size),
-                ).fetchone()
-                deleted = int(row[0]) if row else 0
+                deleted = client.prune_runs(conn, older_than + elapsed, batch_size)
                 batches += 1
                 total += deleted
                 if deleted == 0:
@@ -238,7 +222,7 @@ def prune(older_than: timedelta, batch_size: int, as_json: bool, dsn: str) -> No
                 progress.show(f"pruning: {total} runs deleted ({batches} batches)")
         except KeyboardInterrupt:
             progress.clear()
-            _fail([f"interrupted: {total} runs deleted before the interrupt (each batch is kept)"])
+            fail([f"interrupted: {total} runs deleted before the interrupt (each batch is kept)"])
     progress.clear()
     if as_json:
         click.echo(json.dumps({"deleted": total, "batches": batches}))
@@ -294,29 +278,6 @@ Examples:
   pgflow stats --flow order --json
 """
 
-RUN_STATS_SQL: Final = """
-SELECT flow_slug, runs, started, completed, failed, cancelled, completed_24h,
-       p50_duration_24h, p95_duration_24h
-FROM pgflow.run_stats
-WHERE %(flow)s::text IS NULL OR flow_slug = %(flow)s::text
-ORDER BY flow_slug
-"""
-
-STEP_STATS_SQL: Final = """
-SELECT flow_slug, step_slug, tasks, completed_tasks, failed_tasks, attempts, failure_rate,
-       mean_duration
-FROM pgflow.step_stats
-WHERE %(flow)s::text IS NULL OR flow_slug = %(flow)s::text
-"""
-
-TASK_COUNTS_SQL: Final = """
-SELECT (SELECT count(*) FROM pgflow.active_tasks
-        WHERE %(flow)s::text IS NULL OR flow_slug = %(flow)s::text) AS active_tasks,
-       (SELECT count(*) FROM pgflow.stalled_tasks
-        WHERE %(flow)s::text IS NULL OR flow_slug = %(flow)s::text) AS stalled_tasks
-"""
-
-
 RUN_HEADERS: Final = (
     *("FLOW", "RUNS", "STARTED", "COMPLETED", "FAILED", "CANCELLED"),
     *("DONE 24H", "P50 24H", "P95 24H"),
@@ -353,20 +314,17 @@ def _plain(row: dict[str, Any]) -> dict[str, Any]:
 @dsn_option
 def stats(flow_slug: str | None, as_json: bool, dsn: str) -> None:
     """Show run and step statistics and the number of active and stalled tasks."""
-    params = {"flow": flow_slug}
-    with _connected(dsn) as conn, conn.cursor(row_factory=dict_row) as cur:
-        run_rows = cur.execute(RUN_STATS_SQL, params).fetchall()
-        step_rows = cur.execute(STEP_STATS_SQL, params).fetchall()
-        counts = cur.execute(TASK_COUNTS_SQL, params).fetchone()
-    assert counts is not None
+    with connected(dsn) as conn:
+        found = client.stats(conn, flow_slug)
+    run_rows, step_rows = found.runs, found.steps
     if flow_slug is not None and not run_rows:
-        _fail([f'error: flow "{flow_slug}" does not exist', "hint: pgflow.flows lists the flows"])
+        fail([f'error: flow "{flow_slug}" does not exist', "hint: pgflow.flows lists the flows"])
     if as_json:
         doc = {
             "runs": [_plain(r) for r in run_rows],
             "steps": [_plain(r) for r in step_rows],
-            "active_tasks": counts["active_tasks"],
-            "stalled_tasks": counts["stalled_tasks"],
+            "active_tasks": found.active_tasks,
+            "stalled_tasks": found.stalled_tasks,
         }
         click.echo(json.dumps(doc))
         return
@@ -404,7 +362,4 @@ def stats(flow_slug: str | None, as_json: bool, dsn: str) -> None:
         right=set(range(2, 8)),
     )
     click.echo("\n".join([*runs_table, "", *steps_table, ""]))
-    click.echo(f"active tasks: {counts['active_tasks']}  stalled tasks: {counts['stalled_tasks']}")
-
-
-OPS_COMMANDS: Final[Sequence[click.Command]] = (cancel, retry, prune, stats)
+    click.echo(f"active tasks: {found.active_tasks}  stalled tasks: {found.stalled_tasks}")

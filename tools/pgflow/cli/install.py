@@ -1,21 +1,19 @@
 """The ``pgflow install`` and ``pgflow upgrade`` commands.
 
-Registered by :mod:`pgflow.cli_run` (see :data:`INSTALL_COMMANDS`); the work is
-done by :mod:`pgflow.installer`.
+The work is done by :mod:`pgflow.db.install`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Final
 
 import click
-import psycopg
 
 from pgflow import __version__
-from pgflow.cli import CONTEXT_SETTINGS
-from pgflow.cli_run import _connected, dsn_option
-from pgflow.installer import Step, apply, installed, plan_install, plan_upgrade
+from pgflow.cli._common import CONTEXT_SETTINGS, dsn_option
+from pgflow.cli._db import connected
+from pgflow.db.install import Step, apply, installed, plan_install, plan_upgrade
+from pgflow.db.queries import Queries
 
 INSTALL_EPILOG: Final = """\b
 --method auto (the default) uses CREATE EXTENSION when the server has the pgflow
@@ -62,7 +60,7 @@ dry_run_option = click.option(
 )
 
 
-def _run(conn: psycopg.Connection[tuple[object, ...]], steps: list[Step], dry_run: bool) -> None:
+def _run(conn: Queries, steps: list[Step], dry_run: bool) -> None:
     for step in steps:
         click.echo(("would " if dry_run else "") + step.description)
     if not dry_run:
@@ -82,7 +80,7 @@ def _run(conn: psycopg.Connection[tuple[object, ...]], steps: list[Step], dry_ru
 @dsn_option
 def install(method: str, version: str, dry_run: bool, dsn: str) -> None:
     """Install pgflow into a database (CREATE EXTENSION, or a plain migration)."""
-    with _connected(dsn, check_version=False) as conn:
+    with connected(dsn, check_version=False) as conn:
         steps = plan_install(conn, version, method)
         if not steps:
             click.echo(f"pgflow {version} is already installed")
@@ -98,7 +96,7 @@ def install(method: str, version: str, dry_run: bool, dsn: str) -> None:
 @dsn_option
 def upgrade(version: str, dry_run: bool, dsn: str) -> None:
     """Upgrade pgflow in a database to the version of these tools."""
-    with _connected(dsn, check_version=False) as conn:
+    with connected(dsn, check_version=False) as conn:
         have = installed(conn)
         steps = plan_upgrade(conn, version)
         if not steps:
@@ -107,6 +105,3 @@ def upgrade(version: str, dry_run: bool, dsn: str) -> None:
         _run(conn, steps, dry_run)
         if not dry_run and have is not None:
             click.echo(f"upgraded pgflow {have.version} to {version}")
-
-
-INSTALL_COMMANDS: Final[Sequence[click.Command]] = (install, upgrade)

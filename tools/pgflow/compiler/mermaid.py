@@ -9,7 +9,7 @@ keyword such as ``end``.
 
 from __future__ import annotations
 
-from pgflow.spec import FlowSpec, StepSpec
+from pgflow.spec.model import FlowSpec, StepSpec
 
 
 def mermaid(flow: FlowSpec) -> str:

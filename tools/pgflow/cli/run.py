@@ -1,6 +1,4 @@
-"""The ``pgflow`` commands that talk to a database: worker, start, status, runs.
-
-Imported by :mod:`pgflow.cli` (which registers :data:`COMMANDS`), never on its own.
+"""The ``pgflow`` commands that run work and follow runs: worker, start, status, runs.
 
 Connection: the libpq environment (``PGHOST``, ``PGPORT``, ``PGUSER``,
 ``PGDATABASE``, ``PGPASSWORD``, ...) unless ``--dsn`` says otherwise.
@@ -12,43 +10,16 @@ import json
 import logging
 import sys
 import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from typing import Any, Final
 
 import click
-import psycopg
 
-from pgflow import installer
-from pgflow.cli import CONTEXT_SETTINGS, _fail, _load_all, _reported
-from pgflow.client import RunTimeoutError, get_run, start_flow, wait_for_run
-from pgflow.render import duration, render_run
+from pgflow.cli._common import CONTEXT_SETTINGS, dsn_option, fail, json_option, load_all, reported
+from pgflow.cli._db import connected
+from pgflow.cli.render import duration, render_run
+from pgflow.db.client import get_run, list_runs, start_flow, wait_for_run
+from pgflow.errors import RunTimeoutError
 from pgflow.worker import Worker, WorkerConfig
-
-DSN_HELP: Final = "libpq connection string or URI (default: the PG* environment variables)"
-
-dsn_option = click.option("--dsn", default="", metavar="DSN", help=DSN_HELP)
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-
-
-@contextmanager
-def _connected(dsn: str, check_version: bool = True) -> Iterator[psycopg.Connection[Any]]:
-    """An autocommit connection; database errors become one line and exit 1.
-
-    Unless ``check_version`` is false, the database must have the pgflow
-    version of these tools (:func:`pgflow.installer.check_version`).
-    """
-    with _reported():
-        try:
-            with psycopg.connect(dsn, autocommit=True) as conn:
-                if check_version:
-                    installer.check_version(conn)
-                yield conn
-        except psycopg.Error as exc:
-            first = " ".join(str(exc).split("\n")[0].split())
-            hint = getattr(exc.diag, "message_hint", None) if hasattr(exc, "diag") else None
-            _fail([f"error: {first}"] + ([f"hint: {hint}"] if hint else []))
-
 
 # --------------------------------------------------------------------------- worker
 
@@ -132,8 +103,8 @@ def worker(
         logging.getLogger("pgflow.worker").setLevel(logging.INFO)
         # a line per completed task costs more than a no-op handler: -v
         logging.getLogger("pgflow.worker.tasks").setLevel(logging.WARNING)
-    with _reported():
-        flows = _load_all(specs)
+    with reported():
+        flows = load_all(specs)
         config = WorkerConfig(
             concurrency=concurrency,
             batch_size=batch_size,
@@ -141,10 +112,7 @@ def worker(
             grace=grace,
             listen=not no_listen,
         )
-        try:
-            status = Worker(dsn, flows, config).run()
-        except psycopg.Error as exc:
-            _fail([f"error: {' '.join(str(exc).split())}"])
+        status = Worker(dsn, flows, config).run()
     raise click.exceptions.Exit(status)
 
 
@@ -205,7 +173,7 @@ def start(
 ) -> None:
     """Start a run of FLOW."""
     flow_input = _parse_input(input_text)
-    with _connected(dsn) as conn:
+    with connected(dsn) as conn:
         run = start_flow(conn, flow_slug, flow_input, run_id)
         if not wait:
             click.echo(json.dumps(run) if as_json else str(run["run_id"]))
@@ -213,7 +181,7 @@ def start(
         try:
             done = wait_for_run(conn, run["run_id"], timeout)
         except RunTimeoutError as exc:
-            _fail([f"error: {exc}"])
+            fail([f"error: {exc}"])
         click.echo(json.dumps(done) if as_json else render_run(done))
         if done["status"] != "completed":
             raise click.exceptions.Exit(1)
@@ -236,10 +204,10 @@ Examples:
 @dsn_option
 def status(run_id: uuid.UUID, as_json: bool, dsn: str) -> None:
     """Show a run as a tree of its steps: status, attempts, durations, errors."""
-    with _connected(dsn) as conn:
+    with connected(dsn) as conn:
         run = get_run(conn, run_id)
         if run is None:
-            _fail([f"error: run {run_id} does not exist"])
+            fail([f"error: run {run_id} does not exist"])
         click.echo(json.dumps(run) if as_json else render_run(run))
 
 
@@ -272,13 +240,8 @@ def runs(
     flow_slug: str | None, run_status: str | None, limit: int, as_json: bool, dsn: str
 ) -> None:
     """List the most recent runs, newest first."""
-    with _connected(dsn) as conn:
-        rows = [
-            r[0]
-            for r in conn.execute(
-                "SELECT pgflow.list_runs(%s, %s, %s)", (flow_slug, run_status, limit)
-            )
-        ]
+    with connected(dsn) as conn:
+        rows = list_runs(conn, flow_slug, run_status, limit)
     if as_json:
         click.echo(json.dumps(rows))
         return
@@ -292,16 +255,3 @@ def runs(
             f"{r['run_id']:<36}  {r['flow_slug']:<20}  {r['status']:<9}  {started:<19}  "
             f"{duration(r['started_at'], r['finished_at'])}"
         )
-
-
-from pgflow.cli_install import INSTALL_COMMANDS  # noqa: E402 - uses the helpers above
-from pgflow.cli_ops import OPS_COMMANDS  # noqa: E402 - cli_ops uses the helpers above
-
-COMMANDS: Final[Sequence[click.Command]] = (
-    worker,
-    start,
-    status,
-    runs,
-    *OPS_COMMANDS,
-    *INSTALL_COMMANDS,
-)

@@ -1,323 +1,42 @@
-"""The flow model and its validation.
+"""Validation: a :class:`~pgflow.spec.model.RawFlow` to a frozen :class:`FlowSpec`.
 
-Both front ends (YAML in :mod:`pgflow.yaml_loader`, Python in :mod:`pgflow.dsl`)
-describe a flow as a :class:`RawFlow`: the keys the user wrote, each with the
-line and key path it came from.  :func:`validate` checks a raw flow against the
-rules of the SQL API (the same rules, the same limits) and returns a frozen
+:func:`validate` checks a raw flow against the rules of the SQL API (the same
+rules, the same limits, read from :mod:`pgflow.options`) and returns a
 :class:`FlowSpec` whose steps are in topological order, or raises one
 :class:`~pgflow.errors.SpecError` listing every problem it found.
 """
 
 from __future__ import annotations
 
-import difflib
 import heapq
-import json
-import math
-import re
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Final
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from pgflow.errors import SpecError
-
-SLUG_RE: Final = re.compile(r"[a-zA-Z][a-zA-Z0-9_]*")
-SLUG_MAX_LEN: Final = 128
-RESERVED_SLUGS: Final = frozenset({"run"})
-HANDLER_RE: Final = re.compile(
-    r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*"
+from pgflow.options import (
+    FLOW_KEYS,
+    FLOW_OPTIONS,
+    OPTION_MINIMUMS,
+    STEP_KEYS,
+    STEP_OPTIONS,
+    Option,
 )
-
-#: Flow defaults, as in ``pgflow.create_flow``.
-FLOW_DEFAULTS: Final[Mapping[str, int | bool]] = {
-    "max_attempts": 3,
-    "base_delay": 1,
-    "timeout": 60,
-    "step_events": False,
-}
-#: Smallest allowed value of each integer option (seconds for delays and timeouts).
-OPTION_MINIMUMS: Final[Mapping[str, int]] = {
-    "max_attempts": 1,
-    "base_delay": 1,
-    "timeout": 3,
-    "start_delay": 0,
-}
-#: Largest value of any integer option: PostgreSQL's integer.
-OPTION_MAXIMUM: Final = 2**31 - 1
-WHEN_UNMET: Final = ("skip", "skip-cascade", "fail")
-WHEN_EXHAUSTED: Final = ("fail", "skip", "skip-cascade")
-DEFAULT_WHEN_UNMET: Final = "skip"
-DEFAULT_WHEN_EXHAUSTED: Final = "fail"
-
-#: Keys of a flow (YAML spelling).
-FLOW_KEYS: Final = ("flow", "max_attempts", "base_delay", "timeout", "step_events", "steps")
-#: Keys of a step (YAML spelling).
-STEP_KEYS: Final = (
-    "slug",
-    "depends_on",
-    "max_attempts",
-    "base_delay",
-    "timeout",
-    "start_delay",
-    "map",
-    "if",
-    "if_not",
-    "when_unmet",
-    "when_exhausted",
-    "handler",
+from pgflow.spec.model import (
+    HANDLER_RE,
+    OPTION_MAXIMUM,
+    FlowSpec,
+    RawFlow,
+    RawStep,
+    StepSpec,
+    Value,
+    canonical_json,
+    describe,
+    did_you_mean,
+    pattern_problem,
+    show,
+    slug_problem,
 )
-#: Deepest nesting accepted in a condition pattern.
-PATTERN_MAX_DEPTH: Final = 64
-
-
-@dataclass(frozen=True)
-class Origin:
-    """Where a flow was defined: the spec file as the user named it, and its SHA-256."""
-
-    file: str
-    sha256: str
-
-
-@dataclass(frozen=True)
-class StepSpec:
-    """One validated step.
-
-    Options left ``None`` inherit the flow's.  Condition patterns are kept as
-    canonical JSON text (sorted keys) so the model is immutable and hashable;
-    :attr:`if_` / :attr:`if_not` give them back as objects.  ``handler`` is a
-    ``"module:function"`` reference (YAML) or the decorated function's
-    (Python); it does not take part in equality, like the source location.
-    """
-
-    slug: str
-    depends_on: tuple[str, ...] = ()
-    max_attempts: int | None = None
-    base_delay: int | None = None
-    timeout: int | None = None
-    start_delay: int | None = None
-    map: bool = False
-    required_input_pattern: str | None = None
-    forbidden_input_pattern: str | None = None
-    when_unmet: str = DEFAULT_WHEN_UNMET
-    when_exhausted: str = DEFAULT_WHEN_EXHAUSTED
-    handler: str | None = field(default=None, compare=False)
-    line: int | None = field(default=None, compare=False)
-
-    @property
-    def step_type(self) -> str:
-        """``'map'`` or ``'single'``, as ``pgflow.add_step`` names it."""
-        return "map" if self.map else "single"
-
-    @property
-    def if_(self) -> dict[str, Any] | None:
-        """The ``if`` pattern as an object (``None`` when unset)."""
-        return _loads(self.required_input_pattern)
-
-    @property
-    def if_not(self) -> dict[str, Any] | None:
-        """The ``if_not`` pattern as an object (``None`` when unset)."""
-        return _loads(self.forbidden_input_pattern)
-
-    @property
-    def conditional(self) -> bool:
-        """Whether the step has a condition."""
-        return self.required_input_pattern is not None or self.forbidden_input_pattern is not None
-
-
-@dataclass(frozen=True)
-class FlowSpec:
-    """One validated flow; ``steps`` are in topological order (ties keep spec order)."""
-
-    slug: str
-    steps: tuple[StepSpec, ...]
-    max_attempts: int = 3
-    base_delay: int = 1
-    timeout: int = 60
-    step_events: bool = False
-    origin: Origin = field(default=Origin("<memory>", ""), compare=False)
-    line: int | None = field(default=None, compare=False)
-
-    def step(self, slug: str) -> StepSpec:
-        """The step named ``slug`` (``KeyError`` if there is none)."""
-        for step in self.steps:
-            if step.slug == slug:
-                return step
-        raise KeyError(slug)
-
-    @property
-    def handlers(self) -> Mapping[str, str]:
-        """Step slug to ``"module:function"`` for the steps that name a handler."""
-        return {s.slug: s.handler for s in self.steps if s.handler is not None}
-
-
-# --------------------------------------------------------------------------- raw input
-
-
-@dataclass(frozen=True)
-class Value:
-    """A value as written, with the line and key path it came from.
-
-    ``items`` locates the elements of a list value (empty when unknown).
-    """
-
-    value: object
-    line: int | None
-    key: str
-    items: tuple[Value, ...] = ()
-
-
-@dataclass(frozen=True)
-class RawStep:
-    """A step as written: its keys (YAML spelling) with their locations.
-
-    ``key`` is the path that prefixes its keys in messages (``steps[2]`` in
-    YAML, the function name in Python).  ``handler`` is set by the Python front
-    end (the decorated function); YAML uses the ``handler`` key instead.
-    """
-
-    key: str
-    line: int | None
-    fields: Mapping[str, Value]
-    handler: str | None = None
-
-
-@dataclass(frozen=True)
-class RawFlow:
-    """A flow as written, before validation.
-
-    ``steps`` is ``None`` when the spec has no steps at all; ``steps_value``
-    locates the ``steps`` key when there is one; ``key_prefix`` prefixes the
-    flow's own keys in messages (``Flow.`` for Python specs).
-    """
-
-    origin: Origin
-    line: int | None
-    fields: Mapping[str, Value]
-    steps: Sequence[RawStep] | None
-    steps_value: Value | None = None
-    key_prefix: str = ""
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def _loads(text: str | None) -> dict[str, Any] | None:
-    if text is None:
-        return None
-    value = json.loads(text)
-    assert isinstance(value, dict)
-    return value
-
-
-def show(value: object, limit: int = 60) -> str:
-    """A value as it appears in a message: one line, JSON-like, shortened when long."""
-    if isinstance(value, str):
-        text = value if len(value) <= limit else value[:limit] + "…"
-        rendered = json.dumps(text, ensure_ascii=False)
-        return rendered.encode("utf-8", "backslashreplace").decode("utf-8")
-    return describe(value)
-
-
-def describe(value: object) -> str:
-    """Name the type of a value the way a YAML or JSON user thinks of it."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return f"boolean {'true' if value else 'false'}"
-    if isinstance(value, int):
-        return f"integer {value}"
-    if isinstance(value, float):
-        return f"number {value!r}"
-    if isinstance(value, str):
-        return f"string {show(value)}"
-    if isinstance(value, Mapping):
-        return "mapping"
-    if isinstance(value, list | tuple):
-        return "list"
-    return type(value).__name__
-
-
-def did_you_mean(word: str, choices: Iterable[str]) -> str:
-    """`` (did you mean "x"?)`` for the closest choice, or an empty string."""
-    matches = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f" (did you mean {show(matches[0])}?)" if matches else ""
-
-
-def slug_problem(slug: str) -> str | None:
-    """Why ``slug`` is not a valid flow or step slug, or ``None`` if it is valid."""
-    if slug == "":
-        return "it is empty"
-    if len(slug) > SLUG_MAX_LEN:
-        return f"it is {len(slug)} characters long (at most {SLUG_MAX_LEN})"
-    if slug in RESERVED_SLUGS:
-        return f"{show(slug)} is reserved (it names the flow input in step inputs)"
-    if not ("a" <= slug[0].lower() <= "z"):
-        return "it must start with a letter"
-    bad = next((c for c in slug if not (c.isascii() and (c.isalnum() or c == "_"))), None)
-    if bad is not None:
-        return f"character {show(bad)} is not allowed"
-    return None
-
-
-def pattern_problem(value: object) -> str | None:
-    """Why ``value`` cannot be a condition pattern (a JSON object), or ``None``."""
-    if not isinstance(value, Mapping):
-        return f"must be a mapping (a JSON object), got {describe(value)}"
-    return _json_problem(value, 0)
-
-
-def _json_problem(value: object, depth: int) -> str | None:
-    if depth > PATTERN_MAX_DEPTH:
-        return f"is nested more than {PATTERN_MAX_DEPTH} levels deep"
-    if value is None or isinstance(value, bool | int):
-        return None
-    if isinstance(value, float):
-        return None if math.isfinite(value) else f"contains {value!r}, which JSON cannot represent"
-    if isinstance(value, str):
-        return _text_problem(value)
-    if isinstance(value, Mapping):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                return f"has a key that is not a string: {describe(key)}"
-            problem = _text_problem(key) or _json_problem(item, depth + 1)
-            if problem:
-                return problem
-        return None
-    if isinstance(value, list | tuple):
-        for item in value:
-            problem = _json_problem(item, depth + 1)
-            if problem:
-                return problem
-        return None
-    return f"contains a {describe(value)}, which JSON cannot represent"
-
-
-def _text_problem(text: str) -> str | None:
-    if "\x00" in text:
-        return "contains the NUL character, which PostgreSQL cannot store"
-    if any("\ud800" <= c <= "\udfff" for c in text):
-        return "contains a lone surrogate, which is not valid Unicode"
-    return None
-
-
-def canonical_json(value: object) -> str:
-    """Deterministic JSON text of a pattern: sorted keys, readable UTF-8.
-
-    Characters that do not print (line and paragraph separators, format
-    characters, non-ASCII spaces) are written as ``\\uXXXX`` escapes, so the
-    generated SQL holds no invisible characters and no line breaks in literals.
-    """
-    text = json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(", ", ": "))
-    return "".join(c if c.isprintable() else _json_escape(c) for c in text)
-
-
-def _json_escape(char: str) -> str:
-    code = ord(char)
-    if code <= 0xFFFF:
-        return f"\\u{code:04x}"
-    code -= 0x10000
-    return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
-
 
 # --------------------------------------------------------------------------- validation
 
@@ -466,13 +185,10 @@ def validate(raw: RawFlow) -> FlowSpec:
     else:
         flow_slug = check.slug(slug_value)
     flow_opts: dict[str, Any] = {}
-    for name in ("max_attempts", "base_delay", "timeout"):
-        number = check.option(raw.fields, name)
-        if number is not None:
-            flow_opts[name] = number
-    step_events = check.boolean(raw.fields, "step_events")
-    if step_events is not None:
-        flow_opts["step_events"] = step_events
+    for option in FLOW_OPTIONS:
+        value = _checked(check, raw.fields, option)
+        if value is not None:
+            flow_opts[option.name] = value
 
     if raw.steps is None:
         check.error(raw.line, f"{prefix}steps", "missing: a flow needs at least one step")
@@ -504,18 +220,26 @@ def _check_step(check: _Checker, raw: RawStep, index: int) -> _Draft:
     else:
         slug = check.slug(fields["slug"])
     step: dict[str, Any] = {"slug": slug, "line": raw.line}
-    for name in ("max_attempts", "base_delay", "timeout", "start_delay"):
-        step[name] = check.option(fields, name)
-    step["map"] = bool(check.boolean(fields, "map"))
-    step["required_input_pattern"] = check.pattern(fields, "if")
-    step["forbidden_input_pattern"] = check.pattern(fields, "if_not")
-    step["when_unmet"] = check.choice(fields, "when_unmet", WHEN_UNMET) or DEFAULT_WHEN_UNMET
-    step["when_exhausted"] = (
-        check.choice(fields, "when_exhausted", WHEN_EXHAUSTED) or DEFAULT_WHEN_EXHAUSTED
-    )
+    for option in STEP_OPTIONS:
+        if option.kind != "deps":  # checked with the graph
+            value = _checked(check, fields, option)
+            step[option.name] = option.default if value is None else value
     step["handler"] = raw.handler if raw.handler is not None else check.handler(fields)
     deps = check.depends_on(fields)
     return _Draft(raw=raw, index=index, slug=slug, deps=deps, step=step)
+
+
+def _checked(check: _Checker, fields: Mapping[str, Value], option: Option) -> object:
+    """The checked value of one option (``None`` when absent or invalid)."""
+    if option.kind == "integer":
+        return check.option(fields, option.yaml)
+    if option.kind in ("boolean", "map"):
+        return check.boolean(fields, option.yaml)
+    if option.kind == "choice":
+        return check.choice(fields, option.yaml, option.choices)
+    if option.kind == "pattern":
+        return check.pattern(fields, option.yaml)
+    raise AssertionError(f"no check for option kind {option.kind!r}")
 
 
 def _check_graph(check: _Checker, drafts: list[_Draft]) -> list[int]:

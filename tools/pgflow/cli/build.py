@@ -1,88 +1,27 @@
-"""Command line: ``pgflow`` (a group of subcommands) and ``pgflow-build``.
+"""The definition commands: ``pgflow-build``, ``pgflow graph``, ``pgflow new``.
 
-This module and the worker are the only places that do I/O.  Every command
-exits 0 on success, 1 on failure (one line per problem on stderr, no
-traceback) and 2 on a usage error.  New subcommands are added to :data:`main`
-with ``@main.command()``.
+They read specs and write files; none of them touches a database, so this
+module imports neither psycopg nor the worker (a test holds it to that).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path, PurePath
-from typing import Any, Final, NoReturn
+from typing import Final
 
 import click
 
 from pgflow import __version__
-from pgflow.compile import MIGRATION_RE, compile_flow, migration_filename, same_body
-from pgflow.errors import PgflowError, SpecError
-from pgflow.graph import mermaid
-from pgflow.loader import LoadedFlow, load
-from pgflow.scaffold import scaffold
-
-#: Fixed help width, so that ``--help`` reads the same everywhere (and in docs/reference/cli.md).
-HELP_WIDTH: Final = 88
-CONTEXT_SETTINGS: Final[dict[str, Any]] = {
-    "help_option_names": ["-h", "--help"],
-    "max_content_width": HELP_WIDTH,
-    "terminal_width": HELP_WIDTH,
-}
-
+from pgflow.cli._common import CONTEXT_SETTINGS, fail, load_all, reported
+from pgflow.compiler.mermaid import mermaid
+from pgflow.compiler.migration import MIGRATION_RE, compile_flow, migration_filename, same_body
+from pgflow.compiler.scaffold import scaffold
+from pgflow.spec.loader import LoadedFlow
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _fail(lines: Sequence[str]) -> NoReturn:
-    for line in lines:
-        click.echo(line, err=True)
-    raise click.exceptions.Exit(1)
-
-
-def _messages(exc: PgflowError) -> list[str]:
-    if isinstance(exc, SpecError):
-        return [e.rendered for e in exc.errors]
-    return [f"error: {exc}"]
-
-
-@contextmanager
-def _reported() -> Iterator[None]:
-    """Turn pgflow errors into lines on stderr and exit status 1."""
-    try:
-        yield
-    except PgflowError as exc:
-        _fail(_messages(exc))
-    except OSError as exc:
-        where = f"{exc.filename}: " if exc.filename else ""
-        _fail([f"error: {where}{exc.strerror or exc}"])
-
-
-def _load_all(specs: Sequence[str]) -> list[LoadedFlow]:
-    """Load every SPEC, reporting the problems of all of them before giving up."""
-    loaded: list[LoadedFlow] = []
-    problems: list[str] = []
-    for spec in dict.fromkeys(specs):  # a SPEC given twice counts once
-        try:
-            loaded.extend(load(spec))
-        except PgflowError as exc:
-            problems.extend(_messages(exc))
-    seen: dict[str, LoadedFlow] = {}
-    flows: list[LoadedFlow] = []
-    for flow in loaded:
-        first = seen.setdefault(flow.spec.slug, flow)
-        if first is flow:
-            flows.append(flow)
-        elif first.spec != flow.spec or first.spec.origin != flow.spec.origin:
-            problems.append(
-                f'{flow.spec.origin.file}:{flow.spec.line}: flow: flow "{flow.spec.slug}"'
-                f" is also defined in {first.spec.origin.file}:{first.spec.line}"
-            )
-    if problems:
-        _fail(problems)
-    return flows
 
 
 def _newest_migration(out_dir: Path, flow_slug: str) -> Path | None:
@@ -172,8 +111,8 @@ def build(specs: tuple[str, ...], out_dir: Path, dry_run: bool, check: bool) -> 
     """
     if dry_run and check:
         raise click.UsageError("--dry-run and --check cannot be combined")
-    with _reported():
-        flows = _load_all(specs)
+    with reported():
+        flows = load_all(specs)
         now = datetime.now(UTC).replace(microsecond=0)
         compiled = [(flow, compile_flow(flow.spec, generated_at=now)) for flow in flows]
         if dry_run:
@@ -197,7 +136,7 @@ def _check(compiled: Sequence[tuple[LoadedFlow, str]], out_dir: Path) -> None:
         else:
             click.echo(f"{slug}: up to date ({newest})")
     if stale:
-        _fail(stale)
+        fail(stale)
 
 
 def _write(compiled: Sequence[tuple[LoadedFlow, str]], out_dir: Path, now: datetime) -> None:
@@ -217,29 +156,6 @@ def _write(compiled: Sequence[tuple[LoadedFlow, str]], out_dir: Path, now: datet
         click.echo(f"{slug}: wrote {path}")
 
 
-MAIN_EPILOG: Final = """\b
-Examples:
-  pgflow new order --dir flows        scaffold flows/order.yaml and its handlers
-  pgflow-build flows/order.yaml       write the flow's SQL migration
-  pgflow graph flows/order.yaml       draw the flow as a Mermaid flowchart
-
-Docs: docs/reference/cli.md, docs/reference/spec-format.md.
-"""
-
-
-@click.group(context_settings=CONTEXT_SETTINGS, epilog=MAIN_EPILOG)
-@click.version_option(__version__, "--version", prog_name="pgflow")
-def main() -> None:
-    """pgflow: durable DAG workflows inside PostgreSQL.
-
-    Flows are defined in YAML or Python, compiled to SQL migrations with
-    pgflow-build, and run by workers that call the pgflow SQL API.
-    """
-
-
-main.add_command(build)
-
-
 GRAPH_EPILOG: Final = """\b
 Arrows point from a step to the steps that depend on it.  Map steps are drawn as
 double-bordered boxes marked "map", conditional steps as hexagons marked "if" or
@@ -252,17 +168,17 @@ Examples:
 """
 
 
-@main.command("graph", context_settings=CONTEXT_SETTINGS, epilog=GRAPH_EPILOG)
+@click.command("graph", context_settings=CONTEXT_SETTINGS, epilog=GRAPH_EPILOG)
 @click.argument("spec", metavar="SPEC")
 @click.option("--flow", "flow_slug", metavar="SLUG", help="Draw only this flow of the SPEC.")
 def graph(spec: str, flow_slug: str | None) -> None:
     """Print the DAG of each flow in SPEC as Mermaid (flowchart TD)."""
-    with _reported():
-        flows = _load_all([spec])
+    with reported():
+        flows = load_all([spec])
         if flow_slug is not None:
             flows = [f for f in flows if f.spec.slug == flow_slug]
             if not flows:
-                _fail([f'error: {spec} defines no flow "{flow_slug}"'])
+                fail([f'error: {spec} defines no flow "{flow_slug}"'])
         click.echo("\n".join(mermaid(f.spec) for f in flows), nl=False)
 
 
@@ -277,7 +193,7 @@ Examples:
 """
 
 
-@main.command("new", context_settings=CONTEXT_SETTINGS, epilog=NEW_EPILOG)
+@click.command("new", context_settings=CONTEXT_SETTINGS, epilog=NEW_EPILOG)
 @click.argument("flow_slug", metavar="FLOW_SLUG")
 @click.option(
     "--dir",
@@ -289,33 +205,13 @@ Examples:
 )
 def new(flow_slug: str, directory: Path) -> None:
     """Scaffold a new flow: a YAML spec and a handler module."""
-    with _reported():
+    with reported():
         files = scaffold(flow_slug, PurePath(directory))
         existing = [str(f.path) for f in files if Path(f.path).exists()]
         if existing:
-            _fail([f"error: {path} already exists (not overwritten)" for path in existing])
+            fail([f"error: {path} already exists (not overwritten)" for path in existing])
         directory.mkdir(parents=True, exist_ok=True)
         for file in files:
             _write_new(Path(file.path), file.text)
             click.echo(f"created {file.path}")
         click.echo(f"next: pgflow-build {files[0].path.as_posix()}")
-
-
-def _add_database_commands() -> None:
-    """worker, start, status, runs live in cli_run (they import psycopg)."""
-    from pgflow.cli_run import COMMANDS  # noqa: PLC0415 - cli_run imports this module
-
-    for command in COMMANDS:
-        main.add_command(command)
-
-
-_add_database_commands()
-
-
-def build_main(argv: Sequence[str] | None = None) -> None:
-    """Entry point of the ``pgflow-build`` command."""
-    build.main(args=list(argv) if argv is not None else None, prog_name="pgflow-build")
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()

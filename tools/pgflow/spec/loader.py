@@ -3,7 +3,7 @@
 A SPEC is one of:
 
 - ``path/to/flow.yaml`` (or ``.yml``): one flow in YAML;
-- ``path/to/flows.py``: a Python file; every :class:`~pgflow.dsl.Flow` at its
+- ``path/to/flows.py``: a Python file; every :class:`~pgflow.spec.dsl.Flow` at its
   top level is a flow;
 - ``package.module`` or ``package.module:attribute``: an importable module
   (every ``Flow`` at its top level) or one attribute of it (a ``Flow``, or a
@@ -29,10 +29,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Final
 
-from pgflow.dsl import Flow, display_path
 from pgflow.errors import HandlerError, LoadError, PgflowError, SpecError
-from pgflow.spec import HANDLER_RE, FlowSpec, Origin
-from pgflow.yaml_loader import load_yaml
+from pgflow.spec.dsl import Flow, display_path
+from pgflow.spec.model import HANDLER_RE, FlowSpec, Origin
+from pgflow.spec.yaml_loader import load_yaml
 
 YAML_SUFFIXES: Final = (".yaml", ".yml")
 MODULE_RE: Final = re.compile(

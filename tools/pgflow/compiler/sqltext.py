@@ -15,22 +15,23 @@ setting were off.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from typing import Final
 
 import jinja2
 
-from pgflow.errors import CompileError, one_line
+from pgflow.errors import UnquotedValueError, one_line
+from pgflow.options import STEP_TYPES
+
+_IDENTIFIER: Final = re.compile(r"[a-z_][a-z0-9_]*")
 
 
 class SqlText(str):
     """A fragment of SQL produced by a quoting filter (safe to print in a template)."""
 
     __slots__ = ()
-
-
-class UnquotedValueError(CompileError):
-    """A template printed a value without passing it through a quoting filter."""
 
 
 def _defined(value: object) -> None:
@@ -73,6 +74,27 @@ def jsonb(value: object) -> SqlText:
     return SqlText(literal(text) + "::jsonb")
 
 
+def identifier(value: object) -> SqlText:
+    """A lowercase SQL name as it is (an argument name from the options table)."""
+    _defined(value)
+    if not isinstance(value, str) or not _IDENTIFIER.fullmatch(value):
+        raise ValueError(f"not a plain lowercase SQL identifier: {value!r}")
+    return SqlText(value)
+
+
+def option_value(value: object, kind: str) -> SqlText:
+    """The SQL value of an option of ``kind`` (see :class:`pgflow.options.Option`)."""
+    _defined(value)
+    if kind == "deps":
+        assert isinstance(value, Iterable)
+        return text_array(value)
+    if kind == "map":
+        return literal(STEP_TYPES[bool(value)])
+    if kind == "pattern":
+        return jsonb(value)
+    return literal(value)
+
+
 def comment(value: object) -> SqlText:
     """Text for a ``--`` comment: one line, control characters escaped."""
     _defined(value)
@@ -89,7 +111,8 @@ def _finalize(value: object) -> object:
     if isinstance(value, SqlText):
         return value
     raise UnquotedValueError(
-        f"template printed {value!r} without a quoting filter (literal, text_array, jsonb, comment)"
+        f"template printed {value!r} without a quoting filter"
+        " (literal, text_array, jsonb, comment, identifier, option_value)"
     )
 
 
@@ -104,5 +127,12 @@ def environment(loader: jinja2.BaseLoader) -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(literal=literal, text_array=text_array, jsonb=jsonb, comment=comment)
+    env.filters.update(
+        literal=literal,
+        text_array=text_array,
+        jsonb=jsonb,
+        comment=comment,
+        identifier=identifier,
+        option_value=option_value,
+    )
     return env

@@ -1,4 +1,4 @@
-"""Compile a :class:`~pgflow.spec.FlowSpec` into a migration (pure: no clock, file or env).
+"""Compile a :class:`~pgflow.spec.model.FlowSpec` into a migration (pure: no clock, file or env).
 
 A migration is a comment header (tool version, spec path and hash, the time
 it was generated) followed by the body: one transaction of
@@ -19,19 +19,15 @@ import jinja2
 import pglast
 
 from pgflow import __version__
+from pgflow.compiler.sqltext import environment
 from pgflow.errors import CompileError
-from pgflow.spec import DEFAULT_WHEN_EXHAUSTED, DEFAULT_WHEN_UNMET, FLOW_DEFAULTS, FlowSpec
-from pgflow.sqltext import environment
+from pgflow.options import FLOW_OPTIONS, STEP_OPTIONS
+from pgflow.spec.model import FlowSpec
 
 #: Name of a migration file: ``<UTC YYYYMMDDHHMMSS>_create_<flow slug>_flow.sql``.
 MIGRATION_RE: Final = re.compile(r"(?P<stamp>[0-9]{14})_create_(?P<slug>[A-Za-z0-9_]+)_flow\.sql")
 
-_ENV: Final = environment(jinja2.PackageLoader("pgflow", "templates"))
-_DEFAULTS: Final = {
-    **FLOW_DEFAULTS,
-    "when_unmet": DEFAULT_WHEN_UNMET,
-    "when_exhausted": DEFAULT_WHEN_EXHAUSTED,
-}
+_ENV: Final = environment(jinja2.PackageLoader("pgflow.compiler", "templates"))
 
 
 def compile_flow(flow: FlowSpec, *, generated_at: datetime, version: str | None = None) -> str:
@@ -51,7 +47,9 @@ def render_header(flow: FlowSpec, *, generated_at: datetime, version: str) -> st
 
 def render_body(flow: FlowSpec) -> str:
     """The SQL of the definition, checked and pretty-printed by pglast."""
-    text = _ENV.get_template("flow.sql.j2").render(flow=flow, defaults=_DEFAULTS)
+    text = _ENV.get_template("flow.sql.j2").render(
+        flow=flow, flow_options=FLOW_OPTIONS, step_options=STEP_OPTIONS
+    )
     try:
         pretty = pglast.prettify(
             text,

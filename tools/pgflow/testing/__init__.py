@@ -4,7 +4,7 @@ Enable them in a ``conftest.py`` with ``pytest_plugins = ["pgflow.testing"]``.
 
 * ``pg_server`` (session): libpq settings of a PostgreSQL server.  When
   ``PGHOST`` is set, that server is used; otherwise a throwaway cluster
-  (:class:`pgflow.cluster.Cluster`) is started for the session and deleted at
+  (:class:`pgflow.testing.cluster.Cluster`) is started for the session and deleted at
   the end.
 * ``pgflow_template`` (session): a template database with ``CREATE EXTENSION
   pgflow`` done (the extension must be installed: ``make install``).
@@ -24,12 +24,16 @@ import itertools
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import psycopg
 import pytest
 from psycopg import sql
 
-from pgflow.cluster import Cluster, ClusterError
+from pgflow.errors import ClusterError
+
+if TYPE_CHECKING:
+    from pgflow.testing.cluster import Cluster
 
 _counter = itertools.count()
 
@@ -64,6 +68,8 @@ def pg_server() -> Iterator[Server]:
             user=os.environ.get("PGUSER", ""),
         )
         return
+    from pgflow.testing.cluster import Cluster  # noqa: PLC0415 - `python -m` runs it too
+
     cluster = Cluster()
     try:
         cluster.start()

@@ -1,0 +1,386 @@
+"""The one boundary to the database: the named statements of ``queries.sql``.
+
+:data:`QUERIES` holds every statement the package sends at run time, read
+from ``queries.sql`` next to this module.  :class:`Queries` binds them to one
+psycopg connection, one method per statement, and turns every psycopg error
+into the typed errors of :mod:`pgflow.errors` (:func:`translated`), so the
+layers above -- the client API, the worker, the CLI -- neither write SQL nor
+catch psycopg classes.
+
+A :class:`Queries` runs each statement on its connection as it is: in
+autocommit mode each is its own transaction; on a connection inside an
+application's transaction it joins that transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from datetime import timedelta
+from importlib import resources
+from typing import Any, Final, NamedTuple
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+
+from pgflow.errors import DatabaseError, FlowNotFound, NotFound, RunNotFound, database_error
+
+Conn = psycopg.Connection[Any]
+RunId = uuid.UUID | str
+
+_ENTRY: Final = re.compile(r"^-- name: (?P<name>[a-z_]+)\n", re.M)
+
+
+@dataclass(frozen=True)
+class Query:
+    """One named statement: its text and the comment above it."""
+
+    name: str
+    doc: str
+    text: str
+
+    @property
+    def composed(self) -> bool:
+        """Whether the text has ``{identifier}`` slots (filled with psycopg.sql)."""
+        return "{" in self.text
+
+
+def parse_queries(text: str) -> dict[str, Query]:
+    """The entries of a queries file (see the file's header); duplicates are an error."""
+    queries: dict[str, Query] = {}
+    matches = list(_ENTRY.finditer(text))
+    for here, following in zip(matches, [*matches[1:], None], strict=True):
+        body = text[here.end() : following.start() if following else len(text)]
+        doc_lines: list[str] = []
+        statement: list[str] = []
+        for line in body.splitlines():
+            if not statement and line.startswith("--"):
+                doc_lines.append(line[2:].strip())
+            elif line.startswith("-- ----"):
+                break
+            elif line.strip() or statement:
+                statement.append(line)
+        stmt = "\n".join(statement).strip()
+        stmt = stmt.removesuffix(";").rstrip()
+        name = here["name"]
+        if name in queries:
+            raise ValueError(f"queries.sql: {name!r} is defined twice")
+        if not stmt or ";" in stmt:
+            raise ValueError(f"queries.sql: {name!r} must hold exactly one statement")
+        queries[name] = Query(name, " ".join(doc_lines), stmt)
+    return queries
+
+
+QUERIES: Final[Mapping[str, Query]] = parse_queries(
+    resources.files("pgflow.db").joinpath("queries.sql").read_text(encoding="utf-8")
+)
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def as_pgflow_error(exc: psycopg.Error, not_found: type[NotFound] = NotFound) -> DatabaseError:
+    """The typed error of :mod:`pgflow.errors` for a psycopg error."""
+    diag = getattr(exc, "diag", None)
+    first = str(exc).split("\n")[0] if str(exc) else type(exc).__name__
+    return database_error(
+        exc.sqlstate,
+        first,
+        hint=getattr(diag, "message_hint", None) if diag is not None else None,
+        detail=getattr(diag, "message_detail", None) if diag is not None else None,
+        not_found=not_found,
+    )
+
+
+@contextmanager
+def translated(not_found: type[NotFound] = NotFound) -> Iterator[None]:
+    """Raise psycopg errors in the block as typed pgflow errors (the original chained)."""
+    try:
+        yield
+    except psycopg.Error as exc:
+        raise as_pgflow_error(exc, not_found) from exc
+
+
+def connect(conninfo: str, *, autocommit: bool = True, prepare: bool = True) -> Queries:
+    """Open a connection (``""``: the libpq environment) and bind the queries to it.
+
+    ``prepare=False`` turns psycopg's prepared statements off, as PgBouncer in
+    transaction mode needs.
+    """
+    with translated():
+        if prepare:
+            conn: Conn = psycopg.connect(conninfo, autocommit=autocommit)
+        else:
+            conn = psycopg.connect(conninfo, autocommit=autocommit, prepare_threshold=None)
+    return Queries(conn, owned=True)
+
+
+# --------------------------------------------------------------------------- results
+
+
+class ClaimedTask(NamedTuple):
+    """A task a claim started: what its handler needs and the attempt it runs."""
+
+    run_id: uuid.UUID
+    step_slug: str
+    task_index: int
+    input: str  # JSON text, parsed per task by the worker
+    attempt: int
+
+
+class Notification(NamedTuple):
+    """A NOTIFY that arrived: its channel and payload."""
+
+    channel: str
+    payload: str
+
+
+# --------------------------------------------------------------------------- queries
+
+
+class Queries:
+    """The named statements bound to one connection; errors come typed.
+
+    ``owned``: the connection was opened for this object and :meth:`close`
+    closes it (an application's connection is left alone).
+    """
+
+    def __init__(self, conn: Conn, *, owned: bool = False) -> None:
+        self.conn = conn
+        self.owned = owned
+
+    # ------------------------------------------------------------ plumbing
+
+    @property
+    def closed(self) -> bool:
+        return bool(self.conn.closed)
+
+    def close(self) -> None:
+        """Close the connection if this object opened it (never raises: it is gone anyway)."""
+        if self.owned:
+            with suppress(psycopg.Error):
+                self.conn.close()
+
+    def _rows(
+        self,
+        name: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        not_found: type[NotFound] = NotFound,
+        identifiers: Mapping[str, str] | None = None,
+    ) -> list[tuple[Any, ...]]:
+        query = QUERIES[name]
+        statement: sql.Composed | str = query.text
+        if identifiers is not None:
+            statement = sql.SQL(query.text).format(
+                **{k: sql.Identifier(v) for k, v in identifiers.items()}
+            )
+        with translated(not_found):
+            cur = self.conn.execute(statement, params)
+            return cur.fetchall() if cur.description else []
+
+    def _value(self, name: str, params: Mapping[str, Any] | None = None, **kw: Any) -> Any:
+        rows = self._rows(name, params, **kw)
+        return rows[0][0] if rows else None
+
+    def _dicts(self, name: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+        with translated(), self.conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(QUERIES[name].text, params)
+            return cur.fetchall()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """A transaction (a savepoint inside one already open)."""
+        with translated(), self.conn.transaction():
+            yield
+
+    def execute_script_statement(self, statement: str) -> None:
+        """One statement of an install or upgrade script, as it is."""
+        with translated():
+            self.conn.execute(statement.encode())
+
+    # ------------------------------------------------------------ worker protocol
+
+    def claim_tasks(self, flow_slug: str, qty: int, worker_id: uuid.UUID) -> list[ClaimedTask]:
+        rows = self._rows(
+            "claim_tasks", {"flow_slug": flow_slug, "qty": qty, "worker_id": worker_id}
+        )
+        return [ClaimedTask(*row) for row in rows]
+
+    def complete_tasks(
+        self,
+        run_ids: Sequence[RunId],
+        step_slugs: Sequence[str],
+        task_indexes: Sequence[int],
+        outputs: Sequence[str],
+    ) -> int:
+        """Complete tasks (outputs as JSON text); how many of them changed."""
+        params = {
+            "run_ids": list(run_ids),
+            "step_slugs": list(step_slugs),
+            "task_indexes": list(task_indexes),
+            "outputs": list(outputs),
+        }
+        return int(self._value("complete_tasks", params) or 0)
+
+    def fail_task(self, run_id: RunId, step_slug: str, task_index: int, error: str) -> bool:
+        params = {
+            "run_id": run_id,
+            "step_slug": step_slug,
+            "task_index": task_index,
+            "error_message": error,
+        }
+        return bool(self._value("fail_task", params))
+
+    def register_worker(
+        self, worker_id: uuid.UUID, flows: Sequence[str], hostname: str, pid: int
+    ) -> None:
+        params = {"worker_id": worker_id, "flows": list(flows), "hostname": hostname, "pid": pid}
+        self._rows("register_worker", params)
+
+    def worker_heartbeat(self, worker_id: uuid.UUID) -> bool:
+        return bool(self._value("worker_heartbeat", {"worker_id": worker_id}))
+
+    def stop_worker(self, worker_id: uuid.UUID) -> None:
+        self._rows("stop_worker", {"worker_id": worker_id})
+
+    def worker_idle(self, flows: Sequence[str], idle: bool) -> None:
+        self._rows("worker_idle", {"flows": list(flows), "idle": idle})
+
+    def flow_shape(self, flow_slug: str) -> dict[str, Any] | None:
+        shape: dict[str, Any] | None = self._value("flow_shape", {"flow_slug": flow_slug})
+        return shape
+
+    def run_input(self, run_id: RunId) -> Any:
+        return self._value("run_input", {"run_id": run_id})
+
+    def listen_tasks(self) -> None:
+        self._rows("listen_tasks")
+
+    def listen_channel(self, channel: str) -> None:
+        self._rows("listen_channel", identifiers={"channel": channel})
+
+    def unlisten_channel(self, channel: str) -> None:
+        self._rows("unlisten_channel", identifiers={"channel": channel})
+
+    def notify_channel(self, channel: str, payload: str) -> None:
+        self._rows("notify_channel", {"channel": channel, "payload": payload})
+
+    def notifies(self, timeout: float, stop_after: int | None = None) -> list[Notification]:
+        """Notifications arriving within ``timeout`` seconds (at most ``stop_after``)."""
+        with translated():
+            return [
+                Notification(n.channel, n.payload)
+                for n in self.conn.notifies(timeout=timeout, stop_after=stop_after)
+            ]
+
+    # ------------------------------------------------------------ runs
+
+    def start_flow(self, flow_slug: str, input: Any, run_id: RunId | None = None) -> dict[str, Any]:
+        """Start a run; the run row as a dict.  ``input`` is any JSON value."""
+        params = {"flow_slug": flow_slug, "input": json.dumps(input), "run_id": run_id}
+        run: dict[str, Any] = self._value("start_flow", params, not_found=FlowNotFound)
+        return run
+
+    def get_run(self, run_id: RunId) -> dict[str, Any] | None:
+        run: dict[str, Any] | None = self._value("get_run", {"run_id": run_id})
+        return run
+
+    def list_runs(
+        self, flow_slug: str | None, status: str | None, max_rows: int
+    ) -> list[dict[str, Any]]:
+        params = {"flow_slug": flow_slug, "status": status, "max_rows": max_rows}
+        return [row[0] for row in self._rows("list_runs", params)]
+
+    def listen_events(self) -> None:
+        self._rows("listen_events")
+
+    def unlisten_events(self) -> None:
+        self._rows("unlisten_events")
+
+    def subscribe_events(self, listening: bool) -> None:
+        self._rows("subscribe_events", {"listening": listening})
+
+    # ------------------------------------------------------------ operations
+
+    def cancel_run(self, run_id: RunId) -> tuple[dict[str, Any], list[str]]:
+        """Cancel a run; the run row and the NOTICEs the call raised (already finished)."""
+        notices: list[str] = []
+
+        def on_notice(diag: psycopg.errors.Diagnostic) -> None:
+            notices.append(diag.message_primary or "")
+
+        self.conn.add_notice_handler(on_notice)
+        try:
+            run: dict[str, Any] = self._value(
+                "cancel_run", {"run_id": run_id}, not_found=RunNotFound
+            )
+        finally:
+            self.conn.remove_notice_handler(on_notice)
+        return run, notices
+
+    def retry_run(self, run_id: RunId) -> dict[str, Any]:
+        run: dict[str, Any] = self._value("retry_run", {"run_id": run_id}, not_found=RunNotFound)
+        return run
+
+    def prune_runs(self, older_than: timedelta, batch_size: int) -> int:
+        params = {"older_than": older_than, "batch_size": batch_size}
+        return int(self._value("prune_runs", params) or 0)
+
+    def run_stats(self, flow_slug: str | None) -> list[dict[str, Any]]:
+        return self._dicts("run_stats", {"flow_slug": flow_slug})
+
+    def step_stats(self, flow_slug: str | None) -> list[dict[str, Any]]:
+        return self._dicts("step_stats", {"flow_slug": flow_slug})
+
+    def task_counts(self, flow_slug: str | None) -> dict[str, int]:
+        rows = self._dicts("task_counts", {"flow_slug": flow_slug})
+        return {k: int(v) for k, v in rows[0].items()}
+
+    # ------------------------------------------------------------ install / upgrade
+
+    def extension_version(self) -> str | None:
+        value = self._value("extension_version")
+        return None if value is None else str(value)
+
+    def plain_version(self) -> str | None:
+        """The latest version a plain install recorded (``None``: no plain install)."""
+        if not self._value("has_version_table"):
+            return None
+        value = self._value("plain_version")
+        return None if value is None else str(value)
+
+    def available_versions(self) -> list[str]:
+        return [str(row[0]) for row in self._rows("available_versions")]
+
+    def schema_relations(self) -> int:
+        return int(self._value("schema_relations") or 0)
+
+    def update_path(self, source: str, target: str) -> str | None:
+        value = self._value("update_path", {"source": source, "target": target})
+        return None if value is None else str(value)
+
+    def install_lock(self) -> None:
+        self._rows("install_lock")
+
+    def plain_script_settings(self) -> None:
+        """What CREATE EXTENSION sets around a script, for a plain install's transaction."""
+        for name in ("no_function_body_checks", "quiet_notices"):
+            self._rows(name)
+
+    def plain_search_path(self) -> None:
+        self._rows("plain_search_path")
+
+    def record_version(self, version: str, script: str) -> None:
+        for name in ("create_version_table", "comment_version_table", "grant_version_table"):
+            self._rows(name)
+        self._rows("record_version", {"version": version, "script": script})
+
+
+#: A function opening a fresh :class:`Queries` (the worker's reconnects).
+Connector = Callable[[], Queries]

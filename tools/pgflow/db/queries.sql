@@ -1,0 +1,194 @@
+-- Every statement the Python package sends at run time, by name.
+--
+-- The worker, the client API, the CLI and install/upgrade call these through
+-- pgflow.db.queries.Queries and nothing else: this file is the whole boundary
+-- between the package and the database, for a reviewer to read in one go.
+-- Each entry is "-- name: <name>", comment lines saying what it does, and one
+-- statement.  Parameters are psycopg's %(name)s; a {name} is an identifier
+-- filled in with psycopg.sql (LISTEN channels).  Apart from install/upgrade,
+-- which read the system catalogs, statements call pgflow's SQL API only
+-- (functions and the operator views), never its tables.
+
+
+-- ---------------------------------------------------------------- worker protocol
+
+-- name: claim_tasks
+-- Lease and start up to qty ready tasks of a flow in one call (the batch
+-- protocol); the input comes as text so that the worker parses it per task.
+SELECT run_id, step_slug, task_index, input::text AS input, attempt
+FROM pgflow.claim_tasks(%(flow_slug)s, %(qty)s, %(worker_id)s);
+
+-- name: complete_tasks
+-- Complete many started tasks in one transaction; returns how many changed.
+SELECT pgflow.complete_tasks(
+    %(run_ids)s::uuid[], %(step_slugs)s::text[], %(task_indexes)s::int[],
+    %(outputs)s::text[]::jsonb[]);
+
+-- name: fail_task
+-- Record a failed attempt: retried after its backoff, or the step's
+-- when_exhausted once attempts are used up.
+SELECT pgflow.fail_task(%(run_id)s, %(step_slug)s, %(task_index)s, %(error_message)s);
+
+-- name: register_worker
+-- Register (or re-register) a worker in pgflow.workers.
+SELECT pgflow.register_worker(%(worker_id)s, %(flows)s, %(hostname)s, %(pid)s);
+
+-- name: worker_heartbeat
+-- Mark a worker alive; false when it is not registered (any more).
+SELECT pgflow.worker_heartbeat(%(worker_id)s);
+
+-- name: stop_worker
+-- Mark a worker stopped.
+SELECT pgflow.stop_worker(%(worker_id)s);
+
+-- name: worker_idle
+-- Say that the session waits (idle true) for wake-ups of these flows, or no
+-- longer waits (idle false); producers NOTIFY only while someone waits.
+SELECT pgflow.worker_idle(%(flows)s, %(idle)s);
+
+-- name: flow_shape
+-- The structure and tunables of a flow as the database has it (NULL: unknown).
+SELECT pgflow.flow_shape(%(flow_slug)s);
+
+-- name: run_input
+-- The input of a run (a map task's context needs it); NULL for an unknown run.
+SELECT pgflow.run_input(%(run_id)s);
+
+-- name: listen_tasks
+-- Wake-ups: the payload is the flow whose tasks became ready.
+LISTEN pgflow_tasks;
+
+-- name: listen_channel
+-- LISTEN on a channel of the caller's (the worker's LISTEN probe).
+LISTEN {channel};
+
+-- name: unlisten_channel
+UNLISTEN {channel};
+
+-- name: notify_channel
+-- Send a notification on a channel (the LISTEN probe, from another session).
+SELECT pg_notify(%(channel)s, %(payload)s);
+
+
+-- ---------------------------------------------------------------- runs
+
+-- name: start_flow
+-- Start a run (idempotent with a run_id); the run row as JSON.
+SELECT to_jsonb(r) FROM pgflow.start_flow(%(flow_slug)s, %(input)s::jsonb, %(run_id)s) AS r;
+
+-- name: get_run
+-- A run with its steps as one JSON document; NULL for an unknown run.
+SELECT pgflow.get_run(%(run_id)s);
+
+-- name: list_runs
+-- The newest runs (ids, status, times; never inputs or outputs).
+SELECT pgflow.list_runs(%(flow_slug)s, %(status)s, %(max_rows)s);
+
+-- name: listen_events
+LISTEN pgflow_events;
+
+-- name: unlisten_events
+UNLISTEN pgflow_events;
+
+-- name: subscribe_events
+-- Ask for run (and opted-in step) events on pgflow_events while this session
+-- subscribes (on) or no longer (off).
+SELECT pgflow.listen_events(%(listening)s);
+
+
+-- ---------------------------------------------------------------- operations
+
+-- name: cancel_run
+-- Cancel a running run (a NOTICE says when it had already finished).
+SELECT to_jsonb(r) FROM pgflow.cancel_run(%(run_id)s) AS r;
+
+-- name: retry_run
+-- Queue a failed or cancelled run's failed tasks again.
+SELECT to_jsonb(r) FROM pgflow.retry_run(%(run_id)s) AS r;
+
+-- name: prune_runs
+-- Delete up to batch_size runs that finished longer ago than older_than.
+SELECT pgflow.prune_runs(older_than => %(older_than)s, batch_size => %(batch_size)s);
+
+-- name: run_stats
+-- Runs per flow by status, with the 24-hour duration percentiles.
+SELECT flow_slug, runs, started, completed, failed, cancelled, completed_24h,
+       p50_duration_24h, p95_duration_24h
+FROM pgflow.run_stats
+WHERE %(flow_slug)s::text IS NULL OR flow_slug = %(flow_slug)s::text
+ORDER BY flow_slug;
+
+-- name: step_stats
+-- Tasks per step: attempts, failure rate, mean duration.
+SELECT flow_slug, step_slug, tasks, completed_tasks, failed_tasks, attempts, failure_rate,
+       mean_duration
+FROM pgflow.step_stats
+WHERE %(flow_slug)s::text IS NULL OR flow_slug = %(flow_slug)s::text;
+
+-- name: task_counts
+-- How many tasks run now and how many are stalled (lease expired).
+SELECT (SELECT count(*) FROM pgflow.active_tasks
+        WHERE %(flow_slug)s::text IS NULL OR flow_slug = %(flow_slug)s::text) AS active_tasks,
+       (SELECT count(*) FROM pgflow.stalled_tasks
+        WHERE %(flow_slug)s::text IS NULL OR flow_slug = %(flow_slug)s::text) AS stalled_tasks;
+
+
+-- ---------------------------------------------------------------- install / upgrade
+
+-- name: extension_version
+-- The version of the pgflow extension, when it is installed as one.
+SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'pgflow';
+
+-- name: has_version_table
+-- Whether a plain install recorded its versions.
+SELECT to_regclass('pgflow.schema_version') IS NOT NULL;
+
+-- name: plain_version
+-- The latest version a plain install recorded.
+SELECT version FROM pgflow.schema_version ORDER BY applied_at DESC, version DESC LIMIT 1;
+
+-- name: available_versions
+-- Versions of the extension whose files the server has.
+SELECT version FROM pg_catalog.pg_available_extension_versions WHERE name = 'pgflow';
+
+-- name: schema_relations
+-- How many relations schema pgflow holds (a plain install refuses a used schema).
+SELECT count(*) FROM pg_catalog.pg_class
+WHERE relnamespace = (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = 'pgflow');
+
+-- name: update_path
+-- The extension's update path between two versions (NULL: none).
+SELECT path FROM pg_catalog.pg_extension_update_paths('pgflow')
+WHERE source = %(source)s AND target = %(target)s;
+
+-- name: install_lock
+-- Serialises concurrent plain installs and upgrades of one database ("pgfl").
+SELECT pg_catalog.pg_advisory_xact_lock(1885824620);
+
+-- name: no_function_body_checks
+-- A plain install runs its script as CREATE EXTENSION does (bodies refer to
+-- functions created later in the script).
+SET LOCAL check_function_bodies = off;
+
+-- name: quiet_notices
+SET LOCAL client_min_messages = warning;
+
+-- name: plain_search_path
+SET LOCAL search_path = pgflow;
+
+-- name: create_version_table
+CREATE TABLE IF NOT EXISTS pgflow.schema_version (
+    version    text        PRIMARY KEY,
+    script     text        NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+
+-- name: comment_version_table
+COMMENT ON TABLE pgflow.schema_version IS
+    'versions applied by pgflow install / upgrade without CREATE EXTENSION (latest: current)';
+
+-- name: grant_version_table
+GRANT SELECT ON pgflow.schema_version TO PUBLIC;
+
+-- name: record_version
+INSERT INTO pgflow.schema_version (version, script) VALUES (%(version)s, %(script)s);

@@ -1,0 +1,158 @@
+"""The one table of flow and step options.
+
+Every option a flow or step can carry is one :class:`Option` row below: how it
+is spelled in YAML, as a keyword of the Python DSL, as an argument of
+``pgflow.create_flow`` / ``pgflow.add_step`` and as a key of
+``pgflow.flow_shape``; its default, its smallest value, and whether it is part
+of the flow's *structure* (immutable once defined) or a *tunable* (updated in
+place).  The validator, the DSL, the compiler's template, the worker's shape
+check and the docs read this table; ``tests/py/unit/test_options_table.py``
+holds it against the SQL functions' real argument defaults in the catalog, the
+DSL signatures, the YAML keys and the template.
+
+Adding an option: a row here, the argument in ``extension/src`` (and the
+upgrade script), and a keyword in :mod:`pgflow.spec.dsl` -- the test names
+whatever else is missing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final, Literal
+
+Kind = Literal["integer", "boolean", "choice", "pattern", "deps", "map"]
+
+#: Largest value of any integer option: PostgreSQL's ``integer``.
+INTEGER_MAXIMUM: Final = 2**31 - 1
+
+WHEN_UNMET: Final = ("skip", "skip-cascade", "fail")
+WHEN_EXHAUSTED: Final = ("fail", "skip", "skip-cascade")
+
+
+@dataclass(frozen=True)
+class Option:
+    """One flow or step option.
+
+    ``name`` is the attribute of :class:`~pgflow.spec.model.FlowSpec` /
+    :class:`~pgflow.spec.model.StepSpec`.  ``default`` is the value SQL uses
+    when the argument is left out (for step tunables ``None``: inherit the
+    flow's).  ``shape_key`` names the option in ``pgflow.flow_shape``'s step
+    objects when the worker compares it (structural options only).
+    """
+
+    name: str
+    yaml: str
+    keyword: str
+    sql: str
+    kind: Kind
+    default: object
+    structural: bool
+    minimum: int | None = None
+    choices: tuple[str, ...] = ()
+    shape_key: str | None = None
+    doc: str = ""
+
+    @property
+    def tunable(self) -> bool:
+        """Changeable in place (``not structural``)."""
+        return not self.structural
+
+
+FLOW_OPTIONS: Final[tuple[Option, ...]] = (
+    Option(
+        "max_attempts", "max_attempts", "max_attempts", "max_attempts", "integer", 3, False, 1,
+        doc="attempts per task, the first included",
+    ),
+    Option(
+        "base_delay", "base_delay", "base_delay", "base_delay", "integer", 1, False, 1,
+        doc="seconds before the first retry; doubles with each further attempt",
+    ),
+    Option(
+        "timeout", "timeout", "timeout", "timeout", "integer", 60, False, 3,
+        doc="seconds one attempt may run",
+    ),
+    Option(
+        "step_events", "step_events", "step_events", "step_events", "boolean", False, False,
+        doc="also NOTIFY step:<slug>:<status> events on pgflow_events",
+    ),
+)  # fmt: skip
+"""Options of ``create_flow``, in its argument order."""
+
+STEP_OPTIONS: Final[tuple[Option, ...]] = (
+    Option(
+        "depends_on", "depends_on", "depends_on", "deps_slugs", "deps", (), True,
+        shape_key="deps", doc="the steps whose outputs this step needs",
+    ),
+    Option(
+        "max_attempts", "max_attempts", "max_attempts", "max_attempts", "integer", None, False, 1,
+        doc="attempts per task (default: the flow's)",
+    ),
+    Option(
+        "base_delay", "base_delay", "base_delay", "base_delay", "integer", None, False, 1,
+        doc="seconds before the first retry (default: the flow's)",
+    ),
+    Option(
+        "timeout", "timeout", "timeout", "timeout", "integer", None, False, 3,
+        doc="seconds one attempt may run (default: the flow's)",
+    ),
+    Option(
+        "start_delay", "start_delay", "start_delay", "start_delay", "integer", None, False, 0,
+        doc="seconds to wait before the step's tasks become claimable",
+    ),
+    Option(
+        "map", "map", "map", "step_type", "map", False, True,
+        shape_key="step_type", doc="one task per element of the source array",
+    ),
+    Option(
+        "required_input_pattern", "if", "if_", "required_input_pattern", "pattern", None, True,
+        shape_key="required_input_pattern", doc="run only if the input contains this",
+    ),
+    Option(
+        "forbidden_input_pattern", "if_not", "if_not", "forbidden_input_pattern", "pattern",
+        None, True, shape_key="forbidden_input_pattern",
+        doc="run only if the input does not contain this",
+    ),
+    Option(
+        "when_unmet", "when_unmet", "when_unmet", "when_unmet", "choice", "skip", True,
+        choices=WHEN_UNMET, shape_key="when_unmet", doc="what an unmet condition does",
+    ),
+    Option(
+        "when_exhausted", "when_exhausted", "when_exhausted", "when_exhausted", "choice", "fail",
+        True, choices=WHEN_EXHAUSTED, shape_key="when_exhausted",
+        doc="what a task out of attempts does",
+    ),
+)  # fmt: skip
+"""Options of ``add_step`` after ``flow_slug`` and ``step_slug``, in its argument order."""
+
+#: ``step_type`` values by the ``map`` flag.
+STEP_TYPES: Final[Mapping[bool, str]] = {False: "single", True: "map"}
+
+
+def flow_option(name: str) -> Option:
+    """The flow option called ``name`` (``KeyError`` if there is none)."""
+    return _FLOW[name]
+
+
+def step_option(name: str) -> Option:
+    """The step option called ``name`` (``KeyError`` if there is none)."""
+    return _STEP[name]
+
+
+_FLOW: Final = {o.name: o for o in FLOW_OPTIONS}
+_STEP: Final = {o.name: o for o in STEP_OPTIONS}
+
+#: Flow defaults by option name, as ``pgflow.create_flow`` has them.
+FLOW_DEFAULTS: Final[Mapping[str, object]] = {o.name: o.default for o in FLOW_OPTIONS}
+#: Smallest allowed value of each integer option (seconds for delays and timeouts).
+OPTION_MINIMUMS: Final[Mapping[str, int]] = {
+    o.name: o.minimum
+    for o in (*FLOW_OPTIONS, *STEP_OPTIONS)
+    if o.kind == "integer" and o.minimum is not None
+}
+#: Keys of a flow in YAML, ``flow`` and ``steps`` included.
+FLOW_KEYS: Final = ("flow", *(o.yaml for o in FLOW_OPTIONS), "steps")
+#: Keys of a step in YAML, ``slug`` and ``handler`` included.
+STEP_KEYS: Final = ("slug", *(o.yaml for o in STEP_OPTIONS), "handler")
+#: The keys of ``flow_shape`` step objects that make up a step's structure.
+SHAPE_KEYS: Final = tuple(o.shape_key for o in STEP_OPTIONS if o.shape_key is not None)

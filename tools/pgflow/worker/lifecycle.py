@@ -1,0 +1,312 @@
+"""The reference worker's life: start, run (or run once), stop.
+
+A :class:`Worker` puts the parts together -- the claim loop
+(:mod:`~pgflow.worker.loop`), the LISTEN connection
+(:mod:`~pgflow.worker.notify`), the handler threads
+(:mod:`~pgflow.worker.executor`) and the reporter
+(:mod:`~pgflow.worker.reporter`) -- and owns what spans them: connecting and
+reconnecting (one retried unit: connect, register, LISTEN), the start-up
+checks (version, flow shapes), signals, and the drain on stop.
+
+It speaks only the SQL API (``claim_tasks`` -> handler -> ``complete_tasks``
+/ ``fail_task``), each call its own short transaction; no transaction is
+ever open while user code runs.  Any worker in any language can do the same:
+see docs/howto/workers.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from types import FrameType
+from typing import Any
+
+from pgflow.db import install
+from pgflow.db.queries import Queries, connect
+from pgflow.db.shape import shape_differences
+from pgflow.errors import DatabaseError, PgflowError, ShapeMismatchError
+from pgflow.spec.loader import Handler, LoadedFlow
+from pgflow.worker.backoff import Backoff, is_transient
+from pgflow.worker.config import WorkerConfig
+from pgflow.worker.executor import Executor
+from pgflow.worker.loop import ClaimLoop
+from pgflow.worker.notify import Listener
+from pgflow.worker.reporter import Reporter
+
+log = logging.getLogger("pgflow.worker")
+
+
+class Worker:
+    """Claims and runs tasks of ``flows`` until :meth:`stop` (or SIGTERM/SIGINT)."""
+
+    def __init__(
+        self,
+        conninfo: str,
+        flows: Sequence[LoadedFlow],
+        config: WorkerConfig | None = None,
+        worker_id: uuid.UUID | None = None,
+    ) -> None:
+        if not flows:
+            raise PgflowError("a worker needs at least one flow")
+        self.conninfo = conninfo
+        self.config = config or WorkerConfig()
+        self.worker_id = worker_id or uuid.uuid4()
+        self.flows = {f.spec.slug: f for f in flows}
+        handlers: dict[tuple[str, str], Handler] = {
+            (slug, step): handler
+            for slug, f in self.flows.items()
+            for step, handler in f.handlers().items()
+        }
+        self.timeouts: dict[tuple[str, str], float] = {}
+        self._stopping = threading.Event()
+        self._signals = 0
+        self._started = False
+        self._claim: Queries | None = None
+        self._aux: Queries | None = None
+        self._aux_lock = threading.Lock()
+        self.reporter = Reporter(
+            self._open,
+            report_batch=self.config.report_batch,
+            backoff=self._backoff,
+            sleep=self._stopping.wait,
+            give_up=lambda: self._stopping.is_set() and self._signals > 1,
+        )
+        self.executor = Executor(
+            self.config.concurrency,
+            handlers,
+            on_outcome=self.reporter.put,
+            on_free=lambda: self.loop.wake.set(),  # noqa: PLW0108 - self.loop comes later
+            run_input=self._run_input,
+        )
+        self.listener = Listener(self._open, self.flows)
+        self.loop = ClaimLoop(
+            worker_id=self.worker_id,
+            flows=list(self.flows),
+            timeouts=self.timeouts,
+            executor=self.executor,
+            reporter=self.reporter,
+            batch_size=self.config.batch_size,
+            poll_interval=self.config.poll_interval,
+            heartbeat_interval=self.config.heartbeat_interval,
+            stopping=self._stopping,
+        )
+        self._reporter_thread = threading.Thread(
+            target=self.reporter.run, name="pgflow-reporter", daemon=True
+        )
+
+    @property
+    def completed(self) -> int:
+        """Tasks this worker completed."""
+        return self.reporter.completed
+
+    @property
+    def failed(self) -> int:
+        """Attempts this worker reported as failed."""
+        return self.reporter.failed
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Connect, check the database (version, flow shapes), register; start reporting."""
+        if self._started:
+            return
+        self._connect(first=True)
+        self._reporter_thread.start()
+        self._started = True
+        log.info(
+            "worker %s started: flows=%s concurrency=%d batch_size=%d listen=%s",
+            self.worker_id,
+            ",".join(sorted(self.flows)),
+            self.config.concurrency,
+            self.config.batch_size,
+            self.loop.listener is not None,
+        )
+
+    def run(self) -> int:
+        """Run until stopped; returns the process exit status (0 after a clean stop)."""
+        restore = self._install_signal_handlers()
+        try:
+            self.start()
+            while not self._stopping.is_set():
+                try:
+                    self.loop.run()
+                except DatabaseError as exc:
+                    if self._stopping.is_set() or not is_transient(exc):
+                        if self._stopping.is_set():
+                            break
+                        raise
+                    log.warning("database connection lost (%s); reconnecting", exc)
+                    self._connect()
+            self._drain()
+            try:
+                if self._claim is not None:
+                    self._claim.stop_worker(self.worker_id)
+            except DatabaseError:
+                pass
+            log.info(
+                "worker %s stopped: %d tasks completed, %d failed",
+                self.worker_id,
+                self.completed,
+                self.failed,
+            )
+            return 0
+        finally:
+            restore()
+            self.close()
+
+    def run_once(self) -> int:
+        """Claim once from every flow, run what was claimed, report it; how many tasks.
+
+        For scripts and tests that want one batch without a loop; call
+        :meth:`close` at the end (or use the worker as a context manager).
+        """
+        self.start()
+        claimed = sum(self.loop.claim(flow) for flow in sorted(self.flows))
+        deadline = time.monotonic() + max(self.timeouts.values(), default=60.0) + 5
+        self.executor.wait_idle(deadline)
+        self.reporter.wait_sent(self.config.poll_interval)
+        return claimed
+
+    def stop(self) -> None:
+        """Stop claiming; in-flight handlers get ``config.grace`` seconds to finish."""
+        self._stopping.set()
+        self.loop.wake.set()
+
+    def close(self) -> None:
+        """Stop the threads and close the connections (idempotent)."""
+        self.executor.shutdown()
+        if self._reporter_thread.is_alive():
+            self.reporter.stop(time.monotonic() + self.config.grace)
+            self._reporter_thread.join(timeout=1)
+        self.reporter.close()
+        self.listener.close()
+        for queries in (self._claim, self._aux):
+            if queries is not None:
+                queries.close()
+        self._claim = self._aux = None
+
+    def __enter__(self) -> Worker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _install_signal_handlers(self) -> Callable[[], None]:
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+
+        def handler(signum: int, frame: FrameType | None) -> None:
+            self._signals += 1
+            if self._signals > 1:
+                log.warning("second signal %d: exiting at once", signum)
+                os._exit(128 + signum)
+            log.info("signal %d: finishing in-flight tasks (again to exit at once)", signum)
+            self.stop()
+
+        old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+
+        def restore() -> None:
+            for s, h in old.items():
+                signal.signal(s, h)
+
+        return restore
+
+    def _drain(self) -> None:
+        deadline = time.monotonic() + self.config.grace
+        left = self.executor.wait_idle(deadline)
+        if left:
+            log.warning(
+                "%d handlers still running after the %.0f s grace period: their leases will"
+                " expire and other workers will run them again",
+                left,
+                self.config.grace,
+            )
+        self.reporter.stop(deadline)
+        self._reporter_thread.join(timeout=max(0.0, deadline - time.monotonic()) + 1)
+
+    # ------------------------------------------------------------ connections
+
+    def _open(self) -> Queries:
+        # no prepared statements: they do not survive PgBouncer in transaction mode
+        return connect(self.conninfo, prepare=False)
+
+    def _backoff(self) -> Backoff:
+        return Backoff(self.config.reconnect_min, self.config.reconnect_max)
+
+    def _connect(self, first: bool = False) -> None:
+        """Connect, (check,) register and LISTEN as one unit, retried with jittered backoff.
+
+        A session cut halfway (say, while ``register_worker`` runs) starts the
+        unit again.  The first time, the unit also checks the database's
+        pgflow version and the flows' shapes, and gives up after
+        ``config.connect_timeout`` seconds; afterwards it retries until stopped.
+        """
+        backoff = self._backoff()
+        give_up_at = time.monotonic() + self.config.connect_timeout
+        while True:
+            try:
+                self._close_session()
+                claim = self._claim = self._open()
+                if first:
+                    install.check_version(claim)
+                    self._check_shapes(claim)
+                self.loop.attach(claim, None)
+                self.loop.register()
+                if self.config.listen:
+                    self.listener.start(claim, self.config.poll_interval)
+                self.loop.attach(claim, self.listener)
+                return
+            except DatabaseError as exc:
+                if not is_transient(exc) or self._stopping.is_set():
+                    raise
+                if first and time.monotonic() >= give_up_at:
+                    raise
+                pause = backoff.next()
+                log.warning("cannot connect (%s); retrying in %.1f s", exc, pause)
+                self._stopping.wait(pause)
+
+    def _close_session(self) -> None:
+        self.listener.close()
+        if self._claim is not None:
+            self._claim.close()
+            self._claim = None
+
+    def _run_input(self, run_id: str) -> Any:
+        """A run's input, on a connection shared by the handler threads (opened on first use)."""
+        with self._aux_lock:
+            for attempt in (1, 2):
+                try:
+                    if self._aux is None or self._aux.closed:
+                        self._aux = self._open()
+                    return self._aux.run_input(run_id)
+                except DatabaseError as exc:
+                    if attempt == 2 or not is_transient(exc):
+                        raise
+                    self._aux = None
+        return None  # pragma: no cover - the loop returns or raises
+
+    # ------------------------------------------------------------ start-up checks
+
+    def _check_shapes(self, queries: Queries) -> None:
+        problems: list[str] = []
+        for slug, loaded in self.flows.items():
+            shape = queries.flow_shape(slug)
+            diffs = shape_differences(loaded.spec, shape)
+            if diffs:
+                problems.append(f"flow {slug!r} ({loaded.spec.origin.file}): " + "; ".join(diffs))
+                continue
+            assert shape is not None
+            for step in shape["steps"]:
+                self.timeouts[(slug, step["step_slug"])] = float(step["timeout"])
+        if problems:
+            raise ShapeMismatchError(
+                "the database does not have the flows this worker runs: "
+                + " | ".join(problems)
+                + ". Build the migration with `pgflow-build SPEC` and apply it"
+                " (a changed structure needs a new flow slug)."
+            )

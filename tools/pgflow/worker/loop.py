@@ -1,0 +1,196 @@
+"""The claim loop: claim while there is room, otherwise wait -- for a free slot, for
+reports in flight, or idle for a wake-up -- and keep the worker's heartbeat.
+
+One pass (:meth:`ClaimLoop.step`):
+
+1. heartbeat when due (re-register when the registry forgot the worker);
+2. claim from every flow, the flows a wake-up named first; claimed something:
+   go again;
+3. no free handler slot: wait for one;
+4. results still being reported: wait for them (a completion this worker
+   sends may queue the next step of its run, and claiming right after it is
+   quicker than going idle and waiting for the wake-up it sends);
+5. otherwise go idle: mark the LISTEN session idle (``worker_idle``), claim
+   once more (work that committed meanwhile sent no wake-up), wait for a
+   notification or ``poll_interval``, claim what the wake-up named before
+   saying "busy" again.
+
+The loop reaches the database only through the claim queries and the
+:class:`~pgflow.worker.notify.Listener` it is given, and time only through
+``clock``: the unit tests drive it with fakes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol
+
+from pgflow.db.queries import ClaimedTask
+from pgflow.worker.executor import Executor
+from pgflow.worker.notify import Listener
+from pgflow.worker.reporter import Reporter
+from pgflow.worker.task import Task
+
+log = logging.getLogger("pgflow.worker")
+
+#: Timeout a step gets when the database did not say (the flows' default).
+DEFAULT_TIMEOUT = 60.0
+
+
+class ClaimQueries(Protocol):
+    """What the loop calls (a subset of :class:`pgflow.db.queries.Queries`)."""
+
+    def claim_tasks(self, flow_slug: str, qty: int, worker_id: uuid.UUID) -> list[ClaimedTask]: ...
+
+    def worker_heartbeat(self, worker_id: uuid.UUID) -> bool: ...
+
+    def register_worker(
+        self, worker_id: uuid.UUID, flows: Sequence[str], hostname: str, pid: int
+    ) -> None: ...
+
+
+class ClaimLoop:
+    """Claims tasks of ``flows`` and hands them to the executor (see the module doc)."""
+
+    def __init__(
+        self,
+        *,
+        worker_id: uuid.UUID,
+        flows: Sequence[str],
+        timeouts: Mapping[tuple[str, str], float],
+        executor: Executor,
+        reporter: Reporter,
+        batch_size: int,
+        poll_interval: float,
+        heartbeat_interval: float,
+        stopping: threading.Event,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.worker_id = worker_id
+        self.flows = sorted(flows)
+        self.timeouts = timeouts
+        self.executor = executor
+        self.reporter = reporter
+        self.batch_size = batch_size
+        self.poll_interval = poll_interval
+        self.heartbeat_interval = heartbeat_interval
+        self.stopping = stopping
+        self.clock = clock
+        self.wake = threading.Event()
+        self.claim_queries: ClaimQueries | None = None
+        self.listener: Listener | None = None
+        self._woken: set[str] = set()
+        self._last_heartbeat = clock()
+
+    def attach(self, claim_queries: ClaimQueries, listener: Listener | None) -> None:
+        """Use these connections from now on (after a (re)connect)."""
+        self.claim_queries = claim_queries
+        self.listener = listener if listener is not None and listener.listening else None
+
+    def _claim_queries(self) -> ClaimQueries:
+        if self.claim_queries is None:
+            raise RuntimeError("the claim loop has no connection (attach() first)")
+        return self.claim_queries
+
+    # ------------------------------------------------------------ registry
+
+    def register(self) -> None:
+        """Register the worker (again) and restart the heartbeat clock."""
+        self._claim_queries().register_worker(
+            self.worker_id, self.flows, socket.gethostname(), os.getpid()
+        )
+        self._last_heartbeat = self.clock()
+
+    def heartbeat(self) -> None:
+        """Say "alive" when due; re-register when the registry no longer knows us."""
+        if self.clock() - self._last_heartbeat < self.heartbeat_interval:
+            return
+        if not self._claim_queries().worker_heartbeat(self.worker_id):
+            self.register()
+        self._last_heartbeat = self.clock()
+
+    # ------------------------------------------------------------ one pass
+
+    def run(self) -> None:
+        """Passes until :attr:`stopping` is set (connection errors propagate)."""
+        while not self.stopping.is_set():
+            self.step()
+
+    def step(self) -> str:
+        """One pass of the loop; what it did: claimed, slot, reports or idle."""
+        self.heartbeat()
+        woken, self._woken = self._woken, set()
+        self.wake.clear()
+        claimed = 0
+        for flow in sorted(self.flows, key=lambda f: f not in woken):
+            if self.stopping.is_set():
+                break
+            claimed += self.claim(flow)
+        if claimed:
+            return "claimed"
+        if self.executor.free_slots() == 0:
+            self.executor.wait_for_slot(self.poll_interval)
+            return "slot"
+        if self.reporter.wait_sent(self.poll_interval, self.stopping):
+            return "reports"
+        self.wait_for_work()
+        return "idle"
+
+    def claim(self, flow: str) -> int:
+        """Claim what fits into the free slots from one flow and dispatch it."""
+        qty = min(self.batch_size, self.executor.free_slots())
+        if qty <= 0:
+            return 0
+        rows = self._claim_queries().claim_tasks(flow, qty, self.worker_id)
+        if not rows:
+            log.debug("poll flow=%s: nothing claimable", flow)
+            return 0
+        for row in rows:
+            task = Task(
+                flow_slug=flow,
+                run_id=str(row.run_id),
+                step_slug=row.step_slug,
+                task_index=row.task_index,
+                input=None,
+                attempt=row.attempt,
+                timeout=self.timeouts.get((flow, row.step_slug), DEFAULT_TIMEOUT),
+                handler=self.executor.handler(flow, row.step_slug),
+                started=self.clock(),
+            )
+            self.executor.dispatch(task, row.input)
+        return len(rows)
+
+    def wait_for_work(self) -> None:
+        """Idle until a wake-up, a free slot's signal, a stop, or ``poll_interval``."""
+        listener = self.listener
+        if listener is None or listener.queries is None:
+            self.wake.wait(self.poll_interval)
+            return
+        queries = listener.queries
+        queries.worker_idle(self.flows, True)
+        try:
+            # look once more now that producers will wake us
+            if any(self.claim(flow) for flow in self.flows):
+                return
+            deadline = self.clock() + self.poll_interval
+            while not self.wake.is_set() and not self.stopping.is_set():
+                left = deadline - self.clock()
+                if left <= 0:
+                    break
+                woken = listener.woken(queries.notifies(timeout=min(left, 0.5), stop_after=1))
+                if woken:
+                    self._woken |= woken
+                    self.wake.set()
+            # claim before saying "busy": the wake-up's task is the latency
+            woken, self._woken = self._woken, set()
+            for flow in sorted(woken):
+                if not self.stopping.is_set():
+                    self.claim(flow)
+        finally:
+            queries.worker_idle(self.flows, False)
