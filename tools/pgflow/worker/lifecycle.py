@@ -50,7 +50,15 @@ class Worker:
         flows: Sequence[LoadedFlow],
         config: WorkerConfig | None = None,
         worker_id: uuid.UUID | None = None,
+        *,
+        connector: Callable[[], Queries] | None = None,
+        sleep: Callable[[float], Any] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``connector`` opens a connection (default: ``conninfo`` with psycopg, prepared
+        statements off); ``sleep`` pauses between reconnection attempts (default: a wait
+        that a stop interrupts); ``clock`` times the start-up's connection attempts.
+        All three are for tests and embedding."""
         if not flows:
             raise PgflowError("a worker needs at least one flow")
         self.conninfo = conninfo
@@ -64,6 +72,9 @@ class Worker:
         }
         self.timeouts: dict[tuple[str, str], float] = {}
         self._stopping = threading.Event()
+        self._connector = connector
+        self._clock = clock
+        self._sleep: Callable[[float], Any] = sleep or self._stopping.wait
         self._signals = 0
         self._started = False
         self._claim: Queries | None = None
@@ -73,7 +84,7 @@ class Worker:
             self._open,
             report_batch=self.config.report_batch,
             backoff=self._backoff,
-            sleep=self._stopping.wait,
+            sleep=self._sleep,
             give_up=lambda: self._stopping.is_set() and self._signals > 1,
         )
         self.executor = Executor(
@@ -232,6 +243,8 @@ class Worker:
     # ------------------------------------------------------------ connections
 
     def _open(self) -> Queries:
+        if self._connector is not None:
+            return self._connector()
         # no prepared statements: they do not survive PgBouncer in transaction mode
         return connect(self.conninfo, prepare=False)
 
@@ -247,7 +260,7 @@ class Worker:
         ``config.connect_timeout`` seconds; afterwards it retries until stopped.
         """
         backoff = self._backoff()
-        give_up_at = time.monotonic() + self.config.connect_timeout
+        give_up_at = self._clock() + self.config.connect_timeout
         while True:
             try:
                 self._close_session()
@@ -264,11 +277,11 @@ class Worker:
             except DatabaseError as exc:
                 if not is_transient(exc) or self._stopping.is_set():
                     raise
-                if first and time.monotonic() >= give_up_at:
+                if first and self._clock() >= give_up_at:
                     raise
                 pause = backoff.next()
                 log.warning("cannot connect (%s); retrying in %.1f s", exc, pause)
-                self._stopping.wait(pause)
+                self._sleep(pause)
 
     def _close_session(self) -> None:
         self.listener.close()
