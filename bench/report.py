@@ -44,7 +44,7 @@ def machine_info(conn: Conn) -> dict[str, Any]:
     with open("/proc/meminfo", encoding="utf-8") as f:
         mem_kb = int(f.readline().split()[1])
     version = conn.execute("SELECT version()").fetchone()
-    settings = dict(
+    settings: dict[str, str] = dict(
         conn.execute(
             "SELECT name, current_setting(name) FROM pg_settings WHERE name = ANY (%s)",
             (list(SHOWN_SETTINGS),),

@@ -209,3 +209,19 @@ def test_unpack_refuses_members_outside_the_target(
     with pytest.raises(pm.MatrixError, match="refusing member"):
         pm.unpack(tgz, tmp_path / "out")
     assert not (tmp_path / "evil").exists()
+
+
+def test_matrix_cluster_uses_the_cached_binaries_and_the_c_locale(tmp_path: Path) -> None:
+    install = pm.Install(18, "18.0.0", tmp_path / "pg")
+    cluster = pm.matrix_cluster(install, tmp_path / "work")
+    assert cluster.bindir == tmp_path / "pg" / "bin"  # no pg_config in the npm packages
+    assert cluster.locale == "C"
+    assert dict(cluster.settings) == {
+        "fsync": "off",
+        "synchronous_commit": "off",
+        "full_page_writes": "off",
+        "max_connections": "40",
+    }
+    # the logs stay in the work directory after the cluster stops
+    assert cluster.directory == tmp_path / "work"
+    assert cluster.logfile.parent == tmp_path / "work"

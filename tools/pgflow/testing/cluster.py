@@ -1,10 +1,12 @@
-"""Throwaway PostgreSQL clusters for tests, the demo and the benchmark.
+"""Throwaway PostgreSQL clusters for tests, the demo, the benchmark and pg-matrix.
 
 A :class:`Cluster` runs ``initdb`` into a private temporary directory, starts
 ``postgres`` on a unix socket in that directory and a free port, and removes
 everything when stopped.  PostgreSQL refuses to run as root, so when the
 current user is root the server runs as the ``postgres`` OS user (through
-``runuser``); as any other user it runs as that user.
+``runuser``); as any other user it runs as that user.  The server binaries are
+those of ``pg_config --bindir`` unless ``bindir`` names them (the binaries of
+tools/scripts/pg-matrix come without ``pg_config``).
 
 Command line (used by the Makefile)::
 
@@ -79,6 +81,14 @@ class Cluster:
     base_dir: Path | None = None
     port: int = 0
     superuser: str = ""
+    #: Directory of ``initdb``, ``pg_ctl`` and ``postgres``; when set, ``pg_config`` is not asked.
+    bindir: Path | None = None
+    #: ``initdb --locale``.
+    locale: str = "C.UTF-8"
+    #: The cluster's directory (socket, ``data/``, ``postgres.log``), created when missing
+    #: and left in place by :meth:`stop` for a post-mortem.  Default: a fresh temporary
+    #: directory in ``base_dir``, deleted by :meth:`stop`.
+    directory: Path | None = None
     _tmp: Path | None = None
     _run_as: str | None = None
 
@@ -91,15 +101,18 @@ class Cluster:
 
     @property
     def datadir(self) -> Path:
-        if self._tmp is None:
-            raise ClusterError("cluster is not started")
-        return self._tmp / "data"
+        return self._files() / "data"
 
     @property
     def logfile(self) -> Path:
-        if self._tmp is None:
+        return self._files() / "postgres.log"
+
+    def _files(self) -> Path:
+        # A given directory outlives the server: its paths stay valid after stop().
+        files = self._tmp if self._tmp is not None else self.directory
+        if files is None:
             raise ClusterError("cluster is not started")
-        return self._tmp / "postgres.log"
+        return files
 
     def env(self, dbname: str = "postgres") -> dict[str, str]:
         """libpq environment variables that point at this cluster."""
@@ -118,6 +131,9 @@ class Cluster:
             return ["runuser", "-u", self._run_as, "--", *args]
         return list(args)
 
+    def _bindir(self) -> Path:
+        return self.bindir if self.bindir is not None else pg_bindir(self.pg_config)
+
     def _run(self, args: Sequence[str]) -> None:
         proc = subprocess.run(self._cmd(args), check=False, capture_output=True, text=True)
         if proc.returncode != 0:
@@ -127,7 +143,7 @@ class Cluster:
 
     def start(self) -> Cluster:
         """initdb and start the server; returns self once it accepts connections."""
-        bindir = pg_bindir(self.pg_config)
+        bindir = self._bindir()
         if os.geteuid() == 0:
             try:
                 owner = pwd.getpwnam("postgres")
@@ -141,7 +157,11 @@ class Cluster:
         else:
             owner = pwd.getpwuid(os.geteuid())
             self.superuser = owner.pw_name
-        self._tmp = Path(tempfile.mkdtemp(prefix="pgflow-pg-", dir=self.base_dir))
+        if self.directory is not None:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._tmp = self.directory
+        else:
+            self._tmp = Path(tempfile.mkdtemp(prefix="pgflow-pg-", dir=self.base_dir))
         os.chown(self._tmp, owner.pw_uid, owner.pw_gid)
         if not self.port:
             self.port = free_port()
@@ -155,7 +175,7 @@ class Cluster:
                     self.superuser,
                     "--auth=trust",
                     "--encoding=UTF8",
-                    "--locale=C.UTF-8",
+                    f"--locale={self.locale}",
                     "--no-sync",
                 ]
             )
@@ -168,7 +188,7 @@ class Cluster:
 
     def restart(self, mode: str = "fast") -> None:
         """Stop the server with ``mode`` (smart, fast, immediate) and start it again."""
-        bindir = pg_bindir(self.pg_config)
+        bindir = self._bindir()
         self._run([str(bindir / "pg_ctl"), "-D", str(self.datadir), "-m", mode, "-w", "stop"])
         self._pg_ctl_start(bindir)
 
@@ -193,13 +213,16 @@ class Cluster:
         )
 
     def stop(self) -> None:
-        """Stop the server (fast mode) and delete the cluster.  Safe to call twice."""
+        """Stop the server (fast mode) and delete the cluster unless it is ``directory``.
+
+        Safe to call twice.
+        """
         if self._tmp is None:
             return
         tmp, self._tmp = self._tmp, None
         pid_file = tmp / "data" / "postmaster.pid"
         if pid_file.exists():
-            bindir = pg_bindir(self.pg_config)
+            bindir = self._bindir()
             stop = self._cmd(
                 [str(bindir / "pg_ctl"), "-D", str(tmp / "data"), "-m", "fast", "-w", "stop"]
             )
@@ -208,7 +231,8 @@ class Cluster:
                     pid = int(pid_file.read_text().split()[0])
                     os.kill(pid, signal.SIGQUIT)
                     time.sleep(0.5)
-        shutil.rmtree(tmp, ignore_errors=True)
+        if self.directory is None:
+            shutil.rmtree(tmp, ignore_errors=True)
 
     def __enter__(self) -> Cluster:
         return self.start()
