@@ -2,7 +2,7 @@
 #
 # Every target that needs something installs it when missing: Debian packages
 # (PostgreSQL 15 server, pgTAP, pg_prove) through apt when run as root, and a
-# virtualenv in .venv with the Python package and its test extras.
+# virtualenv in .venv with the Python package (binary extra) and the dev group.
 
 SHELL       := /bin/bash
 PG_CONFIG   ?= pg_config
@@ -23,25 +23,27 @@ PKG_SQL      := tools/pgflow/sql
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
 
-prereqs: ## install missing Debian packages (PostgreSQL 15, pgTAP, pg_prove, pg_cron, PgBouncer)
+prereqs: ## install missing Debian packages (PostgreSQL 15, pgTAP, pg_prove, pg_cron, PgBouncer, Node.js + npm)
 	@missing=""; \
 	command -v $(PG_CONFIG) >/dev/null && [ -x "$$($(PG_CONFIG) --bindir)/initdb" ] || missing="$$missing postgresql-15 postgresql-client-15"; \
 	command -v pg_prove >/dev/null || missing="$$missing pgtap"; \
 	command -v $(PG_CONFIG) >/dev/null && [ -f "$$($(PG_CONFIG) --sharedir)/extension/pgtap.control" ] || missing="$$missing postgresql-15-pgtap"; \
 	command -v $(PG_CONFIG) >/dev/null && [ -f "$$($(PG_CONFIG) --sharedir)/extension/pg_cron.control" ] || missing="$$missing postgresql-15-cron"; \
 	[ -x /usr/sbin/pgbouncer ] || command -v pgbouncer >/dev/null || missing="$$missing pgbouncer"; \
+	command -v node >/dev/null && command -v npm >/dev/null || { missing="$$missing nodejs npm"; node_pkgs="nodejs npm"; }; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" != 0 ]; then echo "missing packages:$$missing — install them with: sudo apt-get install$$missing" >&2; exit 1; fi; \
 	  echo "installing$$missing"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PKGS) >/dev/null; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PKGS) $$node_pkgs >/dev/null; \
 	fi
 
-venv: $(VENV)/.installed ## create .venv with the package and its test extras
+venv: $(VENV)/.installed ## create .venv with the package (editable, prebuilt psycopg) and the dev group
 
-$(VENV)/.installed: pyproject.toml
+# --group needs pip >= 25.1 (PEP 735 dependency groups): upgrade it first
+$(VENV)/.installed: pyproject.toml setup.py
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install -q --upgrade pip
-	@$(PY) -m pip install -q -e '.[test]'
+	@$(PY) -m pip install -q -e '.[binary]' --group dev
 	@touch $@
 
 build: ## build the extension install script from extension/src (and copy the scripts into the package)
@@ -88,11 +90,11 @@ test-isolation: ## isolation specs of concurrent protocol calls (needs PGHOST et
 test-py: venv ## pytest suites (starts its own cluster when PGHOST is unset)
 	@PGFLOW_REQUIRE_DB=1 $(PY) -m pytest -q tests/py
 
-test-matrix: prereqs build ## pgTAP suite + non-superuser install on PostgreSQL 14-18 (MATRIX_ARGS=--majors 16,18)
+test-matrix: prereqs venv build ## pgTAP suite + non-superuser install on PostgreSQL 14-18 (MATRIX_ARGS=--majors 16,18)
 	@command -v npm >/dev/null || { \
 	  if [ "$$(id -u)" != 0 ]; then echo "npm is missing (it fetches the servers): sudo apt-get install npm" >&2; exit 1; fi; \
 	  echo "installing npm"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm >/dev/null; }
-	@$(PYTHON) tools/scripts/pg-matrix $(MATRIX_ARGS)
+	@$(PY) tools/scripts/pg-matrix $(MATRIX_ARGS)
 
 lint: venv ## ruff (lint + format check) and mypy --strict
 	@$(PY) -m ruff check tools tests/py examples bench chaos
@@ -119,4 +121,4 @@ release: prereqs venv ## freeze the current version into extension/sql and start
 
 clean: ## remove build products and the virtualenv
 	@$(MAKE) --no-print-directory -C extension clean >/dev/null
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache $(PKG_SQL)
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache $(PKG_SQL) build dist tools/*.egg-info

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import tomllib
 
 import pytest
 from upgrade_helpers import DEFAULT, EXTENSION, RELEASED, ROOT, SQL
@@ -79,9 +80,9 @@ def test_upgrade_scripts_keep_the_extension_guard() -> None:
 
 
 def test_the_extension_and_the_package_have_one_version() -> None:
-    pyproject = (ROOT / "pyproject.toml").read_text()
-    match = re.search(r'^version\s*=\s*"([^"]+)"', pyproject, re.M)
-    assert match and match.group(1) == DEFAULT
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert pyproject["project"]["dynamic"] == ["version"], "pyproject takes pgflow.__version__"
+    assert pyproject["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "pgflow.__version__"}
     assert pgflow.__version__ == DEFAULT
 
 

@@ -45,6 +45,7 @@ def _bump(version: str) -> str:
 def test_release_freezes_bumps_and_starts_the_upgrade_script(tmp_path: Path) -> None:
     root = _copy(tmp_path)
     new = _bump(DEFAULT)
+    pyproject = (root / "pyproject.toml").read_text()
     done = _release(root)
     assert done.returncode == 0, done.stderr
     sql = root / "extension" / "sql"
@@ -58,8 +59,9 @@ def test_release_freezes_bumps_and_starts_the_upgrade_script(tmp_path: Path) -> 
     for upgrade in sql.glob(f"pgflow--*--{DEFAULT}.sql"):  # final now
         assert upgrade.name in sums
     assert f"default_version = '{new}'" in (root / "extension" / "pgflow.control").read_text()
-    assert f'version = "{new}"' in (root / "pyproject.toml").read_text()
     assert f'__version__ = "{new}"' in (root / "tools" / "pgflow" / "__init__.py").read_text()
+    # pyproject.toml has no version of its own: it reads pgflow.__version__
+    assert (root / "pyproject.toml").read_text() == pyproject
     upgrade = (sql / f"pgflow--{DEFAULT}--{new}.sql").read_text()
     assert f"\\echo Use \"ALTER EXTENSION pgflow UPDATE TO '{new}'\"" in upgrade
     assert "mirror every change of extension/src/" in upgrade
@@ -90,6 +92,8 @@ def test_release_refuses_a_version_that_is_frozen_or_versions_that_differ(tmp_pa
     done = _release(root)
     assert done.returncode == 1
     assert "must move together" in done.stderr
+    assert "9.9.9" in done.stderr
+    assert not (root / "extension" / "sql" / f"pgflow--{DEFAULT}.sql").exists()
     bad = _release(_copy(tmp_path / "c"), "--next", "0.0.1")
     assert bad.returncode == 1
     assert "must be X.Y.Z and above" in bad.stderr

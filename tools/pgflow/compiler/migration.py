@@ -6,17 +6,19 @@ it was generated) followed by the body: one transaction of
 steps in topological order, options equal to their defaults left out.  The
 body depends on the definition only, so two specs describing the same flow
 (YAML and Python, say) compile to the same body, and "is this migration up to
-date" is a comparison of bodies (:func:`split_header`).
+date" is a comparison of bodies (:func:`split_header`, :func:`same_body`).
 """
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime
 from typing import Final
 
 import jinja2
 import pglast
+from pglast.parser import ParseError, parse_sql_json
 
 from pgflow import __version__
 from pgflow.compiler.sqltext import environment
@@ -82,8 +84,50 @@ def split_header(text: str) -> tuple[str, str]:
 
 
 def same_body(a: str, b: str) -> bool:
-    """Whether two migrations define the same thing (equal below their headers)."""
-    return _normalise(split_header(a)[1]) == _normalise(split_header(b)[1])
+    """Whether two migrations define the same thing (equal below their headers).
+
+    The bodies are compared as parse trees without the positions of their
+    nodes: layout, line breaks, keyword case and comments do not count, so a
+    pglast release that pretty-prints differently leaves every migration up
+    to date.  When either body does not parse, their texts are compared
+    (trailing blanks and blank lines at either end left out).
+    """
+    body_a, body_b = split_header(a)[1], split_header(b)[1]
+    tree_a, tree_b = _parse_tree(body_a), _parse_tree(body_b)
+    if tree_a is not None and tree_b is not None:
+        return tree_a == tree_b
+    return _normalise(body_a) == _normalise(body_b)
+
+
+def _parse_tree(body: str) -> object | None:
+    """The statements of ``body`` as libpg_query's JSON tree, positions removed."""
+    try:
+        tree = json.loads(parse_sql_json(body))
+    except ParseError:
+        return None
+    return _without_positions(tree.get("stmts", []))
+
+
+def _is_position(key: str, value: object) -> bool:
+    # libpg_query's ParseLoc fields: location, stmt_location, name_location,
+    # ..., stmt_len, and (PostgreSQL 18) list_start, rexpr_list_end, ...
+    return (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and (key.endswith(("location", "list_start", "list_end")) or key == "stmt_len")
+    )
+
+
+def _without_positions(node: object) -> object:
+    if isinstance(node, dict):
+        return {
+            key: _without_positions(value)
+            for key, value in node.items()
+            if not _is_position(key, value)
+        }
+    if isinstance(node, list):
+        return [_without_positions(item) for item in node]
+    return node
 
 
 def _normalise(body: str) -> str:

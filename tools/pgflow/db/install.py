@@ -25,7 +25,12 @@ refuses a mismatch and names the command that fixes it.
 
 from __future__ import annotations
 
+import atexit
+import functools
+import hashlib
 import re
+import shutil
+import tempfile
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -36,6 +41,7 @@ import pglast
 import psycopg
 
 from pgflow import __version__
+from pgflow.db import _scripts
 from pgflow.db.queries import Queries
 from pgflow.errors import InstallError, PermissionDenied, VersionMismatchError
 
@@ -143,7 +149,10 @@ def find_scripts(directory: Path | None = None) -> Scripts:
 
     ``directory``: a folder holding ``pgflow.control`` and ``pgflow--*.sql``
     (the layout of ``pgflow/sql/``).  A checkout without a package copy reads
-    extension/sql/ and the built script in extension/build/.
+    extension/sql/ and the built script in extension/build/; where ``make``
+    never ran, the install script is built from extension/src/ as the
+    Makefile builds it (:mod:`pgflow.db._scripts`), into a private temporary
+    directory removed at exit.
     """
     if directory is None and (PACKAGE_SQL / "pgflow.control").is_file():
         directory = PACKAGE_SQL
@@ -159,11 +168,37 @@ def find_scripts(directory: Path | None = None) -> Scripts:
             "reinstall pgflow-tools, or run `make build` in a checkout"
         )
     default = _control_version(control)
+    built = CHECKOUT_EXTENSION / "build" / _scripts.install_script_name(default)
     files = [
         *(CHECKOUT_EXTENSION / "sql").glob("pgflow--*.sql"),
-        CHECKOUT_EXTENSION / "build" / f"pgflow--{default}.sql",
+        built if built.is_file() else _build_from_src(CHECKOUT_EXTENSION),
     ]
     return collect(default, (f for f in files if f.is_file()))
+
+
+@functools.cache
+def _private_directory() -> Path:
+    path = Path(tempfile.mkdtemp(prefix="pgflow-sql-"))  # mode 0700
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
+def _build_from_src(extension: Path) -> Path:
+    """The install script built from ``extension/src/``, written to a private file."""
+    try:
+        version = _scripts.default_version(extension)
+        data = _scripts.install_script(extension)
+    except (_scripts.ScriptsError, OSError) as exc:
+        raise InstallError(
+            f"cannot build the install script from {extension / 'src'}: {exc}"
+        ) from exc
+    # one folder per content: a checkout whose src/ changes gets a new file
+    folder = _private_directory() / hashlib.sha256(data).hexdigest()[:16]
+    path = folder / _scripts.install_script_name(version)
+    if not path.is_file():
+        folder.mkdir(exist_ok=True)
+        path.write_bytes(data)
+    return path
 
 
 def plain_statements(script: str) -> list[str]:
