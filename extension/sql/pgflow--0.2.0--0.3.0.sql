@@ -9,3 +9,1331 @@
 -- 0.3.0 is released.  pg_extension_config_dump() calls must be top-level
 -- SELECT statements (the plain install of `pgflow upgrade` leaves them out).
 \echo Use "ALTER EXTENSION pgflow UPDATE TO '0.3.0'" to load this file. \quit
+
+-- ============================================================ 0.3.0: attempts and leases
+-- Fencing (reports name the attempt their claim returned), heartbeats
+-- (short renewable leases; timeout stays the longest one attempt may run),
+-- retry control (retry => false, retry_delay, max_delay, jitter).
+
+ALTER TABLE pgflow.flows
+    ADD COLUMN opt_heartbeat integer,
+    ADD COLUMN opt_max_delay integer,
+    ADD COLUMN opt_jitter    boolean NOT NULL DEFAULT false,
+    ADD CONSTRAINT flows_opt_heartbeat_check CHECK (opt_heartbeat >= 1),
+    ADD CONSTRAINT flows_opt_max_delay_check CHECK (opt_max_delay >= 1);
+COMMENT ON COLUMN pgflow.flows.opt_heartbeat IS
+    'seconds a started task''s lease lasts before its worker must renew it (NULL: no heartbeat, the lease is the timeout)';
+COMMENT ON COLUMN pgflow.flows.opt_max_delay IS
+    'longest pause in seconds before a retry (NULL: no cap but 2^31 - 1)';
+COMMENT ON COLUMN pgflow.flows.opt_jitter IS
+    'when true, each retry waits a random time between 0 and its backoff (full jitter)';
+
+ALTER TABLE pgflow.steps
+    ADD COLUMN opt_heartbeat integer,
+    ADD COLUMN opt_max_delay integer,
+    ADD COLUMN opt_jitter    boolean,
+    ADD CONSTRAINT steps_opt_heartbeat_check CHECK (opt_heartbeat >= 1),
+    ADD CONSTRAINT steps_opt_max_delay_check CHECK (opt_max_delay >= 1);
+
+-- attempts_count is never reset any more: retry_run records where the new
+-- budget starts instead (existing rows: nothing retried since, 0)
+ALTER TABLE pgflow.step_tasks
+    ADD COLUMN retried_attempts integer NOT NULL DEFAULT 0,
+    ADD CONSTRAINT step_tasks_retried_attempts_check
+        CHECK (retried_attempts >= 0 AND retried_attempts <= attempts_count);
+COMMENT ON COLUMN pgflow.step_tasks.attempts_count IS
+    'attempts started over the task''s whole life (never reset): the number of the current attempt, which reports name';
+COMMENT ON COLUMN pgflow.step_tasks.retried_attempts IS
+    'attempts made before the latest retry_run: max_attempts counts the attempts after it';
+
+-- Functions whose signature changes are dropped and created again; the roles
+-- that could execute the old ones can execute the new ones (and roles given
+-- the worker functions also get fail_tasks and extend_leases, below).
+-- (kept in a transaction-local setting between the DO blocks: no object is made)
+DO $$
+BEGIN
+    PERFORM pg_catalog.set_config('pgflow.upgrade_grants', coalesce((
+        SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_array(p.proname::text, a.grantee::regrole::text))
+        FROM pg_catalog.pg_proc AS p, pg_catalog.aclexplode(p.proacl) AS a
+        WHERE p.oid IN ('pgflow.create_flow(text, integer, integer, integer, boolean)'::regprocedure,
+                        'pgflow.add_step(text, text, text[], integer, integer, integer, integer, text, jsonb, jsonb, text, text)'::regprocedure,
+                        'pgflow.complete_task(uuid, text, integer, jsonb)'::regprocedure,
+                        'pgflow.complete_tasks(uuid[], text[], integer[], jsonb[])'::regprocedure,
+                        'pgflow.fail_task(uuid, text, integer, text)'::regprocedure,
+                        'pgflow.claim_tasks(text, integer, uuid)'::regprocedure)
+          AND a.privilege_type = 'EXECUTE' AND a.grantee <> p.proowner AND a.grantee <> 0),
+        '[]')::text, true);
+END
+$$;
+
+DROP FUNCTION pgflow.create_flow(text, integer, integer, integer, boolean);
+DROP FUNCTION pgflow.add_step(text, text, text[], integer, integer, integer, integer, text, jsonb, jsonb, text, text);
+DROP FUNCTION pgflow.complete_task(uuid, text, integer, jsonb);
+DROP FUNCTION pgflow.complete_tasks(uuid[], text[], integer[], jsonb[]);
+DROP FUNCTION pgflow.fail_task(uuid, text, integer, text);
+DROP FUNCTION pgflow._complete_tasks(uuid[], text[], integer[], jsonb[]);
+
+-- create_flow: creates a flow definition, or updates the tunables of an
+-- existing one (a call states the whole definition: omitted tunables mean
+-- their defaults).  Re-running the same call is a no-op that returns the row.
+-- heartbeat (seconds, NULL: none) makes a started task's lease short and
+-- renewable (extend_leases); max_delay caps the pause before a retry; jitter
+-- draws each pause at random below its backoff.
+-- Locks: the flows row (insert or update).
+-- Errors: 22004 NULL slug or option; 22023 invalid slug or option below its minimum.
+CREATE FUNCTION pgflow.create_flow(
+    flow_slug text,
+    max_attempts integer DEFAULT 3,
+    base_delay integer DEFAULT 1,
+    timeout integer DEFAULT 60,
+    step_events boolean DEFAULT false,
+    heartbeat integer DEFAULT NULL,
+    max_delay integer DEFAULT NULL,
+    jitter boolean DEFAULT false
+)
+RETURNS pgflow.flows
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_flow pgflow.flows;
+BEGIN
+    PERFORM pgflow._check_slug('flow slug', create_flow.flow_slug);
+    PERFORM pgflow._check_option('max_attempts', create_flow.max_attempts, 1, false);
+    PERFORM pgflow._check_option('base_delay', create_flow.base_delay, 1, false);
+    PERFORM pgflow._check_option('timeout', create_flow.timeout, 3, false);
+    PERFORM pgflow._check_option('heartbeat', create_flow.heartbeat, 1, true);
+    PERFORM pgflow._check_option('max_delay', create_flow.max_delay, 1, true);
+    IF create_flow.step_events IS NULL THEN
+        RAISE EXCEPTION 'step_events must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed', HINT = 'pass true or false';
+    END IF;
+    IF create_flow.jitter IS NULL THEN
+        RAISE EXCEPTION 'jitter must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed', HINT = 'pass true or false';
+    END IF;
+
+    INSERT INTO pgflow.flows AS f
+        (flow_slug, opt_max_attempts, opt_base_delay, opt_timeout, opt_step_events,
+         opt_heartbeat, opt_max_delay, opt_jitter)
+    VALUES
+        (create_flow.flow_slug, create_flow.max_attempts, create_flow.base_delay,
+         create_flow.timeout, create_flow.step_events, create_flow.heartbeat,
+         create_flow.max_delay, create_flow.jitter)
+    ON CONFLICT ON CONSTRAINT flows_pkey DO UPDATE
+        SET opt_max_attempts = excluded.opt_max_attempts,
+            opt_base_delay = excluded.opt_base_delay,
+            opt_timeout = excluded.opt_timeout,
+            opt_step_events = excluded.opt_step_events,
+            opt_heartbeat = excluded.opt_heartbeat,
+            opt_max_delay = excluded.opt_max_delay,
+            opt_jitter = excluded.opt_jitter
+        -- an identical re-run writes nothing
+        WHERE (f.opt_max_attempts, f.opt_base_delay, f.opt_timeout, f.opt_step_events,
+               f.opt_heartbeat, f.opt_max_delay, f.opt_jitter)
+              IS DISTINCT FROM
+              (excluded.opt_max_attempts, excluded.opt_base_delay, excluded.opt_timeout,
+               excluded.opt_step_events, excluded.opt_heartbeat, excluded.opt_max_delay,
+               excluded.opt_jitter)
+    RETURNING * INTO v_flow;
+
+    IF v_flow.flow_slug IS NULL THEN
+        SELECT * INTO STRICT v_flow FROM pgflow.flows AS f WHERE f.flow_slug = create_flow.flow_slug;
+    END IF;
+    RETURN v_flow;
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow.create_flow(text, integer, integer, integer, boolean, integer, integer, boolean) IS
+    'create a flow definition, or update the tunables of an existing one (idempotent)';
+
+-- add_step: adds a step to a flow, after its dependencies (topological order).
+-- Re-running the same call is a no-op returning the existing row; a call with
+-- a different structure (dependencies, step type, conditions or modes) for an
+-- existing step is refused; differing tunables are updated in place (NULL
+-- means: inherit the flow's; heartbeat, max_delay and jitter as in
+-- create_flow).  New steps are refused once the flow has runs.
+-- Locks: the flows row FOR UPDATE (serialises definition changes of a flow
+-- and step_index allocation), the steps row.
+-- Errors: 22004 NULL argument; 22023 invalid slug, option, mode, pattern,
+-- dependency list; 42704 unknown flow or dependency; 42P17 structure differs
+-- from the existing step; 55000 the flow already has runs.
+CREATE FUNCTION pgflow.add_step(
+    flow_slug text,
+    step_slug text,
+    deps_slugs text[] DEFAULT '{}',
+    max_attempts integer DEFAULT NULL,
+    base_delay integer DEFAULT NULL,
+    timeout integer DEFAULT NULL,
+    start_delay integer DEFAULT NULL,
+    step_type text DEFAULT 'single',
+    required_input_pattern jsonb DEFAULT NULL,
+    forbidden_input_pattern jsonb DEFAULT NULL,
+    when_unmet text DEFAULT 'skip',
+    when_exhausted text DEFAULT 'fail',
+    heartbeat integer DEFAULT NULL,
+    max_delay integer DEFAULT NULL,
+    jitter boolean DEFAULT NULL
+)
+RETURNS pgflow.steps
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_deps text[];
+    v_dup text;
+    v_missing text;
+    v_existing pgflow.steps;
+    v_existing_deps text[];
+    v_diffs text[] := '{}';
+    v_step pgflow.steps;
+BEGIN
+    PERFORM pgflow._check_slug('flow slug', add_step.flow_slug);
+    PERFORM pgflow._check_slug('step slug', add_step.step_slug);
+    PERFORM pgflow._check_option('max_attempts', add_step.max_attempts, 1, true);
+    PERFORM pgflow._check_option('base_delay', add_step.base_delay, 1, true);
+    PERFORM pgflow._check_option('timeout', add_step.timeout, 3, true);
+    PERFORM pgflow._check_option('start_delay', add_step.start_delay, 0, true);
+    PERFORM pgflow._check_option('heartbeat', add_step.heartbeat, 1, true);
+    PERFORM pgflow._check_option('max_delay', add_step.max_delay, 1, true);
+    PERFORM pgflow._check_choice('step_type', add_step.step_type, ARRAY['single', 'map']);
+    PERFORM pgflow._check_choice('when_unmet', add_step.when_unmet,
+                                 ARRAY['skip', 'skip-cascade', 'fail']);
+    PERFORM pgflow._check_choice('when_exhausted', add_step.when_exhausted,
+                                 ARRAY['fail', 'skip', 'skip-cascade']);
+    PERFORM pgflow._check_pattern('required_input_pattern', add_step.step_slug,
+                                  add_step.required_input_pattern);
+    PERFORM pgflow._check_pattern('forbidden_input_pattern', add_step.step_slug,
+                                  add_step.forbidden_input_pattern);
+
+    -- dependency list: no NULLs, valid slugs, no duplicates, not itself
+    IF add_step.deps_slugs IS NULL THEN
+        RAISE EXCEPTION 'deps_slugs must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'pass ''{}'' (or leave it out) for a step without dependencies';
+    END IF;
+    IF array_position(add_step.deps_slugs, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'deps_slugs of step "%" contains NULL', add_step.step_slug
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'list the slugs of the steps it depends on';
+    END IF;
+    PERFORM pgflow._check_slug('dependency slug', d) FROM unnest(add_step.deps_slugs) AS d;
+    SELECT d INTO v_dup
+    FROM unnest(add_step.deps_slugs) AS d
+    GROUP BY d
+    HAVING count(*) > 1
+    LIMIT 1;
+    IF v_dup IS NOT NULL THEN
+        RAISE EXCEPTION 'step "%" lists dependency "%" more than once', add_step.step_slug, v_dup
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'list each dependency once';
+    END IF;
+    IF add_step.step_slug = ANY (add_step.deps_slugs) THEN
+        RAISE EXCEPTION 'step "%" cannot depend on itself', add_step.step_slug
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'flows are acyclic: remove it from deps_slugs';
+    END IF;
+    IF add_step.step_type = 'map' AND cardinality(add_step.deps_slugs) > 1 THEN
+        RAISE EXCEPTION 'map step "%" has % dependencies (%); a map step takes its array from at most one',
+                add_step.step_slug, cardinality(add_step.deps_slugs),
+                array_to_string(add_step.deps_slugs, ', ')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'add a single step that combines them and map over its output';
+    END IF;
+    v_deps := ARRAY(SELECT d FROM unnest(add_step.deps_slugs) AS d ORDER BY d COLLATE "C");
+
+    PERFORM 1 FROM pgflow.flows AS f WHERE f.flow_slug = add_step.flow_slug FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'flow "%" does not exist', add_step.flow_slug
+            USING ERRCODE = 'undefined_object',
+                  HINT = format('create it first: SELECT pgflow.create_flow(%L)', add_step.flow_slug);
+    END IF;
+
+    SELECT d INTO v_missing
+    FROM unnest(add_step.deps_slugs) AS d
+    WHERE NOT EXISTS (
+        SELECT 1 FROM pgflow.steps AS s
+        WHERE s.flow_slug = add_step.flow_slug AND s.step_slug = d)
+    LIMIT 1;
+
+    SELECT * INTO v_existing
+    FROM pgflow.steps AS s
+    WHERE s.flow_slug = add_step.flow_slug AND s.step_slug = add_step.step_slug;
+
+    IF v_existing.step_slug IS NULL THEN
+        IF v_missing IS NOT NULL THEN
+            RAISE EXCEPTION 'step "%" of flow "%" depends on unknown step "%"',
+                    add_step.step_slug, add_step.flow_slug, v_missing
+                USING ERRCODE = 'undefined_object',
+                      HINT = format('add step "%s" first: steps are added in dependency order', v_missing);
+        END IF;
+        IF EXISTS (SELECT 1 FROM pgflow.runs AS r WHERE r.flow_slug = add_step.flow_slug) THEN
+            RAISE EXCEPTION 'cannot add step "%" to flow "%": the flow already has runs',
+                    add_step.step_slug, add_step.flow_slug
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      HINT = format('a flow''s structure is fixed once it has run; define a new flow slug, e.g. "%s_v2"',
+                                    left(add_step.flow_slug, 125));
+        END IF;
+
+        INSERT INTO pgflow.steps AS s (
+            flow_slug, step_slug, step_type, step_index, deps_count,
+            opt_max_attempts, opt_base_delay, opt_timeout, opt_start_delay,
+            required_input_pattern, forbidden_input_pattern, when_unmet, when_exhausted,
+            opt_heartbeat, opt_max_delay, opt_jitter)
+        SELECT add_step.flow_slug, add_step.step_slug, add_step.step_type,
+               (SELECT count(*) FROM pgflow.steps AS s2 WHERE s2.flow_slug = add_step.flow_slug),
+               cardinality(v_deps),
+               add_step.max_attempts, add_step.base_delay, add_step.timeout, add_step.start_delay,
+               add_step.required_input_pattern, add_step.forbidden_input_pattern,
+               add_step.when_unmet, add_step.when_exhausted,
+               add_step.heartbeat, add_step.max_delay, add_step.jitter
+        RETURNING * INTO v_step;
+
+        INSERT INTO pgflow.deps (flow_slug, dep_slug, step_slug)
+        SELECT add_step.flow_slug, d, add_step.step_slug FROM unnest(v_deps) AS d;
+        RETURN v_step;
+    END IF;
+
+    -- The step exists: the structure must match exactly.
+    v_existing_deps := ARRAY(
+        SELECT d.dep_slug FROM pgflow.deps AS d
+        WHERE d.flow_slug = add_step.flow_slug AND d.step_slug = add_step.step_slug
+        ORDER BY d.dep_slug COLLATE "C");
+    IF v_existing_deps IS DISTINCT FROM v_deps THEN
+        v_diffs := v_diffs || format('dependencies are [%s], not [%s]',
+            array_to_string(v_existing_deps, ', '), array_to_string(v_deps, ', '));
+    END IF;
+    IF v_existing.step_type IS DISTINCT FROM add_step.step_type THEN
+        v_diffs := v_diffs || format('step_type is %s, not %s', v_existing.step_type, add_step.step_type);
+    END IF;
+    IF v_existing.required_input_pattern IS DISTINCT FROM add_step.required_input_pattern THEN
+        v_diffs := v_diffs || format('required_input_pattern is %s, not %s',
+            coalesce(v_existing.required_input_pattern::text, 'NULL'),
+            coalesce(add_step.required_input_pattern::text, 'NULL'));
+    END IF;
+    IF v_existing.forbidden_input_pattern IS DISTINCT FROM add_step.forbidden_input_pattern THEN
+        v_diffs := v_diffs || format('forbidden_input_pattern is %s, not %s',
+            coalesce(v_existing.forbidden_input_pattern::text, 'NULL'),
+            coalesce(add_step.forbidden_input_pattern::text, 'NULL'));
+    END IF;
+    IF v_existing.when_unmet IS DISTINCT FROM add_step.when_unmet THEN
+        v_diffs := v_diffs || format('when_unmet is %s, not %s', v_existing.when_unmet, add_step.when_unmet);
+    END IF;
+    IF v_existing.when_exhausted IS DISTINCT FROM add_step.when_exhausted THEN
+        v_diffs := v_diffs || format('when_exhausted is %s, not %s',
+            v_existing.when_exhausted, add_step.when_exhausted);
+    END IF;
+    IF cardinality(v_diffs) > 0 THEN
+        RAISE EXCEPTION 'step "%" of flow "%" already exists with a different definition: %',
+                add_step.step_slug, add_step.flow_slug, array_to_string(v_diffs, '; ')
+            USING ERRCODE = 'invalid_object_definition',
+                  HINT = format('a definition cannot change structure once created; use a new flow slug, e.g. "%s_v2"',
+                                left(add_step.flow_slug, 125));
+    END IF;
+
+    -- Same structure: tunables may change in place; an identical call writes nothing.
+    UPDATE pgflow.steps AS s
+    SET opt_max_attempts = add_step.max_attempts,
+        opt_base_delay = add_step.base_delay,
+        opt_timeout = add_step.timeout,
+        opt_start_delay = add_step.start_delay,
+        opt_heartbeat = add_step.heartbeat,
+        opt_max_delay = add_step.max_delay,
+        opt_jitter = add_step.jitter
+    WHERE s.flow_slug = add_step.flow_slug
+      AND s.step_slug = add_step.step_slug
+      AND (s.opt_max_attempts, s.opt_base_delay, s.opt_timeout, s.opt_start_delay,
+           s.opt_heartbeat, s.opt_max_delay, s.opt_jitter)
+          IS DISTINCT FROM
+          (add_step.max_attempts, add_step.base_delay, add_step.timeout, add_step.start_delay,
+           add_step.heartbeat, add_step.max_delay, add_step.jitter)
+    RETURNING * INTO v_step;
+    IF v_step.step_slug IS NULL THEN
+        RETURN v_existing;
+    END IF;
+    RETURN v_step;
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow.add_step(text, text, text[], integer, integer, integer, integer, text, jsonb, jsonb, text, text, integer, integer, boolean) IS
+    'add a step to a flow after its dependencies (idempotent; tunables update in place)';
+
+-- _complete_tasks: the body of complete_task / complete_tasks.  Completes the
+-- given tasks that are started in the given attempt (a NULL attempt: in
+-- whatever attempt; others are left alone), decrements their
+-- steps' remaining_tasks once per step, completes the steps that reach zero
+-- (a map step's output: its task outputs in task_index order), then starts
+-- what became ready.  Returns how many tasks it completed.
+-- Locks: the task rows (in key order as the input, sorted, drives the
+-- UPDATE), then the rows of map steps in key order; then as
+-- _steps_finished (the runs rows, then dependent step_states rows).  Two
+-- calls reporting the same tasks in another order may deadlock; PostgreSQL
+-- aborts one (40P01) and the reference worker sends its batch again.
+-- Generic plans only (plan_cache_mode): a custom plan that knows a batch of
+-- 100 may, on tables without statistics, read the task rows through the
+-- claimable-tasks index (every queued and started task) instead of the
+-- primary key.
+CREATE FUNCTION pgflow._complete_tasks(run_ids uuid[], step_slugs text[], task_indexes integer[],
+                                       outputs jsonb[], attempts integer[])
+RETURNS integer
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
+AS $$
+DECLARE
+    v_runs uuid[];
+    v_steps text[];
+    v_counts integer[];
+    v_total integer;
+    v_done_runs uuid[];
+    v_done_steps text[];
+    v_done_flows text[];
+    v_run uuid;
+BEGIN
+    WITH input AS (
+        -- (a NULL attempts array pads every row with a NULL attempt)
+        SELECT DISTINCT ON (i.run_id, i.step_slug, i.task_index)
+               i.run_id, i.step_slug, i.task_index, i.output, i.attempt
+        FROM unnest(_complete_tasks.run_ids, _complete_tasks.step_slugs,
+                    _complete_tasks.task_indexes, _complete_tasks.outputs,
+                    _complete_tasks.attempts)
+             AS i(run_id, step_slug, task_index, output, attempt)
+        ORDER BY i.run_id, i.step_slug, i.task_index
+    ), done AS (
+        -- no lock is taken first: the UPDATE takes each row as it meets it,
+        -- and a task completed, failed or cancelled meanwhile fails
+        -- `status = 'started'` on its latest version and is left alone
+        UPDATE pgflow.step_tasks AS t
+        SET status = 'completed',
+            output = coalesce(i.output, 'null'::jsonb),
+            completed_at = now()
+        FROM input AS i
+        WHERE t.run_id = i.run_id AND t.step_slug = i.step_slug AND t.task_index = i.task_index
+          AND t.status = 'started'
+          -- fencing: a superseded attempt's late report changes nothing
+          AND (i.attempt IS NULL OR t.attempts_count = i.attempt)
+        RETURNING t.run_id, t.step_slug
+    )
+    SELECT array_agg(g.run_id ORDER BY g.run_id, g.step_slug),
+           array_agg(g.step_slug ORDER BY g.run_id, g.step_slug),
+           array_agg(g.n ORDER BY g.run_id, g.step_slug),
+           sum(g.n)
+    INTO v_runs, v_steps, v_counts, v_total
+    FROM (SELECT d.run_id, d.step_slug, count(*)::integer AS n
+          FROM done AS d GROUP BY d.run_id, d.step_slug) AS g;
+    IF v_runs IS NULL THEN
+        RETURN 0;
+    END IF;
+
+    -- Lock the rows of map steps first, in key order, in a statement of their
+    -- own: the UPDATE below then runs on a snapshot taken after any sibling
+    -- completion it waited for has committed, so a map's aggregate sees the
+    -- sibling's task output (in the same statement it would still read NULL).
+    -- A single step has one task, whose row lock is held: no other
+    -- transaction completes it.
+    PERFORM 1
+    FROM unnest(v_runs, v_steps) AS c(run_id, step_slug)
+    JOIN pgflow.step_states AS ss ON ss.run_id = c.run_id AND ss.step_slug = c.step_slug
+    JOIN pgflow.steps AS s ON s.flow_slug = ss.flow_slug AND s.step_slug = ss.step_slug
+    WHERE s.step_type = 'map'
+    ORDER BY ss.run_id, ss.step_slug
+    FOR UPDATE OF ss;
+
+    -- one UPDATE per step: the decrement, and for a step whose last task this
+    -- was, its completion with its output (a map's: every task output in
+    -- task_index order)
+    WITH c AS (
+        SELECT * FROM unnest(v_runs, v_steps, v_counts) AS c(run_id, step_slug, n)
+    ), dec AS (
+        UPDATE pgflow.step_states AS ss
+        SET remaining_tasks = ss.remaining_tasks - c.n,
+            status = CASE WHEN ss.remaining_tasks = c.n THEN 'completed' ELSE ss.status END,
+            completed_at = CASE WHEN ss.remaining_tasks = c.n THEN now() ELSE ss.completed_at END,
+            output = CASE
+                WHEN ss.remaining_tasks <> c.n THEN ss.output
+                WHEN s.step_type = 'map' THEN (
+                    SELECT jsonb_agg(t.output ORDER BY t.task_index)
+                    FROM pgflow.step_tasks AS t
+                    WHERE t.run_id = ss.run_id AND t.step_slug = ss.step_slug)
+                ELSE (
+                    SELECT t.output FROM pgflow.step_tasks AS t
+                    WHERE t.run_id = ss.run_id AND t.step_slug = ss.step_slug
+                      AND t.task_index = 0)
+            END
+        FROM c, pgflow.steps AS s
+        WHERE ss.run_id = c.run_id AND ss.step_slug = c.step_slug
+          AND s.flow_slug = ss.flow_slug AND s.step_slug = ss.step_slug
+        RETURNING ss.run_id, ss.step_slug, ss.flow_slug, ss.remaining_tasks
+    )
+    SELECT array_agg(d.run_id ORDER BY d.run_id, d.step_slug),
+           array_agg(d.step_slug ORDER BY d.run_id, d.step_slug),
+           array_agg(d.flow_slug ORDER BY d.run_id, d.step_slug)
+    INTO v_done_runs, v_done_steps, v_done_flows
+    FROM dec AS d
+    WHERE d.remaining_tasks = 0;
+    IF v_done_runs IS NULL THEN
+        RETURN v_total;
+    END IF;
+
+    -- (the join spares the call for flows without step events)
+    PERFORM pgflow._emit_step(d.flow_slug, d.run_id, d.step_slug, 'completed')
+    FROM unnest(v_done_runs, v_done_steps, v_done_flows) AS d(run_id, step_slug, flow_slug)
+    JOIN pgflow.flows AS f ON f.flow_slug = d.flow_slug AND f.opt_step_events;
+
+    -- the runs and the dependents of every step that completed, in one pass
+    FOREACH v_run IN ARRAY pgflow._steps_finished(v_done_runs, v_done_steps) LOOP
+        PERFORM pgflow._start_ready_steps(v_run);
+    END LOOP;
+    RETURN v_total;
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow._complete_tasks(uuid[], text[], integer[], jsonb[], integer[]) IS
+    'complete started tasks in one transaction and advance their runs; returns how many counted';
+
+-- complete_task: records the output of a started task.  When it was the
+-- step's last task the step completes (a map step's output is the array of its
+-- task outputs in task_index order), dependents' counters drop, steps that
+-- became ready start, and at the last step the run completes.
+-- attempt is the number the claim returned: a report of any other attempt
+-- (superseded after its lease expired, or from before a cancel and retry)
+-- changes nothing; NULL completes whatever attempt runs (the protocol before
+-- fencing: a zombie worker's late report could then win).
+-- Late and duplicate calls are normal under at-least-once delivery: a task
+-- that is not started (already completed, failed, cancelled, unknown) is left
+-- alone and the call returns false.  A NULL output is stored as JSON null.
+-- Locks: the task row, its step_states row; when the step completes, the runs
+-- row and the dependents' step_states rows.
+-- Errors: 22004 NULL run_id, step_slug or task_index.
+CREATE FUNCTION pgflow.complete_task(run_id uuid, step_slug text, task_index integer, output jsonb,
+                                     attempt integer DEFAULT NULL)
+RETURNS boolean
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF complete_task.run_id IS NULL OR complete_task.step_slug IS NULL
+       OR complete_task.task_index IS NULL THEN
+        RAISE EXCEPTION 'run_id, step_slug and task_index must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'pass the values start_tasks returned for the task';
+    END IF;
+
+    RETURN pgflow._complete_tasks(ARRAY[complete_task.run_id], ARRAY[complete_task.step_slug],
+                                  ARRAY[complete_task.task_index], ARRAY[complete_task.output],
+                                  ARRAY[complete_task.attempt]) > 0;
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow.complete_task(uuid, text, integer, jsonb, integer) IS
+    'record a started task''s output and advance the run; false if the call changed nothing';
+
+-- complete_tasks: complete_task for many tasks in one transaction: element i
+-- of each array describes one task, attempts[i] the attempt its claim
+-- returned (NULL, or no attempts array: whatever attempt runs).  Tasks that
+-- are not started in that attempt are left alone (late, duplicate and
+-- superseded reports are normal).  Returns how many tasks it completed.
+-- Locks: as _complete_tasks.
+-- Errors: 22004 NULL array; 22023 arrays of different lengths.
+CREATE FUNCTION pgflow.complete_tasks(run_ids uuid[], step_slugs text[], task_indexes integer[],
+                                      outputs jsonb[], attempts integer[] DEFAULT NULL)
+RETURNS integer
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF run_ids IS NULL OR step_slugs IS NULL OR task_indexes IS NULL OR outputs IS NULL THEN
+        RAISE EXCEPTION 'run_ids, step_slugs, task_indexes and outputs must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'pass one array element per task (empty arrays for none)';
+    END IF;
+    IF cardinality(run_ids) <> cardinality(step_slugs)
+       OR cardinality(run_ids) <> cardinality(task_indexes)
+       OR cardinality(run_ids) <> cardinality(outputs)
+       OR cardinality(run_ids) <> coalesce(cardinality(attempts), cardinality(run_ids)) THEN
+        RAISE EXCEPTION 'run_ids, step_slugs, task_indexes, outputs and attempts must have the same length (got %, %, %, %, %)',
+                cardinality(run_ids), cardinality(step_slugs), cardinality(task_indexes),
+                cardinality(outputs), coalesce(cardinality(attempts)::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'element i of each array describes task i';
+    END IF;
+    RETURN pgflow._complete_tasks(run_ids, step_slugs, task_indexes, outputs, attempts);
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow.complete_tasks(uuid[], text[], integer[], jsonb[], integer[]) IS
+    'complete many started tasks (of the attempts named) in one transaction; returns how many counted';
+
+-- fail_task: records a failed attempt of a started task.  With attempts left
+-- (max_attempts counts the attempts since the latest retry_run) the task is
+-- queued again after its backoff: base_delay * 2^(n - 1) seconds for the
+-- n-th attempt, capped at max_delay (and 2^31 - 1 s), drawn at random below
+-- that when jitter is on; retry_delay (seconds >= 0, capped the same way)
+-- replaces the backoff.  Out of attempts, or with retry => false, the step's
+-- when_exhausted applies at once.  attempt fences the report as in
+-- complete_task.  A call for a task that is not started in that attempt
+-- changes nothing and returns false.
+-- Locks: as _fail_tasks.
+-- Errors: 22004 NULL run_id, step_slug, task_index or retry; 22023 negative
+-- or non-finite retry_delay.
+CREATE FUNCTION pgflow.fail_task(run_id uuid, step_slug text, task_index integer, error_message text,
+                                 attempt integer DEFAULT NULL, retry boolean DEFAULT true,
+                                 retry_delay double precision DEFAULT NULL)
+RETURNS boolean
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF fail_task.run_id IS NULL OR fail_task.step_slug IS NULL OR fail_task.task_index IS NULL THEN
+        RAISE EXCEPTION 'run_id, step_slug and task_index must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'pass the values start_tasks returned for the task';
+    END IF;
+    IF fail_task.retry IS NULL THEN
+        RAISE EXCEPTION 'retry must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'pass true (retry while attempts are left) or false (fail now)';
+    END IF;
+    RETURN pgflow._fail_tasks(ARRAY[fail_task.run_id], ARRAY[fail_task.step_slug],
+                              ARRAY[fail_task.task_index], ARRAY[fail_task.error_message],
+                              ARRAY[fail_task.attempt], ARRAY[fail_task.retry],
+                              ARRAY[fail_task.retry_delay]) > 0;
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow.fail_task(uuid, text, integer, text, integer, boolean, double precision) IS
+    'record a failed attempt: retry with backoff (or retry_delay), or apply when_exhausted; false if no-op';
+
+-- _retry_wait: seconds before the next attempt of a task that failed its n-th
+-- attempt since the latest retry_run: retry_delay when given, else
+-- base_delay * 2^(n - 1), drawn uniformly below that with jitter; capped at
+-- max_delay and at 2^31 - 1 seconds (an interval PostgreSQL can add).
+CREATE FUNCTION pgflow._retry_wait(attempt_in_budget integer, base_delay integer, max_delay integer,
+                                   jitter boolean, retry_delay double precision)
+RETURNS double precision
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_cap double precision := least(coalesce(max_delay, 2147483647), 2147483647);
+    v_wait double precision;
+BEGIN
+    IF retry_delay IS NOT NULL THEN
+        RETURN least(retry_delay, v_cap);
+    END IF;
+    v_wait := least(base_delay * power(2::double precision, attempt_in_budget - 1), v_cap);
+    IF jitter THEN
+        v_wait := random() * v_wait;
+    END IF;
+    RETURN v_wait;
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow._retry_wait(integer, integer, integer, boolean, double precision) IS
+    'seconds before a retry: retry_delay or the (jittered) exponential backoff, capped';
+
+-- _fail_tasks: the body of fail_task / fail_tasks.  For each given task that
+-- is started in the given attempt (NULL: in whatever attempt): with attempts
+-- left and retry true it is queued again after pgflow._retry_wait; otherwise
+-- it fails and its step's when_exhausted applies.  Returns how many failures
+-- it recorded.
+-- Locks: the task rows in key order (FOR UPDATE), then for exhausted ones as
+-- _exhaust_task (the step, the run, dependents).
+CREATE FUNCTION pgflow._fail_tasks(run_ids uuid[], step_slugs text[], task_indexes integer[],
+                                   error_messages text[], attempts integer[], retries boolean[],
+                                   retry_delays double precision[])
+RETURNS integer
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
+AS $$
+DECLARE
+    v_task record;
+    v_count integer := 0;
+BEGIN
+    IF EXISTS (SELECT 1 FROM unnest(_fail_tasks.retry_delays) AS d
+               WHERE d < 0 OR d = 'infinity'::double precision OR d = 'NaN'::double precision) THEN
+        RAISE EXCEPTION 'retry_delay must be a finite number of seconds >= 0'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'pass NULL for the step''s backoff, or the seconds to wait, e.g. 30';
+    END IF;
+    FOR v_task IN
+        -- (NULL arrays pad every row with NULLs: no attempt, default retry)
+        WITH input AS (
+            SELECT DISTINCT ON (i.run_id, i.step_slug, i.task_index) i.*
+            FROM unnest(_fail_tasks.run_ids, _fail_tasks.step_slugs, _fail_tasks.task_indexes,
+                        _fail_tasks.error_messages, _fail_tasks.attempts, _fail_tasks.retries,
+                        _fail_tasks.retry_delays)
+                 AS i(run_id, step_slug, task_index, error_message, attempt, retry, retry_delay)
+            ORDER BY i.run_id, i.step_slug, i.task_index
+        )
+        SELECT t.run_id, t.step_slug, t.task_index,
+               t.attempts_count - t.retried_attempts AS attempt_in_budget,
+               coalesce(i.error_message, 'unknown error') AS error_message,
+               coalesce(i.retry, true) AS retry, i.retry_delay,
+               coalesce(s.opt_max_attempts, f.opt_max_attempts) AS max_attempts,
+               coalesce(s.opt_base_delay, f.opt_base_delay) AS base_delay,
+               coalesce(s.opt_max_delay, f.opt_max_delay) AS max_delay,
+               coalesce(s.opt_jitter, f.opt_jitter) AS jitter
+        FROM input AS i
+        JOIN pgflow.step_tasks AS t
+          ON t.run_id = i.run_id AND t.step_slug = i.step_slug AND t.task_index = i.task_index
+        JOIN pgflow.steps AS s ON s.flow_slug = t.flow_slug AND s.step_slug = t.step_slug
+        JOIN pgflow.flows AS f ON f.flow_slug = t.flow_slug
+        WHERE t.status = 'started'
+          AND (i.attempt IS NULL OR t.attempts_count = i.attempt)
+        ORDER BY t.run_id, t.step_slug, t.task_index
+        FOR UPDATE OF t
+    LOOP
+        v_count := v_count + 1;
+        IF v_task.retry AND v_task.attempt_in_budget < v_task.max_attempts THEN
+            UPDATE pgflow.step_tasks AS t
+            SET status = 'queued',
+                error_message = v_task.error_message,
+                vt = now() + make_interval(secs => pgflow._retry_wait(
+                    v_task.attempt_in_budget, v_task.base_delay, v_task.max_delay,
+                    v_task.jitter, v_task.retry_delay))
+            WHERE t.run_id = v_task.run_id
+              AND t.step_slug = v_task.step_slug
+              AND t.task_index = v_task.task_index;
+        ELSE
+            -- (a task an earlier exhaustion of this call cancelled stays cancelled)
+            PERFORM pgflow._exhaust_task(v_task.run_id, v_task.step_slug, v_task.task_index,
+                                         v_task.error_message);
+        END IF;
+    END LOOP;
+    RETURN v_count;
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow._fail_tasks(uuid[], text[], integer[], text[], integer[], boolean[], double precision[]) IS
+    'record failed attempts of started tasks: retry after their wait, or apply when_exhausted';
+
+-- fail_tasks: fail_task for many tasks in one transaction: element i of each
+-- array describes one task (attempts, retries and retry_delays may be NULL
+-- as a whole or per element: no fencing, retry, the step's backoff).
+-- Returns how many failures it recorded.
+-- Locks: as _fail_tasks.
+-- Errors: 22004 NULL run_ids, step_slugs, task_indexes or error_messages;
+-- 22023 arrays of different lengths, a negative or non-finite retry delay.
+CREATE FUNCTION pgflow.fail_tasks(run_ids uuid[], step_slugs text[], task_indexes integer[],
+                                  error_messages text[], attempts integer[] DEFAULT NULL,
+                                  retries boolean[] DEFAULT NULL,
+                                  retry_delays double precision[] DEFAULT NULL)
+RETURNS integer
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_n integer := cardinality(fail_tasks.run_ids);
+BEGIN
+    IF fail_tasks.run_ids IS NULL OR fail_tasks.step_slugs IS NULL
+       OR fail_tasks.task_indexes IS NULL OR fail_tasks.error_messages IS NULL THEN
+        RAISE EXCEPTION 'run_ids, step_slugs, task_indexes and error_messages must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'pass one array element per task (empty arrays for none)';
+    END IF;
+    IF v_n <> cardinality(fail_tasks.step_slugs)
+       OR v_n <> cardinality(fail_tasks.task_indexes)
+       OR v_n <> cardinality(fail_tasks.error_messages)
+       OR v_n <> coalesce(cardinality(fail_tasks.attempts), v_n)
+       OR v_n <> coalesce(cardinality(fail_tasks.retries), v_n)
+       OR v_n <> coalesce(cardinality(fail_tasks.retry_delays), v_n) THEN
+        RAISE EXCEPTION 'the arrays of fail_tasks must have the same length (run_ids has %)', v_n
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'element i of each array describes task i; leave attempts, retries or retry_delays NULL for none';
+    END IF;
+    RETURN pgflow._fail_tasks(fail_tasks.run_ids, fail_tasks.step_slugs, fail_tasks.task_indexes,
+                              fail_tasks.error_messages, fail_tasks.attempts, fail_tasks.retries,
+                              fail_tasks.retry_delays);
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow.fail_tasks(uuid[], text[], integer[], text[], integer[], boolean[], double precision[]) IS
+    'record failed attempts of many tasks in one transaction; returns how many counted';
+
+-- extend_leases: renews the leases of started tasks, each named with the
+-- attempt its claim returned: the lease becomes now() + heartbeat + 2 s, but
+-- never later than started_at + timeout + 2 s (timeout is the longest one
+-- attempt may run).  A step without a heartbeat keeps its lease (it already
+-- ends at that limit).  Returns the tasks whose lease the caller still holds,
+-- with the lease's end; a task missing from the result is no longer the
+-- caller's (its attempt was superseded, it was cancelled or finished, or it
+-- ran past its timeout): the worker should stop reporting a failure for it.
+-- The commit need not wait for its WAL flush: a renewal lost in a crash only
+-- lets the task be claimed again, which at-least-once delivery allows.
+-- Locks: the task rows (in key order, as complete_tasks).
+-- Errors: 22004 NULL array; 22023 arrays of different lengths.
+CREATE FUNCTION pgflow.extend_leases(run_ids uuid[], step_slugs text[], task_indexes integer[],
+                                     attempts integer[])
+RETURNS TABLE (run_id uuid, step_slug text, task_index integer, lease_until timestamptz)
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
+AS $$
+DECLARE
+    v_n integer := cardinality(extend_leases.run_ids);
+BEGIN
+    IF extend_leases.run_ids IS NULL OR extend_leases.step_slugs IS NULL
+       OR extend_leases.task_indexes IS NULL OR extend_leases.attempts IS NULL THEN
+        RAISE EXCEPTION 'run_ids, step_slugs, task_indexes and attempts must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'pass one array element per task (empty arrays for none)';
+    END IF;
+    IF v_n <> cardinality(extend_leases.step_slugs)
+       OR v_n <> cardinality(extend_leases.task_indexes)
+       OR v_n <> cardinality(extend_leases.attempts) THEN
+        RAISE EXCEPTION 'run_ids, step_slugs, task_indexes and attempts must have the same length (got %, %, %, %)',
+                v_n, cardinality(extend_leases.step_slugs), cardinality(extend_leases.task_indexes),
+                cardinality(extend_leases.attempts)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'element i of each array describes task i';
+    END IF;
+    PERFORM set_config('synchronous_commit', 'off', true);
+
+    -- as in _complete_tasks: the sorted input drives the UPDATE, which takes
+    -- each row as it meets it (key order), and a task finished or claimed
+    -- again meanwhile fails the test on its latest version
+    RETURN QUERY
+    WITH input AS (
+        SELECT DISTINCT ON (i.run_id, i.step_slug, i.task_index) i.*
+        FROM unnest(extend_leases.run_ids, extend_leases.step_slugs, extend_leases.task_indexes,
+                    extend_leases.attempts) AS i(run_id, step_slug, task_index, attempt)
+        ORDER BY i.run_id, i.step_slug, i.task_index
+    )
+    UPDATE pgflow.step_tasks AS t
+    -- least() skips NULL: without a heartbeat the lease stays at the limit
+    SET vt = least(now() + make_interval(secs => coalesce(s.opt_heartbeat, f.opt_heartbeat) + 2),
+                   t.started_at + make_interval(secs => coalesce(s.opt_timeout, f.opt_timeout) + 2))
+    FROM input AS i, pgflow.steps AS s, pgflow.flows AS f
+    WHERE t.run_id = i.run_id AND t.step_slug = i.step_slug AND t.task_index = i.task_index
+      AND s.flow_slug = t.flow_slug AND s.step_slug = t.step_slug
+      AND f.flow_slug = t.flow_slug
+      AND t.status = 'started'
+      AND t.attempts_count = i.attempt
+      AND t.started_at + make_interval(secs => coalesce(s.opt_timeout, f.opt_timeout)) > now()
+    RETURNING t.run_id, t.step_slug, t.task_index, t.vt;
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow.extend_leases(uuid[], text[], integer[], integer[]) IS
+    'renew the leases of started tasks (fenced by attempt, capped at the timeout); the ones still held';
+
+REVOKE ALL ON FUNCTION pgflow.create_flow(text, integer, integer, integer, boolean, integer, integer, boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION pgflow.add_step(text, text, text[], integer, integer, integer, integer, text, jsonb, jsonb, text, text, integer, integer, boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION pgflow._complete_tasks(uuid[], text[], integer[], jsonb[], integer[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION pgflow.complete_task(uuid, text, integer, jsonb, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION pgflow.complete_tasks(uuid[], text[], integer[], jsonb[], integer[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION pgflow.fail_task(uuid, text, integer, text, integer, boolean, double precision) FROM PUBLIC;
+REVOKE ALL ON FUNCTION pgflow._retry_wait(integer, integer, integer, boolean, double precision) FROM PUBLIC;
+REVOKE ALL ON FUNCTION pgflow._fail_tasks(uuid[], text[], integer[], text[], integer[], boolean[], double precision[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION pgflow.fail_tasks(uuid[], text[], integer[], text[], integer[], boolean[], double precision[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION pgflow.extend_leases(uuid[], text[], integer[], integer[]) FROM PUBLIC;
+
+DO $$
+DECLARE
+    v_grant record;
+BEGIN
+    FOR v_grant IN
+        SELECT DISTINCT g ->> 0 AS fn, g ->> 1 AS grantee
+        FROM pg_catalog.jsonb_array_elements(
+                 pg_catalog.current_setting('pgflow.upgrade_grants')::jsonb) AS g
+        ORDER BY 1, 2
+    LOOP
+        IF v_grant.fn = 'create_flow' THEN
+            EXECUTE format('GRANT EXECUTE ON FUNCTION pgflow.create_flow(text, integer, integer, integer, boolean, integer, integer, boolean) TO %s', v_grant.grantee);
+        ELSIF v_grant.fn = 'add_step' THEN
+            EXECUTE format('GRANT EXECUTE ON FUNCTION pgflow.add_step(text, text, text[], integer, integer, integer, integer, text, jsonb, jsonb, text, text, integer, integer, boolean) TO %s', v_grant.grantee);
+        ELSIF v_grant.fn = 'complete_task' THEN
+            EXECUTE format('GRANT EXECUTE ON FUNCTION pgflow.complete_task(uuid, text, integer, jsonb, integer) TO %s', v_grant.grantee);
+        ELSIF v_grant.fn = 'complete_tasks' THEN
+            EXECUTE format('GRANT EXECUTE ON FUNCTION pgflow.complete_tasks(uuid[], text[], integer[], jsonb[], integer[]) TO %s', v_grant.grantee);
+        ELSIF v_grant.fn = 'fail_task' THEN
+            EXECUTE format('GRANT EXECUTE ON FUNCTION pgflow.fail_task(uuid, text, integer, text, integer, boolean, double precision) TO %s', v_grant.grantee);
+        ELSIF v_grant.fn = 'claim_tasks' THEN
+            -- a worker role: the new protocol functions too
+            EXECUTE format('GRANT EXECUTE ON FUNCTION pgflow.fail_tasks(uuid[], text[], integer[], text[], integer[], boolean[], double precision[]) TO %s', v_grant.grantee);
+            EXECUTE format('GRANT EXECUTE ON FUNCTION pgflow.extend_leases(uuid[], text[], integer[], integer[]) TO %s', v_grant.grantee);
+        END IF;
+    END LOOP;
+END
+$$;
+
+-- _start_tasks: starts the given tasks of a flow (by message id) that are in
+-- one of the given statuses: started, attempt counted, worker recorded, and
+-- leased for the step's heartbeat (when it has one: the worker renews the
+-- lease with extend_leases) or its timeout, whichever is shorter, + 2 s;
+-- returns what their handlers need (see start_tasks).
+-- count_read: also count the claim in read_ct (claim_tasks, which leases and
+-- starts in one call; after read_with_poll, which counts it, start_tasks does not).
+-- The UPDATE is driven from the id list alone (an index probe per id, then
+-- the rows by ctid) and looks the step's timeout up per row, so no plan the
+-- planner may pick on missing statistics scans the queue.  Generic plans only
+-- (plan_cache_mode): a custom plan knows the statuses, which imply the
+-- predicate of the claimable-tasks index, and may read the rows through it
+-- instead: every queued and started task of the flow.
+-- Locks: the task rows.
+CREATE OR REPLACE FUNCTION pgflow._start_tasks(flow_slug text, msg_ids bigint[], worker_id uuid, statuses text[],
+                                    count_read boolean)
+RETURNS SETOF pgflow.step_task_record
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
+AS $$
+BEGIN
+    RETURN QUERY
+    WITH started AS (
+        UPDATE pgflow.step_tasks AS t
+        SET status = 'started',
+            attempts_count = t.attempts_count + 1,
+            read_ct = t.read_ct + _start_tasks.count_read::integer,
+            started_at = now(),
+            vt = now() + make_interval(secs => (
+                -- least() skips NULL: no heartbeat leaves the timeout
+                SELECT least(coalesce(s.opt_heartbeat, f.opt_heartbeat),
+                             coalesce(s.opt_timeout, f.opt_timeout))
+                FROM pgflow.steps AS s
+                JOIN pgflow.flows AS f ON f.flow_slug = s.flow_slug
+                WHERE s.flow_slug = t.flow_slug AND s.step_slug = t.step_slug)::double precision + 2),
+            last_worker_id = _start_tasks.worker_id
+        -- by ctid, looked up through the message_id index: a plain
+        -- `message_id = ANY (...)` next to the status test may be planned
+        -- through the claimable-tasks index, reading every claimable task
+        WHERE t.ctid = ANY (ARRAY(
+                  SELECT t0.ctid
+                  FROM unnest(_start_tasks.msg_ids) AS m(id)
+                  JOIN pgflow.step_tasks AS t0 ON t0.message_id = m.id))
+          AND t.flow_slug = _start_tasks.flow_slug
+          AND t.status = ANY (_start_tasks.statuses)
+        RETURNING t.flow_slug, t.run_id, t.step_slug, t.task_index, t.message_id,
+                  t.attempts_count
+    ), typed AS MATERIALIZED (
+        SELECT st.*, s.step_type, s.deps_count
+        FROM started AS st
+        JOIN pgflow.steps AS s ON s.flow_slug = st.flow_slug AND s.step_slug = st.step_slug
+    ), map_sources AS MATERIALIZED (
+        -- each map source is read (and detoasted) once per call: `|| '[]'`
+        -- makes an in-memory copy, so picking element i of it is cheap; on
+        -- the stored (toasted) value each `-> i` would fetch the whole array
+        SELECT ms.run_id, ms.step_slug, x.source || '[]'::jsonb AS source
+        FROM (SELECT DISTINCT ty.run_id, ty.step_slug, ty.flow_slug, ty.deps_count
+              FROM typed AS ty
+              WHERE ty.step_type = 'map') AS ms
+        CROSS JOIN LATERAL (
+            SELECT CASE
+                WHEN ms.deps_count = 0 THEN (
+                    SELECT r.input FROM pgflow.runs AS r WHERE r.run_id = ms.run_id)
+                ELSE (
+                    SELECT ds.output
+                    FROM pgflow.deps AS d
+                    JOIN pgflow.step_states AS ds
+                      ON ds.run_id = ms.run_id AND ds.step_slug = d.dep_slug
+                    WHERE d.flow_slug = ms.flow_slug AND d.step_slug = ms.step_slug)
+            END AS source
+        ) AS x
+    )
+    SELECT ty.flow_slug, ty.run_id, ty.step_slug,
+           CASE
+               WHEN ty.step_type = 'map' THEN (
+                   SELECT ms.source -> ty.task_index FROM map_sources AS ms
+                   WHERE ms.run_id = ty.run_id AND ms.step_slug = ty.step_slug)
+               ELSE jsonb_build_object('run', (
+                        SELECT r.input FROM pgflow.runs AS r WHERE r.run_id = ty.run_id))
+                    || coalesce((
+                        SELECT jsonb_object_agg(d.dep_slug, ds.output)
+                        FROM pgflow.deps AS d
+                        JOIN pgflow.step_states AS ds
+                          ON ds.run_id = ty.run_id AND ds.step_slug = d.dep_slug
+                        WHERE d.flow_slug = ty.flow_slug
+                          AND d.step_slug = ty.step_slug
+                          AND ds.status = 'completed'), '{}'::jsonb)
+           END,
+           ty.message_id, ty.task_index, ty.attempts_count
+    FROM typed AS ty
+    ORDER BY ty.message_id;
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow._start_tasks(text, bigint[], uuid, text[], boolean) IS
+    'start tasks by message id (count the attempt, set the lease) and return their inputs';
+
+-- start_tasks: starts leased tasks (msg_ids from read_with_poll): each task
+-- still queued becomes started, counts an attempt, gets a lease of the step
+-- timeout + 2 s (heartbeat + 2 s for a step with a heartbeat) and records
+-- the worker; returns what its handler needs (attempt: the attempt's number
+-- over the task's whole life, which its reports name).
+-- Handler input: a single step gets {"run": <flow input>, "<dep>": <output>,
+-- ...} over its completed dependencies; a map task gets its array element.
+-- A leased task whose attempts are already used up (its lease expired on the
+-- last attempt) is failed instead of returned (when_exhausted applies).
+-- Tasks not queued any more (started by another worker, cancelled) are
+-- silently left out: the caller only runs what is returned.
+-- Locks: the task rows; for exhausted ones also as fail_task.
+-- Errors: 22004 NULL flow_slug or msg_ids; 22023 invalid slug.
+CREATE OR REPLACE FUNCTION pgflow.start_tasks(flow_slug text, msg_ids bigint[], worker_id uuid)
+RETURNS SETOF pgflow.step_task_record
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_id bigint;
+BEGIN
+    PERFORM pgflow._check_slug('flow slug', start_tasks.flow_slug);
+    IF start_tasks.msg_ids IS NULL THEN
+        RAISE EXCEPTION 'msg_ids must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'pass the msg_id values read_with_poll returned';
+    END IF;
+
+    -- Losing this lease in a crash only makes the task claimable again: the
+    -- commit need not wait for its WAL flush (see claim_tasks).
+    PERFORM set_config('synchronous_commit', 'off', true);
+    FOR v_id IN
+        SELECT t.message_id
+        FROM unnest(start_tasks.msg_ids) AS m(id)
+        JOIN pgflow.step_tasks AS t ON t.message_id = m.id
+        JOIN pgflow.steps AS s ON s.flow_slug = t.flow_slug AND s.step_slug = t.step_slug
+        JOIN pgflow.flows AS f ON f.flow_slug = t.flow_slug
+        WHERE t.flow_slug = start_tasks.flow_slug
+          AND t.status = 'queued'
+          AND t.attempts_count - t.retried_attempts >= coalesce(s.opt_max_attempts, f.opt_max_attempts)
+        ORDER BY t.message_id
+        FOR UPDATE OF t
+    LOOP
+        PERFORM pgflow._expire_lease(v_id);
+    END LOOP;
+
+    RETURN QUERY
+    SELECT * FROM pgflow._start_tasks(start_tasks.flow_slug, start_tasks.msg_ids,
+                                      start_tasks.worker_id, ARRAY['queued'], false);
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow.start_tasks(text, bigint[], uuid) IS
+    'start leased tasks: count the attempt, set the lease, return each task''s input';
+
+-- claim_tasks: leases and starts up to qty claimable tasks of a flow in one
+-- call (what read_with_poll followed by start_tasks does in two): queued
+-- tasks whose vt has passed and started tasks whose lease expired, oldest
+-- first; each is started with its attempt counted, its claim counted in
+-- read_ct (as read_with_poll counts it) and a lease of the step timeout + 2 s
+-- (heartbeat + 2 s with a heartbeat).  Tasks out of attempts are failed
+-- instead of returned.
+-- Locks: the claimed task rows (FOR UPDATE SKIP LOCKED: concurrent claimers
+-- never wait for each other nor get the same task).
+-- Errors: 22004 NULL argument; 22023 invalid slug or qty < 1.
+CREATE OR REPLACE FUNCTION pgflow.claim_tasks(flow_slug text, qty integer, worker_id uuid)
+RETURNS SETOF pgflow.step_task_record
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_ids bigint[];
+    v_exhausted bigint[];
+    v_id bigint;
+BEGIN
+    PERFORM pgflow._check_slug('flow slug', claim_tasks.flow_slug);
+    PERFORM pgflow._check_option('qty', claim_tasks.qty, 1, false);
+    -- A claim need not wait for its WAL flush: lost in a crash, it leaves the
+    -- task claimable again (at-least-once already allows the re-run), and the
+    -- task's completion, committed synchronously later, flushes it anyway.
+    -- This makes the rest of the caller's transaction asynchronous too: call
+    -- claim_tasks in a transaction of its own.
+    PERFORM set_config('synchronous_commit', 'off', true);
+
+    SELECT array_agg(c.message_id) FILTER (WHERE NOT c.exhausted),
+           array_agg(c.message_id) FILTER (WHERE c.exhausted)
+    INTO v_ids, v_exhausted
+    FROM (
+        SELECT t.message_id,
+               t.attempts_count - t.retried_attempts
+                   >= coalesce(s.opt_max_attempts, f.opt_max_attempts) AS exhausted
+        FROM pgflow.step_tasks AS t
+        JOIN pgflow.steps AS s ON s.flow_slug = t.flow_slug AND s.step_slug = t.step_slug
+        JOIN pgflow.flows AS f ON f.flow_slug = t.flow_slug
+        WHERE t.flow_slug = claim_tasks.flow_slug
+          AND t.status IN ('queued', 'started')
+          AND t.vt <= clock_timestamp()
+        ORDER BY t.vt
+        LIMIT claim_tasks.qty
+        FOR UPDATE OF t SKIP LOCKED
+    ) AS c;
+
+    FOREACH v_id IN ARRAY coalesce(v_exhausted, '{}') LOOP
+        PERFORM pgflow._expire_lease(v_id);
+    END LOOP;
+    IF v_ids IS NULL THEN
+        RETURN;
+    END IF;
+    -- an exhausted task may have failed the run and cancelled the others
+    RETURN QUERY
+    SELECT * FROM pgflow._start_tasks(claim_tasks.flow_slug, v_ids, claim_tasks.worker_id,
+                                      ARRAY['queued', 'started'], true);
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow.claim_tasks(text, integer, uuid) IS
+    'lease and start up to qty claimable tasks of a flow in one call (read_with_poll + start_tasks)';
+
+-- retry_run: resumes a failed or cancelled run where it stopped.
+--   * completed steps keep their outputs and are not run again; skipped
+--     steps stay skipped;
+--   * each failed or cancelled step that had tasks is started again with only
+--     its failed and cancelled tasks re-queued (claimable at once, with
+--     max_attempts attempts again; attempts_count goes on, so the next
+--     claim's attempt number is new and a late report from before the retry
+--     is refused); the completed tasks of a map step keep their outputs;
+--   * a step that failed before it had tasks (a condition with
+--     when_unmet = fail, a map over a non-array) goes back to created and is
+--     evaluated again like any ready step;
+--   * steps still created start as their dependencies complete.
+-- Counters need no repair: failed and cancelled steps were never counted as
+-- finished in runs.remaining_steps nor in their dependents' remaining_deps;
+-- a re-queued step's remaining_tasks is the number of tasks re-queued.
+-- The run is started again (run:retried on pgflow_events), workers are woken,
+-- and the earlier attempts stay in run_retries and task_attempts.
+-- Owner-only (an operator action): not granted by grant_client/grant_worker.
+-- Locks: the runs row, then the run's step_states and task rows (nothing
+-- else locks rows of a finished run: late completions find no started task).
+-- Errors: 22004 NULL run_id; 42704 unknown run; 55000 run not failed or
+-- cancelled.
+CREATE OR REPLACE FUNCTION pgflow.retry_run(run_id uuid)
+RETURNS pgflow.runs
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_run pgflow.runs;
+    v_retry integer;
+    v_requeued text[];
+BEGIN
+    IF retry_run.run_id IS NULL THEN
+        RAISE EXCEPTION 'run_id must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'pass the run_id of a failed or cancelled run';
+    END IF;
+
+    SELECT * INTO v_run FROM pgflow.runs AS r WHERE r.run_id = retry_run.run_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'run % does not exist', retry_run.run_id
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'check the run_id (pgflow.runs lists the runs; pruned runs are gone)';
+    END IF;
+    IF v_run.status = 'started' THEN
+        RAISE EXCEPTION 'run % is still running', v_run.run_id
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'only failed or cancelled runs can be retried; cancel it first with pgflow.cancel_run()';
+    ELSIF v_run.status = 'completed' THEN
+        RAISE EXCEPTION 'run % is completed', v_run.run_id
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'only failed or cancelled runs can be retried; start a new run with pgflow.start_flow()';
+    END IF;
+
+    -- keep the history before overwriting it
+    SELECT coalesce(max(rr.retry_number), 0) + 1 INTO v_retry
+    FROM pgflow.run_retries AS rr WHERE rr.run_id = retry_run.run_id;
+    INSERT INTO pgflow.run_retries (run_id, retry_number, flow_slug, status, error_message, finished_at)
+    VALUES (v_run.run_id, v_retry, v_run.flow_slug, v_run.status, v_run.error_message,
+            coalesce(v_run.failed_at, v_run.cancelled_at, now()));
+    INSERT INTO pgflow.task_attempts (run_id, retry_number, step_slug, task_index, flow_slug, status,
+                                      attempts_count, error_message, last_worker_id, queued_at,
+                                      started_at, failed_at)
+    SELECT t.run_id, v_retry, t.step_slug, t.task_index, t.flow_slug, t.status,
+           t.attempts_count, t.error_message, t.last_worker_id, t.queued_at,
+           t.started_at, t.failed_at
+    FROM pgflow.step_tasks AS t
+    JOIN pgflow.step_states AS ss ON ss.run_id = t.run_id AND ss.step_slug = t.step_slug
+    WHERE t.run_id = retry_run.run_id
+      AND ss.status IN ('failed', 'cancelled')
+      AND t.status IN ('failed', 'cancelled');
+
+    -- re-queue the unfinished tasks of failed and cancelled steps
+    UPDATE pgflow.step_tasks AS t
+    SET status = 'queued',
+        -- the attempt count goes on (an attempt number names one claim for
+        -- the task's whole life: reports of attempts from before the retry
+        -- are refused); the retry gets a fresh budget of max_attempts
+        retried_attempts = t.attempts_count,
+        read_ct = 0,
+        vt = now(),
+        output = NULL,
+        error_message = NULL,
+        last_worker_id = NULL,
+        queued_at = now(),
+        started_at = NULL,
+        completed_at = NULL,
+        failed_at = NULL
+    FROM pgflow.step_states AS ss
+    WHERE t.run_id = retry_run.run_id
+      AND ss.run_id = t.run_id AND ss.step_slug = t.step_slug
+      AND ss.status IN ('failed', 'cancelled')
+      AND t.status IN ('failed', 'cancelled');
+
+    -- their steps run again, waiting for exactly the re-queued tasks
+    WITH requeued AS (
+        UPDATE pgflow.step_states AS ss
+        SET status = 'started',
+            started_at = now(),
+            failed_at = NULL,
+            error_message = NULL,
+            remaining_tasks = q.n
+        FROM (
+            SELECT t.step_slug, count(*)::integer AS n
+            FROM pgflow.step_tasks AS t
+            WHERE t.run_id = retry_run.run_id AND t.status = 'queued'
+            GROUP BY t.step_slug
+        ) AS q
+        WHERE ss.run_id = retry_run.run_id
+          AND ss.step_slug = q.step_slug
+          AND ss.status IN ('failed', 'cancelled')
+        RETURNING ss.step_slug
+    )
+    SELECT coalesce(array_agg(q.step_slug ORDER BY q.step_slug), '{}') INTO v_requeued
+    FROM requeued AS q;
+
+    -- steps that failed before they had tasks are evaluated again
+    UPDATE pgflow.step_states AS ss
+    SET status = 'created',
+        started_at = NULL,
+        failed_at = NULL,
+        error_message = NULL,
+        initial_tasks = NULL,
+        remaining_tasks = NULL
+    WHERE ss.run_id = retry_run.run_id AND ss.status IN ('failed', 'cancelled');
+
+    UPDATE pgflow.runs AS r
+    SET status = 'started',
+        error_message = NULL,
+        output = NULL,
+        failed_at = NULL,
+        cancelled_at = NULL
+    WHERE r.run_id = retry_run.run_id;
+
+    PERFORM pgflow._emit_step(v_run.flow_slug, v_run.run_id, s, 'started')
+    FROM unnest(v_requeued) AS s;
+    PERFORM pgflow._emit('run:retried', v_run.flow_slug, v_run.run_id, NULL, 'started');
+    IF cardinality(v_requeued) > 0 THEN
+        PERFORM pgflow._wake_workers(v_run.flow_slug);
+    END IF;
+
+    IF v_run.remaining_steps = 0 THEN
+        -- cannot happen for a run that failed or was cancelled mid-way; kept
+        -- so a run with nothing left to do never stays started
+        PERFORM pgflow._complete_run(v_run.run_id);
+    ELSE
+        PERFORM pgflow._start_ready_steps(v_run.run_id);
+    END IF;
+
+    SELECT * INTO STRICT v_run FROM pgflow.runs AS r WHERE r.run_id = retry_run.run_id;
+    RETURN v_run;
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow.retry_run(uuid) IS
+    'resume a failed or cancelled run: re-queue its failed and cancelled work, keep completed outputs';
+
+-- flow_shape: the structure of a flow as the database has it (what a worker
+-- compares with its spec before claiming): steps in order with type,
+-- dependencies, conditions and modes, plus the effective tunables.  NULL for
+-- an unknown flow.  Locks nothing.
+CREATE OR REPLACE FUNCTION pgflow.flow_shape(flow_slug text)
+RETURNS jsonb
+LANGUAGE sql
+STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT jsonb_build_object(
+        'flow_slug', f.flow_slug,
+        'max_attempts', f.opt_max_attempts,
+        'base_delay', f.opt_base_delay,
+        'timeout', f.opt_timeout,
+        'heartbeat', f.opt_heartbeat,
+        'max_delay', f.opt_max_delay,
+        'jitter', f.opt_jitter,
+        'steps', coalesce((
+            SELECT jsonb_agg(jsonb_build_object(
+                'step_slug', s.step_slug,
+                'step_type', s.step_type,
+                'deps', coalesce((
+                    SELECT jsonb_agg(d.dep_slug ORDER BY d.dep_slug COLLATE "C")
+                    FROM pgflow.deps AS d
+                    WHERE d.flow_slug = s.flow_slug AND d.step_slug = s.step_slug), '[]'::jsonb),
+                'required_input_pattern', s.required_input_pattern,
+                'forbidden_input_pattern', s.forbidden_input_pattern,
+                'when_unmet', s.when_unmet,
+                'when_exhausted', s.when_exhausted,
+                'max_attempts', coalesce(s.opt_max_attempts, f.opt_max_attempts),
+                'base_delay', coalesce(s.opt_base_delay, f.opt_base_delay),
+                'timeout', coalesce(s.opt_timeout, f.opt_timeout),
+                'start_delay', coalesce(s.opt_start_delay, 0),
+                'heartbeat', coalesce(s.opt_heartbeat, f.opt_heartbeat),
+                'max_delay', coalesce(s.opt_max_delay, f.opt_max_delay),
+                'jitter', coalesce(s.opt_jitter, f.opt_jitter)) ORDER BY s.step_index)
+            FROM pgflow.steps AS s
+            WHERE s.flow_slug = f.flow_slug), '[]'::jsonb))
+    FROM pgflow.flows AS f
+    WHERE f.flow_slug = flow_shape.flow_slug;
+$$;
+
+COMMENT ON FUNCTION pgflow.flow_shape(text) IS
+    'the structure of a flow (steps, deps, conditions, modes, tunables) as JSON; NULL if unknown';
+
+-- _api_functions: the functions each kind of role is granted.
+--   worker: the worker protocol; client: start, follow and cancel runs.
+-- Operator functions (retry_run, prune_runs, delete_flow) are granted to
+-- nobody: they run as their caller, i.e. the owner.
+CREATE OR REPLACE FUNCTION pgflow._api_functions(kind text)
+RETURNS SETOF regprocedure
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT f::regprocedure
+    FROM unnest(CASE kind
+        WHEN 'worker' THEN ARRAY[
+            'pgflow.read_with_poll(text, integer, integer, integer, integer)',
+            'pgflow.start_tasks(text, bigint[], uuid)',
+            'pgflow.complete_task(uuid, text, integer, jsonb, integer)',
+            'pgflow.fail_task(uuid, text, integer, text, integer, boolean, double precision)',
+            'pgflow.claim_tasks(text, integer, uuid)',
+            'pgflow.complete_tasks(uuid[], text[], integer[], jsonb[], integer[])',
+            'pgflow.fail_tasks(uuid[], text[], integer[], text[], integer[], boolean[], double precision[])',
+            'pgflow.extend_leases(uuid[], text[], integer[], integer[])',
+            'pgflow.worker_idle(text[], boolean)',
+            'pgflow.register_worker(uuid, text[], text, integer)',
+            'pgflow.worker_heartbeat(uuid)',
+            'pgflow.stop_worker(uuid)',
+            'pgflow.flow_shape(text)',
+            'pgflow.run_input(uuid)']
+        WHEN 'client' THEN ARRAY[
+            'pgflow.start_flow(text, jsonb, uuid)',
+            'pgflow.get_run(uuid)',
+            'pgflow.list_runs(text, text, integer)',
+            'pgflow.listen_events(boolean)',
+            'pgflow.cancel_run(uuid)']
+    END) AS f;
+$$;
+
+COMMENT ON FUNCTION pgflow._api_functions(text) IS
+    'the functions grant_worker (kind worker) and grant_client (kind client) grant';

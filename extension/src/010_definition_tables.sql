@@ -8,17 +8,28 @@ CREATE TABLE pgflow.flows (
     opt_timeout      integer     NOT NULL DEFAULT 60,
     opt_step_events  boolean     NOT NULL DEFAULT false,
     created_at       timestamptz NOT NULL DEFAULT now(),
+    opt_heartbeat    integer,
+    opt_max_delay    integer,
+    opt_jitter       boolean     NOT NULL DEFAULT false,
     CONSTRAINT flows_pkey PRIMARY KEY (flow_slug),
     CONSTRAINT flows_flow_slug_check
         CHECK (flow_slug ~ '^[a-zA-Z][a-zA-Z0-9_]{0,127}$' AND flow_slug <> 'run'),
     CONSTRAINT flows_opt_max_attempts_check CHECK (opt_max_attempts >= 1),
     CONSTRAINT flows_opt_base_delay_check CHECK (opt_base_delay >= 1),
-    CONSTRAINT flows_opt_timeout_check CHECK (opt_timeout >= 3)
+    CONSTRAINT flows_opt_timeout_check CHECK (opt_timeout >= 3),
+    CONSTRAINT flows_opt_heartbeat_check CHECK (opt_heartbeat >= 1),
+    CONSTRAINT flows_opt_max_delay_check CHECK (opt_max_delay >= 1)
 );
 
 COMMENT ON TABLE pgflow.flows IS 'flow definitions with their default tunables';
 COMMENT ON COLUMN pgflow.flows.opt_step_events IS
     'when true, step status changes are announced on the pgflow_events channel';
+COMMENT ON COLUMN pgflow.flows.opt_heartbeat IS
+    'seconds a started task''s lease lasts before its worker must renew it (NULL: no heartbeat, the lease is the timeout)';
+COMMENT ON COLUMN pgflow.flows.opt_max_delay IS
+    'longest pause in seconds before a retry (NULL: no cap but 2^31 - 1)';
+COMMENT ON COLUMN pgflow.flows.opt_jitter IS
+    'when true, each retry waits a random time between 0 and its backoff (full jitter)';
 
 CREATE TABLE pgflow.steps (
     flow_slug               text        NOT NULL,
@@ -35,6 +46,9 @@ CREATE TABLE pgflow.steps (
     when_unmet              text        NOT NULL DEFAULT 'skip',
     when_exhausted          text        NOT NULL DEFAULT 'fail',
     created_at              timestamptz NOT NULL DEFAULT now(),
+    opt_heartbeat           integer,
+    opt_max_delay           integer,
+    opt_jitter              boolean,
     CONSTRAINT steps_pkey PRIMARY KEY (flow_slug, step_slug),
     CONSTRAINT steps_flow_slug_step_index_key UNIQUE (flow_slug, step_index),
     CONSTRAINT steps_flow_slug_fkey FOREIGN KEY (flow_slug)
@@ -55,7 +69,9 @@ CREATE TABLE pgflow.steps (
         CHECK (jsonb_typeof(forbidden_input_pattern) = 'object'),
     CONSTRAINT steps_when_unmet_check CHECK (when_unmet IN ('skip', 'skip-cascade', 'fail')),
     CONSTRAINT steps_when_exhausted_check
-        CHECK (when_exhausted IN ('fail', 'skip', 'skip-cascade'))
+        CHECK (when_exhausted IN ('fail', 'skip', 'skip-cascade')),
+    CONSTRAINT steps_opt_heartbeat_check CHECK (opt_heartbeat >= 1),
+    CONSTRAINT steps_opt_max_delay_check CHECK (opt_max_delay >= 1)
 );
 
 COMMENT ON TABLE pgflow.steps IS

@@ -1,6 +1,9 @@
 -- create_flow: creates a flow definition, or updates the tunables of an
 -- existing one (a call states the whole definition: omitted tunables mean
 -- their defaults).  Re-running the same call is a no-op that returns the row.
+-- heartbeat (seconds, NULL: none) makes a started task's lease short and
+-- renewable (extend_leases); max_delay caps the pause before a retry; jitter
+-- draws each pause at random below its backoff.
 -- Locks: the flows row (insert or update).
 -- Errors: 22004 NULL slug or option; 22023 invalid slug or option below its minimum.
 CREATE FUNCTION pgflow.create_flow(
@@ -8,7 +11,10 @@ CREATE FUNCTION pgflow.create_flow(
     max_attempts integer DEFAULT 3,
     base_delay integer DEFAULT 1,
     timeout integer DEFAULT 60,
-    step_events boolean DEFAULT false
+    step_events boolean DEFAULT false,
+    heartbeat integer DEFAULT NULL,
+    max_delay integer DEFAULT NULL,
+    jitter boolean DEFAULT false
 )
 RETURNS pgflow.flows
 LANGUAGE plpgsql
@@ -22,26 +28,39 @@ BEGIN
     PERFORM pgflow._check_option('max_attempts', create_flow.max_attempts, 1, false);
     PERFORM pgflow._check_option('base_delay', create_flow.base_delay, 1, false);
     PERFORM pgflow._check_option('timeout', create_flow.timeout, 3, false);
+    PERFORM pgflow._check_option('heartbeat', create_flow.heartbeat, 1, true);
+    PERFORM pgflow._check_option('max_delay', create_flow.max_delay, 1, true);
     IF create_flow.step_events IS NULL THEN
         RAISE EXCEPTION 'step_events must not be NULL'
             USING ERRCODE = 'null_value_not_allowed', HINT = 'pass true or false';
     END IF;
+    IF create_flow.jitter IS NULL THEN
+        RAISE EXCEPTION 'jitter must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed', HINT = 'pass true or false';
+    END IF;
 
     INSERT INTO pgflow.flows AS f
-        (flow_slug, opt_max_attempts, opt_base_delay, opt_timeout, opt_step_events)
+        (flow_slug, opt_max_attempts, opt_base_delay, opt_timeout, opt_step_events,
+         opt_heartbeat, opt_max_delay, opt_jitter)
     VALUES
         (create_flow.flow_slug, create_flow.max_attempts, create_flow.base_delay,
-         create_flow.timeout, create_flow.step_events)
+         create_flow.timeout, create_flow.step_events, create_flow.heartbeat,
+         create_flow.max_delay, create_flow.jitter)
     ON CONFLICT ON CONSTRAINT flows_pkey DO UPDATE
         SET opt_max_attempts = excluded.opt_max_attempts,
             opt_base_delay = excluded.opt_base_delay,
             opt_timeout = excluded.opt_timeout,
-            opt_step_events = excluded.opt_step_events
+            opt_step_events = excluded.opt_step_events,
+            opt_heartbeat = excluded.opt_heartbeat,
+            opt_max_delay = excluded.opt_max_delay,
+            opt_jitter = excluded.opt_jitter
         -- an identical re-run writes nothing
-        WHERE (f.opt_max_attempts, f.opt_base_delay, f.opt_timeout, f.opt_step_events)
+        WHERE (f.opt_max_attempts, f.opt_base_delay, f.opt_timeout, f.opt_step_events,
+               f.opt_heartbeat, f.opt_max_delay, f.opt_jitter)
               IS DISTINCT FROM
               (excluded.opt_max_attempts, excluded.opt_base_delay, excluded.opt_timeout,
-               excluded.opt_step_events)
+               excluded.opt_step_events, excluded.opt_heartbeat, excluded.opt_max_delay,
+               excluded.opt_jitter)
     RETURNING * INTO v_flow;
 
     IF v_flow.flow_slug IS NULL THEN
@@ -51,5 +70,5 @@ BEGIN
 END;
 $$;
 
-COMMENT ON FUNCTION pgflow.create_flow(text, integer, integer, integer, boolean) IS
+COMMENT ON FUNCTION pgflow.create_flow(text, integer, integer, integer, boolean, integer, integer, boolean) IS
     'create a flow definition, or update the tunables of an existing one (idempotent)';

@@ -2,7 +2,8 @@
 -- Re-running the same call is a no-op returning the existing row; a call with
 -- a different structure (dependencies, step type, conditions or modes) for an
 -- existing step is refused; differing tunables are updated in place (NULL
--- means: inherit the flow's).  New steps are refused once the flow has runs.
+-- means: inherit the flow's; heartbeat, max_delay and jitter as in
+-- create_flow).  New steps are refused once the flow has runs.
 -- Locks: the flows row FOR UPDATE (serialises definition changes of a flow
 -- and step_index allocation), the steps row.
 -- Errors: 22004 NULL argument; 22023 invalid slug, option, mode, pattern,
@@ -20,7 +21,10 @@ CREATE FUNCTION pgflow.add_step(
     required_input_pattern jsonb DEFAULT NULL,
     forbidden_input_pattern jsonb DEFAULT NULL,
     when_unmet text DEFAULT 'skip',
-    when_exhausted text DEFAULT 'fail'
+    when_exhausted text DEFAULT 'fail',
+    heartbeat integer DEFAULT NULL,
+    max_delay integer DEFAULT NULL,
+    jitter boolean DEFAULT NULL
 )
 RETURNS pgflow.steps
 LANGUAGE plpgsql
@@ -42,6 +46,8 @@ BEGIN
     PERFORM pgflow._check_option('base_delay', add_step.base_delay, 1, true);
     PERFORM pgflow._check_option('timeout', add_step.timeout, 3, true);
     PERFORM pgflow._check_option('start_delay', add_step.start_delay, 0, true);
+    PERFORM pgflow._check_option('heartbeat', add_step.heartbeat, 1, true);
+    PERFORM pgflow._check_option('max_delay', add_step.max_delay, 1, true);
     PERFORM pgflow._check_choice('step_type', add_step.step_type, ARRAY['single', 'map']);
     PERFORM pgflow._check_choice('when_unmet', add_step.when_unmet,
                                  ARRAY['skip', 'skip-cascade', 'fail']);
@@ -123,13 +129,15 @@ BEGIN
         INSERT INTO pgflow.steps AS s (
             flow_slug, step_slug, step_type, step_index, deps_count,
             opt_max_attempts, opt_base_delay, opt_timeout, opt_start_delay,
-            required_input_pattern, forbidden_input_pattern, when_unmet, when_exhausted)
+            required_input_pattern, forbidden_input_pattern, when_unmet, when_exhausted,
+            opt_heartbeat, opt_max_delay, opt_jitter)
         SELECT add_step.flow_slug, add_step.step_slug, add_step.step_type,
                (SELECT count(*) FROM pgflow.steps AS s2 WHERE s2.flow_slug = add_step.flow_slug),
                cardinality(v_deps),
                add_step.max_attempts, add_step.base_delay, add_step.timeout, add_step.start_delay,
                add_step.required_input_pattern, add_step.forbidden_input_pattern,
-               add_step.when_unmet, add_step.when_exhausted
+               add_step.when_unmet, add_step.when_exhausted,
+               add_step.heartbeat, add_step.max_delay, add_step.jitter
         RETURNING * INTO v_step;
 
         INSERT INTO pgflow.deps (flow_slug, dep_slug, step_slug)
@@ -179,12 +187,17 @@ BEGIN
     SET opt_max_attempts = add_step.max_attempts,
         opt_base_delay = add_step.base_delay,
         opt_timeout = add_step.timeout,
-        opt_start_delay = add_step.start_delay
+        opt_start_delay = add_step.start_delay,
+        opt_heartbeat = add_step.heartbeat,
+        opt_max_delay = add_step.max_delay,
+        opt_jitter = add_step.jitter
     WHERE s.flow_slug = add_step.flow_slug
       AND s.step_slug = add_step.step_slug
-      AND (s.opt_max_attempts, s.opt_base_delay, s.opt_timeout, s.opt_start_delay)
+      AND (s.opt_max_attempts, s.opt_base_delay, s.opt_timeout, s.opt_start_delay,
+           s.opt_heartbeat, s.opt_max_delay, s.opt_jitter)
           IS DISTINCT FROM
-          (add_step.max_attempts, add_step.base_delay, add_step.timeout, add_step.start_delay)
+          (add_step.max_attempts, add_step.base_delay, add_step.timeout, add_step.start_delay,
+           add_step.heartbeat, add_step.max_delay, add_step.jitter)
     RETURNING * INTO v_step;
     IF v_step.step_slug IS NULL THEN
         RETURN v_existing;
@@ -193,5 +206,5 @@ BEGIN
 END;
 $$;
 
-COMMENT ON FUNCTION pgflow.add_step(text, text, text[], integer, integer, integer, integer, text, jsonb, jsonb, text, text) IS
+COMMENT ON FUNCTION pgflow.add_step(text, text, text[], integer, integer, integer, integer, text, jsonb, jsonb, text, text, integer, integer, boolean) IS
     'add a step to a flow after its dependencies (idempotent; tunables update in place)';

@@ -108,6 +108,7 @@ CREATE TABLE pgflow.step_tasks (
     started_at     timestamptz,
     completed_at   timestamptz,
     failed_at      timestamptz,
+    retried_attempts integer   NOT NULL DEFAULT 0,
     CONSTRAINT step_tasks_pkey PRIMARY KEY (run_id, step_slug, task_index),
     CONSTRAINT step_tasks_message_id_key UNIQUE (message_id),
     CONSTRAINT step_tasks_step_fkey FOREIGN KEY (run_id, step_slug)
@@ -115,13 +116,19 @@ CREATE TABLE pgflow.step_tasks (
     CONSTRAINT step_tasks_status_check
         CHECK (status IN ('queued', 'started', 'completed', 'failed', 'cancelled')),
     CONSTRAINT step_tasks_task_index_check CHECK (task_index >= 0),
-    CONSTRAINT step_tasks_attempts_count_check CHECK (attempts_count >= 0)
+    CONSTRAINT step_tasks_attempts_count_check CHECK (attempts_count >= 0),
+    CONSTRAINT step_tasks_retried_attempts_check
+        CHECK (retried_attempts >= 0 AND retried_attempts <= attempts_count)
 );
 
 COMMENT ON TABLE pgflow.step_tasks IS
     'the task queue: one row per task; status + attempts_count + vt (lease) are the whole claim';
 COMMENT ON COLUMN pgflow.step_tasks.vt IS
     'queued: claimable from this instant; started: lease end, claimable again after it';
+COMMENT ON COLUMN pgflow.step_tasks.attempts_count IS
+    'attempts started over the task''s whole life (never reset): the number of the current attempt, which reports name';
+COMMENT ON COLUMN pgflow.step_tasks.retried_attempts IS
+    'attempts made before the latest retry_run: max_attempts counts the attempts after it';
 
 -- Claimable work of a flow, oldest first: queued tasks whose vt has passed and
 -- started tasks whose lease expired.

@@ -1,6 +1,8 @@
 -- start_tasks: starts leased tasks (msg_ids from read_with_poll): each task
 -- still queued becomes started, counts an attempt, gets a lease of the step
--- timeout + 2 s and records the worker; returns what its handler needs.
+-- timeout + 2 s (heartbeat + 2 s for a step with a heartbeat) and records
+-- the worker; returns what its handler needs (attempt: the attempt's number
+-- over the task's whole life, which its reports name).
 -- Handler input: a single step gets {"run": <flow input>, "<dep>": <output>,
 -- ...} over its completed dependencies; a map task gets its array element.
 -- A leased task whose attempts are already used up (its lease expired on the
@@ -37,7 +39,7 @@ BEGIN
         JOIN pgflow.flows AS f ON f.flow_slug = t.flow_slug
         WHERE t.flow_slug = start_tasks.flow_slug
           AND t.status = 'queued'
-          AND t.attempts_count >= coalesce(s.opt_max_attempts, f.opt_max_attempts)
+          AND t.attempts_count - t.retried_attempts >= coalesce(s.opt_max_attempts, f.opt_max_attempts)
         ORDER BY t.message_id
         FOR UPDATE OF t
     LOOP

@@ -1,6 +1,8 @@
 -- _start_tasks: starts the given tasks of a flow (by message id) that are in
--- one of the given statuses: started, attempt counted, lease = now() + step timeout + 2 s,
--- worker recorded; returns what their handlers need (see start_tasks).
+-- one of the given statuses: started, attempt counted, worker recorded, and
+-- leased for the step's heartbeat (when it has one: the worker renews the
+-- lease with extend_leases) or its timeout, whichever is shorter, + 2 s;
+-- returns what their handlers need (see start_tasks).
 -- count_read: also count the claim in read_ct (claim_tasks, which leases and
 -- starts in one call; after read_with_poll, which counts it, start_tasks does not).
 -- The UPDATE is driven from the id list alone (an index probe per id, then
@@ -27,7 +29,9 @@ BEGIN
             read_ct = t.read_ct + _start_tasks.count_read::integer,
             started_at = now(),
             vt = now() + make_interval(secs => (
-                SELECT coalesce(s.opt_timeout, f.opt_timeout)
+                -- least() skips NULL: no heartbeat leaves the timeout
+                SELECT least(coalesce(s.opt_heartbeat, f.opt_heartbeat),
+                             coalesce(s.opt_timeout, f.opt_timeout))
                 FROM pgflow.steps AS s
                 JOIN pgflow.flows AS f ON f.flow_slug = s.flow_slug
                 WHERE s.flow_slug = t.flow_slug AND s.step_slug = t.step_slug)::double precision + 2),

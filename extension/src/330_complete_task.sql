@@ -2,13 +2,18 @@
 -- step's last task the step completes (a map step's output is the array of its
 -- task outputs in task_index order), dependents' counters drop, steps that
 -- became ready start, and at the last step the run completes.
+-- attempt is the number the claim returned: a report of any other attempt
+-- (superseded after its lease expired, or from before a cancel and retry)
+-- changes nothing; NULL completes whatever attempt runs (the protocol before
+-- fencing: a zombie worker's late report could then win).
 -- Late and duplicate calls are normal under at-least-once delivery: a task
 -- that is not started (already completed, failed, cancelled, unknown) is left
 -- alone and the call returns false.  A NULL output is stored as JSON null.
 -- Locks: the task row, its step_states row; when the step completes, the runs
 -- row and the dependents' step_states rows.
 -- Errors: 22004 NULL run_id, step_slug or task_index.
-CREATE FUNCTION pgflow.complete_task(run_id uuid, step_slug text, task_index integer, output jsonb)
+CREATE FUNCTION pgflow.complete_task(run_id uuid, step_slug text, task_index integer, output jsonb,
+                                     attempt integer DEFAULT NULL)
 RETURNS boolean
 LANGUAGE plpgsql
 VOLATILE
@@ -24,69 +29,52 @@ BEGIN
     END IF;
 
     RETURN pgflow._complete_tasks(ARRAY[complete_task.run_id], ARRAY[complete_task.step_slug],
-                                  ARRAY[complete_task.task_index], ARRAY[complete_task.output]) > 0;
+                                  ARRAY[complete_task.task_index], ARRAY[complete_task.output],
+                                  ARRAY[complete_task.attempt]) > 0;
 END;
 $$;
 
-COMMENT ON FUNCTION pgflow.complete_task(uuid, text, integer, jsonb) IS
+COMMENT ON FUNCTION pgflow.complete_task(uuid, text, integer, jsonb, integer) IS
     'record a started task''s output and advance the run; false if the call changed nothing';
 
 -- fail_task: records a failed attempt of a started task.  With attempts left
--- the task is queued again after base_delay * 2^(attempts_count - 1) seconds
--- (capped at 2^31 - 1 s); out of attempts the step's when_exhausted applies.
--- Like complete_task, a call for a task that is not started changes nothing
--- and returns false.
--- Locks: the task row; when exhausted also as _fail_run / _skip_steps.
--- Errors: 22004 NULL run_id, step_slug or task_index.
-CREATE FUNCTION pgflow.fail_task(run_id uuid, step_slug text, task_index integer, error_message text)
+-- (max_attempts counts the attempts since the latest retry_run) the task is
+-- queued again after its backoff: base_delay * 2^(n - 1) seconds for the
+-- n-th attempt, capped at max_delay (and 2^31 - 1 s), drawn at random below
+-- that when jitter is on; retry_delay (seconds >= 0, capped the same way)
+-- replaces the backoff.  Out of attempts, or with retry => false, the step's
+-- when_exhausted applies at once.  attempt fences the report as in
+-- complete_task.  A call for a task that is not started in that attempt
+-- changes nothing and returns false.
+-- Locks: as _fail_tasks.
+-- Errors: 22004 NULL run_id, step_slug, task_index or retry; 22023 negative
+-- or non-finite retry_delay.
+CREATE FUNCTION pgflow.fail_task(run_id uuid, step_slug text, task_index integer, error_message text,
+                                 attempt integer DEFAULT NULL, retry boolean DEFAULT true,
+                                 retry_delay double precision DEFAULT NULL)
 RETURNS boolean
 LANGUAGE plpgsql
 VOLATILE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    v_task record;
-    v_message text := coalesce(fail_task.error_message, 'unknown error');
 BEGIN
     IF fail_task.run_id IS NULL OR fail_task.step_slug IS NULL OR fail_task.task_index IS NULL THEN
         RAISE EXCEPTION 'run_id, step_slug and task_index must not be NULL'
             USING ERRCODE = 'null_value_not_allowed',
                   HINT = 'pass the values start_tasks returned for the task';
     END IF;
-
-    SELECT t.attempts_count,
-           coalesce(s.opt_max_attempts, f.opt_max_attempts) AS max_attempts,
-           coalesce(s.opt_base_delay, f.opt_base_delay) AS base_delay
-    INTO v_task
-    FROM pgflow.step_tasks AS t
-    JOIN pgflow.steps AS s ON s.flow_slug = t.flow_slug AND s.step_slug = t.step_slug
-    JOIN pgflow.flows AS f ON f.flow_slug = t.flow_slug
-    WHERE t.run_id = fail_task.run_id
-      AND t.step_slug = fail_task.step_slug
-      AND t.task_index = fail_task.task_index
-      AND t.status = 'started'
-    FOR UPDATE OF t;
-    IF NOT FOUND THEN
-        RETURN false;
+    IF fail_task.retry IS NULL THEN
+        RAISE EXCEPTION 'retry must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'pass true (retry while attempts are left) or false (fail now)';
     END IF;
-
-    IF v_task.attempts_count < v_task.max_attempts THEN
-        UPDATE pgflow.step_tasks AS t
-        SET status = 'queued',
-            error_message = v_message,
-            vt = now() + make_interval(secs => least(
-                v_task.base_delay * power(2, v_task.attempts_count - 1), 2147483647))
-        WHERE t.run_id = fail_task.run_id
-          AND t.step_slug = fail_task.step_slug
-          AND t.task_index = fail_task.task_index;
-    ELSE
-        PERFORM pgflow._exhaust_task(fail_task.run_id, fail_task.step_slug,
-                                     fail_task.task_index, v_message);
-    END IF;
-    RETURN true;
+    RETURN pgflow._fail_tasks(ARRAY[fail_task.run_id], ARRAY[fail_task.step_slug],
+                              ARRAY[fail_task.task_index], ARRAY[fail_task.error_message],
+                              ARRAY[fail_task.attempt], ARRAY[fail_task.retry],
+                              ARRAY[fail_task.retry_delay]) > 0;
 END;
 $$;
 
-COMMENT ON FUNCTION pgflow.fail_task(uuid, text, integer, text) IS
-    'record a failed attempt: retry with backoff or apply when_exhausted; false if no-op';
+COMMENT ON FUNCTION pgflow.fail_task(uuid, text, integer, text, integer, boolean, double precision) IS
+    'record a failed attempt: retry with backoff (or retry_delay), or apply when_exhausted; false if no-op';

@@ -38,7 +38,9 @@ COMMENT ON FUNCTION pgflow._expire_lease(bigint) IS
 -- call (what read_with_poll followed by start_tasks does in two): queued
 -- tasks whose vt has passed and started tasks whose lease expired, oldest
 -- first; each is started with its attempt counted, its claim counted in
--- read_ct (as read_with_poll counts it) and a lease of the step timeout + 2 s.  Tasks out of attempts are failed instead of returned.
+-- read_ct (as read_with_poll counts it) and a lease of the step timeout + 2 s
+-- (heartbeat + 2 s with a heartbeat).  Tasks out of attempts are failed
+-- instead of returned.
 -- Locks: the claimed task rows (FOR UPDATE SKIP LOCKED: concurrent claimers
 -- never wait for each other nor get the same task).
 -- Errors: 22004 NULL argument; 22023 invalid slug or qty < 1.
@@ -68,7 +70,8 @@ BEGIN
     INTO v_ids, v_exhausted
     FROM (
         SELECT t.message_id,
-               t.attempts_count >= coalesce(s.opt_max_attempts, f.opt_max_attempts) AS exhausted
+               t.attempts_count - t.retried_attempts
+                   >= coalesce(s.opt_max_attempts, f.opt_max_attempts) AS exhausted
         FROM pgflow.step_tasks AS t
         JOIN pgflow.steps AS s ON s.flow_slug = t.flow_slug AND s.step_slug = t.step_slug
         JOIN pgflow.flows AS f ON f.flow_slug = t.flow_slug
@@ -97,7 +100,8 @@ COMMENT ON FUNCTION pgflow.claim_tasks(text, integer, uuid) IS
     'lease and start up to qty claimable tasks of a flow in one call (read_with_poll + start_tasks)';
 
 -- _complete_tasks: the body of complete_task / complete_tasks.  Completes the
--- given tasks that are started (others are left alone), decrements their
+-- given tasks that are started in the given attempt (a NULL attempt: in
+-- whatever attempt; others are left alone), decrements their
 -- steps' remaining_tasks once per step, completes the steps that reach zero
 -- (a map step's output: its task outputs in task_index order), then starts
 -- what became ready.  Returns how many tasks it completed.
@@ -111,7 +115,7 @@ COMMENT ON FUNCTION pgflow.claim_tasks(text, integer, uuid) IS
 -- claimable-tasks index (every queued and started task) instead of the
 -- primary key.
 CREATE FUNCTION pgflow._complete_tasks(run_ids uuid[], step_slugs text[], task_indexes integer[],
-                                       outputs jsonb[])
+                                       outputs jsonb[], attempts integer[])
 RETURNS integer
 LANGUAGE plpgsql
 VOLATILE
@@ -129,11 +133,13 @@ DECLARE
     v_run uuid;
 BEGIN
     WITH input AS (
+        -- (a NULL attempts array pads every row with a NULL attempt)
         SELECT DISTINCT ON (i.run_id, i.step_slug, i.task_index)
-               i.run_id, i.step_slug, i.task_index, i.output
+               i.run_id, i.step_slug, i.task_index, i.output, i.attempt
         FROM unnest(_complete_tasks.run_ids, _complete_tasks.step_slugs,
-                    _complete_tasks.task_indexes, _complete_tasks.outputs)
-             AS i(run_id, step_slug, task_index, output)
+                    _complete_tasks.task_indexes, _complete_tasks.outputs,
+                    _complete_tasks.attempts)
+             AS i(run_id, step_slug, task_index, output, attempt)
         ORDER BY i.run_id, i.step_slug, i.task_index
     ), done AS (
         -- no lock is taken first: the UPDATE takes each row as it meets it,
@@ -146,6 +152,8 @@ BEGIN
         FROM input AS i
         WHERE t.run_id = i.run_id AND t.step_slug = i.step_slug AND t.task_index = i.task_index
           AND t.status = 'started'
+          -- fencing: a superseded attempt's late report changes nothing
+          AND (i.attempt IS NULL OR t.attempts_count = i.attempt)
         RETURNING t.run_id, t.step_slug
     )
     SELECT array_agg(g.run_id ORDER BY g.run_id, g.step_slug),
@@ -222,17 +230,18 @@ BEGIN
 END;
 $$;
 
-COMMENT ON FUNCTION pgflow._complete_tasks(uuid[], text[], integer[], jsonb[]) IS
+COMMENT ON FUNCTION pgflow._complete_tasks(uuid[], text[], integer[], jsonb[], integer[]) IS
     'complete started tasks in one transaction and advance their runs; returns how many counted';
 
 -- complete_tasks: complete_task for many tasks in one transaction: element i
--- of each array describes one task.  Tasks that are not started are left
--- alone (late and duplicate reports are normal).  Returns how many tasks it
--- completed.
+-- of each array describes one task, attempts[i] the attempt its claim
+-- returned (NULL, or no attempts array: whatever attempt runs).  Tasks that
+-- are not started in that attempt are left alone (late, duplicate and
+-- superseded reports are normal).  Returns how many tasks it completed.
 -- Locks: as _complete_tasks.
 -- Errors: 22004 NULL array; 22023 arrays of different lengths.
 CREATE FUNCTION pgflow.complete_tasks(run_ids uuid[], step_slugs text[], task_indexes integer[],
-                                      outputs jsonb[])
+                                      outputs jsonb[], attempts integer[] DEFAULT NULL)
 RETURNS integer
 LANGUAGE plpgsql
 VOLATILE
@@ -247,16 +256,17 @@ BEGIN
     END IF;
     IF cardinality(run_ids) <> cardinality(step_slugs)
        OR cardinality(run_ids) <> cardinality(task_indexes)
-       OR cardinality(run_ids) <> cardinality(outputs) THEN
-        RAISE EXCEPTION 'run_ids, step_slugs, task_indexes and outputs must have the same length (got %, %, %, %)',
+       OR cardinality(run_ids) <> cardinality(outputs)
+       OR cardinality(run_ids) <> coalesce(cardinality(attempts), cardinality(run_ids)) THEN
+        RAISE EXCEPTION 'run_ids, step_slugs, task_indexes, outputs and attempts must have the same length (got %, %, %, %, %)',
                 cardinality(run_ids), cardinality(step_slugs), cardinality(task_indexes),
-                cardinality(outputs)
+                cardinality(outputs), coalesce(cardinality(attempts)::text, 'NULL')
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'element i of each array describes task i';
     END IF;
-    RETURN pgflow._complete_tasks(run_ids, step_slugs, task_indexes, outputs);
+    RETURN pgflow._complete_tasks(run_ids, step_slugs, task_indexes, outputs, attempts);
 END;
 $$;
 
-COMMENT ON FUNCTION pgflow.complete_tasks(uuid[], text[], integer[], jsonb[]) IS
-    'complete many started tasks in one transaction; returns how many counted';
+COMMENT ON FUNCTION pgflow.complete_tasks(uuid[], text[], integer[], jsonb[], integer[]) IS
+    'complete many started tasks (of the attempts named) in one transaction; returns how many counted';

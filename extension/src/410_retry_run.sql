@@ -1,7 +1,7 @@
 -- Retrying runs, and the history retries leave behind.
 --
 -- retry_run resets failed and cancelled work in place (same run_id, same task
--- rows, fresh attempt counts), so the earlier attempts would be overwritten.
+-- rows, a fresh attempt budget), so the earlier attempts would be overwritten.
 -- Before it resets anything it copies what it replaces: one run_retries row
 -- per retry (the run's status and error as they were) and one task_attempts
 -- row per task it re-queues (status, attempts, last error, worker, times).
@@ -53,8 +53,10 @@ SELECT pg_catalog.pg_extension_config_dump('pgflow.task_attempts', '');
 --   * completed steps keep their outputs and are not run again; skipped
 --     steps stay skipped;
 --   * each failed or cancelled step that had tasks is started again with only
---     its failed and cancelled tasks re-queued (claimable at once, attempts
---     0); the completed tasks of a map step keep their outputs;
+--     its failed and cancelled tasks re-queued (claimable at once, with
+--     max_attempts attempts again; attempts_count goes on, so the next
+--     claim's attempt number is new and a late report from before the retry
+--     is refused); the completed tasks of a map step keep their outputs;
 --   * a step that failed before it had tasks (a condition with
 --     when_unmet = fail, a map over a non-array) goes back to created and is
 --     evaluated again like any ready step;
@@ -123,7 +125,10 @@ BEGIN
     -- re-queue the unfinished tasks of failed and cancelled steps
     UPDATE pgflow.step_tasks AS t
     SET status = 'queued',
-        attempts_count = 0,
+        -- the attempt count goes on (an attempt number names one claim for
+        -- the task's whole life: reports of attempts from before the retry
+        -- are refused); the retry gets a fresh budget of max_attempts
+        retried_attempts = t.attempts_count,
         read_ct = 0,
         vt = now(),
         output = NULL,

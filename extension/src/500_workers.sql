@@ -106,6 +106,9 @@ AS $$
         'max_attempts', f.opt_max_attempts,
         'base_delay', f.opt_base_delay,
         'timeout', f.opt_timeout,
+        'heartbeat', f.opt_heartbeat,
+        'max_delay', f.opt_max_delay,
+        'jitter', f.opt_jitter,
         'steps', coalesce((
             SELECT jsonb_agg(jsonb_build_object(
                 'step_slug', s.step_slug,
@@ -121,7 +124,10 @@ AS $$
                 'max_attempts', coalesce(s.opt_max_attempts, f.opt_max_attempts),
                 'base_delay', coalesce(s.opt_base_delay, f.opt_base_delay),
                 'timeout', coalesce(s.opt_timeout, f.opt_timeout),
-                'start_delay', coalesce(s.opt_start_delay, 0)) ORDER BY s.step_index)
+                'start_delay', coalesce(s.opt_start_delay, 0),
+                'heartbeat', coalesce(s.opt_heartbeat, f.opt_heartbeat),
+                'max_delay', coalesce(s.opt_max_delay, f.opt_max_delay),
+                'jitter', coalesce(s.opt_jitter, f.opt_jitter)) ORDER BY s.step_index)
             FROM pgflow.steps AS s
             WHERE s.flow_slug = f.flow_slug), '[]'::jsonb))
     FROM pgflow.flows AS f

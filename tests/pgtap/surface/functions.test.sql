@@ -5,8 +5,8 @@ SELECT is(
     ARRAY(SELECT p.proname::text FROM pg_proc AS p
           WHERE p.pronamespace = 'pgflow'::regnamespace AND p.proname !~ '^_'
           ORDER BY 1),
-    ARRAY['add_step', 'cancel_run', 'claim_tasks', 'complete_task', 'complete_tasks', 'create_flow', 'delete_flow', 'fail_task',
-          'flow_shape', 'get_run', 'grant_client', 'grant_worker', 'list_runs', 'listen_events', 'prune_runs', 'read_with_poll',
+    ARRAY['add_step', 'cancel_run', 'claim_tasks', 'complete_task', 'complete_tasks', 'create_flow', 'delete_flow',
+          'extend_leases', 'fail_task', 'fail_tasks', 'flow_shape', 'get_run', 'grant_client', 'grant_worker', 'list_runs', 'listen_events', 'prune_runs', 'read_with_poll',
           'register_worker', 'retry_run', 'run_input', 'start_flow', 'start_tasks', 'stop_worker',
           'worker_heartbeat', 'worker_idle'],
     'the public functions are exactly these'
@@ -24,9 +24,11 @@ SELECT is(
           FROM pg_proc AS p
           WHERE p.pronamespace = 'pgflow'::regnamespace AND cardinality(p.proconfig) > 1
           ORDER BY 1),
-    ARRAY['pgflow._complete_tasks(uuid[],text[],integer[],jsonb[]): plan_cache_mode=force_generic_plan',
-          'pgflow._start_tasks(text,bigint[],uuid,text[],boolean): plan_cache_mode=force_generic_plan'],
-    'no other setting but generic plans for _complete_tasks and _start_tasks'
+    ARRAY['pgflow._complete_tasks(uuid[],text[],integer[],jsonb[],integer[]): plan_cache_mode=force_generic_plan',
+          'pgflow._fail_tasks(uuid[],text[],integer[],text[],integer[],boolean[],double precision[]): plan_cache_mode=force_generic_plan',
+          'pgflow._start_tasks(text,bigint[],uuid,text[],boolean): plan_cache_mode=force_generic_plan',
+          'pgflow.extend_leases(uuid[],text[],integer[],integer[]): plan_cache_mode=force_generic_plan'],
+    'no other setting but generic plans for the batch bodies (_complete_tasks, _fail_tasks, _start_tasks, extend_leases)'
 );
 
 SELECT is_empty(

@@ -64,7 +64,7 @@ SELECT is(pgflow.complete_tasks('{}', '{}', '{}', '{}'), 0, 'an empty batch is a
 SELECT throws_ok(
     $$SELECT pgflow.complete_tasks(ARRAY[gen_random_uuid()], ARRAY['a', 'b'], ARRAY[0], ARRAY['1'::jsonb])$$,
     '22023',
-    'run_ids, step_slugs, task_indexes and outputs must have the same length (got 1, 2, 1, 1)',
+    'run_ids, step_slugs, task_indexes, outputs and attempts must have the same length (got 1, 2, 1, 1, NULL)',
     'arrays of different lengths are rejected');
 SELECT throws_ok($$SELECT pgflow.complete_tasks(NULL, '{}', '{}', '{}')$$, '22004',
     'run_ids, step_slugs, task_indexes and outputs must not be NULL', 'a NULL array is rejected');

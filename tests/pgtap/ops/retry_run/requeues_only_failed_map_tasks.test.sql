@@ -30,8 +30,8 @@ SELECT is((SELECT status FROM pgflow.retry_run('00000000-0000-0000-0000-00000000
 SELECT is(
     ARRAY(SELECT (t.task_index, t.status, t.attempts_count, t.error_message)::text
           FROM pgflow.step_tasks AS t ORDER BY t.task_index),
-    ARRAY['(0,completed,1,)', '(1,queued,0,)', '(2,queued,0,)', '(3,queued,0,)'],
-    'only the failed and cancelled tasks are re-queued, with fresh attempt counts'
+    ARRAY['(0,completed,1,)', '(1,queued,1,)', '(2,queued,1,)', '(3,queued,0,)'],
+    'only the failed and cancelled tasks are re-queued; attempt numbers go on (fencing)'
 );
 SELECT results_eq('SELECT * FROM pgflow.step_tasks WHERE task_index = 0', 'SELECT * FROM task0',
     'the completed task is untouched, output included');

@@ -43,10 +43,11 @@ SELECT is(
     'the failed step runs again; completed and skipped steps stay; c still waits for b'
 );
 SELECT is(
-    (SELECT (t.status, t.attempts_count, t.read_ct, t.error_message, t.last_worker_id, t.vt <= now())::text
+    (SELECT (t.status, t.attempts_count, t.retried_attempts, t.read_ct, t.error_message,
+             t.last_worker_id, t.vt <= now())::text
      FROM pgflow.step_tasks AS t WHERE t.step_slug = 'b'),
-    '(queued,0,0,,,t)',
-    'the failed task is queued again, claimable now, with a fresh attempt count'
+    '(queued,1,1,0,,,t)',
+    'the failed task is queued again, claimable now, with a fresh budget of attempts'
 );
 SELECT results_eq(
     $$SELECT t.step_slug, t.output, t.completed_at, t.attempts_count
@@ -77,8 +78,9 @@ SELECT is(
 
 -- the run now completes normally
 SELECT is(pg_temp.start_step('b'), 1::bigint, 'the re-queued task starts');
-SELECT is((SELECT attempts_count FROM pgflow.step_tasks WHERE step_slug = 'b'), 1,
-          'as its first attempt');
+SELECT is((SELECT (attempts_count, attempts_count - retried_attempts)::text
+           FROM pgflow.step_tasks WHERE step_slug = 'b'), '(2,1)',
+          'as attempt 2 of its life, the first since the retry');
 SELECT ok(pgflow.complete_task('00000000-0000-0000-0000-000000000001', 'b', 0, '"B"'),
           'and completes');
 SELECT is((SELECT status FROM pgflow.step_states WHERE step_slug = 'c'), 'started',
@@ -110,8 +112,8 @@ SELECT pgflow.retry_run('00000000-0000-0000-0000-000000000002');
 SELECT is(
     ARRAY(SELECT (t.step_slug, t.status, t.attempts_count)::text FROM pgflow.step_tasks AS t
           WHERE t.run_id = '00000000-0000-0000-0000-000000000002' ORDER BY t.step_slug),
-    ARRAY['(a,queued,0)', '(d,queued,0)', '(s,queued,0)'],
-    'the failed and the cancelled steps are re-queued'
+    ARRAY['(a,queued,2)', '(d,queued,0)', '(s,queued,0)'],
+    'the failed and the cancelled steps are re-queued (attempt numbers go on)'
 );
 SELECT pg_temp.start_step('a');
 SELECT pgflow.fail_task('00000000-0000-0000-0000-000000000002', 'a', 0, 'third');
@@ -125,8 +127,8 @@ SELECT is(
           WHERE ta.run_id = '00000000-0000-0000-0000-000000000002'
           ORDER BY ta.retry_number, ta.step_slug),
     ARRAY['(1,a,failed,2,second)', '(1,d,cancelled,0,)', '(1,s,cancelled,0,)',
-          '(2,a,failed,2,fourth)', '(2,d,cancelled,0,)', '(2,s,cancelled,0,)'],
-    'every retry keeps the attempts it replaced'
+          '(2,a,failed,4,fourth)', '(2,d,cancelled,0,)', '(2,s,cancelled,0,)'],
+    'every retry keeps the attempts it replaced (counted over the task''s life)'
 );
 SELECT is(
     (SELECT count(*) FROM pgflow.run_retries WHERE run_id = '00000000-0000-0000-0000-000000000002'),
