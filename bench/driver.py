@@ -25,8 +25,11 @@ from typing import Any
 
 import psycopg
 
-CLAIM = "SELECT run_id, step_slug, task_index FROM pgflow.claim_tasks(%s, %s, %s)"
-COMPLETE = "SELECT pgflow.complete_tasks(%s::uuid[], %s::text[], %s::int[], %s::jsonb[])"
+CLAIM = "SELECT run_id, step_slug, task_index, attempt FROM pgflow.claim_tasks(%s, %s, %s)"
+#: fenced, as workers report since 0.3.0: each completion names its attempt
+COMPLETE = "SELECT pgflow.complete_tasks(%s::uuid[], %s::text[], %s::int[], %s::jsonb[], %s::int[])"
+#: the unfenced report (no attempts), to measure what fencing costs
+COMPLETE_UNFENCED = "SELECT pgflow.complete_tasks(%s::uuid[], %s::text[], %s::int[], %s::jsonb[])"
 #: flush this backend's table and WAL statistics before it goes idle
 FLUSH_STATS = "SELECT pg_stat_force_next_flush()"
 
@@ -62,6 +65,7 @@ class _Worker:
     flow: str
     batch: int
     vt: int = 30
+    fenced: bool = True
     worker_id: uuid.UUID = field(default_factory=uuid.uuid4)
     stats: CallStats = field(default_factory=CallStats)
 
@@ -75,15 +79,11 @@ class _Worker:
         if not rows:
             self.stats.empty_reads += 1
             return 0
-        self.conn.execute(
-            COMPLETE,
-            (
-                [r[0] for r in rows],
-                [r[1] for r in rows],
-                [r[2] for r in rows],
-                ["{}"] * len(rows),
-            ),
-        )
+        columns = ([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows])
+        if self.fenced:
+            self.conn.execute(COMPLETE, (*columns, ["{}"] * len(rows), [r[3] for r in rows]))
+        else:
+            self.conn.execute(COMPLETE_UNFENCED, (*columns, ["{}"] * len(rows)))
         self.stats.completes += 1
         self.stats.complete_s += time.perf_counter() - t1
         self.stats.tasks += len(rows)
@@ -100,10 +100,11 @@ def _drain(
     go: mps.Event,
     done: Synchronized[int],
     results: mp.Queue[CallStats | str],
+    fenced: bool = True,
 ) -> None:
     try:
         with psycopg.connect(conninfo, autocommit=True) as conn:
-            worker = _Worker(conn, flow, batch)
+            worker = _Worker(conn, flow, batch, fenced=fenced)
             ready.wait()
             go.wait()
             while done.value < expected:
@@ -164,7 +165,10 @@ class DriverError(RuntimeError):
 class Drivers:
     """N driver processes; ``start`` returns once all are connected and waiting."""
 
-    def __init__(self, conninfo: str, flow: str, processes: int = 4, batch: int = 10) -> None:
+    def __init__(
+        self, conninfo: str, flow: str, processes: int = 4, batch: int = 10, fenced: bool = True
+    ) -> None:
+        self.fenced = fenced
         self.conninfo = conninfo
         self.flow = flow
         self.n = processes
@@ -190,6 +194,7 @@ class Drivers:
                 self.go,
                 self.done,
                 self.results,
+                self.fenced,
             ),
         )
 

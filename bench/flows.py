@@ -7,6 +7,7 @@ that the definitions go through ``pgflow-build``'s compiler like a user's.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from pgflow import Flow
@@ -73,6 +74,31 @@ def only(inp: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
+def _hold_first_attempt(ctx: Any) -> dict[str, Any]:
+    """Hold the first attempt (the worker running it gets killed); later ones return."""
+    if ctx.attempt == 1:
+        time.sleep(3600)
+    return {"attempt": ctx.attempt}
+
+
+#: recovery with a heartbeat: timeout 600 s, a dead worker noticed after ~4 s
+lease_beat = Flow("lease_beat", timeout=600, heartbeat=2, max_attempts=5)
+
+
+@lease_beat.step()
+def beat_hold(inp: dict[str, Any], ctx: Any) -> dict[str, Any]:
+    return _hold_first_attempt(ctx)
+
+
+#: the same without a heartbeat: recovery waits for the lease, timeout + 2 s
+lease_plain = Flow("lease_plain", timeout=10, max_attempts=5)
+
+
+@lease_plain.step()
+def plain_hold(inp: dict[str, Any], ctx: Any) -> dict[str, Any]:
+    return _hold_first_attempt(ctx)
+
+
 #: every flow of this module, with the number of tasks one run creates
 #: (fanout: per element of its input, plus the reduce task)
-FLOWS = (chain3, diamond, fanout, single)
+FLOWS = (chain3, diamond, fanout, single, lease_beat, lease_plain)

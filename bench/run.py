@@ -30,7 +30,20 @@ SETTINGS: dict[str, str] = {
     "max_connections": "50",
 }
 
-BENCHMARKS = ("chain3", "diamond", "fanout", "idle", "ceiling", "reference", "history")
+BENCHMARKS = (
+    "chain3",
+    "diamond",
+    "fanout",
+    "idle",
+    "ceiling",
+    "reference",
+    "history",
+    "unfenced",
+    "recovery",
+    "renewal",
+)
+#: measured once (not per repeat): they kill workers, or measure a single cost
+ONCE = ("recovery", "renewal")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -43,6 +56,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--pgbench-seconds", type=int, help="pgbench duration (default 20)")
     p.add_argument("--history-runs", type=int, help="finished runs for history (default 1e6)")
     p.add_argument("--processes", type=int, default=4, help="worker processes (default 4)")
+    p.add_argument("--kills", type=int, help="workers killed for recovery (default 20)")
     p.add_argument("--budget", type=float, default=570.0, help="seconds the whole run may take")
     p.add_argument(
         "--only", default=",".join(BENCHMARKS), help=f"comma-separated subset of {BENCHMARKS}"
@@ -56,6 +70,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args.samples = args.samples or (20 if quick else 50)
     args.pgbench_seconds = args.pgbench_seconds or (5 if quick else 20)
     args.history_runs = args.history_runs or (100_000 if quick else 1_000_000)
+    args.kills = args.kills or (5 if quick else 20)
     args.only = [x for x in args.only.split(",") if x]
     unknown = set(args.only) - set(BENCHMARKS)
     if unknown:
@@ -103,6 +118,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "ceiling",
                 lambda: {"tps": workloads.ceiling(cluster, args.pgbench_seconds, procs)},
             ),
+            (
+                "unfenced",
+                lambda: workloads.drive(conninfo, "chain3", runs, processes=procs, fenced=False),
+            ),
             ("diamond", lambda: workloads.drive(conninfo, "diamond", runs, processes=procs)),
             ("fanout", lambda: workloads.fanout(conninfo, args.fanout)),
             ("idle", lambda: workloads.idle_latency(conninfo, args.samples, procs)),
@@ -115,6 +134,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                     t0 = time.monotonic()
                     results.setdefault(name, []).append(fn())
                     log(f"{name} {i + 1}/{n} ({time.monotonic() - t0:.1f} s)")
+        once: list[tuple[str, Callable[[], dict[str, Any]]]] = [
+            ("recovery", lambda: workloads.recovery(conninfo, "lease_beat", args.kills)),
+            # without a heartbeat the lease is timeout + 2 s: timeout 10 here
+            # (the heartbeat flow's 600 s would take ten minutes per kill)
+            ("recovery_plain", lambda: workloads.recovery(conninfo, "lease_plain", 5)),
+            ("renewal", lambda: workloads.renewal(conninfo)),
+        ]
+        for name, fn in once:
+            if name.split("_")[0] in args.only:
+                t0 = time.monotonic()
+                results[name] = [fn()]
+                log(f"{name} ({time.monotonic() - t0:.1f} s)")
     info["loadavg_after"] = os.getloadavg()
     rows = build_rows(results, args)
     total = time.monotonic() - started
@@ -276,6 +307,47 @@ def build_rows(results: dict[str, Any], args: argparse.Namespace) -> list[Row]:
             target=">= 0.9",
             check=lambda v: v >= 0.9,
             digits=2,
+        ),
+        Row(
+            "chain3 fenced ÷ unfenced reports (tasks/s)",
+            _ratio(chain3, _values(results, "unfenced", "tasks_per_s")),
+            target=">= 0.97",
+            check=lambda v: v >= 0.97,
+            digits=3,
+        ),
+        Row(
+            "recovery after kill -9, heartbeat 2 s, timeout 600 s: p50 (s)",
+            [r["p50"] for r in results.get("recovery", [])],
+            "s",
+            target="<= 5",
+            check=lambda v: v <= 5,
+            digits=2,
+        ),
+        Row(
+            "  p95 (s)",
+            [r["p95"] for r in results.get("recovery", [])],
+            "s",
+            target="<= 5",
+            check=lambda v: v <= 5,
+            digits=2,
+        ),
+        Row(
+            "  the same without heartbeat, timeout 10 s: p50 (s)",
+            [r["p50"] for r in results.get("recovery_plain", [])],
+            "s",
+            digits=2,
+        ),
+        Row(
+            "heartbeat: extend_leases of 1000 tasks (ms per call)",
+            [x for r in results.get("renewal", []) for x in r["call_ms"]],
+            "ms",
+            digits=2,
+        ),
+        Row(
+            "  WAL bytes per renewed task",
+            [x for r in results.get("renewal", []) for x in r["wal_bytes_per_task"]],
+            "bytes",
+            digits=0,
         ),
         Row("chain3 tasks/s, reference worker", ref, "tasks/s", digits=0),
         Row(

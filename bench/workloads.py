@@ -44,6 +44,7 @@ def drive(
     reset: bool = True,
     processes: int = 4,
     batch: int = 10,
+    fenced: bool = True,
 ) -> dict[str, Any]:
     """Start ``runs`` runs, drain them with the protocol driver; figures and costs.
 
@@ -56,7 +57,7 @@ def drive(
         if reset:
             db.reset(conn)
         conn.execute("CHECKPOINT")
-        drivers = Drivers(conninfo, flow, processes=processes, batch=batch)
+        drivers = Drivers(conninfo, flow, processes=processes, batch=batch, fenced=fenced)
         try:
             drivers.start_drain(expected)
             since = db.db_now(conn)
@@ -398,3 +399,128 @@ def make_history(
 
 def summary(values: list[float]) -> dict[str, float]:
     return {"min": min(values), "median": statistics.median(values), "max": max(values)}
+
+
+# ------------------------------------------------------------------ leases
+
+
+def recovery(conninfo: str, flow: str, kills: int, parallel: int = 5) -> dict[str, Any]:
+    """Seconds from SIGKILL of a worker holding a task to another worker starting it again.
+
+    Rounds of ``parallel`` victim workers (`pgflow worker`, concurrency 1) each
+    claim one task of ``flow`` (whose handler holds its first attempt); a
+    rescuer worker is started and idles; the victims are killed; each task's
+    recovery is the database time from the kill to its attempt 2's start.
+    """
+    logfile = tempfile.NamedTemporaryFile("w", prefix="bench-recovery-", suffix=".log")  # noqa: SIM115
+    samples: list[float] = []
+    with logfile, db.connect(conninfo) as conn:
+        db.reset(conn)
+        base = [PGFLOW, "worker", f"bench.flows:{flow}", "--dsn", conninfo]
+        base += ["--poll-interval", "0.2"]
+        rescuer: subprocess.Popen[bytes] | None = None
+        try:
+            while len(samples) < kills:
+                n = min(parallel, kills - len(samples))
+                since = db.db_now(conn)
+                victims = [
+                    subprocess.Popen(
+                        [*base, "--concurrency", "1"],
+                        cwd=ROOT,
+                        stdout=logfile,
+                        stderr=subprocess.STDOUT,
+                    )
+                    for _ in range(n)
+                ]
+                db.start_runs(conninfo, flow, n)
+                deadline = time.monotonic() + 60
+                while True:
+                    row = conn.execute(
+                        "SELECT count(*) FROM pgflow.step_tasks WHERE flow_slug = %s"
+                        " AND queued_at >= %s AND status = 'started' AND attempts_count = 1",
+                        (flow, since),
+                    ).fetchone()
+                    if row and row[0] == n:
+                        break
+                    if time.monotonic() > deadline:
+                        raise TimeoutError("recovery: victims did not claim their tasks")
+                    time.sleep(0.05)
+                if rescuer is None:
+                    rescuer = subprocess.Popen(
+                        [*base, "--concurrency", str(parallel)],
+                        cwd=ROOT,
+                        stdout=logfile,
+                        stderr=subprocess.STDOUT,
+                    )
+                    db.wait_idle(conn, flow, 1, timeout=60)
+                for victim in victims:
+                    victim.send_signal(signal.SIGKILL)
+                killed_row = conn.execute("SELECT clock_timestamp()").fetchone()
+                assert killed_row is not None
+                killed = killed_row[0]
+                for victim in victims:
+                    victim.wait(timeout=10)
+                deadline = time.monotonic() + 120
+                while True:
+                    rows = conn.execute(
+                        "SELECT extract(epoch FROM started_at - %s)::float8 FROM pgflow.step_tasks"
+                        " WHERE flow_slug = %s AND queued_at >= %s AND attempts_count >= 2",
+                        (killed, flow, since),
+                    ).fetchall()
+                    if len(rows) == n:
+                        samples.extend(float(r[0]) for r in rows)
+                        break
+                    if time.monotonic() > deadline:
+                        raise TimeoutError("recovery: no takeover within 120 s")
+                    time.sleep(0.05)
+        finally:
+            if rescuer is not None:
+                rescuer.send_signal(signal.SIGKILL)
+                rescuer.wait(timeout=10)
+    return {
+        "flow": flow,
+        "kills": len(samples),
+        "recovery_s": samples,
+        "p50": percentile(samples, 50),
+        "p95": percentile(samples, 95),
+        **summary(samples),
+    }
+
+
+def renewal(conninfo: str, tasks: int = 1000, rounds: int = 10) -> dict[str, Any]:
+    """What heartbeats cost: ``tasks`` started tasks renewed by one extend_leases call."""
+    with db.connect(conninfo) as conn:
+        db.reset(conn)
+        db.start_runs(conninfo, "lease_beat", tasks)
+        rows = conn.execute(
+            "SELECT run_id, step_slug, task_index, attempt FROM pgflow.claim_tasks(%s, %s, %s)",
+            ("lease_beat", tasks, "00000000-0000-0000-0000-00000000beef"),
+        ).fetchall()
+        args = [[r[i] for r in rows] for i in range(4)]
+        conn.execute("CHECKPOINT")
+        times: list[float] = []
+        wal: list[float] = []
+        held = 0
+        for _ in range(rounds):
+            lsn0 = conn.execute("SELECT pg_current_wal_insert_lsn()").fetchone()
+            t0 = time.perf_counter()
+            held = len(
+                conn.execute(
+                    "SELECT * FROM pgflow.extend_leases(%s::uuid[], %s::text[], %s::int[],"
+                    " %s::int[])",
+                    args,
+                ).fetchall()
+            )
+            times.append(time.perf_counter() - t0)
+            lsn1 = conn.execute(
+                "SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), %s)", (lsn0[0] if lsn0 else 0,)
+            ).fetchone()
+            wal.append(float(lsn1[0]) if lsn1 else 0.0)
+        db.reset(conn)
+    return {
+        "tasks": tasks,
+        "held": held,
+        "call_ms": [t * 1000 for t in times],
+        "wal_bytes_per_call": wal,
+        "wal_bytes_per_task": [w / tasks for w in wal],
+    }

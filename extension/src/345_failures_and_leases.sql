@@ -50,6 +50,7 @@ SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
+    v_in record;
     v_task record;
     v_count integer := 0;
 BEGIN
@@ -59,34 +60,36 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'pass NULL for the step''s backoff, or the seconds to wait, e.g. 30';
     END IF;
-    FOR v_task IN
+    -- one primary-key probe per task, in key order (the lock order): a join
+    -- of the input with step_tasks could be planned, on tables without
+    -- statistics, as a loop over every task
+    FOR v_in IN
         -- (NULL arrays pad every row with NULLs: no attempt, default retry)
-        WITH input AS (
-            SELECT DISTINCT ON (i.run_id, i.step_slug, i.task_index) i.*
-            FROM unnest(_fail_tasks.run_ids, _fail_tasks.step_slugs, _fail_tasks.task_indexes,
-                        _fail_tasks.error_messages, _fail_tasks.attempts, _fail_tasks.retries,
-                        _fail_tasks.retry_delays)
-                 AS i(run_id, step_slug, task_index, error_message, attempt, retry, retry_delay)
-            ORDER BY i.run_id, i.step_slug, i.task_index
-        )
+        SELECT DISTINCT ON (i.run_id, i.step_slug, i.task_index) i.*
+        FROM unnest(_fail_tasks.run_ids, _fail_tasks.step_slugs, _fail_tasks.task_indexes,
+                    _fail_tasks.error_messages, _fail_tasks.attempts, _fail_tasks.retries,
+                    _fail_tasks.retry_delays)
+             AS i(run_id, step_slug, task_index, error_message, attempt, retry, retry_delay)
+        ORDER BY i.run_id, i.step_slug, i.task_index
+    LOOP
         SELECT t.run_id, t.step_slug, t.task_index,
                t.attempts_count - t.retried_attempts AS attempt_in_budget,
-               coalesce(i.error_message, 'unknown error') AS error_message,
-               coalesce(i.retry, true) AS retry, i.retry_delay,
+               coalesce(v_in.error_message, 'unknown error') AS error_message,
+               coalesce(v_in.retry, true) AS retry, v_in.retry_delay AS retry_delay,
                coalesce(s.opt_max_attempts, f.opt_max_attempts) AS max_attempts,
                coalesce(s.opt_base_delay, f.opt_base_delay) AS base_delay,
                coalesce(s.opt_max_delay, f.opt_max_delay) AS max_delay,
                coalesce(s.opt_jitter, f.opt_jitter) AS jitter
-        FROM input AS i
-        JOIN pgflow.step_tasks AS t
-          ON t.run_id = i.run_id AND t.step_slug = i.step_slug AND t.task_index = i.task_index
+        INTO v_task
+        FROM pgflow.step_tasks AS t
         JOIN pgflow.steps AS s ON s.flow_slug = t.flow_slug AND s.step_slug = t.step_slug
         JOIN pgflow.flows AS f ON f.flow_slug = t.flow_slug
-        WHERE t.status = 'started'
-          AND (i.attempt IS NULL OR t.attempts_count = i.attempt)
-        ORDER BY t.run_id, t.step_slug, t.task_index
-        FOR UPDATE OF t
-    LOOP
+        WHERE t.run_id = v_in.run_id AND t.step_slug = v_in.step_slug
+          AND t.task_index = v_in.task_index
+          AND t.status = 'started'
+          AND (v_in.attempt IS NULL OR t.attempts_count = v_in.attempt)
+        FOR UPDATE OF t;
+        CONTINUE WHEN NOT FOUND;
         v_count := v_count + 1;
         IF v_task.retry AND v_task.attempt_in_budget < v_task.max_attempts THEN
             UPDATE pgflow.step_tasks AS t
@@ -197,27 +200,39 @@ BEGIN
     END IF;
     PERFORM set_config('synchronous_commit', 'off', true);
 
-    -- as in _complete_tasks: the sorted input drives the UPDATE, which takes
-    -- each row as it meets it (key order), and a task finished or claimed
-    -- again meanwhile fails the test on its latest version
+    -- The rows are found by primary key, one probe per input row, and
+    -- updated by ctid (as _start_tasks does): on tables without statistics a
+    -- join of the input with step_tasks may be planned as a nested loop over
+    -- all of them (quadratic in the batch).  A row updated concurrently (its
+    -- attempt completed, failed or claimed again) has a new ctid and is left
+    -- alone: the caller does not hold it any more.
     RETURN QUERY
-    WITH input AS (
-        SELECT DISTINCT ON (i.run_id, i.step_slug, i.task_index) i.*
-        FROM unnest(extend_leases.run_ids, extend_leases.step_slugs, extend_leases.task_indexes,
-                    extend_leases.attempts) AS i(run_id, step_slug, task_index, attempt)
-        ORDER BY i.run_id, i.step_slug, i.task_index
-    )
     UPDATE pgflow.step_tasks AS t
     -- least() skips NULL: without a heartbeat the lease stays at the limit
-    SET vt = least(now() + make_interval(secs => coalesce(s.opt_heartbeat, f.opt_heartbeat) + 2),
-                   t.started_at + make_interval(secs => coalesce(s.opt_timeout, f.opt_timeout) + 2))
-    FROM input AS i, pgflow.steps AS s, pgflow.flows AS f
-    WHERE t.run_id = i.run_id AND t.step_slug = i.step_slug AND t.task_index = i.task_index
-      AND s.flow_slug = t.flow_slug AND s.step_slug = t.step_slug
-      AND f.flow_slug = t.flow_slug
+    SET vt = least(now() + make_interval(secs => (
+                       SELECT coalesce(s.opt_heartbeat, f.opt_heartbeat)
+                       FROM pgflow.steps AS s JOIN pgflow.flows AS f ON f.flow_slug = s.flow_slug
+                       WHERE s.flow_slug = t.flow_slug AND s.step_slug = t.step_slug) + 2),
+                   t.started_at + make_interval(secs => (
+                       SELECT coalesce(s.opt_timeout, f.opt_timeout)
+                       FROM pgflow.steps AS s JOIN pgflow.flows AS f ON f.flow_slug = s.flow_slug
+                       WHERE s.flow_slug = t.flow_slug AND s.step_slug = t.step_slug) + 2))
+    WHERE t.ctid = ANY (ARRAY(
+              SELECT t0.ctid
+              FROM unnest(extend_leases.run_ids, extend_leases.step_slugs,
+                          extend_leases.task_indexes, extend_leases.attempts)
+                   AS i(run_id, step_slug, task_index, attempt)
+              CROSS JOIN LATERAL (
+                  SELECT t1.ctid FROM pgflow.step_tasks AS t1
+                  WHERE t1.run_id = i.run_id AND t1.step_slug = i.step_slug
+                    AND t1.task_index = i.task_index
+                    AND t1.status = 'started' AND t1.attempts_count = i.attempt) AS t0
+              ORDER BY i.run_id, i.step_slug, i.task_index))
       AND t.status = 'started'
-      AND t.attempts_count = i.attempt
-      AND t.started_at + make_interval(secs => coalesce(s.opt_timeout, f.opt_timeout)) > now()
+      AND t.started_at + make_interval(secs => (
+              SELECT coalesce(s.opt_timeout, f.opt_timeout)
+              FROM pgflow.steps AS s JOIN pgflow.flows AS f ON f.flow_slug = s.flow_slug
+              WHERE s.flow_slug = t.flow_slug AND s.step_slug = t.step_slug)) > now()
     RETURNING t.run_id, t.step_slug, t.task_index, t.vt;
 END;
 $$;

@@ -116,17 +116,26 @@ def _problems(plans: list[dict[str, Any]]) -> list[str]:
 
 
 def _rounds(conn: Conn, flow: str, rounds: int) -> int:
-    """Claim a batch and complete it, ``rounds`` times; tasks completed."""
+    """Claim a batch, renew its leases and complete it, ``rounds`` times; tasks completed."""
     done = 0
     for _ in range(rounds):
         rows = conn.execute(
-            "SELECT run_id, step_slug, task_index FROM pgflow.claim_tasks(%s, %s, %s)",
+            "SELECT run_id, step_slug, task_index, attempt FROM pgflow.claim_tasks(%s, %s, %s)",
             (flow, BATCH, "00000000-0000-0000-0000-00000000000a"),
         ).fetchall()
         assert len(rows) == BATCH
+        keys = ([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows])
+        attempts = [r[3] for r in rows]
+        held = conn.execute(
+            "SELECT count(*) FROM pgflow.extend_leases(%s::uuid[], %s::text[], %s::int[],"
+            " %s::int[])",
+            (*keys, attempts),
+        ).fetchone()
+        assert held == (BATCH,)
         n = conn.execute(
-            "SELECT pgflow.complete_tasks(%s::uuid[], %s::text[], %s::int[], %s::jsonb[])",
-            ([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], ["{}"] * BATCH),
+            "SELECT pgflow.complete_tasks(%s::uuid[], %s::text[], %s::int[], %s::jsonb[],"
+            " %s::int[])",
+            (*keys, ["{}"] * BATCH, attempts),
         ).fetchone()
         assert n is not None
         done += n[0]
@@ -168,3 +177,27 @@ def test_map_claims_and_completions_stay_on_the_keys(conn: Conn) -> None:
         "SELECT remaining_tasks FROM pgflow.step_states WHERE step_slug = 'items'"
     ).fetchone()
     assert left == (RUNS - 8 * BATCH,)
+
+
+def test_failures_stay_on_the_keys(queued: Conn) -> None:
+    conn = queued
+    plans = _record_plans(conn)
+    for _ in range(8):
+        rows = conn.execute(
+            "SELECT run_id, step_slug, task_index, attempt FROM pgflow.claim_tasks(%s, %s, %s)",
+            ("plans", BATCH, "00000000-0000-0000-0000-00000000000a"),
+        ).fetchall()
+        n = conn.execute(
+            "SELECT pgflow.fail_tasks(%s::uuid[], %s::text[], %s::int[], %s::text[], %s::int[])",
+            (
+                [r[0] for r in rows],
+                [r[1] for r in rows],
+                [r[2] for r in rows],
+                ["boom"] * len(rows),
+                [r[3] for r in rows],
+            ),
+        ).fetchone()
+        assert n == (BATCH,)
+    conn.execute("RESET auto_explain.log_min_duration")
+    problems = _problems(plans)
+    assert problems == [], "\n".join(problems)
