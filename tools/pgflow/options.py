@@ -76,6 +76,18 @@ FLOW_OPTIONS: Final[tuple[Option, ...]] = (
         "step_events", "step_events", "step_events", "step_events", "boolean", False, False,
         doc="also NOTIFY step:<slug>:<status> events on pgflow_events",
     ),
+    Option(
+        "heartbeat", "heartbeat", "heartbeat", "heartbeat", "integer", None, False, 1,
+        doc="seconds of a renewable lease: a dead worker is noticed within about twice this",
+    ),
+    Option(
+        "max_delay", "max_delay", "max_delay", "max_delay", "integer", None, False, 1,
+        doc="longest pause before a retry, in seconds",
+    ),
+    Option(
+        "jitter", "jitter", "jitter", "jitter", "boolean", False, False,
+        doc="wait a random time between 0 and the backoff before a retry",
+    ),
 )  # fmt: skip
 """Options of ``create_flow``, in its argument order."""
 
@@ -121,6 +133,18 @@ STEP_OPTIONS: Final[tuple[Option, ...]] = (
         "when_exhausted", "when_exhausted", "when_exhausted", "when_exhausted", "choice", "fail",
         True, choices=WHEN_EXHAUSTED, shape_key="when_exhausted",
         doc="what a task out of attempts does",
+    ),
+    Option(
+        "heartbeat", "heartbeat", "heartbeat", "heartbeat", "integer", None, False, 1,
+        doc="seconds of a renewable lease (default: the flow's)",
+    ),
+    Option(
+        "max_delay", "max_delay", "max_delay", "max_delay", "integer", None, False, 1,
+        doc="longest pause before a retry (default: the flow's)",
+    ),
+    Option(
+        "jitter", "jitter", "jitter", "jitter", "boolean", None, False,
+        doc="jittered retry pauses (default: the flow's)",
     ),
 )  # fmt: skip
 """Options of ``add_step`` after ``flow_slug`` and ``step_slug``, in its argument order."""

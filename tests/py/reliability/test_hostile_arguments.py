@@ -52,7 +52,9 @@ ALLOWED: dict[str, set[str]] = {
     "claim_tasks": {"22004", "22023"},
     "complete_tasks": {"22004", "22023"},
     "complete_task": {"22004"},
-    "fail_task": {"22004"},
+    "fail_task": {"22004", "22023"},
+    "fail_tasks": {"22004", "22023"},
+    "extend_leases": {"22004", "22023"},
     "worker_idle": {"22004"},
     "listen_events": {"22004"},
     "cancel_run": {"22004", "42704"},
@@ -229,6 +231,14 @@ intervals = st.one_of(
 )
 
 
+#: seconds as double precision (retry_delay): negative, huge and non-finite included
+doubles = st.one_of(
+    st.none(),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([0.0, -0.0, -1.0, 1e300, 2.0**31]),
+)
+
+
 def arrays_of(element: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
     return st.one_of(st.none(), st.lists(element, max_size=5))
 
@@ -260,6 +270,9 @@ def strategy_for(function: str, param: Param, seed: Seed) -> st.SearchStrategy[A
         "integer[]": arrays_of(integers),
         "uuid[]": arrays_of(uuids(seed)),
         "jsonb[]": arrays_of(jsons),
+        "double precision": doubles,
+        "double precision[]": arrays_of(doubles),
+        "boolean[]": arrays_of(st.one_of(st.none(), st.booleans())),
     }
     assert param.type in by_type, f"no strategy for {function}({param.name} {param.type})"
     return by_type[param.type]

@@ -143,7 +143,7 @@ def test_what_a_worker_can_and_cannot_read(conn: Conn, roles: dict[str, str]) ->
             "CREATE TABLE pgflow.planted (x int)",
             "CREATE FUNCTION pgflow._check_slug(kind text, slug text, extra int)"
             " RETURNS void LANGUAGE sql AS ''",
-            "ALTER FUNCTION pgflow.complete_task(uuid, text, integer, jsonb)"
+            "ALTER FUNCTION pgflow.complete_task(uuid, text, integer, jsonb, integer)"
             " SET search_path = public",
         ):
             params = (run_id,) if "%s" in statement else ()

@@ -56,7 +56,10 @@ def sql_default(option: Option) -> Any:
 
 @pytest.mark.db
 def test_create_flow_takes_the_flow_options_in_order_with_their_defaults(conn: Conn) -> None:
-    args = sql_arguments(conn, "pgflow.create_flow(text, integer, integer, integer, boolean)")
+    args = sql_arguments(
+        conn,
+        "pgflow.create_flow(text, integer, integer, integer, boolean, integer, integer, boolean)",
+    )
     assert args[0] == ("flow_slug", ...)
     assert [name for name, _ in args[1:]] == [o.sql for o in FLOW_OPTIONS]
     for option, (_, default) in zip(FLOW_OPTIONS, args[1:], strict=True):

@@ -15,11 +15,13 @@ from typing import Any
 import pytest
 
 from pgflow.db.queries import ClaimedTask, Notification
-from pgflow.errors import ConnectionFailed, InvalidArgument, RunNotFound
+from pgflow.errors import ConnectionFailed, Fail, InvalidArgument, RetryAfter, RunNotFound
 from pgflow.spec import Flow
 from pgflow.spec.loader import flow_of
 from pgflow.worker import Worker, WorkerConfig
 from pgflow.worker.backoff import Backoff, is_transient
+from pgflow.worker.executor import Executor
+from pgflow.worker.leases import Renewer
 from pgflow.worker.loop import ClaimLoop
 from pgflow.worker.notify import Listener
 from pgflow.worker.reporter import Reporter
@@ -236,6 +238,7 @@ class FakeReportQueries:
         self.calls = calls
         self.script = script  # what each call does: raise it, or succeed (None)
         self.closed = False
+        self.fails: list[tuple[list[int | None], list[bool], list[float | None]]] = []
 
     def _next(self) -> None:
         outcome = self.script.pop(0) if self.script else None
@@ -248,17 +251,30 @@ class FakeReportQueries:
         step_slugs: Sequence[str],
         task_indexes: Sequence[int],
         outputs: Sequence[str],
+        attempts: Sequence[int | None] | None = None,
     ) -> int:
+        assert attempts is not None and len(attempts) == len(run_ids), "reports name attempts"
         self.calls.append(("complete", list(task_indexes), list(outputs)))
         if any(o == '"refused"' for o in outputs):
             raise InvalidArgument("unsupported Unicode escape sequence", sqlstate="22P05")
         self._next()
         return len(run_ids)
 
-    def fail_task(self, run_id: str, step_slug: str, task_index: int, error: str) -> bool:
-        self.calls.append(("fail", task_index, error))
+    def fail_tasks(
+        self,
+        run_ids: Sequence[str],
+        step_slugs: Sequence[str],
+        task_indexes: Sequence[int],
+        errors: Sequence[str],
+        attempts: Sequence[int | None],
+        retries: Sequence[bool],
+        retry_delays: Sequence[float | None],
+    ) -> int:
+        for index, error in zip(task_indexes, errors, strict=True):
+            self.calls.append(("fail", index, error))
+        self.fails.append((list(attempts), list(retries), list(retry_delays)))
         self._next()
-        return True
+        return len(run_ids)
 
     def close(self) -> None:
         self.closed = True
@@ -467,3 +483,130 @@ def test_at_start_up_the_worker_gives_up_after_its_connect_timeout() -> None:
         worker._connect(first=True)
     assert 10 <= clock.now - began <= 10 + 5.0
     assert len(clock.sleeps) >= 3
+
+
+# --------------------------------------------------------------------------- fencing, retry control
+
+
+def test_failures_go_out_in_one_call_with_their_attempts_and_retry_control() -> None:
+    clock = FakeClock()
+    calls: list[tuple[Any, ...]] = []
+    queries = FakeReportQueries(calls, [])
+    reporter = Reporter(
+        lambda: queries,
+        report_batch=100,
+        backoff=lambda: Backoff(0.2, 5.0),
+        clock=clock,
+        sleep=clock.sleep,
+    )
+    first, second, third = task(1), task(2), task(3)
+    second.attempt = 4
+    reporter.send(
+        [
+            Outcome(first, error="ValueError: boom"),
+            Outcome(second, error="Fail: card declined", retry=False),
+            Outcome(third, error="RetryAfter: rate limited", retry_delay=30.0),
+        ]
+    )
+    assert [c[0] for c in calls] == ["fail", "fail", "fail"]
+    assert queries.fails == [([1, 4, 1], [True, False, True], [None, None, 30.0])]
+
+
+def test_a_failure_after_the_lease_ended_is_held_back_a_success_is_not() -> None:
+    clock = FakeClock()
+    reporter, calls, _ = make_reporter([], clock)
+    lost, expired, fine = task(1), task(2, started=clock.now - 100, timeout=10), task(3)
+    lost.lease_lost = True
+    reporter.send(
+        [
+            Outcome(lost, error="late"),
+            Outcome(expired, error="also late"),
+            Outcome(fine, error="in time"),
+            Outcome(task(4, started=clock.now - 100, timeout=10), output="1"),
+        ]
+    )
+    assert ("fail", 3, "in time") in calls
+    assert not any(c[0] == "fail" and c[1] in (1, 2) for c in calls)
+    assert ("complete", [4], ["1"]) in calls, "a success is sent anyway: fencing decides"
+    assert reporter.held_back == 2
+
+
+def test_executor_maps_fail_and_retry_after_to_retry_control() -> None:
+    outcomes: list[Outcome] = []
+    done = threading.Event()
+
+    def record(outcome: Outcome) -> None:
+        outcomes.append(outcome)
+        if len(outcomes) == 2:
+            done.set()
+
+    def declined(_: Any) -> Any:
+        raise Fail("card declined")
+
+    def limited(_: Any) -> Any:
+        raise RetryAfter(12.5, "slow down")
+
+    executor = Executor(
+        2,
+        {("f", "a"): declined, ("f", "b"): limited},
+        on_outcome=record,
+        on_free=lambda: None,
+        run_input=lambda _: None,
+    )
+    for index, step in enumerate("ab"):
+        t = task(index)
+        t.step_slug, t.handler = step, executor.handler("f", step)
+        executor.dispatch(t, "{}")
+    assert done.wait(10)
+    executor.shutdown()
+    by_step = {o.task.step_slug: o for o in outcomes}
+    assert (by_step["a"].retry, by_step["a"].error) == (False, "Fail: card declined")
+    assert (by_step["b"].retry, by_step["b"].retry_delay) == (True, 12.5)
+    with pytest.raises(ValueError, match="finite number of seconds"):
+        RetryAfter(-1)
+
+
+class FakeLeaseQueries:
+    def __init__(self, held: set[tuple[str, str, int]]) -> None:
+        self.held = held
+        self.calls: list[list[int]] = []
+        self.closed = False
+
+    def extend_leases(
+        self,
+        run_ids: Sequence[str],
+        step_slugs: Sequence[str],
+        task_indexes: Sequence[int],
+        attempts: Sequence[int],
+    ) -> set[tuple[str, str, int]]:
+        self.calls.append(list(task_indexes))
+        return {k for k in zip(run_ids, step_slugs, task_indexes, strict=True) if k in self.held}
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_the_renewer_renews_heartbeat_tasks_in_one_call_and_marks_lost_leases() -> None:
+    clock = FakeClock()
+    beating = [task(i, started=clock.now, timeout=600) for i in range(3)]
+    for t in beating:
+        t.heartbeat = 2.0
+        t.lease_until = clock.now + 4
+    plain = task(9)  # no heartbeat: not renewed
+    held = {(t.run_id, t.step_slug, t.task_index) for t in beating[:2]}
+    queries = FakeLeaseQueries(held)
+    renewer = Renewer(lambda: queries, lambda: [*beating, plain], 1.0, clock=clock)
+    clock.now += 1.5
+    assert renewer.renew_once() == 2
+    assert queries.calls == [[0, 1, 2]], "one statement for every running heartbeat task"
+    assert beating[0].lease_until == clock.now + 2.0 + LEASE_MARGIN
+    assert beating[2].lease_lost and not beating[0].lease_lost
+    assert renewer.renew_once() == 2
+    assert queries.calls[-1] == [0, 1], "a lost lease is not renewed again"
+
+
+def test_a_renewal_never_moves_a_lease_past_the_attempt_s_timeout() -> None:
+    t = task(1, started=0.0, timeout=10)
+    t.heartbeat = 5.0
+    t.renewed(9.0)
+    assert t.lease_until == t.run_limit == 10 + LEASE_MARGIN

@@ -89,6 +89,9 @@ class StepSpec:
     forbidden_input_pattern: str | None = None
     when_unmet: str = DEFAULT_WHEN_UNMET
     when_exhausted: str = DEFAULT_WHEN_EXHAUSTED
+    heartbeat: int | None = None
+    max_delay: int | None = None
+    jitter: bool | None = None
     handler: str | None = field(default=None, compare=False)
     line: int | None = field(default=None, compare=False)
 
@@ -123,6 +126,9 @@ class FlowSpec:
     base_delay: int = 1
     timeout: int = 60
     step_events: bool = False
+    heartbeat: int | None = None
+    max_delay: int | None = None
+    jitter: bool = False
     origin: Origin = field(default=Origin("<memory>", ""), compare=False)
     line: int | None = field(default=None, compare=False)
 

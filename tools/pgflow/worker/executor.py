@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from pgflow.errors import Fail, RetryAfter
 from pgflow.spec.loader import Handler
 from pgflow.worker.context import Context
 from pgflow.worker.task import Outcome, Task
@@ -196,6 +197,7 @@ class Executor:
         self._on_free = on_free
         self._run_input = run_input
         self._inflight = 0
+        self._running: dict[int, Task] = {}
         self._cv = threading.Condition()
         self._threads = HandlerThreads(concurrency, self._on_done)
         self._deadlines = Deadlines(self._on_timeout)
@@ -217,6 +219,11 @@ class Executor:
         with self._cv:
             if self._inflight >= self.concurrency:
                 self._cv.wait(timeout=timeout)
+
+    def running(self) -> list[Task]:
+        """The tasks whose handlers run now (a snapshot)."""
+        with self._cv:
+            return list(self._running.values())
 
     def wait_idle(self, deadline: float) -> int:
         """Wait until no handler runs or the monotonic ``deadline``; how many still run."""
@@ -244,6 +251,7 @@ class Executor:
             return
         with self._cv:
             self._inflight += 1
+            self._running[id(task)] = task
         args: tuple[Any, ...] = (task.input,)
         if self._takes_context.get((task.flow_slug, task.step_slug)):
             args = (task.input, self.context(task))
@@ -316,7 +324,12 @@ class Executor:
                     exc,
                     exc_info=(type(exc), exc, exc.__traceback__),
                 )
-                self.report(task, error=f"{type(exc).__name__}: {exc}")
+                self.report(
+                    task,
+                    error=f"{type(exc).__name__}: {exc}",
+                    retry=not isinstance(exc, Fail),
+                    retry_delay=exc.seconds if isinstance(exc, RetryAfter) else None,
+                )
                 return
             try:
                 output = encode_output(result)
@@ -327,6 +340,7 @@ class Executor:
         finally:
             with self._cv:
                 self._inflight -= 1
+                self._running.pop(id(task), None)
                 self._cv.notify_all()
             self._on_free()
 
@@ -336,7 +350,15 @@ class Executor:
         if task.future is not None and inspect.iscoroutinefunction(task.handler):
             task.future.cancel()  # a coroutine can be stopped; a thread cannot
 
-    def report(self, task: Task, output: str | None = None, error: str | None = None) -> None:
+    def report(
+        self,
+        task: Task,
+        output: str | None = None,
+        error: str | None = None,
+        *,
+        retry: bool = True,
+        retry_delay: float | None = None,
+    ) -> None:
         """Hand a task's outcome over (once per task; later ones are dropped)."""
         with task.lock:
             if task.reported:
@@ -344,7 +366,7 @@ class Executor:
                 return
             task.reported = True
         task.finished = time.monotonic()
-        self._on_outcome(Outcome(task, output, error))
+        self._on_outcome(Outcome(task, output, error, retry, retry_delay))
 
     def shutdown(self) -> None:
         """Stop the handler threads (after their current handler) and the event loop."""

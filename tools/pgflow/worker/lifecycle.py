@@ -34,6 +34,7 @@ from pgflow.spec.loader import Handler, LoadedFlow
 from pgflow.worker.backoff import Backoff, is_transient
 from pgflow.worker.config import WorkerConfig
 from pgflow.worker.executor import Executor
+from pgflow.worker.leases import Renewer
 from pgflow.worker.loop import ClaimLoop
 from pgflow.worker.notify import Listener
 from pgflow.worker.reporter import Reporter
@@ -71,6 +72,8 @@ class Worker:
             for step, handler in f.handlers().items()
         }
         self.timeouts: dict[tuple[str, str], float] = {}
+        self.heartbeats: dict[tuple[str, str], float | None] = {}
+        self._status = 0
         self._stopping = threading.Event()
         self._connector = connector
         self._clock = clock
@@ -99,6 +102,8 @@ class Worker:
             worker_id=self.worker_id,
             flows=list(self.flows),
             timeouts=self.timeouts,
+            heartbeats=self.heartbeats,
+            on_heartbeat=self._recheck_shapes,
             executor=self.executor,
             reporter=self.reporter,
             batch_size=self.config.batch_size,
@@ -109,6 +114,8 @@ class Worker:
         self._reporter_thread = threading.Thread(
             target=self.reporter.run, name="pgflow-reporter", daemon=True
         )
+        self.renewer: Renewer | None = None
+        self._renewer_thread: threading.Thread | None = None
 
     @property
     def completed(self) -> int:
@@ -128,6 +135,14 @@ class Worker:
             return
         self._connect(first=True)
         self._reporter_thread.start()
+        beats = [b for b in self.heartbeats.values() if b is not None]
+        if beats:
+            # one renewal for all running tasks, twice per shortest heartbeat
+            self.renewer = Renewer(self._open, self.executor.running, min(beats) / 2)
+            self._renewer_thread = threading.Thread(
+                target=self.renewer.run, name="pgflow-leases", daemon=True
+            )
+            self._renewer_thread.start()
         self._started = True
         log.info(
             "worker %s started: flows=%s concurrency=%d batch_size=%d listen=%s",
@@ -165,7 +180,7 @@ class Worker:
                 self.completed,
                 self.failed,
             )
-            return 0
+            return self._status
         finally:
             restore()
             self.close()
@@ -190,6 +205,11 @@ class Worker:
 
     def close(self) -> None:
         """Stop the threads and close the connections (idempotent)."""
+        if self.renewer is not None:
+            self.renewer.stop()
+            if self._renewer_thread is not None:
+                self._renewer_thread.join(timeout=5)
+            self.renewer.close()
         self.executor.shutdown()
         if self._reporter_thread.is_alive():
             self.reporter.stop(time.monotonic() + self.config.grace)
@@ -314,8 +334,7 @@ class Worker:
                 problems.append(f"flow {slug!r} ({loaded.spec.origin.file}): " + "; ".join(diffs))
                 continue
             assert shape is not None
-            for step in shape["steps"]:
-                self.timeouts[(slug, step["step_slug"])] = float(step["timeout"])
+            self._take_tunables(slug, shape)
         if problems:
             raise ShapeMismatchError(
                 "the database does not have the flows this worker runs: "
@@ -323,3 +342,41 @@ class Worker:
                 + ". Build the migration with `pgflow-build SPEC` and apply it"
                 " (a changed structure needs a new flow slug)."
             )
+
+    def _take_tunables(self, slug: str, shape: dict[str, Any]) -> None:
+        """The effective timeout and heartbeat of each step, as the database has them."""
+        for step in shape["steps"]:
+            key = (slug, step["step_slug"])
+            self.timeouts[key] = float(step["timeout"])
+            beat = step.get("heartbeat")
+            self.heartbeats[key] = None if beat is None else float(beat)
+
+    def _recheck_shapes(self) -> None:
+        """With each registry heartbeat: does the database still hold the flows served?
+
+        A flow deleted and created again with another structure under a running
+        worker would hand its handlers inputs of another shape: the worker stops
+        serving such a flow (and stops with exit status 1 once it serves none).
+        Tunables changed in place are taken over.
+        """
+        queries = self._claim
+        if queries is None:
+            return
+        for slug in list(self.loop.flows):
+            shape = queries.flow_shape(slug)
+            diffs = shape_differences(self.flows[slug].spec, shape)
+            if not diffs:
+                assert shape is not None
+                self._take_tunables(slug, shape)
+                continue
+            log.error(
+                "flow %r changed in the database under this worker (%s): no longer serving it;"
+                " start a worker with the matching spec",
+                slug,
+                "; ".join(diffs),
+            )
+            self.loop.drop_flow(slug)
+        if not self.loop.flows and not self._stopping.is_set():
+            log.error("no flow left to serve: stopping")
+            self._status = 1
+            self.stop()

@@ -65,6 +65,8 @@ class ClaimLoop:
         flows: Sequence[str],
         timeouts: Mapping[tuple[str, str], float],
         executor: Executor,
+        heartbeats: Mapping[tuple[str, str], float | None] | None = None,
+        on_heartbeat: Callable[[], None] | None = None,
         reporter: Reporter,
         batch_size: int,
         poll_interval: float,
@@ -75,6 +77,8 @@ class ClaimLoop:
         self.worker_id = worker_id
         self.flows = sorted(flows)
         self.timeouts = timeouts
+        self.heartbeats = heartbeats if heartbeats is not None else {}
+        self.on_heartbeat = on_heartbeat
         self.executor = executor
         self.reporter = reporter
         self.batch_size = batch_size
@@ -87,6 +91,10 @@ class ClaimLoop:
         self.listener: Listener | None = None
         self._woken: set[str] = set()
         self._last_heartbeat = clock()
+
+    def drop_flow(self, flow: str) -> None:
+        """Stop claiming tasks of ``flow`` (its definition changed under the worker)."""
+        self.flows = [f for f in self.flows if f != flow]
 
     def attach(self, claim_queries: ClaimQueries, listener: Listener | None) -> None:
         """Use these connections from now on (after a (re)connect)."""
@@ -114,6 +122,8 @@ class ClaimLoop:
         if not self._claim_queries().worker_heartbeat(self.worker_id):
             self.register()
         self._last_heartbeat = self.clock()
+        if self.on_heartbeat is not None:
+            self.on_heartbeat()
 
     # ------------------------------------------------------------ one pass
 
@@ -125,6 +135,8 @@ class ClaimLoop:
     def step(self) -> str:
         """One pass of the loop; what it did: claimed, slot, reports or idle."""
         self.heartbeat()
+        if not self.flows:
+            return "idle"  # every flow was redefined under the worker: it is stopping
         woken, self._woken = self._woken, set()
         self.wake.clear()
         claimed = 0
@@ -160,6 +172,7 @@ class ClaimLoop:
                 input=None,
                 attempt=row.attempt,
                 timeout=self.timeouts.get((flow, row.step_slug), DEFAULT_TIMEOUT),
+                heartbeat=self.heartbeats.get((flow, row.step_slug)),
                 handler=self.executor.handler(flow, row.step_slug),
                 started=self.clock(),
             )

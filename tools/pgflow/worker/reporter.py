@@ -2,9 +2,17 @@
 
 Outcomes pile up in an outbox while the previous batch is being sent; the
 :class:`Reporter` sends whatever is there as one ``complete_tasks`` call (one
-commit for many tasks) and the failures one ``fail_task`` each.  An output
-the database refuses spoils its batch: the batch is then completed one task
-at a time, and a refused output fails its own task with the reason.
+commit for many tasks) and the failures as one ``fail_tasks`` call.  Every
+report names the attempt its claim returned, so a report of an attempt that
+was superseded meanwhile changes nothing (fencing).  An output the database
+refuses spoils its batch: the batch is then completed one task at a time,
+and a refused output fails its own task with the reason.
+
+A failure of a task whose lease this worker knows has ended -- the database
+said so when the lease was renewed, or the lease ran out on the worker's
+clock -- is held back: another worker may run the task already, and the
+attempt's end is decided by the lease (the next claim counts a new
+attempt).  A success is still sent; fencing decides whether it counts.
 
 A call that fails transiently (connection lost, deadlock) is retried with
 jittered backoff while the tasks' leases last: past a lease, another worker
@@ -12,7 +20,7 @@ may already run the task again, so the result is dropped (the lease expiry
 turns it into a new attempt).
 
 The reporter knows the database only through the ``connect`` function it is
-given, which returns an object with ``complete_tasks``, ``fail_task``,
+given, which returns an object with ``complete_tasks``, ``fail_tasks``,
 ``close`` and ``closed`` (:class:`pgflow.db.queries.Queries` has them; the
 unit tests pass a fake), and reads time only through ``clock`` and ``sleep``.
 """
@@ -50,9 +58,19 @@ class ReportQueries(Protocol):
         step_slugs: Sequence[str],
         task_indexes: Sequence[int],
         outputs: Sequence[str],
+        attempts: Sequence[int | None] | None = None,
     ) -> int: ...
 
-    def fail_task(self, run_id: str, step_slug: str, task_index: int, error: str) -> bool: ...
+    def fail_tasks(
+        self,
+        run_ids: Sequence[str],
+        step_slugs: Sequence[str],
+        task_indexes: Sequence[int],
+        errors: Sequence[str],
+        attempts: Sequence[int | None],
+        retries: Sequence[bool],
+        retry_delays: Sequence[float | None],
+    ) -> int: ...
 
 
 class Reporter:
@@ -81,6 +99,7 @@ class Reporter:
         self._stopping = False
         self.completed = 0
         self.failed = 0
+        self.held_back = 0
 
     # ------------------------------------------------------------ the outbox
 
@@ -144,9 +163,9 @@ class Reporter:
     # ------------------------------------------------------------ sending
 
     def send(self, batch: Sequence[Outcome]) -> None:
-        """Report one batch: completions together, failures one by one."""
+        """Report one batch: completions together, failures together."""
         completed = [o for o in batch if o.error is None]
-        failed = [(o.task, o.error) for o in batch if o.error is not None]
+        failed = [o for o in batch if o.error is not None]
         if completed:
             counted: int | None
             try:
@@ -160,27 +179,54 @@ class Reporter:
                         self._log_done(outcome.task, None)
                     except InvalidArgument as exc:
                         failed.append(
-                            (outcome.task, f"the database refused the handler's output: {exc}")
+                            Outcome(
+                                outcome.task,
+                                error=f"the database refused the handler's output: {exc}",
+                            )
                         )
             else:
                 for outcome in completed:
                     self._log_done(outcome.task, None)
             if counted is not None and counted < len(completed):
                 log.info(
-                    "%d of %d completions changed nothing (cancelled or already done)",
+                    "%d of %d completions changed nothing (cancelled, already done,"
+                    " or an attempt another worker took over)",
                     len(completed) - counted,
                     len(completed),
                 )
-        for task, error in failed:
-            assert error is not None
-            self._fail(task, error)
-            self._log_done(task, error)
+        kept = [o for o in failed if not self._lease_ended(o.task)]
+        if kept:
+            self._fail(kept)
+            for outcome in kept:
+                self._log_done(outcome.task, outcome.error)
 
-    def _fail(self, task: Task, error: str) -> bool:
-        def call(queries: ReportQueries) -> bool:
-            return queries.fail_task(task.run_id, task.step_slug, task.task_index, error)
+    def _lease_ended(self, task: Task) -> bool:
+        """Whether this worker knows the task's lease has ended (its failure is held back)."""
+        if not (task.lease_lost or self._clock() > task.lease_until):
+            return False
+        self.held_back += 1
+        log.info(
+            "failure held back %s: the lease of this attempt has ended (another worker"
+            " may run the task; the next claim counts a new attempt)",
+            task.label,
+        )
+        return True
 
-        return self._with_retries([task], call)
+    def _fail(self, outcomes: Sequence[Outcome]) -> int:
+        tasks = [o.task for o in outcomes]
+
+        def call(queries: ReportQueries) -> int:
+            return queries.fail_tasks(
+                [t.run_id for t in tasks],
+                [t.step_slug for t in tasks],
+                [t.task_index for t in tasks],
+                [o.error or "unknown error" for o in outcomes],
+                [t.attempt for t in tasks],
+                [o.retry for o in outcomes],
+                [o.retry_delay for o in outcomes],
+            )
+
+        return self._with_retries(tasks, call)
 
     def _complete(self, outcomes: Sequence[Outcome]) -> int:
         tasks = [o.task for o in outcomes]
@@ -191,12 +237,13 @@ class Reporter:
                 [t.step_slug for t in tasks],
                 [t.task_index for t in tasks],
                 [o.output or "null" for o in outcomes],
+                [t.attempt for t in tasks],
             ),
         )
 
     def _with_retries(self, tasks: Sequence[Task], call: Callable[[ReportQueries], T]) -> T:
         """Run one report call; on a transient error retry while the tasks' leases last."""
-        deadline = min(t.lease_deadline for t in tasks)
+        deadline = min(t.lease_until for t in tasks)
         backoff = self._backoff()
         while True:
             try:

@@ -20,6 +20,10 @@ class Task:
     """One claimed attempt of a task: where it belongs, its input, its handler, its state.
 
     ``started`` is the worker's clock (``time.monotonic``) at the claim;
+    ``heartbeat`` the step's heartbeat (``None``: the lease is the timeout);
+    ``lease_until`` when, on the worker's clock, its lease ends (moved by each
+    renewal); ``lease_lost`` is set when the database says the lease is no
+    longer this attempt's (superseded, cancelled, past its timeout).
     ``reported`` is set once a result has been handed to the reporter (later
     ones are dropped), ``done`` once the handler returned or raised.
     """
@@ -38,6 +42,14 @@ class Task:
     done: bool = False
     finished: float = 0.0
     future: concurrent.futures.Future[Any] | None = None
+    heartbeat: float | None = None
+    lease_until: float = 0.0
+    lease_lost: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.lease_until:
+            first = self.timeout if self.heartbeat is None else min(self.heartbeat, self.timeout)
+            self.lease_until = self.started + first + LEASE_MARGIN
 
     @property
     def label(self) -> str:
@@ -50,13 +62,29 @@ class Task:
     @property
     def lease_deadline(self) -> float:
         """When, on the worker's clock, the database may give the task to another worker."""
+        return self.lease_until
+
+    @property
+    def run_limit(self) -> float:
+        """The latest a lease of this attempt can ever end (``started + timeout`` + margin)."""
         return self.started + self.timeout + LEASE_MARGIN
+
+    def renewed(self, now: float) -> None:
+        """The database renewed the lease at ``now``: it lasts another heartbeat."""
+        if self.heartbeat is not None:
+            self.lease_until = min(now + self.heartbeat + LEASE_MARGIN, self.run_limit)
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """A task's result for the reporter: JSON text of the output, or an error message."""
+    """A task's result for the reporter: JSON text of the output, or an error message.
+
+    For an error, ``retry`` false fails the task at once (``pgflow.Fail``) and
+    ``retry_delay`` replaces the backoff (``pgflow.RetryAfter``).
+    """
 
     task: Task
     output: str | None = None
     error: str | None = None
+    retry: bool = True
+    retry_delay: float | None = None
