@@ -14,13 +14,32 @@ __version__ = "0.3.0"
 
 #: Public name -> the module that defines it.
 _EXPORTS = {
+    "AsyncClient": "pgflow.db.client",
+    "AsyncEvents": "pgflow.db.client",
+    "AsyncRunHandle": "pgflow.db.client",
+    "Client": "pgflow.db.client",
+    "Event": "pgflow.db.client",
+    "Events": "pgflow.db.client",
+    "RunHandle": "pgflow.db.client",
     "Flow": "pgflow.spec.dsl",
+    "Fail": "pgflow.errors",
+    "RetryAfter": "pgflow.errors",
     "Context": "pgflow.worker.context",
     "Worker": "pgflow.worker.lifecycle",
     "WorkerConfig": "pgflow.worker.config",
 }
 
 if TYPE_CHECKING:
+    from pgflow.db.client import (
+        AsyncClient,
+        AsyncEvents,
+        AsyncRunHandle,
+        Client,
+        Event,
+        Events,
+        RunHandle,
+    )
+    from pgflow.errors import Fail, RetryAfter
     from pgflow.spec.dsl import Flow
     from pgflow.worker.config import WorkerConfig
     from pgflow.worker.context import Context
@@ -40,4 +59,19 @@ def __dir__() -> list[str]:
     return sorted([*globals(), *_EXPORTS])
 
 
-__all__ = ["Context", "Flow", "Worker", "WorkerConfig", "__version__"]
+__all__ = [
+    "AsyncClient",
+    "AsyncEvents",
+    "AsyncRunHandle",
+    "Client",
+    "Context",
+    "Event",
+    "Events",
+    "Fail",
+    "Flow",
+    "RetryAfter",
+    "RunHandle",
+    "Worker",
+    "WorkerConfig",
+    "__version__",
+]

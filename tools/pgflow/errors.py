@@ -109,6 +109,43 @@ class RunTimeoutError(PgflowError):
     """A run did not finish within the time asked for."""
 
 
+class RunNotCompleted(PgflowError):
+    """A run ended without completing, so it has no result (:meth:`pgflow.RunHandle.result`).
+
+    ``run`` is the finished run as ``pgflow.get_run`` describes it, ``run_id``
+    and ``flow_slug`` name it, ``status`` is ``"failed"`` or ``"cancelled"``.
+    """
+
+    def __init__(self, message: str, run: Mapping[str, object]) -> None:
+        self.run: Mapping[str, object] = run
+        self.run_id = str(run.get("run_id"))
+        self.flow_slug = str(run.get("flow_slug"))
+        self.status = str(run.get("status"))
+        super().__init__(one_line(message))
+
+
+class RunFailed(RunNotCompleted):
+    """The run failed: ``step_slug`` is the step that failed it (``None`` when no step
+    did, e.g. a map over a non-array input), ``error_message`` the step's error (or the
+    run's)."""
+
+    def __init__(
+        self, message: str, run: Mapping[str, object], step_slug: str | None, error_message: str
+    ) -> None:
+        self.step_slug = step_slug
+        self.error_message = error_message
+        super().__init__(message, run)
+
+
+class RunCancelled(RunNotCompleted):
+    """The run was cancelled (``pgflow.cancel_run``) before it completed."""
+
+
+class JsonTooDeep(PgflowError):
+    """A JSON value is nested more deeply than Python's json module can read or write
+    (about ``sys.getrecursionlimit()`` levels); PostgreSQL itself may hold it."""
+
+
 class ConfigError(PgflowError):
     """A worker setting is out of range (:class:`pgflow.worker.WorkerConfig`)."""
 
@@ -236,3 +273,35 @@ def database_error(
     if cls is NotFound:
         cls = not_found
     return cls(message, sqlstate=sqlstate, hint=hint, detail=detail)
+
+
+# --------------------------------------------------------------------------- raised by handlers
+
+
+class Fail(PgflowError):
+    """Raised by a handler: this attempt failed and retrying cannot help.
+
+    The task fails at once, its remaining attempts unused, and the step's
+    ``when_exhausted`` applies (``fail_task(..., retry => false)``)::
+
+        if card.declined:
+            raise pgflow.Fail("card declined")
+    """
+
+
+class RetryAfter(PgflowError):
+    """Raised by a handler: this attempt failed; try again after ``seconds``.
+
+    Replaces the step's backoff for this retry (``fail_task(...,
+    retry_delay => seconds)``), capped at the step's ``max_delay``; with no
+    attempts left the task fails as usual::
+
+        if response.status == 429:
+            raise pgflow.RetryAfter(float(response.headers["Retry-After"]), "rate limited")
+    """
+
+    def __init__(self, seconds: float, message: str = "") -> None:
+        if not seconds >= 0 or seconds == float("inf"):
+            raise ValueError(f"RetryAfter needs a finite number of seconds >= 0, got {seconds!r}")
+        self.seconds = float(seconds)
+        super().__init__(message or f"retry after {self.seconds:g} s")

@@ -148,9 +148,11 @@ def test_spec_errors_exit_1_and_write_nothing(cwd: Path) -> None:
     result = run_build("flows/order.yaml", "flows/bad.yaml")
     assert result.exit_code == 1
     assert result.stdout == ""
-    assert (
-        result.stderr == 'flows/bad.yaml:6: steps[1].map: must be true or false, got string "yes"\n'
-    )
+    # every problem, of every kind, in line order
+    assert result.stderr.splitlines() == [
+        'flows/bad.yaml:5: steps[1].depends_on: unknown step "c"',
+        'flows/bad.yaml:6: steps[1].map: must be true or false, got string "yes"',
+    ]
     assert not (cwd / "migrations").exists()
 
 

@@ -287,7 +287,12 @@ def test_prune_without_the_owners_rights_reports_the_permission_error(db: str, c
         dsn = psycopg.conninfo.make_conninfo(db, user=role)
         result = pgflow(dsn, "prune", "--older-than", "7d")
         assert result.exit_code == 1
-        assert result.stderr == "error: permission denied for function prune_runs\n"
+        assert result.stderr.splitlines() == [
+            "error: permission denied for function prune_runs",
+            "hint: prune_runs is an operator function: it needs the extension owner's rights."
+            " Connect as the owner, or have it run GRANT EXECUTE ON FUNCTION"
+            f" pgflow.prune_runs(interval, integer) TO {role}",
+        ]
     finally:
         conn.execute(f"DROP OWNED BY {role}")
         conn.execute(f"DROP ROLE {role}")

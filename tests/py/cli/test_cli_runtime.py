@@ -130,7 +130,7 @@ def test_start_with_a_run_id_is_idempotent(flows: str, conn: Conn) -> None:
 @pytest.mark.parametrize(
     ("input_text", "message"),
     [
-        ("{bad", "Invalid value for --input: not JSON:"),
+        ("{bad", "Invalid value for '--input': not JSON:"),
         ("@/nonexistent/input.json", "cannot read /nonexistent/input.json: No such file"),
     ],
 )
@@ -307,7 +307,8 @@ def test_runs_lists_newest_first_with_filters(flows: str, conn: Conn) -> None:
     assert ids("--status", "cancelled") == [dag[0]]
     assert ids("--flow", "wt_dag", "--status", "started") == [dag[2], dag[1]]
     assert ids("--limit", "2") == [behave, dag[2]]
-    assert ids("--flow", "no_such_flow") == []
+    unknown = pgflow(flows, "runs", "--json", "--flow", "no_such_flow")
+    assert (unknown.exit_code, unknown.stdout) == (1, ""), "an unknown flow is an error"
 
     (doc,) = json.loads(pgflow(flows, "runs", "--json", "--status", "cancelled").stdout)
     assert set(doc) == {

@@ -83,10 +83,14 @@ def test_errors_point_at_the_decorated_function() -> None:
     def second(item: object) -> None: ...
 
     flow_line = flow.line
+    # value errors and graph errors together, in line order
     assert spec_errors(flow) == [
         f"{HERE}:{flow_line}: Flow.max_attempts: must be >= 1, got 0",
         f"{HERE}:{line_of(first)}: first.timeout: must be >= 3, got 2",
         f"{HERE}:{line_of(second)}: second.if_not: must be a mapping (a JSON object), got list",
+        f'{HERE}:{line_of(second)}: second.depends_on: unknown step "missing_step"',
+        f"{HERE}:{line_of(second)}: second.depends_on: a map step takes its array from at most"
+        " one dependency, got 2 (first, missing_step)",
     ]
 
 

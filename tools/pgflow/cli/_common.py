@@ -40,6 +40,11 @@ def fail(lines: Sequence[str]) -> NoReturn:
     raise click.exceptions.Exit(1)
 
 
+def unknown_flow(flow_slug: str) -> NoReturn:
+    """Exit 1 for a --flow that names no flow (most likely a typo; a flow without runs is not)."""
+    fail([f'error: flow "{flow_slug}" does not exist', "hint: pgflow.flows lists the flows"])
+
+
 def messages(exc: PgflowError) -> list[str]:
     """The lines an error is reported with: every problem of a spec, a database error's hint."""
     if isinstance(exc, SpecError):

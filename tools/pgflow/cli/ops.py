@@ -13,15 +13,15 @@ import re
 import sys
 import time
 import uuid
-from collections.abc import Sequence
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any, Final
 
 import click
 
-from pgflow.cli._common import CONTEXT_SETTINGS, dsn_option, fail, json_option
+from pgflow.cli._common import CONTEXT_SETTINGS, dsn_option, fail, json_option, unknown_flow
 from pgflow.cli._db import connected
+from pgflow.cli.render import table
 from pgflow.db import client
 
 # --------------------------------------------------------------------------- durations
@@ -86,19 +86,6 @@ def human(value: timedelta | None) -> str:
     return f"{whole // 86400}d {whole % 86400 // 3600:02d}h"
 
 
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]) -> list[str]:
-    """Plain columns separated by two spaces; columns in ``right`` are right-aligned."""
-    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
-
-    def line(cells: Sequence[str]) -> str:
-        return "  ".join(
-            c.rjust(w) if i in right else c.ljust(w)
-            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        ).rstrip()
-
-    return [line(headers), *(line(r) for r in rows)]
-
-
 # --------------------------------------------------------------------------- cancel
 
 CANCEL_EPILOG: Final = """\b
@@ -120,7 +107,7 @@ Examples:
 @dsn_option
 def cancel(run_id: uuid.UUID, as_json: bool, dsn: str) -> None:
     """Cancel a running run (pgflow.cancel_run)."""
-    with connected(dsn) as conn:
+    with connected(dsn, needs="client") as conn:
         result = client.cancel_run(conn, run_id)
     run = result.run
     if as_json:
@@ -152,7 +139,7 @@ Examples:
 @dsn_option
 def retry(run_id: uuid.UUID, as_json: bool, dsn: str) -> None:
     """Resume a failed or cancelled run from where it stopped (pgflow.retry_run)."""
-    with connected(dsn) as conn:
+    with connected(dsn, needs="retry_run") as conn:
         run = client.retry_run(conn, run_id)
         doc = client.get_run(conn, run_id)
     if as_json:
@@ -208,7 +195,7 @@ def prune(older_than: timedelta, batch_size: int, as_json: bool, dsn: str) -> No
     progress = _Progress(enabled=not as_json and sys.stderr.isatty())
     total = batches = 0
     began = time.monotonic()
-    with connected(dsn) as conn:
+    with connected(dsn, needs="prune_runs") as conn:
         try:
             while True:
                 # keep the cutoff where it was at the start: runs finishing
@@ -273,6 +260,10 @@ pgflow.run_stats, step_stats, active_tasks and stalled_tasks: the extension owne
 can, other roles need SELECT on them.  --json gives durations in seconds.
 
 \b
+--flow FLOW of a flow without runs shows it with zeros; a FLOW that does not
+exist is an error (exit 1: most likely a typo), as for pgflow runs.
+
+\b
 Examples:
   pgflow stats
   pgflow stats --flow order --json
@@ -314,11 +305,11 @@ def _plain(row: dict[str, Any]) -> dict[str, Any]:
 @dsn_option
 def stats(flow_slug: str | None, as_json: bool, dsn: str) -> None:
     """Show run and step statistics and the number of active and stalled tasks."""
-    with connected(dsn) as conn:
+    with connected(dsn, needs="stats") as conn:
         found = client.stats(conn, flow_slug)
     run_rows, step_rows = found.runs, found.steps
     if flow_slug is not None and not run_rows:
-        fail([f'error: flow "{flow_slug}" does not exist', "hint: pgflow.flows lists the flows"])
+        unknown_flow(flow_slug)  # run_stats has a row for every flow, with runs or not
     if as_json:
         doc = {
             "runs": [_plain(r) for r in run_rows],
@@ -331,7 +322,7 @@ def stats(flow_slug: str | None, as_json: bool, dsn: str) -> None:
     if not run_rows:
         click.echo("no flows")
         return
-    runs_table = _table(
+    runs_table = table(
         RUN_HEADERS,
         [
             [
@@ -344,7 +335,7 @@ def stats(flow_slug: str | None, as_json: bool, dsn: str) -> None:
         ],
         right=set(range(1, 9)),
     )
-    steps_table = _table(
+    steps_table = table(
         STEP_HEADERS,
         [
             [

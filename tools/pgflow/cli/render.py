@@ -3,8 +3,33 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
+
+#: Shown instead of a value that is nested too deeply for Python's json module.
+TOO_DEEP: Final = "(nested too deeply to show here: pgflow status --json prints it)"
+
+
+def to_json(value: Any) -> str:
+    """``json.dumps(value)``, or :data:`TOO_DEEP` for a value too deep to encode."""
+    try:
+        return json.dumps(value)
+    except RecursionError:
+        return TOO_DEEP
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]) -> list[str]:
+    """Plain columns as wide as their widest cell, two spaces apart; ``right``: right-aligned."""
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(
+            c.rjust(w) if i in right else c.ljust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ).rstrip()
+
+    return [line(headers), *(line(r) for r in rows)]
 
 
 def duration(start: str | None, end: str | None) -> str:
@@ -19,7 +44,11 @@ def duration(start: str | None, end: str | None) -> str:
 
 
 def render_run(run: dict[str, Any]) -> str:
-    """A run as a tree of its steps (status, attempts, duration, error)."""
+    """A run as a tree of its steps (status, attempts, duration, error).
+
+    A completed run ends with its output; a run read without its output
+    (``run_summary``: values too deep for Python) says where to find it.
+    """
     end = run.get("completed_at") or run.get("failed_at") or run.get("cancelled_at")
     lines = [
         f"run {run['run_id']}  flow {run['flow_slug']}  {run['status']}"
@@ -51,5 +80,5 @@ def render_run(run: dict[str, Any]) -> str:
             pad = "   " if i == len(steps) - 1 else "│  "
             lines.append(f"{pad}  error: {step['error_message']}")
     if run["status"] == "completed":
-        lines.append(f"output: {json.dumps(run.get('output'))}")
+        lines.append(f"output: {to_json(run['output']) if 'output' in run else TOO_DEEP}")
     return "\n".join(lines)

@@ -8,17 +8,34 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 import uuid
 from typing import Any, Final
 
 import click
 
-from pgflow.cli._common import CONTEXT_SETTINGS, dsn_option, fail, json_option, load_all, reported
+from pgflow.cli._common import (
+    CONTEXT_SETTINGS,
+    dsn_option,
+    fail,
+    json_option,
+    load_all,
+    reported,
+    unknown_flow,
+)
 from pgflow.cli._db import connected
-from pgflow.cli.render import duration, render_run
-from pgflow.db.client import get_run, list_runs, start_flow, wait_for_run
-from pgflow.errors import RunTimeoutError
+from pgflow.cli.render import duration, render_run, table
+from pgflow.db.client import (
+    flow_exists,
+    get_run,
+    get_run_text,
+    list_runs,
+    run_summary,
+    start_flow,
+    wait_for_run,
+)
+from pgflow.errors import JsonTooDeep, PermissionDenied, RunTimeoutError
 from pgflow.worker import Worker, WorkerConfig
 
 # --------------------------------------------------------------------------- worker
@@ -119,39 +136,92 @@ def worker(
 # --------------------------------------------------------------------------- runs
 
 START_EPILOG: Final = """\b
+--input must be JSON that PostgreSQL's jsonb can hold and Python can read: no
+NaN or Infinity, no number beyond a double's range (1e999), no \\u0000 in a
+string, at most about 1000 levels of nesting.  Anything else is a usage error
+(exit 2), found before connecting.
+
+\b
 Examples:
   pgflow start order --input '{"order_id": 42}'
   pgflow start order --input @order.json --wait --timeout 60
 """
 
 
-def _parse_input(text: str) -> Any:
+def _constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number (JSON numbers are finite)")
+
+
+def _number(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is out of range: JSON numbers must fit a double")
+    return value
+
+
+def _unstorable(value: Any) -> str | None:
+    """Why PostgreSQL's jsonb cannot hold a parsed JSON value, or None (walks without recursion)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str):
+            if "\x00" in item:
+                return "contains \\u0000, which PostgreSQL's jsonb cannot hold"
+            if any("\ud800" <= c <= "\udfff" for c in item):
+                return "contains a lone surrogate (\\ud800-\\udfff), which is not valid Unicode"
+    return None
+
+
+def parse_input(text: str) -> Any:
+    """The value of --input (JSON text or @FILE); ValueError with a message for the user."""
     if text.startswith("@"):
         try:
             with open(text[1:], encoding="utf-8") as f:
                 text = f.read()
         except (OSError, UnicodeDecodeError) as exc:
             reason = getattr(exc, "strerror", None) or str(exc)
-            raise click.BadParameter(
-                f"cannot read {text[1:]}: {reason}", param_hint="--input"
-            ) from None
+            raise ValueError(f"cannot read {text[1:]}: {reason}") from None
     try:
-        return json.loads(text)
+        value = json.loads(text, parse_constant=_constant, parse_float=_number)
     except json.JSONDecodeError as exc:
-        raise click.BadParameter(f"not JSON: {exc}", param_hint="--input") from None
+        raise ValueError(f"not JSON: {exc}") from None
+    except RecursionError:
+        raise ValueError(
+            "nested too deeply: Python's json module (and so the reference worker) reads"
+            f" at most about {sys.getrecursionlimit()} levels"
+        ) from None
+    # the ValueErrors of _constant and _number, and of an integer with more digits
+    # than Python converts, reach the caller as they are
+    problem = _unstorable(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+def _input_option(ctx: click.Context, param: click.Parameter, text: str) -> Any:
+    try:
+        return parse_input(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
 
 
 @click.command("start", context_settings=CONTEXT_SETTINGS, epilog=START_EPILOG)
 @click.argument("flow_slug", metavar="FLOW")
 @click.option(
     "--input",
-    "input_text",
+    "flow_input",
     default="{}",
     show_default=True,
     metavar="JSON",
+    callback=_input_option,
     help="The run's input: JSON text, or @FILE to read it from a file.",
 )
-@click.option("--run-id", metavar="UUID", help="Start idempotently under this id.")
+@click.option("--run-id", type=click.UUID, metavar="UUID", help="Start idempotently under this id.")
 @click.option("--wait", is_flag=True, help="Wait until the run finishes; exit 1 unless completed.")
 @click.option(
     "--timeout",
@@ -164,32 +234,44 @@ def _parse_input(text: str) -> Any:
 @dsn_option
 def start(
     flow_slug: str,
-    input_text: str,
-    run_id: str | None,
+    flow_input: Any,
+    run_id: uuid.UUID | None,
     wait: bool,
     timeout: float,
     as_json: bool,
     dsn: str,
 ) -> None:
     """Start a run of FLOW."""
-    flow_input = _parse_input(input_text)
-    with connected(dsn) as conn:
+    with connected(dsn, needs="client") as conn:
         run = start_flow(conn, flow_slug, flow_input, run_id)
         if not wait:
-            click.echo(json.dumps(run) if as_json else str(run["run_id"]))
+            click.echo(_dumps(run) if as_json else str(run["run_id"]))
             return
         try:
             done = wait_for_run(conn, run["run_id"], timeout)
         except RunTimeoutError as exc:
             fail([f"error: {exc}"])
-        click.echo(json.dumps(done) if as_json else render_run(done))
+        click.echo(_dumps(done) if as_json else render_run(done))
         if done["status"] != "completed":
             raise click.exceptions.Exit(1)
 
 
+def _dumps(run: dict[str, Any]) -> str:
+    """A run document as JSON text; one too deep for Python's encoder fails in one line."""
+    try:
+        return json.dumps(run)
+    except RecursionError:
+        raise JsonTooDeep(
+            f"run {run.get('run_id')} is nested too deeply to print from Python:"
+            " pgflow status RUN_ID --json prints it"
+        ) from None
+
+
 STATUS_EPILOG: Final = """\b
 Reads pgflow.get_run: any role given pgflow.grant_client may use it.  --json prints
-that document as it is (run fields, then "steps" in definition order).
+that document as it is (run fields, then "steps" in definition order), whatever its
+depth; the text view of a run whose values are nested too deeply for Python's json
+module leaves them out.
 
 \b
 Examples:
@@ -204,16 +286,31 @@ Examples:
 @dsn_option
 def status(run_id: uuid.UUID, as_json: bool, dsn: str) -> None:
     """Show a run as a tree of its steps: status, attempts, durations, errors."""
-    with connected(dsn) as conn:
-        run = get_run(conn, run_id)
+    with connected(dsn, needs="client") as conn:
+        if as_json:
+            text = get_run_text(conn, run_id)  # printed as PostgreSQL writes it
+            if text is None:
+                fail([f"error: run {run_id} does not exist"])
+            click.echo(text)
+            return
+        try:
+            run = get_run(conn, run_id)
+        except JsonTooDeep:
+            run = run_summary(conn, run_id)
         if run is None:
             fail([f"error: run {run_id} does not exist"])
-        click.echo(json.dumps(run) if as_json else render_run(run))
+        click.echo(render_run(run))
 
 
 RUNS_EPILOG: Final = """\b
 Reads pgflow.list_runs (ids, status, times; never inputs or outputs): any role
 given pgflow.grant_client may use it.
+
+\b
+Filters that match no run print "no runs" (exit 0).  A --flow that names no flow
+is an error (exit 1: most likely a typo), as for pgflow stats; telling the two
+apart needs pgflow.flow_shape (the owner and roles given pgflow.grant_worker),
+so for a role given only pgflow.grant_client an unknown flow prints "no runs".
 
 \b
 Examples:
@@ -240,18 +337,39 @@ def runs(
     flow_slug: str | None, run_status: str | None, limit: int, as_json: bool, dsn: str
 ) -> None:
     """List the most recent runs, newest first."""
-    with connected(dsn) as conn:
+    with connected(dsn, needs="client") as conn:
         rows = list_runs(conn, flow_slug, run_status, limit)
+        if not rows and flow_slug is not None and not _may_exist(conn, flow_slug):
+            unknown_flow(flow_slug)
     if as_json:
         click.echo(json.dumps(rows))
         return
     if not rows:
         click.echo("no runs")
         return
-    click.echo(f"{'RUN ID':<36}  {'FLOW':<20}  {'STATUS':<9}  {'STARTED':<19}  DURATION")
-    for r in rows:
-        started = r["started_at"][:19].replace("T", " ")
-        click.echo(
-            f"{r['run_id']:<36}  {r['flow_slug']:<20}  {r['status']:<9}  {started:<19}  "
-            f"{duration(r['started_at'], r['finished_at'])}"
-        )
+    lines = table(
+        RUNS_HEADERS,
+        [
+            [
+                r["run_id"],
+                r["flow_slug"],
+                r["status"],
+                r["started_at"][:19].replace("T", " "),
+                duration(r["started_at"], r["finished_at"]),
+            ]
+            for r in rows
+        ],
+        right=set(),
+    )
+    click.echo("\n".join(lines))
+
+
+RUNS_HEADERS: Final = ("RUN ID", "FLOW", "STATUS", "STARTED", "DURATION")
+
+
+def _may_exist(conn: Any, flow_slug: str) -> bool:
+    """Whether the flow exists, or may (the role cannot ask: client roles)."""
+    try:
+        return flow_exists(conn, flow_slug)
+    except PermissionDenied:
+        return True

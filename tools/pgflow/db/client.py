@@ -1,38 +1,87 @@
 """Starting runs, following them and operating on them, from Python.
 
-Every function takes a psycopg connection (or the :class:`~pgflow.db.queries.Queries`
-bound to one) and calls the SQL API through the named statements of
-``queries.sql``; none reads tables.  Errors come as the typed errors of
-:mod:`pgflow.errors` (``RunNotFound``, ``FlowNotFound``, ...).  The same
-functions serve applications, the CLI and the demo.
+:class:`Client` (and :class:`AsyncClient`, its ``asyncio`` twin) is what an
+application uses: made from a conninfo, from a psycopg connection of the
+application's (its calls then join that connection's transaction) or from a
+``psycopg_pool`` pool (each call borrows a connection), it starts runs and
+returns a :class:`RunHandle` to wait for them, reads and operates on runs, and
+streams the run events of channel ``pgflow_events``
+(docs/reference/python-api.md, docs/howto/applications.md).
 
-``wait_for_run`` needs an autocommit connection (it LISTENs).
+The module functions below it (``start_flow``, ``get_run``, ``wait_for_run``,
+...) take a psycopg connection or a :class:`~pgflow.db.queries.Queries`; the
+CLI and the demo use them.  Everything goes through the named statements of
+``queries.sql``; none reads tables.  Errors come as the typed errors of
+:mod:`pgflow.errors` (``RunNotFound``, ``FlowNotFound``, ...).
+
+Waiting and events need an autocommit connection that is not inside a
+transaction (they LISTEN): a client made from a conninfo opens a dedicated
+connection for each wait or event stream; one made from a pool borrows a
+connection from it for as long as it waits; one made from a connection waits
+on that connection, which must be in autocommit mode.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import sys
+import threading
 import time
 import uuid
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator, Mapping
+from contextlib import (
+    AbstractAsyncContextManager,
+    AbstractContextManager,
+    AsyncExitStack,
+    ExitStack,
+    asynccontextmanager,
+    contextmanager,
+)
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Final
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, cast
 
 import psycopg
+from psycopg.pq import TransactionStatus
 
-from pgflow.db.queries import Queries
-from pgflow.errors import PgflowError, RunNotFound, RunTimeoutError
+from pgflow.db.queries import AsyncQueries, Queries, async_connect, connect, translated
+from pgflow.errors import (
+    InvalidArgument,
+    PgflowError,
+    RunCancelled,
+    RunFailed,
+    RunNotFound,
+    RunTimeoutError,
+)
+from pgflow.spec.dsl import Flow
+
+if TYPE_CHECKING:
+    from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 __all__ = [
     "FINISHED",
+    "AsyncClient",
+    "AsyncEvents",
+    "AsyncRunHandle",
     "CancelResult",
+    "Client",
+    "Event",
+    "Events",
+    "RunHandle",
     "RunTimeoutError",
     "Stats",
     "cancel_run",
+    "flow_exists",
     "get_run",
+    "get_run_text",
     "list_runs",
     "prune_runs",
     "retry_run",
+    "run_output",
+    "run_summary",
     "start_flow",
     "stats",
     "wait_for_run",
@@ -44,11 +93,19 @@ FINISHED: Final = frozenset({"completed", "failed", "cancelled"})
 #: A connection, or the queries bound to one.
 Database = Queries | psycopg.Connection[Any]
 RunId = uuid.UUID | str
+#: A flow as the client methods take it: its slug, or the :class:`~pgflow.Flow` itself.
+FlowRef = str | Flow
+
+#: Longest single wait for a notification (a wait or stream checks its deadline this often).
+_NOTIFY_SLICE: Final = 1.0
 
 
 def queries_of(db: Database) -> Queries:
     """The queries bound to ``db`` (a connection is wrapped, not closed later)."""
     return db if isinstance(db, Queries) else Queries(db)
+
+
+# --------------------------------------------------------------------------- module functions
 
 
 def start_flow(
@@ -63,44 +120,75 @@ def get_run(db: Database, run_id: RunId) -> dict[str, Any] | None:
     return queries_of(db).get_run(run_id)
 
 
-def wait_for_run(db: Database, run_id: RunId, timeout: float) -> dict[str, Any]:
+def get_run_text(db: Database, run_id: RunId) -> str | None:
+    """``get_run`` as JSON text, as PostgreSQL prints it (any depth); None if unknown."""
+    return queries_of(db).get_run_text(run_id)
+
+
+def run_summary(db: Database, run_id: RunId) -> dict[str, Any] | None:
+    """``get_run`` without the input and outputs (for runs too deep for Python's json)."""
+    return queries_of(db).run_summary(run_id)
+
+
+def _check_listening(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> None:
+    """Refuse a connection LISTEN would not work on (not autocommit, or in a transaction)."""
+    if conn.info.transaction_status != TransactionStatus.IDLE:
+        raise PgflowError(
+            "cannot wait for a run inside a transaction: a run started in it is not"
+            " visible to workers until it commits; commit first, then wait"
+        )
+    if not conn.autocommit:
+        raise PgflowError(
+            "waiting for runs needs an autocommit connection (it uses LISTEN):"
+            " give the client a conninfo or a pool, or a connection with autocommit=True"
+        )
+
+
+def _run_event(payload: str, run_key: str) -> bool:
+    """Whether a ``pgflow_events`` payload is a run event of this run."""
+    try:
+        event = json.loads(payload)
+    except ValueError:
+        return False
+    return (
+        isinstance(event, dict)
+        and event.get("run_id") == run_key
+        and str(event.get("event", "")).startswith("run:")
+    )
+
+
+def _timed_out(run_key: str, status: str, timeout: float | None) -> RunTimeoutError:
+    return RunTimeoutError(f"run {run_key} is still {status} after {timeout:g} s")
+
+
+def wait_for_run(db: Database, run_id: RunId, timeout: float | None) -> dict[str, Any]:
     """Block until the run is completed, failed or cancelled; returns ``get_run``.
 
     Waits on ``LISTEN pgflow_events`` with ``pgflow.listen_events()`` (no
     polling; events are only sent while a session subscribes): the run's status is read
     once after LISTEN, then again only when an event for this run arrives.
-    Raises :class:`RunTimeoutError` after ``timeout`` seconds and
-    :class:`~pgflow.errors.RunNotFound` for an unknown run.
+    Raises :class:`RunTimeoutError` after ``timeout`` seconds (``None``: no
+    limit) and :class:`~pgflow.errors.RunNotFound` for an unknown run.  The
+    connection must be in autocommit mode and not inside a transaction.
     """
     queries = queries_of(db)
-    if not queries.conn.autocommit:
-        raise PgflowError("wait_for_run needs an autocommit connection (it uses LISTEN)")
+    _check_listening(queries.conn)
     run_key = str(run_id)
-    seen: list[str] = []
-
-    def on_notify(payload: str) -> None:
-        event = json.loads(payload)
-        if event.get("run_id") == run_key and str(event.get("event", "")).startswith("run:"):
-            seen.append(event["event"])
-
+    deadline = None if timeout is None else time.monotonic() + timeout
     queries.listen_events()
     queries.subscribe_events(True)
     try:
-        deadline = time.monotonic() + timeout
         run = get_run(queries, run_key)
         if run is None:
             raise RunNotFound(f"run {run_key} does not exist", sqlstate="42704")
         while run["status"] not in FINISHED:
-            left = deadline - time.monotonic()
+            left = _NOTIFY_SLICE if deadline is None else deadline - time.monotonic()
             if left <= 0:
-                raise RunTimeoutError(f"run {run_key} is still {run['status']} after {timeout:g} s")
-            if not seen:
-                # events that arrived during get_run wait in psycopg's backlog
-                # and come out of notifies() first
-                for note in queries.notifies(timeout=min(left, 1.0), stop_after=1):
-                    on_notify(note.payload)
-            if seen:
-                seen.clear()
+                raise _timed_out(run_key, run["status"], timeout)
+            # events that arrived during get_run wait in psycopg's backlog
+            # and come out of notifies() first
+            notes = queries.notifies(timeout=min(left, _NOTIFY_SLICE), stop_after=1)
+            if any(_run_event(note.payload, run_key) for note in notes):
                 run = get_run(queries, run_key) or run
         return run
     finally:
@@ -108,11 +196,42 @@ def wait_for_run(db: Database, run_id: RunId, timeout: float) -> dict[str, Any]:
         queries.unlisten_events()
 
 
+async def async_wait_for_run(
+    queries: AsyncQueries, run_id: RunId, timeout: float | None
+) -> dict[str, Any]:
+    """:func:`wait_for_run` on an ``AsyncConnection``."""
+    _check_listening(queries.conn)
+    run_key = str(run_id)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    await queries.listen_events()
+    await queries.subscribe_events(True)
+    try:
+        run = await queries.get_run(run_key)
+        if run is None:
+            raise RunNotFound(f"run {run_key} does not exist", sqlstate="42704")
+        while run["status"] not in FINISHED:
+            left = _NOTIFY_SLICE if deadline is None else deadline - time.monotonic()
+            if left <= 0:
+                raise _timed_out(run_key, run["status"], timeout)
+            notes = await queries.notifies(timeout=min(left, _NOTIFY_SLICE), stop_after=1)
+            if any(_run_event(note.payload, run_key) for note in notes):
+                run = await queries.get_run(run_key) or run
+        return run
+    finally:
+        await queries.subscribe_events(False)
+        await queries.unlisten_events()
+
+
 def list_runs(
     db: Database, flow_slug: str | None = None, status: str | None = None, limit: int = 20
 ) -> list[dict[str, Any]]:
     """The newest runs, newest first: ids, status and times (never inputs or outputs)."""
     return queries_of(db).list_runs(flow_slug, status, limit)
+
+
+def flow_exists(db: Database, flow_slug: str) -> bool:
+    """Whether a flow exists (calls ``pgflow.flow_shape``: the owner and worker roles may)."""
+    return queries_of(db).flow_exists(flow_slug)
 
 
 @dataclass(frozen=True)
@@ -159,3 +278,801 @@ def stats(db: Database, flow_slug: str | None = None) -> Stats:
         active_tasks=counts["active_tasks"],
         stalled_tasks=counts["stalled_tasks"],
     )
+
+
+# --------------------------------------------------------------------------- shared pieces
+
+
+def as_run_id(value: RunId) -> uuid.UUID:
+    """A run id as a UUID (a string that is not one is an :class:`InvalidArgument`)."""
+    if isinstance(value, uuid.UUID):
+        return value
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        raise InvalidArgument(f"run id {value!r} is not a UUID", sqlstate="22P02") from None
+
+
+def slug_of(flow: FlowRef) -> str:
+    """The slug of a flow given by slug or as a :class:`~pgflow.Flow`."""
+    if isinstance(flow, Flow):
+        return flow.slug
+    if isinstance(flow, str):
+        return flow
+    raise TypeError(f"a flow is a slug or a pgflow.Flow, got {type(flow).__name__}")
+
+
+def run_output(run: Mapping[str, Any]) -> Any:
+    """The output of a finished run (``get_run``'s document).
+
+    Raises :class:`~pgflow.errors.RunFailed` (with the failing step and its
+    error) for a failed run and :class:`~pgflow.errors.RunCancelled` for a
+    cancelled one.
+    """
+    status = run.get("status")
+    run_key = run.get("run_id")
+    if status == "completed":
+        return run.get("output")
+    if status == "failed":
+        failed = next((s for s in run.get("steps") or () if s.get("status") == "failed"), None)
+        step = None if failed is None else str(failed["step_slug"])
+        error = str((failed or {}).get("error_message") or run.get("error_message") or "")
+        where = f' at step "{step}"' if step is not None else ""
+        raise RunFailed(f"run {run_key} failed{where}: {error}", run, step, error)
+    if status == "cancelled":
+        raise RunCancelled(f"run {run_key} was cancelled", run)
+    raise PgflowError(f"run {run_key} has not finished (status {status})")
+
+
+@dataclass(frozen=True)
+class Event:
+    """One notification of channel ``pgflow_events``.
+
+    ``event`` is ``run:started``, ``run:completed``, ``run:failed``,
+    ``run:cancelled``, ``run:retried``, or ``step:<slug>:<status>`` for flows
+    with ``step_events``; ``step_slug`` is set for step events only.  Events
+    carry ids and statuses, never inputs or outputs: read the run with
+    ``get_run`` for those.
+    """
+
+    event: str
+    flow_slug: str
+    run_id: uuid.UUID
+    status: str
+    step_slug: str | None = None
+
+    @property
+    def kind(self) -> Literal["run", "step"]:
+        """``"run"`` or ``"step"``."""
+        return "step" if self.event.startswith("step:") else "run"
+
+    @classmethod
+    def parse(cls, payload: str) -> Event | None:
+        """The event a payload describes (``None`` for one that is not pgflow's)."""
+        try:
+            doc = json.loads(payload)
+            return cls(
+                event=str(doc["event"]),
+                flow_slug=str(doc["flow_slug"]),
+                run_id=uuid.UUID(str(doc["run_id"])),
+                status=str(doc["status"]),
+                step_slug=None if doc.get("step_slug") is None else str(doc["step_slug"]),
+            )
+        except (ValueError, KeyError, TypeError):
+            return None
+
+
+@dataclass(frozen=True)
+class _Filter:
+    flow_slug: str | None
+    run_id: uuid.UUID | None
+    timeout: float | None
+
+    def matches(self, event: Event) -> bool:
+        return (self.flow_slug is None or event.flow_slug == self.flow_slug) and (
+            self.run_id is None or event.run_id == self.run_id
+        )
+
+
+def _filter(flow: FlowRef | None, run_id: RunId | None, timeout: float | None) -> _Filter:
+    return _Filter(
+        None if flow is None else slug_of(flow),
+        None if run_id is None else as_run_id(run_id),
+        timeout,
+    )
+
+
+def _pool_class(name: str) -> type | None:
+    """A class of psycopg_pool when the application has imported it (never imports it)."""
+    module = sys.modules.get("psycopg_pool")
+    found = getattr(module, name, None) if module is not None else None
+    return found if isinstance(found, type) else None
+
+
+def _closed() -> PgflowError:
+    return PgflowError("the pgflow client is closed")
+
+
+# --------------------------------------------------------------------------- sync sources
+
+
+class _Source:
+    """Where a :class:`Client` gets its connections."""
+
+    def queries(self) -> AbstractContextManager[Queries]:
+        raise NotImplementedError
+
+    def listening(self) -> AbstractContextManager[Queries]:
+        """An autocommit connection outside any transaction, for LISTEN."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class _Conninfo(_Source):
+    """One connection of the client's own, opened on first use (again after it broke)."""
+
+    def __init__(self, conninfo: str) -> None:
+        self.conninfo = conninfo
+        self.shared: Queries | None = None
+        self.lock = threading.Lock()
+        self.closed = False
+
+    @contextmanager
+    def queries(self) -> Iterator[Queries]:
+        with self.lock:
+            if self.closed:
+                raise _closed()
+            if self.shared is None or self.shared.closed:
+                self.shared = connect(self.conninfo)
+            shared = self.shared
+        yield shared
+
+    @contextmanager
+    def listening(self) -> Iterator[Queries]:
+        if self.closed:
+            raise _closed()
+        dedicated = connect(self.conninfo)
+        try:
+            yield dedicated
+        finally:
+            dedicated.close()
+
+    def close(self) -> None:
+        with self.lock:
+            self.closed = True
+            if self.shared is not None:
+                self.shared.close()
+                self.shared = None
+
+
+class _Connection(_Source):
+    """The application's connection: used as it is, never closed."""
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self.bound = Queries(conn)
+
+    @contextmanager
+    def queries(self) -> Iterator[Queries]:
+        yield self.bound
+
+    @contextmanager
+    def listening(self) -> Iterator[Queries]:
+        _check_listening(self.bound.conn)
+        yield self.bound
+
+
+class _Pool(_Source):
+    """An application's pool: each call borrows a connection and gives it back."""
+
+    def __init__(self, pool: ConnectionPool[Any]) -> None:
+        self.pool = pool
+
+    @contextmanager
+    def queries(self) -> Iterator[Queries]:
+        with translated(), self.pool.connection() as conn:
+            yield Queries(conn)
+
+    @contextmanager
+    def listening(self) -> Iterator[Queries]:
+        with translated(), self.pool.connection() as conn:
+            was = conn.autocommit
+            conn.autocommit = True
+            try:
+                yield Queries(conn)
+            finally:
+                if not conn.closed:
+                    conn.autocommit = was
+
+
+def _source(db: object) -> _Source:
+    if isinstance(db, str):
+        return _Conninfo(db)
+    if isinstance(db, psycopg.Connection):
+        return _Connection(db)
+    pool = _pool_class("ConnectionPool")
+    if pool is not None and isinstance(db, pool):
+        return _Pool(cast("ConnectionPool[Any]", db))
+    if isinstance(db, psycopg.AsyncConnection) or (
+        (apool := _pool_class("AsyncConnectionPool")) is not None and isinstance(db, apool)
+    ):
+        raise TypeError("pgflow.Client is synchronous: use pgflow.AsyncClient for asyncio")
+    raise TypeError(
+        "pgflow.Client takes a conninfo string, a psycopg Connection or a"
+        f" psycopg_pool ConnectionPool, got {type(db).__name__}"
+    )
+
+
+# --------------------------------------------------------------------------- sync client
+
+
+class RunHandle:
+    """A run started (or named) through a :class:`Client`: wait for it, get its result.
+
+    ``run_id`` identifies the run; ``run`` is the ``pgflow.runs`` row that
+    :meth:`Client.start` got back (``None`` for a handle made from an id).
+    """
+
+    def __init__(
+        self, client: Client, run_id: uuid.UUID, run: dict[str, Any] | None = None
+    ) -> None:
+        self._client = client
+        self.run_id = run_id
+        self.run = run
+
+    def __repr__(self) -> str:
+        return f"RunHandle({str(self.run_id)!r})"
+
+    def get(self) -> dict[str, Any]:
+        """The run now, as ``pgflow.get_run`` describes it (``RunNotFound`` if it is gone)."""
+        run = self._client.get_run(self.run_id)
+        if run is None:
+            raise RunNotFound(f"run {self.run_id} does not exist", sqlstate="42704")
+        return run
+
+    def wait(self, timeout: float | None = None) -> dict[str, Any]:
+        """Block until the run has finished; the finished run as ``get_run`` describes it.
+
+        Raises :class:`~pgflow.errors.RunTimeoutError` after ``timeout``
+        seconds (``None``: no limit); the run itself goes on.
+        """
+        with self._client._source.listening() as queries:
+            return wait_for_run(queries, self.run_id, timeout)
+
+    def result(self, timeout: float | None = None) -> Any:
+        """Wait for the run and return its output (``{leaf_step: output, ...}``).
+
+        Raises :class:`~pgflow.errors.RunFailed` (``step_slug``,
+        ``error_message``) if it failed, :class:`~pgflow.errors.RunCancelled`
+        if it was cancelled, :class:`~pgflow.errors.RunTimeoutError` on timeout.
+        """
+        return run_output(self.wait(timeout))
+
+    def cancel(self) -> CancelResult:
+        """Cancel the run (:meth:`Client.cancel`)."""
+        return self._client.cancel(self.run_id)
+
+
+class Events:
+    """Events of channel ``pgflow_events`` as an iterator (see :meth:`Client.events`).
+
+    The subscription starts when the stream is entered (``with``) or first
+    iterated, and ends with :meth:`close` (or the ``with`` block, or the end
+    of ``timeout``).
+    """
+
+    def __init__(self, client: Client, where: _Filter) -> None:
+        self._client = client
+        self._where = where
+        self._stack: ExitStack | None = None
+        self._queries: Queries | None = None
+        self._pending: deque[Event] = deque()
+        self._deadline: float | None = None
+        self._done = False
+
+    def __enter__(self) -> Events:
+        self.open()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __iter__(self) -> Events:
+        return self
+
+    def open(self) -> None:
+        """Subscribe now (LISTEN); iterating does it when it has not been done."""
+        if self._queries is not None or self._done:
+            return
+        stack = ExitStack()
+        try:
+            queries = stack.enter_context(self._client._source.listening())
+            queries.listen_events()
+            stack.callback(queries.unlisten_events)
+            queries.subscribe_events(True)
+            stack.callback(queries.subscribe_events, False)
+        except BaseException:
+            stack.close()
+            raise
+        self._stack, self._queries = stack, queries
+        if self._where.timeout is not None:
+            self._deadline = time.monotonic() + self._where.timeout
+
+    def __next__(self) -> Event:
+        self.open()
+        while not self._pending:
+            if self._queries is None:
+                raise StopIteration
+            left = _NOTIFY_SLICE if self._deadline is None else self._deadline - time.monotonic()
+            if left <= 0:
+                self.close()
+                raise StopIteration
+            notes = self._queries.notifies(timeout=min(left, _NOTIFY_SLICE), stop_after=1)
+            for note in notes:
+                event = Event.parse(note.payload)
+                if event is not None and self._where.matches(event):
+                    self._pending.append(event)
+        return self._pending.popleft()
+
+    def close(self) -> None:
+        """End the subscription and give the connection back (idempotent)."""
+        self._done = True
+        stack, self._stack, self._queries = self._stack, None, None
+        if stack is not None:
+            stack.close()
+
+
+class Client:
+    """Start, follow and operate on pgflow runs from an application.
+
+    ``db`` is a libpq conninfo (``""``: the ``PG*`` environment), a psycopg
+    ``Connection`` of the application's, or a ``psycopg_pool.ConnectionPool``:
+
+    * conninfo: the client opens one autocommit connection on first use
+      (each call is its own transaction) and closes it in :meth:`close`;
+    * connection: every call runs on it as it is -- inside the application's
+      transaction when one is open (or begun by psycopg when the connection
+      is not in autocommit mode: commit it yourself); never closed;
+    * pool: every call borrows a connection (committed when given back).
+
+    Waiting (:meth:`RunHandle.wait`, :meth:`RunHandle.result`) and
+    :meth:`events` LISTEN: on a dedicated connection opened from the conninfo,
+    on one connection borrowed from the pool for as long as they wait, or on
+    the application's connection, which must then be in autocommit mode.
+
+    A context manager (``with pgflow.Client(dsn) as client:``), also usable
+    without ``with`` (call :meth:`close`).
+    """
+
+    def __init__(self, db: str | psycopg.Connection[Any] | ConnectionPool[Any] = "") -> None:
+        self._source = _source(db)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection the client opened (an application's connection or pool stays)."""
+        self._source.close()
+
+    # ------------------------------------------------------------ runs
+
+    def start(self, flow: FlowRef, input: Any, run_id: RunId | None = None) -> RunHandle:
+        """Start a run of ``flow`` with ``input`` (any JSON value); a handle to it.
+
+        With ``run_id`` the start is idempotent: a run of the same flow under
+        that id is returned as it is.  Raises :class:`~pgflow.errors.FlowNotFound`
+        for an unknown flow, :class:`~pgflow.errors.RunIdConflict` when the id
+        belongs to a run of another flow.
+        """
+        rid = None if run_id is None else as_run_id(run_id)
+        with self._source.queries() as queries:
+            run = queries.start_flow(slug_of(flow), input, rid)
+        return RunHandle(self, uuid.UUID(str(run["run_id"])), run)
+
+    def handle(self, run_id: RunId) -> RunHandle:
+        """A handle to a run started elsewhere (nothing is read yet)."""
+        return RunHandle(self, as_run_id(run_id))
+
+    def get_run(self, run_id: RunId) -> dict[str, Any] | None:
+        """The run with its steps as one document (``pgflow.get_run``); ``None`` if unknown."""
+        with self._source.queries() as queries:
+            return queries.get_run(as_run_id(run_id))
+
+    def list_runs(
+        self, flow: FlowRef | None = None, status: str | None = None, limit: int = 20
+    ) -> list[dict[str, Any]]:
+        """The newest runs first (ids, status, times; never inputs or outputs)."""
+        slug = None if flow is None else slug_of(flow)
+        with self._source.queries() as queries:
+            return queries.list_runs(slug, status, limit)
+
+    def cancel(self, run_id: RunId) -> CancelResult:
+        """Cancel a running run; a finished one is left as it is (``already_finished``)."""
+        with self._source.queries() as queries:
+            run, notices = queries.cancel_run(as_run_id(run_id))
+        return CancelResult(run, bool(notices))
+
+    def retry(self, run_id: RunId) -> RunHandle:
+        """Resume a failed or cancelled run from its failed steps (operator rights).
+
+        Raises :class:`~pgflow.errors.InvalidState` for a run that has not
+        failed or been cancelled.
+        """
+        rid = as_run_id(run_id)
+        with self._source.queries() as queries:
+            run = queries.retry_run(rid)
+        return RunHandle(self, rid, run)
+
+    def prune(self, older_than: timedelta, batch_size: int = 1000) -> int:
+        """Delete the runs finished more than ``older_than`` ago, in batches; how many.
+
+        Each batch is one call of ``pgflow.prune_runs`` (operator rights); the
+        cutoff stays where it was when the call began.
+        """
+        total = 0
+        began = time.monotonic()
+        while True:
+            elapsed = timedelta(seconds=time.monotonic() - began)
+            with self._source.queries() as queries:
+                deleted = queries.prune_runs(older_than + elapsed, batch_size)
+            total += deleted
+            if deleted == 0:
+                return total
+
+    def stats(self, flow: FlowRef | None = None) -> Stats:
+        """The operator views (``run_stats``, ``step_stats``, task counts; operator rights)."""
+        with self._source.queries() as queries:
+            return stats(queries, None if flow is None else slug_of(flow))
+
+    def events(
+        self,
+        flow: FlowRef | None = None,
+        run_id: RunId | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> Events:
+        """The events on ``pgflow_events`` (optionally of one flow or one run) as they come.
+
+        Iterate it, ideally in a ``with`` block: iteration ends after
+        ``timeout`` seconds (``None``: when the caller stops).  Only events
+        sent while the stream is open are seen.
+        """
+        return Events(self, _filter(flow, run_id, timeout))
+
+
+# --------------------------------------------------------------------------- async sources
+
+
+class _AsyncSource:
+    """Where an :class:`AsyncClient` gets its connections."""
+
+    def queries(self) -> AbstractAsyncContextManager[AsyncQueries]:
+        raise NotImplementedError
+
+    def listening(self) -> AbstractAsyncContextManager[AsyncQueries]:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        pass
+
+
+class _AsyncConninfo(_AsyncSource):
+    def __init__(self, conninfo: str) -> None:
+        self.conninfo = conninfo
+        self.shared: AsyncQueries | None = None
+        self.lock = asyncio.Lock()
+        self.closed = False
+
+    @asynccontextmanager
+    async def queries(self) -> AsyncIterator[AsyncQueries]:
+        async with self.lock:
+            if self.closed:
+                raise _closed()
+            if self.shared is None or self.shared.closed:
+                self.shared = await async_connect(self.conninfo)
+            shared = self.shared
+        yield shared
+
+    @asynccontextmanager
+    async def listening(self) -> AsyncIterator[AsyncQueries]:
+        if self.closed:
+            raise _closed()
+        dedicated = await async_connect(self.conninfo)
+        try:
+            yield dedicated
+        finally:
+            await dedicated.close()
+
+    async def close(self) -> None:
+        async with self.lock:
+            self.closed = True
+            if self.shared is not None:
+                await self.shared.close()
+                self.shared = None
+
+
+class _AsyncConnection(_AsyncSource):
+    def __init__(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        self.bound = AsyncQueries(conn)
+
+    @asynccontextmanager
+    async def queries(self) -> AsyncIterator[AsyncQueries]:
+        yield self.bound
+
+    @asynccontextmanager
+    async def listening(self) -> AsyncIterator[AsyncQueries]:
+        _check_listening(self.bound.conn)
+        yield self.bound
+
+
+class _AsyncPool(_AsyncSource):
+    def __init__(self, pool: AsyncConnectionPool[Any]) -> None:
+        self.pool = pool
+
+    @asynccontextmanager
+    async def queries(self) -> AsyncIterator[AsyncQueries]:
+        with translated():
+            async with self.pool.connection() as conn:
+                yield AsyncQueries(conn)
+
+    @asynccontextmanager
+    async def listening(self) -> AsyncIterator[AsyncQueries]:
+        with translated():
+            async with self.pool.connection() as conn:
+                was = conn.autocommit
+                await conn.set_autocommit(True)
+                try:
+                    yield AsyncQueries(conn)
+                finally:
+                    if not conn.closed:
+                        await conn.set_autocommit(was)
+
+
+def _async_source(db: object) -> _AsyncSource:
+    if isinstance(db, str):
+        return _AsyncConninfo(db)
+    if isinstance(db, psycopg.AsyncConnection):
+        return _AsyncConnection(db)
+    pool = _pool_class("AsyncConnectionPool")
+    if pool is not None and isinstance(db, pool):
+        return _AsyncPool(cast("AsyncConnectionPool[Any]", db))
+    if isinstance(db, psycopg.Connection) or (
+        (spool := _pool_class("ConnectionPool")) is not None and isinstance(db, spool)
+    ):
+        raise TypeError("pgflow.AsyncClient is for asyncio: use pgflow.Client for a sync one")
+    raise TypeError(
+        "pgflow.AsyncClient takes a conninfo string, a psycopg AsyncConnection or a"
+        f" psycopg_pool AsyncConnectionPool, got {type(db).__name__}"
+    )
+
+
+# --------------------------------------------------------------------------- async client
+
+
+class AsyncRunHandle:
+    """:class:`RunHandle` for an :class:`AsyncClient`: its methods are coroutines.
+
+    Awaiting the handle itself is ``await handle.result()``.
+    """
+
+    def __init__(
+        self, client: AsyncClient, run_id: uuid.UUID, run: dict[str, Any] | None = None
+    ) -> None:
+        self._client = client
+        self.run_id = run_id
+        self.run = run
+
+    def __repr__(self) -> str:
+        return f"AsyncRunHandle({str(self.run_id)!r})"
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self.result().__await__()
+
+    async def get(self) -> dict[str, Any]:
+        """The run now (``RunNotFound`` if it is gone)."""
+        run = await self._client.get_run(self.run_id)
+        if run is None:
+            raise RunNotFound(f"run {self.run_id} does not exist", sqlstate="42704")
+        return run
+
+    async def wait(self, timeout: float | None = None) -> dict[str, Any]:
+        """Wait until the run has finished; the finished run (``RunTimeoutError`` on timeout)."""
+        async with self._client._source.listening() as queries:
+            return await async_wait_for_run(queries, self.run_id, timeout)
+
+    async def result(self, timeout: float | None = None) -> Any:
+        """Wait for the run and return its output (``RunFailed`` / ``RunCancelled`` otherwise)."""
+        return run_output(await self.wait(timeout))
+
+    async def cancel(self) -> CancelResult:
+        """Cancel the run (:meth:`AsyncClient.cancel`)."""
+        return await self._client.cancel(self.run_id)
+
+
+class AsyncEvents:
+    """Events of channel ``pgflow_events`` as an async iterator (:meth:`AsyncClient.events`)."""
+
+    def __init__(self, client: AsyncClient, where: _Filter) -> None:
+        self._client = client
+        self._where = where
+        self._stack: AsyncExitStack | None = None
+        self._queries: AsyncQueries | None = None
+        self._pending: deque[Event] = deque()
+        self._deadline: float | None = None
+        self._done = False
+
+    async def __aenter__(self) -> AsyncEvents:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __aiter__(self) -> AsyncEvents:
+        return self
+
+    async def open(self) -> None:
+        """Subscribe now (LISTEN); iterating does it when it has not been done."""
+        if self._queries is not None or self._done:
+            return
+        stack = AsyncExitStack()
+        try:
+            queries = await stack.enter_async_context(self._client._source.listening())
+            await queries.listen_events()
+            stack.push_async_callback(queries.unlisten_events)
+            await queries.subscribe_events(True)
+            stack.push_async_callback(queries.subscribe_events, False)
+        except BaseException:
+            await stack.aclose()
+            raise
+        self._stack, self._queries = stack, queries
+        if self._where.timeout is not None:
+            self._deadline = time.monotonic() + self._where.timeout
+
+    async def __anext__(self) -> Event:
+        await self.open()
+        while not self._pending:
+            if self._queries is None:
+                raise StopAsyncIteration
+            left = _NOTIFY_SLICE if self._deadline is None else self._deadline - time.monotonic()
+            if left <= 0:
+                await self.aclose()
+                raise StopAsyncIteration
+            notes = await self._queries.notifies(timeout=min(left, _NOTIFY_SLICE), stop_after=1)
+            for note in notes:
+                event = Event.parse(note.payload)
+                if event is not None and self._where.matches(event):
+                    self._pending.append(event)
+        return self._pending.popleft()
+
+    async def aclose(self) -> None:
+        """End the subscription and give the connection back (idempotent)."""
+        self._done = True
+        stack, self._stack, self._queries = self._stack, None, None
+        if stack is not None:
+            await stack.aclose()
+
+
+T = TypeVar("T")
+
+
+class AsyncClient:
+    """:class:`Client` for ``asyncio``: the same calls, as coroutines.
+
+    ``db`` is a conninfo, a psycopg ``AsyncConnection`` or a
+    ``psycopg_pool.AsyncConnectionPool``, with the same meaning as for
+    :class:`Client`.  ``async with pgflow.AsyncClient(dsn) as client:``, or
+    without ``async with`` and ``await client.close()`` at the end.
+    """
+
+    def __init__(
+        self, db: str | psycopg.AsyncConnection[Any] | AsyncConnectionPool[Any] = ""
+    ) -> None:
+        self._source = _async_source(db)
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the connection the client opened (an application's connection or pool stays)."""
+        await self._source.close()
+
+    async def _call(self, call: Callable[[AsyncQueries], Awaitable[T]]) -> T:
+        async with self._source.queries() as queries:
+            return await call(queries)
+
+    async def start(self, flow: FlowRef, input: Any, run_id: RunId | None = None) -> AsyncRunHandle:
+        """Start a run of ``flow`` with ``input``; a handle to it (see :meth:`Client.start`)."""
+        rid = None if run_id is None else as_run_id(run_id)
+        slug = slug_of(flow)
+        run = await self._call(lambda q: q.start_flow(slug, input, rid))
+        return AsyncRunHandle(self, uuid.UUID(str(run["run_id"])), run)
+
+    def handle(self, run_id: RunId) -> AsyncRunHandle:
+        """A handle to a run started elsewhere (nothing is read yet)."""
+        return AsyncRunHandle(self, as_run_id(run_id))
+
+    async def get_run(self, run_id: RunId) -> dict[str, Any] | None:
+        """The run with its steps as one document; ``None`` if unknown."""
+        rid = as_run_id(run_id)
+        return await self._call(lambda q: q.get_run(rid))
+
+    async def list_runs(
+        self, flow: FlowRef | None = None, status: str | None = None, limit: int = 20
+    ) -> list[dict[str, Any]]:
+        """The newest runs first (ids, status, times; never inputs or outputs)."""
+        slug = None if flow is None else slug_of(flow)
+        return await self._call(lambda q: q.list_runs(slug, status, limit))
+
+    async def cancel(self, run_id: RunId) -> CancelResult:
+        """Cancel a running run; a finished one is left as it is (``already_finished``)."""
+        rid = as_run_id(run_id)
+        run, notices = await self._call(lambda q: q.cancel_run(rid))
+        return CancelResult(run, bool(notices))
+
+    async def retry(self, run_id: RunId) -> AsyncRunHandle:
+        """Resume a failed or cancelled run from its failed steps (operator rights)."""
+        rid = as_run_id(run_id)
+        run = await self._call(lambda q: q.retry_run(rid))
+        return AsyncRunHandle(self, rid, run)
+
+    async def prune(self, older_than: timedelta, batch_size: int = 1000) -> int:
+        """Delete the runs finished more than ``older_than`` ago, in batches; how many."""
+        total = 0
+        began = time.monotonic()
+        while True:
+            cutoff = older_than + timedelta(seconds=time.monotonic() - began)
+            async with self._source.queries() as queries:
+                deleted = await queries.prune_runs(cutoff, batch_size)
+            total += deleted
+            if deleted == 0:
+                return total
+
+    async def stats(self, flow: FlowRef | None = None) -> Stats:
+        """The operator views (``run_stats``, ``step_stats``, task counts; operator rights)."""
+        slug = None if flow is None else slug_of(flow)
+        async with self._source.queries() as queries:
+            counts = await queries.task_counts(slug)
+            return Stats(
+                runs=await queries.run_stats(slug),
+                steps=await queries.step_stats(slug),
+                active_tasks=counts["active_tasks"],
+                stalled_tasks=counts["stalled_tasks"],
+            )
+
+    def events(
+        self,
+        flow: FlowRef | None = None,
+        run_id: RunId | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> AsyncEvents:
+        """The events on ``pgflow_events`` as an async iterator (see :meth:`Client.events`)."""
+        return AsyncEvents(self, _filter(flow, run_id, timeout))

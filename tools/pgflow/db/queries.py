@@ -9,16 +9,19 @@ catch psycopg classes.
 
 A :class:`Queries` runs each statement on its connection as it is: in
 autocommit mode each is its own transaction; on a connection inside an
-application's transaction it joins that transaction.
+application's transaction it joins that transaction.  :class:`AsyncQueries`
+is the same for a psycopg ``AsyncConnection`` (the statements an application
+needs: runs, operations, events), with the same texts and the same errors.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import sys
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass
 from datetime import timedelta
 from importlib import resources
@@ -28,9 +31,17 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from pgflow.errors import DatabaseError, FlowNotFound, NotFound, RunNotFound, database_error
+from pgflow.errors import (
+    DatabaseError,
+    FlowNotFound,
+    JsonTooDeep,
+    NotFound,
+    RunNotFound,
+    database_error,
+)
 
 Conn = psycopg.Connection[Any]
+AsyncConn = psycopg.AsyncConnection[Any]
 RunId = uuid.UUID | str
 
 _ENTRY: Final = re.compile(r"^-- name: (?P<name>[a-z_]+)\n", re.M)
@@ -106,6 +117,37 @@ def translated(not_found: type[NotFound] = NotFound) -> Iterator[None]:
         raise as_pgflow_error(exc, not_found) from exc
 
 
+@contextmanager
+def decoded(name: str) -> Iterator[None]:
+    """Raise :class:`~pgflow.errors.JsonTooDeep` for a result Python's json cannot decode."""
+    try:
+        yield
+    except RecursionError:
+        raise JsonTooDeep(
+            f"the result of {name} is nested too deeply for Python's json module"
+            f" (at most about {sys.getrecursionlimit()} levels)"
+        ) from None
+
+
+def json_text(value: Any, what: str = "the input") -> str:
+    """``value`` as JSON text for a ``jsonb`` parameter (typed error when too deep)."""
+    try:
+        return json.dumps(value)
+    except RecursionError:
+        raise JsonTooDeep(
+            f"{what} is nested too deeply for Python's json module"
+            f" (at most about {sys.getrecursionlimit()} levels)"
+        ) from None
+
+
+def statement(name: str, identifiers: Mapping[str, str] | None = None) -> sql.Composed | str:
+    """The text of a named statement, its ``{identifier}`` slots filled."""
+    text = QUERIES[name].text
+    if identifiers is None:
+        return text
+    return sql.SQL(text).format(**{k: sql.Identifier(v) for k, v in identifiers.items()})
+
+
 def connect(conninfo: str, *, autocommit: bool = True, prepare: bool = True) -> Queries:
     """Open a connection (``""``: the libpq environment) and bind the queries to it.
 
@@ -174,14 +216,8 @@ class Queries:
         not_found: type[NotFound] = NotFound,
         identifiers: Mapping[str, str] | None = None,
     ) -> list[tuple[Any, ...]]:
-        query = QUERIES[name]
-        statement: sql.Composed | str = query.text
-        if identifiers is not None:
-            statement = sql.SQL(query.text).format(
-                **{k: sql.Identifier(v) for k, v in identifiers.items()}
-            )
-        with translated(not_found):
-            cur = self.conn.execute(statement, params)
+        with translated(not_found), decoded(name):
+            cur = self.conn.execute(statement(name, identifiers), params)
             return cur.fetchall() if cur.description else []
 
     def _value(self, name: str, params: Mapping[str, Any] | None = None, **kw: Any) -> Any:
@@ -189,7 +225,7 @@ class Queries:
         return rows[0][0] if rows else None
 
     def _dicts(self, name: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
-        with translated(), self.conn.cursor(row_factory=dict_row) as cur:
+        with translated(), decoded(name), self.conn.cursor(row_factory=dict_row) as cur:
             cur.execute(QUERIES[name].text, params)
             return cur.fetchall()
 
@@ -218,24 +254,77 @@ class Queries:
         step_slugs: Sequence[str],
         task_indexes: Sequence[int],
         outputs: Sequence[str],
+        attempts: Sequence[int | None] | None = None,
     ) -> int:
-        """Complete tasks (outputs as JSON text); how many of them changed."""
+        """Complete tasks (outputs as JSON text) of the attempts named; how many changed."""
         params = {
             "run_ids": list(run_ids),
             "step_slugs": list(step_slugs),
             "task_indexes": list(task_indexes),
             "outputs": list(outputs),
+            "attempts": None if attempts is None else list(attempts),
         }
         return int(self._value("complete_tasks", params) or 0)
 
-    def fail_task(self, run_id: RunId, step_slug: str, task_index: int, error: str) -> bool:
+    def fail_task(
+        self,
+        run_id: RunId,
+        step_slug: str,
+        task_index: int,
+        error: str,
+        attempt: int | None = None,
+        *,
+        retry: bool = True,
+        retry_delay: float | None = None,
+    ) -> bool:
         params = {
             "run_id": run_id,
             "step_slug": step_slug,
             "task_index": task_index,
             "error_message": error,
+            "attempt": attempt,
+            "retry": retry,
+            "retry_delay": retry_delay,
         }
         return bool(self._value("fail_task", params))
+
+    def fail_tasks(
+        self,
+        run_ids: Sequence[RunId],
+        step_slugs: Sequence[str],
+        task_indexes: Sequence[int],
+        errors: Sequence[str],
+        attempts: Sequence[int | None],
+        retries: Sequence[bool],
+        retry_delays: Sequence[float | None],
+    ) -> int:
+        """Record failed attempts of many tasks; how many counted."""
+        params = {
+            "run_ids": list(run_ids),
+            "step_slugs": list(step_slugs),
+            "task_indexes": list(task_indexes),
+            "error_messages": list(errors),
+            "attempts": list(attempts),
+            "retries": list(retries),
+            "retry_delays": list(retry_delays),
+        }
+        return int(self._value("fail_tasks", params) or 0)
+
+    def extend_leases(
+        self,
+        run_ids: Sequence[RunId],
+        step_slugs: Sequence[str],
+        task_indexes: Sequence[int],
+        attempts: Sequence[int],
+    ) -> set[tuple[str, str, int]]:
+        """Renew leases; the (run_id, step_slug, task_index) whose lease the caller holds."""
+        params = {
+            "run_ids": list(run_ids),
+            "step_slugs": list(step_slugs),
+            "task_indexes": list(task_indexes),
+            "attempts": list(attempts),
+        }
+        return {(str(r[0]), str(r[1]), int(r[2])) for r in self._rows("extend_leases", params)}
 
     def register_worker(
         self, worker_id: uuid.UUID, flows: Sequence[str], hostname: str, pid: int
@@ -283,13 +372,27 @@ class Queries:
 
     def start_flow(self, flow_slug: str, input: Any, run_id: RunId | None = None) -> dict[str, Any]:
         """Start a run; the run row as a dict.  ``input`` is any JSON value."""
-        params = {"flow_slug": flow_slug, "input": json.dumps(input), "run_id": run_id}
+        params = {"flow_slug": flow_slug, "input": json_text(input), "run_id": run_id}
         run: dict[str, Any] = self._value("start_flow", params, not_found=FlowNotFound)
         return run
 
     def get_run(self, run_id: RunId) -> dict[str, Any] | None:
         run: dict[str, Any] | None = self._value("get_run", {"run_id": run_id})
         return run
+
+    def get_run_text(self, run_id: RunId) -> str | None:
+        """``get_run`` as JSON text, not decoded (any depth)."""
+        text: str | None = self._value("get_run_text", {"run_id": run_id})
+        return text
+
+    def run_summary(self, run_id: RunId) -> dict[str, Any] | None:
+        """``get_run`` without the input and the outputs (run's and steps')."""
+        run: dict[str, Any] | None = self._value("run_summary", {"run_id": run_id})
+        return run
+
+    def flow_exists(self, flow_slug: str) -> bool:
+        """Whether the flow exists (needs ``flow_shape``: the owner, worker roles)."""
+        return bool(self._value("flow_exists", {"flow_slug": flow_slug}))
 
     def list_runs(
         self, flow_slug: str | None, status: str | None, max_rows: int
@@ -384,3 +487,140 @@ class Queries:
 
 #: A function opening a fresh :class:`Queries` (the worker's reconnects).
 Connector = Callable[[], Queries]
+
+
+# --------------------------------------------------------------------------- async
+
+
+async def async_connect(conninfo: str, *, autocommit: bool = True) -> AsyncQueries:
+    """Open an ``AsyncConnection`` (``""``: the libpq environment) and bind the queries to it."""
+    with translated():
+        conn: AsyncConn = await psycopg.AsyncConnection.connect(conninfo, autocommit=autocommit)
+    return AsyncQueries(conn, owned=True)
+
+
+class AsyncQueries:
+    """:class:`Queries` for an ``AsyncConnection``: the same statements, the same errors.
+
+    It has the statements an application sends (runs, operations, events,
+    statistics); the worker protocol and install/upgrade stay synchronous.
+    """
+
+    def __init__(self, conn: AsyncConn, *, owned: bool = False) -> None:
+        self.conn = conn
+        self.owned = owned
+
+    @property
+    def closed(self) -> bool:
+        return bool(self.conn.closed)
+
+    async def close(self) -> None:
+        """Close the connection if this object opened it (never raises)."""
+        if self.owned:
+            with suppress(psycopg.Error):
+                await self.conn.close()
+
+    async def _rows(
+        self,
+        name: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        not_found: type[NotFound] = NotFound,
+    ) -> list[tuple[Any, ...]]:
+        with translated(not_found), decoded(name):
+            cur = await self.conn.execute(statement(name), params)
+            return await cur.fetchall() if cur.description else []
+
+    async def _value(self, name: str, params: Mapping[str, Any] | None = None, **kw: Any) -> Any:
+        rows = await self._rows(name, params, **kw)
+        return rows[0][0] if rows else None
+
+    async def _dicts(self, name: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+        with translated(), decoded(name):
+            async with self.conn.cursor(row_factory=dict_row) as cur:
+                await cur.execute(QUERIES[name].text, params)
+                return await cur.fetchall()
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[None]:
+        """A transaction (a savepoint inside one already open)."""
+        with translated():
+            async with self.conn.transaction():
+                yield
+
+    # ------------------------------------------------------------ runs
+
+    async def start_flow(
+        self, flow_slug: str, input: Any, run_id: RunId | None = None
+    ) -> dict[str, Any]:
+        params = {"flow_slug": flow_slug, "input": json_text(input), "run_id": run_id}
+        run: dict[str, Any] = await self._value("start_flow", params, not_found=FlowNotFound)
+        return run
+
+    async def get_run(self, run_id: RunId) -> dict[str, Any] | None:
+        run: dict[str, Any] | None = await self._value("get_run", {"run_id": run_id})
+        return run
+
+    async def list_runs(
+        self, flow_slug: str | None, status: str | None, max_rows: int
+    ) -> list[dict[str, Any]]:
+        params = {"flow_slug": flow_slug, "status": status, "max_rows": max_rows}
+        return [row[0] for row in await self._rows("list_runs", params)]
+
+    async def flow_exists(self, flow_slug: str) -> bool:
+        return bool(await self._value("flow_exists", {"flow_slug": flow_slug}))
+
+    async def listen_events(self) -> None:
+        await self._rows("listen_events")
+
+    async def unlisten_events(self) -> None:
+        await self._rows("unlisten_events")
+
+    async def subscribe_events(self, listening: bool) -> None:
+        await self._rows("subscribe_events", {"listening": listening})
+
+    async def notifies(self, timeout: float, stop_after: int | None = None) -> list[Notification]:
+        """Notifications arriving within ``timeout`` seconds (at most ``stop_after``)."""
+        with translated():
+            return [
+                Notification(n.channel, n.payload)
+                async for n in self.conn.notifies(timeout=timeout, stop_after=stop_after)
+            ]
+
+    # ------------------------------------------------------------ operations
+
+    async def cancel_run(self, run_id: RunId) -> tuple[dict[str, Any], list[str]]:
+        """Cancel a run; the run row and the NOTICEs the call raised (already finished)."""
+        notices: list[str] = []
+
+        def on_notice(diag: psycopg.errors.Diagnostic) -> None:
+            notices.append(diag.message_primary or "")
+
+        self.conn.add_notice_handler(on_notice)
+        try:
+            run: dict[str, Any] = await self._value(
+                "cancel_run", {"run_id": run_id}, not_found=RunNotFound
+            )
+        finally:
+            self.conn.remove_notice_handler(on_notice)
+        return run, notices
+
+    async def retry_run(self, run_id: RunId) -> dict[str, Any]:
+        run: dict[str, Any] = await self._value(
+            "retry_run", {"run_id": run_id}, not_found=RunNotFound
+        )
+        return run
+
+    async def prune_runs(self, older_than: timedelta, batch_size: int) -> int:
+        params = {"older_than": older_than, "batch_size": batch_size}
+        return int(await self._value("prune_runs", params) or 0)
+
+    async def run_stats(self, flow_slug: str | None) -> list[dict[str, Any]]:
+        return await self._dicts("run_stats", {"flow_slug": flow_slug})
+
+    async def step_stats(self, flow_slug: str | None) -> list[dict[str, Any]]:
+        return await self._dicts("step_stats", {"flow_slug": flow_slug})
+
+    async def task_counts(self, flow_slug: str | None) -> dict[str, int]:
+        rows = await self._dicts("task_counts", {"flow_slug": flow_slug})
+        return {k: int(v) for k, v in rows[0].items()}

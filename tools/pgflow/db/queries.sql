@@ -19,15 +19,32 @@ SELECT run_id, step_slug, task_index, input::text AS input, attempt
 FROM pgflow.claim_tasks(%(flow_slug)s, %(qty)s, %(worker_id)s);
 
 -- name: complete_tasks
--- Complete many started tasks in one transaction; returns how many changed.
+-- Complete many started tasks in one transaction, each fenced by the attempt
+-- its claim returned; returns how many changed.
 SELECT pgflow.complete_tasks(
     %(run_ids)s::uuid[], %(step_slugs)s::text[], %(task_indexes)s::int[],
-    %(outputs)s::text[]::jsonb[]);
+    %(outputs)s::text[]::jsonb[], %(attempts)s::int[]);
 
 -- name: fail_task
 -- Record a failed attempt: retried after its backoff, or the step's
 -- when_exhausted once attempts are used up.
-SELECT pgflow.fail_task(%(run_id)s, %(step_slug)s, %(task_index)s, %(error_message)s);
+SELECT pgflow.fail_task(%(run_id)s, %(step_slug)s, %(task_index)s, %(error_message)s,
+                        attempt => %(attempt)s, retry => %(retry)s, retry_delay => %(retry_delay)s);
+
+-- name: fail_tasks
+-- Record failed attempts of many tasks in one transaction (fenced; per task:
+-- retry or fail now, and an optional retry delay); returns how many counted.
+SELECT pgflow.fail_tasks(
+    %(run_ids)s::uuid[], %(step_slugs)s::text[], %(task_indexes)s::int[],
+    %(error_messages)s::text[], %(attempts)s::int[], %(retries)s::boolean[],
+    %(retry_delays)s::double precision[]);
+
+-- name: extend_leases
+-- Renew the leases of the tasks this worker runs (heartbeats); the rows are
+-- the tasks whose lease it still holds.
+SELECT run_id::text, step_slug, task_index, lease_until
+FROM pgflow.extend_leases(%(run_ids)s::uuid[], %(step_slugs)s::text[], %(task_indexes)s::int[],
+                          %(attempts)s::int[]);
 
 -- name: register_worker
 -- Register (or re-register) a worker in pgflow.workers.
@@ -80,9 +97,29 @@ SELECT to_jsonb(r) FROM pgflow.start_flow(%(flow_slug)s, %(input)s::jsonb, %(run
 -- A run with its steps as one JSON document; NULL for an unknown run.
 SELECT pgflow.get_run(%(run_id)s);
 
+-- name: get_run_text
+-- get_run as JSON text, for printing as it is (no round trip through Python
+-- values, whatever its depth).
+SELECT pgflow.get_run(%(run_id)s)::text;
+
+-- name: run_summary
+-- get_run without the run's input and output and the steps' outputs: what
+-- `pgflow status` shows of a run whose values are nested too deeply for
+-- Python's json module.
+SELECT d - 'input' - 'output' || jsonb_build_object('steps', coalesce(
+           (SELECT jsonb_agg(s.step - 'output' ORDER BY s.n)
+            FROM jsonb_array_elements(d -> 'steps') WITH ORDINALITY AS s(step, n)),
+           '[]'::jsonb))
+FROM pgflow.get_run(%(run_id)s) AS d;
+
 -- name: list_runs
 -- The newest runs (ids, status, times; never inputs or outputs).
 SELECT pgflow.list_runs(%(flow_slug)s, %(status)s, %(max_rows)s);
+
+-- name: flow_exists
+-- Whether a flow of this name exists (flow_shape is NULL for an unknown
+-- flow; the owner and roles given grant_worker may call it).
+SELECT pgflow.flow_shape(%(flow_slug)s) IS NOT NULL;
 
 -- name: listen_events
 LISTEN pgflow_events;

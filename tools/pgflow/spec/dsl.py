@@ -18,18 +18,30 @@
 Decorators return the function unchanged, so handlers stay plain functions
 (easy to unit-test); the flow keeps them in :attr:`Flow.handlers` for a worker.
 Arguments are checked when the flow is turned into a model (:meth:`Flow.spec`),
-with the same rules and messages as YAML; errors point at the line of the
-decorated function.
+with the same rules and messages as YAML, every problem at once in line order;
+errors point at the line of the decorated function.  An unknown keyword
+(``@flow.step(retries=3)``) is one of those problems rather than a
+``TypeError``, while type checkers still see the exact keywords.
+
+``flow.start(client, input)`` starts a run through anything with a
+``start(flow_slug, input, run_id)`` method (a :class:`pgflow.Client`, whose
+handle it returns, or a :class:`pgflow.AsyncClient`, to be awaited): this
+layer knows nothing of databases.
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 import os
+import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, TypeVar, overload
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
+from pgflow.errors import SpecError
+from pgflow.options import FLOW_OPTIONS, STEP_OPTIONS
 from pgflow.spec.model import (
     DEFAULT_WHEN_EXHAUSTED,
     DEFAULT_WHEN_UNMET,
@@ -39,13 +51,27 @@ from pgflow.spec.model import (
     RawFlow,
     RawStep,
     Value,
+    did_you_mean,
+    show,
 )
-from pgflow.spec.validate import validate
+from pgflow.spec.validate import in_line_order, validate
 
 F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+H_co = TypeVar("H_co", covariant=True)
 
 #: A dependency: a step slug or a function already decorated as a step of the flow.
 Dependency = str | Callable[..., Any]
+
+#: The keywords of ``Flow()``, ``flow.step()`` and ``flow.map()``, from the options table.
+FLOW_KEYWORDS: tuple[str, ...] = tuple(o.keyword for o in FLOW_OPTIONS)
+STEP_KEYWORDS: tuple[str, ...] = ("slug", *(o.keyword for o in STEP_OPTIONS if o.name != "map"))
+
+
+class RunStarter(Protocol[H_co]):
+    """What starts runs by flow slug (:class:`pgflow.Client`, :class:`pgflow.AsyncClient`)."""
+
+    def start(self, flow: str, input: Any, run_id: uuid.UUID | str | None = None) -> H_co: ...
 
 
 @dataclass(frozen=True)
@@ -55,6 +81,7 @@ class _StepDef:
     line: int | None
     options: Mapping[str, object]
     depends_on: tuple[object, ...] | object
+    unknown: Mapping[str, object] = field(default_factory=dict)
 
 
 def display_path(path: str) -> str:
@@ -68,17 +95,49 @@ def display_path(path: str) -> str:
     return path if relative.startswith(os.pardir) else relative
 
 
+def _user_frame() -> FrameType | None:
+    """The innermost frame outside this module: the user code that called into it."""
+    frame = inspect.currentframe()
+    while frame is not None and frame.f_code.co_filename == __file__:
+        frame = frame.f_back
+    return frame
+
+
 def _caller_line() -> int | None:
     """The line in user code that called ``Flow.step`` / ``Flow.map``."""
-    frame = inspect.currentframe()
-    for _ in range(2):
-        frame = frame.f_back if frame is not None else None
+    frame = _user_frame()
     return frame.f_lineno if frame is not None else None
+
+
+def _unknown_problem(name: str, allowed: Sequence[str]) -> str:
+    close = did_you_mean(name, allowed).strip(" ()")
+    return (
+        f"unknown option {show(name)} ({close + ' ' if close else ''}allowed: {', '.join(allowed)})"
+    )
+
+
+def _keeps_unknown_keywords(init: Callable[P, None]) -> Callable[P, None]:
+    """Let ``Flow()`` take unknown keywords and report them as spec problems.
+
+    Type checkers and :func:`inspect.signature` still see the exact keywords.
+    """
+    known = set(inspect.signature(init).parameters)
+
+    @functools.wraps(init)
+    def init_noting_unknown(*args: P.args, **kwargs: P.kwargs) -> None:
+        unknown = {k: kwargs.pop(k) for k in [k for k in kwargs if k not in known]}
+        init(*args, **kwargs)
+        flow = args[0]
+        assert isinstance(flow, Flow)
+        flow._unknown = unknown
+
+    return init_noting_unknown
 
 
 class Flow:
     """A flow defined in Python: create it, then decorate its step functions."""
 
+    @_keeps_unknown_keywords
     def __init__(
         self,
         slug: str,
@@ -87,6 +146,9 @@ class Flow:
         base_delay: int = 1,
         timeout: int = 60,
         step_events: bool = False,
+        heartbeat: int | None = None,
+        max_delay: int | None = None,
+        jitter: bool = False,
     ) -> None:
         self.slug = slug
         self._options: dict[str, object] = {
@@ -94,11 +156,14 @@ class Flow:
             "base_delay": base_delay,
             "timeout": timeout,
             "step_events": step_events,
+            "heartbeat": heartbeat,
+            "max_delay": max_delay,
+            "jitter": jitter,
         }
         self._steps: list[_StepDef] = []
         self._slugs: dict[Callable[..., Any], str] = {}
-        caller = inspect.currentframe()
-        caller = caller.f_back if caller is not None else None
+        self._unknown: Mapping[str, object] = {}
+        caller = _user_frame()
         self.file = display_path(caller.f_code.co_filename) if caller else "<unknown>"
         self.line: int | None = caller.f_lineno if caller else None
 
@@ -129,6 +194,9 @@ class Flow:
         if_not: Mapping[str, Any] | None = None,
         when_unmet: str = DEFAULT_WHEN_UNMET,
         when_exhausted: str = DEFAULT_WHEN_EXHAUSTED,
+        heartbeat: int | None = None,
+        max_delay: int | None = None,
+        jitter: bool | None = None,
     ) -> Callable[[F], F]: ...
 
     def step(
@@ -146,6 +214,10 @@ class Flow:
         if_not: Mapping[str, Any] | None = None,
         when_unmet: str = DEFAULT_WHEN_UNMET,
         when_exhausted: str = DEFAULT_WHEN_EXHAUSTED,
+        heartbeat: int | None = None,
+        max_delay: int | None = None,
+        jitter: bool | None = None,
+        **unknown: Any,
     ) -> F | Callable[[F], F]:
         """Declare a single step; its handler gets ``{"run": ..., "<dep>": ...}``.
 
@@ -161,8 +233,11 @@ class Flow:
             "if_not": if_not,
             "when_unmet": when_unmet,
             "when_exhausted": when_exhausted,
+            "heartbeat": heartbeat,
+            "max_delay": max_delay,
+            "jitter": jitter,
         }
-        decorator = self._decorator(slug, depends_on, options, _caller_line())
+        decorator = self._decorator(slug, depends_on, options, _caller_line(), unknown)
         return decorator(fn) if fn is not None else decorator
 
     @overload
@@ -184,6 +259,9 @@ class Flow:
         if_not: Mapping[str, Any] | None = None,
         when_unmet: str = DEFAULT_WHEN_UNMET,
         when_exhausted: str = DEFAULT_WHEN_EXHAUSTED,
+        heartbeat: int | None = None,
+        max_delay: int | None = None,
+        jitter: bool | None = None,
     ) -> Callable[[F], F]: ...
 
     def map(
@@ -201,6 +279,10 @@ class Flow:
         if_not: Mapping[str, Any] | None = None,
         when_unmet: str = DEFAULT_WHEN_UNMET,
         when_exhausted: str = DEFAULT_WHEN_EXHAUSTED,
+        heartbeat: int | None = None,
+        max_delay: int | None = None,
+        jitter: bool | None = None,
+        **unknown: Any,
     ) -> F | Callable[[F], F]:
         """Declare a map step: one task per element of its source array.
 
@@ -217,8 +299,11 @@ class Flow:
             "if_not": if_not,
             "when_unmet": when_unmet,
             "when_exhausted": when_exhausted,
+            "heartbeat": heartbeat,
+            "max_delay": max_delay,
+            "jitter": jitter,
         }
-        decorator = self._decorator(slug, depends_on, options, _caller_line())
+        decorator = self._decorator(slug, depends_on, options, _caller_line(), unknown)
         return decorator(fn) if fn is not None else decorator
 
     def _decorator(
@@ -227,6 +312,7 @@ class Flow:
         depends_on: object,
         options: Mapping[str, object],
         call_line: int | None,
+        unknown: Mapping[str, object],
     ) -> Callable[[F], F]:
         def register(fn: F) -> F:
             step_slug = slug if slug is not None else getattr(fn, "__name__", repr(fn))
@@ -237,7 +323,7 @@ class Flow:
             line = code.co_firstlineno if code is not None and same_file else call_line
             deps = tuple(depends_on) if isinstance(depends_on, list | tuple) else depends_on
             given = {k: v for k, v in options.items() if v is not None}
-            self._steps.append(_StepDef(fn, step_slug, line, given, deps))
+            self._steps.append(_StepDef(fn, step_slug, line, given, deps, dict(unknown)))
             self._slugs.setdefault(fn, step_slug)
             return fn
 
@@ -273,11 +359,45 @@ class Flow:
             steps.append(RawStep(key=key, line=step.line, fields=fields, handler=handler))
         flow_fields = {"flow": Value(self.slug, self.line, "Flow.slug")}
         for name, option in self._options.items():
-            flow_fields[name] = Value(option, self.line, f"Flow.{name}")
+            if option is not None:  # None: the option is not set (heartbeat, max_delay)
+                flow_fields[name] = Value(option, self.line, f"Flow.{name}")
         return RawFlow(
             origin=origin, line=self.line, fields=flow_fields, steps=steps, key_prefix="Flow."
         )
 
     def spec(self, origin: Origin | None = None) -> FlowSpec:
-        """The validated model (raises :class:`~pgflow.errors.SpecError`)."""
-        return validate(self.raw(origin))
+        """The validated model; raises one :class:`~pgflow.errors.SpecError` listing every
+        problem (unknown keywords included), in line order."""
+        problems = self._unknown_keywords(origin or Origin(self.file, ""))
+        try:
+            spec = validate(self.raw(origin))
+        except SpecError as exc:
+            raise SpecError.collect(in_line_order([*problems, *exc.errors])) from None
+        if problems:
+            raise SpecError.collect(in_line_order(problems))
+        return spec
+
+    def _unknown_keywords(self, origin: Origin) -> list[SpecError]:
+        problems = [
+            SpecError(origin.file, self.line, f"Flow.{name}", _unknown_problem(name, FLOW_KEYWORDS))
+            for name in self._unknown
+        ]
+        for step in self._steps:
+            key = getattr(step.fn, "__name__", step.slug)
+            problems.extend(
+                SpecError(
+                    origin.file, step.line, f"{key}.{name}", _unknown_problem(name, STEP_KEYWORDS)
+                )
+                for name in step.unknown
+            )
+        return problems
+
+    def start(
+        self, client: RunStarter[H_co], input: Any, run_id: uuid.UUID | str | None = None
+    ) -> H_co:
+        """Start a run of this flow through ``client``: ``client.start(self.slug, input, run_id)``.
+
+        With a :class:`pgflow.Client` this returns its :class:`pgflow.RunHandle`;
+        with a :class:`pgflow.AsyncClient`, a coroutine to await for one.
+        """
+        return client.start(self.slug, input, run_id)

@@ -32,6 +32,7 @@ from typing import Any, Final
 from pgflow.errors import HandlerError, LoadError, PgflowError, SpecError
 from pgflow.spec.dsl import Flow, display_path
 from pgflow.spec.model import HANDLER_RE, FlowSpec, Origin
+from pgflow.spec.validate import raise_errors
 from pgflow.spec.yaml_loader import load_yaml
 
 YAML_SUFFIXES: Final = (".yaml", ".yml")
@@ -124,6 +125,19 @@ def flow_of(flow: Flow) -> LoadedFlow:
     """Validate a Python flow; its origin is the file that created it."""
     origin = Origin(flow.file, _sha256_of(flow.file))
     return LoadedFlow(flow.spec(origin), dict(flow.handlers))
+
+
+def flows_of(flows: list[Flow]) -> list[LoadedFlow]:
+    """Validate Python flows, reporting the problems of all of them at once (line order)."""
+    loaded: list[LoadedFlow] = []
+    problems: list[SpecError] = []
+    for flow in flows:
+        try:
+            loaded.append(flow_of(flow))
+        except SpecError as exc:
+            problems.extend(exc.errors)
+    raise_errors(problems)
+    return loaded
 
 
 # --------------------------------------------------------------------------- helpers
@@ -227,7 +241,7 @@ def _flows_of(module: ModuleType, spec: str) -> list[LoadedFlow]:
             flows.append(value)
     if not flows:
         raise LoadError(f"{spec}: defines no pgflow.Flow at its top level")
-    return [flow_of(f) for f in flows]
+    return flows_of(flows)
 
 
 def _flows_of_attribute(module: ModuleType, attribute: str, spec: str) -> list[LoadedFlow]:
@@ -240,5 +254,5 @@ def _flows_of_attribute(module: ModuleType, attribute: str, spec: str) -> list[L
     if isinstance(target, Flow):
         return [flow_of(target)]
     if isinstance(target, list | tuple) and target and all(isinstance(f, Flow) for f in target):
-        return [flow_of(f) for f in target]
+        return flows_of(list(target))
     raise LoadError(f"{spec}: is a {type(target).__name__}, not a pgflow.Flow")

@@ -3,7 +3,10 @@
 :func:`validate` checks a raw flow against the rules of the SQL API (the same
 rules, the same limits, read from :mod:`pgflow.options`) and returns a
 :class:`FlowSpec` whose steps are in topological order, or raises one
-:class:`~pgflow.errors.SpecError` listing every problem it found.
+:class:`~pgflow.errors.SpecError` listing every problem it found, in line order.
+Problems of every kind are found in one pass: a wrong option value does not
+hide an unknown dependency or a cycle.  Only dependencies on a step whose own
+slug is missing or invalid are not checked (that slug is reported instead).
 """
 
 from __future__ import annotations
@@ -39,6 +42,20 @@ from pgflow.spec.model import (
 )
 
 # --------------------------------------------------------------------------- validation
+
+
+def in_line_order(errors: Sequence[SpecError]) -> list[SpecError]:
+    """Errors sorted by line (stable; files keep the order they first appear in)."""
+    files: dict[str, int] = {}
+    for error in errors:
+        files.setdefault(error.file, len(files))
+    return sorted(errors, key=lambda e: (files[e.file], e.line or 0))
+
+
+def raise_errors(errors: Sequence[SpecError]) -> None:
+    """Raise one SpecError for the errors, in line order (nothing when there are none)."""
+    if errors:
+        raise SpecError.collect(in_line_order(errors))
 
 
 class _Checker:
@@ -167,7 +184,7 @@ class _Checker:
 class _Draft:
     raw: RawStep
     index: int
-    slug: str | None
+    slug: str | None  # None: missing or invalid (reported)
     deps: list[tuple[str, Value]]
     step: dict[str, Any]
 
@@ -200,11 +217,8 @@ def validate(raw: RawFlow) -> FlowSpec:
     for index, raw_step in enumerate(raw.steps or ()):
         drafts.append(_check_step(check, raw_step, index))
 
-    if check.errors:
-        raise SpecError.collect(check.errors)
     ordered = _check_graph(check, drafts)
-    if check.errors:
-        raise SpecError.collect(check.errors)
+    raise_errors(check.errors)
 
     assert flow_slug is not None
     steps = tuple(StepSpec(**drafts[i].step) for i in ordered)
@@ -243,10 +257,17 @@ def _checked(check: _Checker, fields: Mapping[str, Value], option: Option) -> ob
 
 
 def _check_graph(check: _Checker, drafts: list[_Draft]) -> list[int]:
-    """Duplicates, dependencies, map arity and cycles; the topological order of drafts."""
+    """Duplicates, dependencies, map arity and cycles; the topological order of drafts.
+
+    Runs whatever else is wrong with the flow.  Steps without a valid slug
+    take no part; while some step has none, a dependency that names no step
+    is not reported (it may name that step: its slug is reported instead).
+    """
     by_slug: dict[str, _Draft] = {}
+    unnamed = any(draft.slug is None for draft in drafts)
     for draft in drafts:
-        assert draft.slug is not None
+        if draft.slug is None:
+            continue
         first = by_slug.get(draft.slug)
         if first is not None:
             slug_value = draft.raw.fields["slug"]
@@ -266,7 +287,7 @@ def _check_graph(check: _Checker, drafts: list[_Draft]) -> list[int]:
                 check.error(where.line, key, f"lists {show(dep)} more than once")
             elif dep == draft.slug:
                 check.error(where.line, key, f"step {show(dep)} cannot depend on itself")
-            elif dep not in by_slug:
+            elif dep not in by_slug and not unnamed:
                 hint = did_you_mean(dep, [s for s in by_slug if s != draft.slug])
                 check.error(where.line, key, f"unknown step {show(dep)}{hint}")
             seen.add(dep)
@@ -280,30 +301,37 @@ def _check_graph(check: _Checker, drafts: list[_Draft]) -> list[int]:
                 f" ({names})",
             )
         draft.step["depends_on"] = tuple(dep for dep, _ in draft.deps)
-    if check.errors:
-        return []
 
-    cycle = _find_cycle(drafts, by_slug)
+    # the graph of the steps that have a slug, over the dependencies that name one
+    edges = {
+        slug: tuple(
+            dict.fromkeys(d for d in draft.step["depends_on"] if d in by_slug and d != slug)
+        )
+        for slug, draft in by_slug.items()
+    }
+    cycle = _find_cycle(drafts, by_slug, edges)
     if cycle:
         start = by_slug[cycle[0]]
         deps_value = start.raw.fields.get("depends_on")
         line = deps_value.line if deps_value else start.raw.line
         key = deps_value.key if deps_value else f"{start.raw.key}.depends_on"
         check.error(line, key, "dependency cycle: " + " -> ".join(cycle))
+    if check.errors:
         return []
     return _topological_order(drafts, by_slug)
 
 
-def _find_cycle(drafts: list[_Draft], by_slug: Mapping[str, _Draft]) -> list[str] | None:
+def _find_cycle(
+    drafts: list[_Draft], by_slug: Mapping[str, _Draft], edges: Mapping[str, tuple[str, ...]]
+) -> list[str] | None:
     """The first cycle met walking the steps in spec order, as slugs ending where it starts."""
     white, grey, black = 0, 1, 2
     colour = dict.fromkeys(by_slug, white)
     for root in drafts:
-        assert root.slug is not None
-        if colour[root.slug] != white:
+        if root.slug is None or by_slug[root.slug] is not root or colour[root.slug] != white:
             continue
         path: list[str] = [root.slug]
-        stack = [iter(root.step["depends_on"])]
+        stack = [iter(edges[root.slug])]
         colour[root.slug] = grey
         while stack:
             dep = next(stack[-1], None)
@@ -322,7 +350,7 @@ def _find_cycle(drafts: list[_Draft], by_slug: Mapping[str, _Draft]) -> list[str
             elif colour[dep] == white:
                 colour[dep] = grey
                 path.append(dep)
-                stack.append(iter(by_slug[dep].step["depends_on"]))
+                stack.append(iter(edges[dep]))
     return None
 
 

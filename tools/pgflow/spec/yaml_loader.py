@@ -6,6 +6,12 @@ instead of silently overwritten, and hostile documents (alias bombs, deep
 nesting, unknown tags) end in a :class:`~pgflow.errors.SpecError` rather than
 a traceback.  Scalars are typed with PyYAML's safe rules (``3`` is an integer,
 ``"3"`` a string, ``true`` a boolean); merge keys (``<<: *defaults``) work.
+
+Every problem is reported at once, in line order: structure problems (a
+duplicate key, a step that is not a mapping, a value PyYAML cannot read) are
+collected while the document is converted, and the validator's findings on
+what could be converted are added to them.  Only a document that cannot be
+parsed at all, or expands beyond the size limits, stops at its first problem.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import yaml
 
 from pgflow.errors import SpecError
 from pgflow.spec.model import FlowSpec, Origin, RawFlow, RawStep, Value, describe, show
-from pgflow.spec.validate import validate
+from pgflow.spec.validate import in_line_order, raise_errors, validate
 
 #: Most YAML nodes a spec may expand to (aliases count each time they are used).
 MAX_NODES: Final = 100_000
@@ -64,12 +70,39 @@ SpecLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)
 
 
 def load_yaml(text: str, origin: Origin) -> FlowSpec:
-    """Parse and validate one flow from YAML text; ``origin`` names it in errors."""
-    return validate(parse_yaml(text, origin))
+    """Parse and validate one flow from YAML text; ``origin`` names it in errors.
+
+    Raises one :class:`~pgflow.errors.SpecError` listing every problem, in line order.
+    """
+    raw, problems = _convert(text, origin)
+    try:
+        spec = validate(raw)
+    except SpecError as exc:
+        # a key the conversion already reported (or a part of it) is not
+        # reported again as missing or empty
+        reported = [p.key for p in problems]
+        found = [
+            e
+            for e in exc.errors
+            if not any(k == e.key or k.startswith((e.key + "[", e.key + ".")) for k in reported)
+        ]
+        raise SpecError.collect(in_line_order([*problems, *found])) from None
+    raise_errors(problems)
+    return spec
 
 
 def parse_yaml(text: str, origin: Origin) -> RawFlow:
-    """The raw flow a YAML document describes (structure checked, values not yet)."""
+    """The raw flow a YAML document describes (structure checked, values not yet).
+
+    Raises a SpecError listing the structure problems, if there are any.
+    """
+    raw, problems = _convert(text, origin)
+    raise_errors(problems)
+    return raw
+
+
+def _convert(text: str, origin: Origin) -> tuple[RawFlow, list[SpecError]]:
+    """The raw flow and the structure problems met on the way (a fatal one is raised)."""
     try:
         documents = list(yaml.compose_all(text, Loader=SpecLoader))
     except yaml.MarkedYAMLError as exc:
@@ -82,14 +115,17 @@ def parse_yaml(text: str, origin: Origin) -> RawFlow:
     except RecursionError:
         raise SpecError(origin.file, None, "", "invalid YAML: nested too deeply") from None
 
-    if len(documents) > 1:
-        line = documents[1].start_mark.line + 1
-        raise SpecError(
-            origin.file, line, "", "a spec file holds one flow: remove the second document"
-        )
     if not documents or _is_null(documents[0]):
         raise SpecError(origin.file, 1, "", "empty spec: expected a mapping with flow: and steps:")
-    return _Converter(origin).flow(documents[0])
+    converter = _Converter(origin)
+    if len(documents) > 1:
+        line = documents[1].start_mark.line + 1
+        converter.problem(
+            SpecError(
+                origin.file, line, "", "a spec file holds one flow: remove the second document"
+            )
+        )
+    return converter.flow(documents[0]), converter.problems
 
 
 def _one_line(text: str) -> str:
@@ -112,9 +148,21 @@ class _Converter:
         self.constructor = SpecLoader("")
         self.budget = MAX_NODES
         self.pair_cache: dict[int, list[tuple[yaml.Node, yaml.Node]]] = {}
+        #: Problems met so far that do not stop the conversion.
+        self.problems: list[SpecError] = []
 
     def fail(self, node: yaml.Node, key: str, message: str) -> SpecError:
         return SpecError(self.origin.file, _line(node), key, message)
+
+    def problem(self, error: SpecError) -> None:
+        """Note a problem and go on (the part it concerns is left out)."""
+        self.problems.append(error)
+
+    def keep_going(self, error: SpecError) -> None:
+        """Note a problem raised while converting one part, unless it must stop everything."""
+        if self.budget < 0:  # an alias bomb: nothing after it is worth reading
+            raise error
+        self.problem(error)
 
     def flow(self, node: yaml.Node) -> RawFlow:
         if not isinstance(node, yaml.MappingNode):
@@ -126,14 +174,17 @@ class _Converter:
         steps: list[RawStep] | None = None
         steps_value: Value | None = None
         for key_node, value_node in self.pairs(node, ""):
-            name = self.key(key_node, "")
-            if name.startswith(EXTENSION_PREFIX):
-                continue
-            if name == "steps":
-                steps_value = Value(None, _line(key_node), "steps")
-                steps = self.steps(key_node, value_node)
-            else:
-                fields[name] = self.field(key_node, value_node, name)
+            try:
+                name = self.key(key_node, "")
+                if name.startswith(EXTENSION_PREFIX):
+                    continue
+                if name == "steps":
+                    steps_value = Value(None, _line(key_node), "steps")
+                    steps = self.steps(key_node, value_node)
+                else:
+                    fields[name] = self.field(key_node, value_node, name)
+            except SpecError as exc:
+                self.keep_going(exc)
         return RawFlow(
             origin=self.origin,
             line=_line(node),
@@ -150,15 +201,25 @@ class _Converter:
         for index, item in enumerate(node.value):
             prefix = f"steps[{index}]"
             if not isinstance(item, yaml.MappingNode):
-                value = self.value(item, prefix, 0)
+                try:
+                    value = self.value(item, prefix, 0)
+                except SpecError as exc:
+                    self.keep_going(exc)
+                    continue
                 hint = f" (write - slug: {value})" if isinstance(value, str) else ""
-                raise self.fail(
-                    item, prefix, f"must be a mapping with a slug, got {describe(value)}{hint}"
+                self.problem(
+                    self.fail(
+                        item, prefix, f"must be a mapping with a slug, got {describe(value)}{hint}"
+                    )
                 )
+                continue
             fields: dict[str, Value] = {}
             for step_key, step_value in self.pairs(item, prefix):
-                name = self.key(step_key, prefix)
-                fields[name] = self.field(step_key, step_value, f"{prefix}.{name}")
+                try:
+                    name = self.key(step_key, prefix)
+                    fields[name] = self.field(step_key, step_value, f"{prefix}.{name}")
+                except SpecError as exc:
+                    self.keep_going(exc)
             steps.append(RawStep(key=prefix, line=_line(item), fields=fields))
         return steps
 
@@ -183,12 +244,18 @@ class _Converter:
         seen: dict[object, int] = {}
         for key_node, _ in node.value:
             if isinstance(key_node, yaml.ScalarNode) and key_node.tag != MERGE_TAG:
-                name = self.scalar(key_node, key)
+                try:
+                    name = self.scalar(key_node, key)
+                except SpecError:
+                    continue  # reported below
                 if name in seen:
                     path = f"{key}.{name}" if key else str(name)
-                    raise self.fail(
-                        key_node, path, f"duplicate key (first given at line {seen[name]})"
+                    self.problem(
+                        self.fail(
+                            key_node, path, f"duplicate key (first given at line {seen[name]})"
+                        )
                     )
+                    continue
                 seen[name] = _line(key_node)
         try:
             self.constructor.flatten_mapping(node)
@@ -197,7 +264,10 @@ class _Converter:
         unique: dict[object, tuple[yaml.Node, yaml.Node]] = {}
         for key_node, value_node in node.value:
             if isinstance(key_node, yaml.ScalarNode):
-                unique[self.scalar(key_node, key)] = (key_node, value_node)
+                try:
+                    unique[self.scalar(key_node, key)] = (key_node, value_node)
+                except SpecError as exc:
+                    self.keep_going(exc)
             else:
                 unique[object()] = (key_node, value_node)
         pairs = list(unique.values())
