@@ -79,6 +79,10 @@ DROP FUNCTION pgflow._complete_tasks(uuid[], text[], integer[], jsonb[]);
 -- heartbeat (seconds, NULL: none) makes a started task's lease short and
 -- renewable (extend_leases); max_delay caps the pause before a retry; jitter
 -- draws each pause at random below its backoff.
+-- version (NULL: 1) makes the definition a version of the flow named
+-- flow_slug: version 1 is the definition flow_slug itself, version N >= 2 the
+-- definition <flow_slug>@N, whose slug add_step, claims and runs use.  The
+-- returned row's flow_slug is the definition's.
 -- Locks: the flows row (insert or update).
 -- Errors: 22004 NULL slug or option; 22023 invalid slug or option below its minimum.
 CREATE FUNCTION pgflow.create_flow(
@@ -89,7 +93,8 @@ CREATE FUNCTION pgflow.create_flow(
     step_events boolean DEFAULT false,
     heartbeat integer DEFAULT NULL,
     max_delay integer DEFAULT NULL,
-    jitter boolean DEFAULT false
+    jitter boolean DEFAULT false,
+    version integer DEFAULT NULL
 )
 RETURNS pgflow.flows
 LANGUAGE plpgsql
@@ -98,8 +103,19 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_flow pgflow.flows;
+    v_version integer := coalesce(create_flow.version, 1);
+    v_slug text;
 BEGIN
     PERFORM pgflow._check_slug('flow slug', create_flow.flow_slug);
+    IF strpos(create_flow.flow_slug, '@') > 0 THEN
+        RAISE EXCEPTION 'create_flow takes the flow''s name, not "%"', create_flow.flow_slug
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = format('pass flow_slug => %L, version => %s',
+                                split_part(create_flow.flow_slug, '@', 1),
+                                split_part(create_flow.flow_slug, '@', 2));
+    END IF;
+    PERFORM pgflow._check_option('version', create_flow.version, 1, true);
+    v_slug := create_flow.flow_slug || CASE WHEN v_version = 1 THEN '' ELSE '@' || v_version END;
     PERFORM pgflow._check_option('max_attempts', create_flow.max_attempts, 1, false);
     PERFORM pgflow._check_option('base_delay', create_flow.base_delay, 1, false);
     PERFORM pgflow._check_option('timeout', create_flow.timeout, 3, false);
@@ -116,11 +132,11 @@ BEGIN
 
     INSERT INTO pgflow.flows AS f
         (flow_slug, opt_max_attempts, opt_base_delay, opt_timeout, opt_step_events,
-         opt_heartbeat, opt_max_delay, opt_jitter)
+         opt_heartbeat, opt_max_delay, opt_jitter, flow_name, version)
     VALUES
-        (create_flow.flow_slug, create_flow.max_attempts, create_flow.base_delay,
+        (v_slug, create_flow.max_attempts, create_flow.base_delay,
          create_flow.timeout, create_flow.step_events, create_flow.heartbeat,
-         create_flow.max_delay, create_flow.jitter)
+         create_flow.max_delay, create_flow.jitter, create_flow.flow_slug, v_version)
     ON CONFLICT ON CONSTRAINT flows_pkey DO UPDATE
         SET opt_max_attempts = excluded.opt_max_attempts,
             opt_base_delay = excluded.opt_base_delay,
@@ -139,14 +155,14 @@ BEGIN
     RETURNING * INTO v_flow;
 
     IF v_flow.flow_slug IS NULL THEN
-        SELECT * INTO STRICT v_flow FROM pgflow.flows AS f WHERE f.flow_slug = create_flow.flow_slug;
+        SELECT * INTO STRICT v_flow FROM pgflow.flows AS f WHERE f.flow_slug = v_slug;
     END IF;
     RETURN v_flow;
 END;
 $$;
 
-COMMENT ON FUNCTION pgflow.create_flow(text, integer, integer, integer, boolean, integer, integer, boolean) IS
-    'create a flow definition, or update the tunables of an existing one (idempotent)';
+COMMENT ON FUNCTION pgflow.create_flow(text, integer, integer, integer, boolean, integer, integer, boolean, integer) IS
+    'create a flow definition (or a version of one), or update its tunables (idempotent)';
 
 -- add_step: adds a step to a flow, after its dependencies (topological order).
 -- Re-running the same call is a no-op returning the existing row; a call with
@@ -272,8 +288,8 @@ BEGIN
             RAISE EXCEPTION 'cannot add step "%" to flow "%": the flow already has runs',
                     add_step.step_slug, add_step.flow_slug
                 USING ERRCODE = 'object_not_in_prerequisite_state',
-                      HINT = format('a flow''s structure is fixed once it has run; define a new flow slug, e.g. "%s_v2"',
-                                    left(add_step.flow_slug, 125));
+                      HINT = pgflow._next_version_hint(add_step.flow_slug,
+                                                       'a flow''s structure is fixed once it has run');
         END IF;
 
         INSERT INTO pgflow.steps AS s (
@@ -328,8 +344,8 @@ BEGIN
         RAISE EXCEPTION 'step "%" of flow "%" already exists with a different definition: %',
                 add_step.step_slug, add_step.flow_slug, array_to_string(v_diffs, '; ')
             USING ERRCODE = 'invalid_object_definition',
-                  HINT = format('a definition cannot change structure once created; use a new flow slug, e.g. "%s_v2"',
-                                left(add_step.flow_slug, 125));
+                  HINT = pgflow._next_version_hint(add_step.flow_slug,
+                                                   'a definition cannot change structure once created');
     END IF;
 
     -- Same structure: tunables may change in place; an identical call writes nothing.
@@ -848,7 +864,7 @@ $$;
 COMMENT ON FUNCTION pgflow.extend_leases(uuid[], text[], integer[], integer[]) IS
     'renew the leases of started tasks (fenced by attempt, capped at the timeout); the ones still held';
 
-REVOKE ALL ON FUNCTION pgflow.create_flow(text, integer, integer, integer, boolean, integer, integer, boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION pgflow.create_flow(text, integer, integer, integer, boolean, integer, integer, boolean, integer) FROM PUBLIC;
 REVOKE ALL ON FUNCTION pgflow.add_step(text, text, text[], integer, integer, integer, integer, text, jsonb, jsonb, text, text, integer, integer, boolean) FROM PUBLIC;
 REVOKE ALL ON FUNCTION pgflow._complete_tasks(uuid[], text[], integer[], jsonb[], integer[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION pgflow.complete_task(uuid, text, integer, jsonb, integer) FROM PUBLIC;
@@ -870,7 +886,7 @@ BEGIN
         ORDER BY 1, 2
     LOOP
         IF v_grant.fn = 'create_flow' THEN
-            EXECUTE format('GRANT EXECUTE ON FUNCTION pgflow.create_flow(text, integer, integer, integer, boolean, integer, integer, boolean) TO %s', v_grant.grantee);
+            EXECUTE format('GRANT EXECUTE ON FUNCTION pgflow.create_flow(text, integer, integer, integer, boolean, integer, integer, boolean, integer) TO %s', v_grant.grantee);
         ELSIF v_grant.fn = 'add_step' THEN
             EXECUTE format('GRANT EXECUTE ON FUNCTION pgflow.add_step(text, text, text[], integer, integer, integer, integer, text, jsonb, jsonb, text, text, integer, integer, boolean) TO %s', v_grant.grantee);
         ELSIF v_grant.fn = 'complete_task' THEN
@@ -1267,6 +1283,586 @@ $$;
 COMMENT ON FUNCTION pgflow.retry_run(uuid) IS
     'resume a failed or cancelled run: re-queue its failed and cancelled work, keep completed outputs';
 
+-- ============================================================ 0.3.0: versions and whole definitions
+-- A flow name has versions, each its own definition (version 1: the plain
+-- slug; N >= 2: <name>@N); start_flow(name) starts the current one.
+-- Migrations of pgflow-build end with check_flow_steps.
+
+ALTER TABLE pgflow.flows
+    ADD COLUMN flow_name text,
+    ADD COLUMN version   integer NOT NULL DEFAULT 1;
+UPDATE pgflow.flows SET flow_name = flow_slug;
+ALTER TABLE pgflow.flows
+    ALTER COLUMN flow_name SET NOT NULL,
+    DROP CONSTRAINT flows_flow_slug_check,
+    ADD CONSTRAINT flows_flow_name_version_key UNIQUE (flow_name, version),
+    ADD CONSTRAINT flows_flow_slug_check
+        CHECK (flow_name ~ '^[a-zA-Z][a-zA-Z0-9_]{0,127}$' AND flow_name <> 'run'
+               AND version >= 1
+               AND flow_slug = flow_name || CASE WHEN version = 1 THEN '' ELSE '@' || version END);
+COMMENT ON TABLE pgflow.flows IS
+    'flow definitions (one per version) with their default tunables';
+COMMENT ON COLUMN pgflow.flows.flow_name IS
+    'the stable name of the flow (start_flow(''order'') starts its current version)';
+COMMENT ON COLUMN pgflow.flows.version IS
+    'the version of this definition: 1 is the plain slug, N >= 2 the slug <name>@N';
+
+CREATE TABLE pgflow.current_versions (
+    flow_name  text        NOT NULL,
+    version    integer     NOT NULL,
+    pinned_at  timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT current_versions_pkey PRIMARY KEY (flow_name),
+    CONSTRAINT current_versions_flow_fkey FOREIGN KEY (flow_name, version)
+        REFERENCES pgflow.flows (flow_name, version) ON DELETE CASCADE
+);
+
+COMMENT ON TABLE pgflow.current_versions IS
+    'the version start_flow starts for a flow name, when pinned by set_current_version (else the highest)';
+
+SELECT pg_catalog.pg_extension_config_dump('pgflow.current_versions', '');
+
+REVOKE ALL ON TABLE pgflow.current_versions FROM PUBLIC;
+
+-- _check_slug: raises unless slug is a valid flow or step slug.
+-- Rule (same in the Python tool): 1-128 chars, a letter then letters, digits
+-- or underscores; "run" is reserved.  A flow slug may name a version of a
+-- flow: <name>@N with N >= 2 (version 1 is the plain name).  Locks nothing.
+CREATE OR REPLACE FUNCTION pgflow._check_slug(kind text, slug text)
+RETURNS void
+LANGUAGE plpgsql
+IMMUTABLE
+PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_problem text;
+    v_name text := slug;
+BEGIN
+    IF slug IS NULL THEN
+        RAISE EXCEPTION '% must not be NULL', kind
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'pass a slug such as ''my_flow''';
+    END IF;
+    IF kind = 'flow slug' AND strpos(slug, '@') > 0 THEN
+        IF slug ~ '^[^@]+@[1-9][0-9]{0,8}$' AND substring(slug FROM '@([0-9]+)$')::integer >= 2 THEN
+            v_name := split_part(slug, '@', 1);
+        ELSE
+            v_problem := 'a version is written "@" and a whole number >= 2 (version 1 is the plain name)';
+        END IF;
+    END IF;
+    v_problem := coalesce(v_problem, CASE
+        WHEN v_name = '' THEN 'it is empty'
+        WHEN length(v_name) > 128 THEN format('it is %s characters long (at most 128)', length(v_name))
+        WHEN v_name = 'run' THEN '"run" is reserved (it names the flow input in step inputs)'
+        WHEN v_name !~ '^[a-zA-Z]' THEN 'it must start with a letter'
+        WHEN v_name !~ '^[a-zA-Z][a-zA-Z0-9_]*$' THEN format(
+            'character "%s" is not allowed',
+            substring(v_name FROM '[^a-zA-Z0-9_]'))
+    END);
+    IF v_problem IS NOT NULL THEN
+        RAISE EXCEPTION 'invalid % "%": %', kind, left(slug, 200), v_problem
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'slugs are 1-128 characters: a letter, then letters, digits or underscores';
+    END IF;
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow._check_slug(text, text) IS
+    'raises 22004/22023 unless the value is a valid flow or step slug';
+
+-- _next_version_hint: "<why>; define version N+1 ..." for refusals of a
+-- structure change.  Locks nothing.
+CREATE FUNCTION pgflow._next_version_hint(flow_slug text, why text)
+RETURNS text
+LANGUAGE plpgsql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_name text := split_part(_next_version_hint.flow_slug, '@', 1);
+    v_next integer;
+BEGIN
+    SELECT coalesce(max(f.version), 1) + 1 INTO v_next
+    FROM pgflow.flows AS f WHERE f.flow_name = v_name;
+    RETURN format('%s; define the next version: version: %s in the spec (pgflow-build writes it), or pgflow.create_flow(%L, version => %s)',
+                  _next_version_hint.why, v_next, v_name, v_next);
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow._next_version_hint(text, text) IS
+    'the hint of a refused structure change: which version to define next';
+
+-- _resolve_flow: the definition slug start_flow uses for a flow reference:
+-- a definition slug (order, order@3) as it is when it exists; a flow name
+-- with a version, that version; a flow name alone, its current version.
+-- NULL when there is no such definition.  Locks nothing.
+CREATE FUNCTION pgflow._resolve_flow(flow_slug text, version integer)
+RETURNS text
+LANGUAGE plpgsql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_slug text;
+BEGIN
+    IF strpos(_resolve_flow.flow_slug, '@') > 0 THEN
+        SELECT f.flow_slug INTO v_slug FROM pgflow.flows AS f
+        WHERE f.flow_slug = _resolve_flow.flow_slug
+          AND (_resolve_flow.version IS NULL OR f.version = _resolve_flow.version);
+    ELSIF _resolve_flow.version IS NOT NULL THEN
+        SELECT f.flow_slug INTO v_slug FROM pgflow.flows AS f
+        WHERE f.flow_name = _resolve_flow.flow_slug AND f.version = _resolve_flow.version;
+    ELSE
+        -- the pinned version, else the highest (a plain flow: its only one)
+        SELECT f.flow_slug INTO v_slug
+        FROM pgflow.flows AS f
+        LEFT JOIN pgflow.current_versions AS c ON c.flow_name = f.flow_name
+        WHERE f.flow_name = _resolve_flow.flow_slug
+        ORDER BY (f.version = c.version) IS TRUE DESC, f.version DESC
+        LIMIT 1;
+    END IF;
+    RETURN v_slug;
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow._resolve_flow(text, integer) IS
+    'the definition slug of a flow reference (name, name and version, or definition slug); NULL if none';
+
+-- check_flow_steps: the end of a migration that states a whole definition:
+-- refuses (42P17, naming each) steps of the definition that step_slugs does
+-- not list -- a migration cannot remove a step; define a new version -- and
+-- steps listed that the definition lacks.  Returns the flows row.
+-- Locks: the flows row (FOR SHARE: no concurrent add_step).
+-- Errors: 22004 NULL argument; 22023 invalid slug; 42704 unknown flow;
+-- 42P17 the step lists differ.
+CREATE FUNCTION pgflow.check_flow_steps(flow_slug text, step_slugs text[])
+RETURNS pgflow.flows
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_flow pgflow.flows;
+    v_extra text[];
+    v_missing text[];
+    v_diffs text[] := '{}';
+BEGIN
+    PERFORM pgflow._check_slug('flow slug', check_flow_steps.flow_slug);
+    IF check_flow_steps.step_slugs IS NULL OR array_position(check_flow_steps.step_slugs, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'step_slugs must not be NULL or hold NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'list every step of the definition';
+    END IF;
+    SELECT * INTO v_flow FROM pgflow.flows AS f
+    WHERE f.flow_slug = check_flow_steps.flow_slug FOR SHARE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'flow "%" does not exist', check_flow_steps.flow_slug
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'create it first with pgflow.create_flow()';
+    END IF;
+    v_extra := ARRAY(
+        SELECT s.step_slug FROM pgflow.steps AS s
+        WHERE s.flow_slug = check_flow_steps.flow_slug
+          AND s.step_slug <> ALL (check_flow_steps.step_slugs)
+        ORDER BY s.step_index);
+    v_missing := ARRAY(
+        SELECT d FROM unnest(check_flow_steps.step_slugs) AS d
+        WHERE NOT EXISTS (SELECT 1 FROM pgflow.steps AS s
+                          WHERE s.flow_slug = check_flow_steps.flow_slug AND s.step_slug = d)
+        ORDER BY d);
+    IF cardinality(v_extra) > 0 THEN
+        v_diffs := v_diffs || format('the database has step%s %s, which the migration lacks',
+                                     CASE WHEN cardinality(v_extra) > 1 THEN 's' ELSE '' END,
+                                     (SELECT string_agg(format('"%s"', e), ', ') FROM unnest(v_extra) AS e));
+    END IF;
+    IF cardinality(v_missing) > 0 THEN
+        v_diffs := v_diffs || format('the migration lists step%s %s, which the database lacks',
+                                     CASE WHEN cardinality(v_missing) > 1 THEN 's' ELSE '' END,
+                                     (SELECT string_agg(format('"%s"', m), ', ') FROM unnest(v_missing) AS m));
+    END IF;
+    IF cardinality(v_diffs) > 0 THEN
+        RAISE EXCEPTION 'flow "%" (version %) has another structure than this migration: %',
+                v_flow.flow_name, v_flow.version, array_to_string(v_diffs, '; ')
+            USING ERRCODE = 'invalid_object_definition',
+                  HINT = pgflow._next_version_hint(v_flow.flow_slug, 'a step cannot be removed from a definition');
+    END IF;
+    RETURN v_flow;
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow.check_flow_steps(text, text[]) IS
+    'end of a whole-definition migration: refuse a definition whose steps differ from the list';
+
+-- set_current_version: pins the version start_flow(flow_name) starts
+-- (roll back or forward without a migration); version NULL unpins (the
+-- highest version is current again).  Runs already started keep their
+-- version.  Owner-only (an operator action).  Returns the version now current.
+-- Locks: the current_versions row.
+-- Errors: 22004 NULL flow_name; 22023 invalid name; 42704 unknown flow or version.
+CREATE FUNCTION pgflow.set_current_version(flow_name text, version integer)
+RETURNS integer
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM pgflow._check_slug('flow name', set_current_version.flow_name);
+    IF NOT EXISTS (SELECT 1 FROM pgflow.flows AS f WHERE f.flow_name = set_current_version.flow_name) THEN
+        RAISE EXCEPTION 'flow "%" does not exist', set_current_version.flow_name
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'pgflow.list_flows() lists the flows and their versions';
+    END IF;
+    IF set_current_version.version IS NULL THEN
+        DELETE FROM pgflow.current_versions AS c WHERE c.flow_name = set_current_version.flow_name;
+    ELSE
+        IF NOT EXISTS (SELECT 1 FROM pgflow.flows AS f
+                       WHERE f.flow_name = set_current_version.flow_name
+                         AND f.version = set_current_version.version) THEN
+            RAISE EXCEPTION 'flow "%" has no version %', set_current_version.flow_name,
+                    set_current_version.version
+                USING ERRCODE = 'undefined_object',
+                      HINT = 'apply the version''s migration first; pgflow.list_flows() lists the versions';
+        END IF;
+        INSERT INTO pgflow.current_versions AS c (flow_name, version)
+        VALUES (set_current_version.flow_name, set_current_version.version)
+        ON CONFLICT ON CONSTRAINT current_versions_pkey DO UPDATE
+            SET version = excluded.version, pinned_at = now();
+    END IF;
+    RETURN (SELECT f.version FROM pgflow.flows AS f
+            WHERE f.flow_slug = pgflow._resolve_flow(set_current_version.flow_name, NULL));
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow.set_current_version(text, integer) IS
+    'pin the version start_flow(flow_name) starts (NULL: the highest again); returns it';
+
+-- list_flows: every flow definition as a small JSON document: flow_slug,
+-- flow_name, version, current (what start_flow(flow_name) starts), pinned,
+-- runs_in_flight, runs, drained (no run in flight), created_at.  For
+-- `pgflow flows` and dashboards.  Locks nothing.
+CREATE FUNCTION pgflow.list_flows()
+RETURNS SETOF jsonb
+LANGUAGE sql
+STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT jsonb_build_object(
+        'flow_slug', f.flow_slug,
+        'flow_name', f.flow_name,
+        'version', f.version,
+        'current', f.flow_slug = pgflow._resolve_flow(f.flow_name, NULL),
+        'pinned', c.version IS NOT NULL,
+        'runs_in_flight', (SELECT count(*) FROM pgflow.runs AS r
+                           WHERE r.flow_slug = f.flow_slug AND r.status = 'started'),
+        'runs', (SELECT count(*) FROM pgflow.runs AS r WHERE r.flow_slug = f.flow_slug),
+        'drained', NOT EXISTS (SELECT 1 FROM pgflow.runs AS r
+                               WHERE r.flow_slug = f.flow_slug AND r.status = 'started'),
+        'steps', (SELECT count(*) FROM pgflow.steps AS s WHERE s.flow_slug = f.flow_slug),
+        'created_at', f.created_at)
+    FROM pgflow.flows AS f
+    LEFT JOIN pgflow.current_versions AS c ON c.flow_name = f.flow_name
+    ORDER BY f.flow_name, f.version;
+$$;
+
+COMMENT ON FUNCTION pgflow.list_flows() IS
+    'every flow definition with its version, whether it is current, and its runs in flight';
+
+REVOKE ALL ON FUNCTION pgflow._next_version_hint(text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION pgflow._resolve_flow(text, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION pgflow.check_flow_steps(text, text[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION pgflow.set_current_version(text, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION pgflow.list_flows() FROM PUBLIC;
+
+-- start_flow gets a version argument: drop and create it again; the roles
+-- that could execute it can execute the new one, and list_flows
+DO $$
+BEGIN
+    PERFORM pg_catalog.set_config('pgflow.upgrade_grants', coalesce((
+        SELECT pg_catalog.jsonb_agg(a.grantee::regrole::text)
+        FROM pg_catalog.pg_proc AS p, pg_catalog.aclexplode(p.proacl) AS a
+        WHERE p.oid = 'pgflow.start_flow(text, jsonb, uuid)'::regprocedure
+          AND a.privilege_type = 'EXECUTE' AND a.grantee <> p.proowner AND a.grantee <> 0),
+        '[]')::text, true);
+END
+$$;
+
+DROP FUNCTION pgflow.start_flow(text, jsonb, uuid);
+
+-- start_flow: starts a run of a flow with the given input: creates the run
+-- (remaining_steps = number of steps), one step_states row per step, and
+-- starts the root steps (their tasks become claimable and workers are woken).
+-- With run_id given, the call is idempotent: an existing run of the same flow
+-- (any version of it) is returned unchanged.
+-- flow_slug names a flow (its current version starts: the pinned one, else
+-- the highest), or one definition (order@3); version picks a version of a
+-- flow name.  The run keeps the definition it started with.
+-- Locks: the new runs row (and the flows row KEY SHARE through the foreign key).
+-- Errors: 22004 NULL flow_slug or input; 22023 invalid slug or version;
+-- 42704 unknown flow or version; 23505 run_id already used by a run of
+-- another flow.
+CREATE FUNCTION pgflow.start_flow(flow_slug text, input jsonb, run_id uuid DEFAULT NULL,
+                                  version integer DEFAULT NULL)
+RETURNS pgflow.runs
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_run pgflow.runs;
+    v_steps integer;
+    v_pending boolean;
+    v_started text[];
+    v_wake boolean;
+    v_slug text;
+BEGIN
+    PERFORM pgflow._check_slug('flow slug', start_flow.flow_slug);
+    PERFORM pgflow._check_option('version', start_flow.version, 1, true);
+    IF start_flow.input IS NULL THEN
+        RAISE EXCEPTION 'input must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'pass a JSON value, e.g. ''{}''::jsonb';
+    END IF;
+
+    v_slug := pgflow._resolve_flow(start_flow.flow_slug, start_flow.version);
+    IF v_slug IS NULL AND start_flow.version IS NOT NULL
+       AND EXISTS (SELECT 1 FROM pgflow.flows AS f
+                   WHERE f.flow_name = split_part(start_flow.flow_slug, '@', 1)) THEN
+        RAISE EXCEPTION 'flow "%" has no version %', start_flow.flow_slug, start_flow.version
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'pgflow.list_flows() lists the versions; apply the version''s migration first';
+    END IF;
+    v_slug := coalesce(v_slug, start_flow.flow_slug);
+
+    SELECT count(s.step_slug) INTO v_steps
+    FROM pgflow.flows AS f
+    LEFT JOIN pgflow.steps AS s ON s.flow_slug = f.flow_slug
+    WHERE f.flow_slug = v_slug
+    GROUP BY f.flow_slug;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'flow "%" does not exist', start_flow.flow_slug
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'apply the flow''s migration (pgflow-build writes it) before starting runs';
+    END IF;
+
+    INSERT INTO pgflow.runs AS r (run_id, flow_slug, input, remaining_steps)
+    VALUES (coalesce(start_flow.run_id, pgflow._uuid_v7()), v_slug,
+            start_flow.input, v_steps)
+    ON CONFLICT ON CONSTRAINT runs_pkey DO NOTHING
+    RETURNING * INTO v_run;
+
+    IF v_run.run_id IS NULL THEN
+        SELECT * INTO STRICT v_run FROM pgflow.runs AS r WHERE r.run_id = start_flow.run_id;
+        IF split_part(v_run.flow_slug, '@', 1) <> split_part(v_slug, '@', 1) THEN
+            RAISE EXCEPTION 'run % already exists for flow "%", not "%"',
+                    start_flow.run_id, v_run.flow_slug, start_flow.flow_slug
+                USING ERRCODE = 'unique_violation',
+                      HINT = 'pass a new run_id, or NULL to have one generated';
+        END IF;
+        RETURN v_run;
+    END IF;
+
+    -- Root steps that are "simple" (single, no conditions) start right here,
+    -- in the same INSERT; maps and conditional roots go through
+    -- _start_ready_steps.
+    WITH states AS (
+        INSERT INTO pgflow.step_states AS ss (run_id, step_slug, flow_slug, remaining_deps, status,
+                                              started_at, initial_tasks, remaining_tasks)
+        SELECT v_run.run_id, s.step_slug, s.flow_slug, s.deps_count,
+               CASE WHEN simple THEN 'started' ELSE 'created' END,
+               CASE WHEN simple THEN now() END,
+               CASE WHEN simple THEN 1 END,
+               CASE WHEN simple THEN 1 END
+        FROM pgflow.steps AS s,
+             LATERAL (SELECT s.deps_count = 0 AND s.step_type = 'single'
+                             AND s.required_input_pattern IS NULL
+                             AND s.forbidden_input_pattern IS NULL AS simple) AS k
+        WHERE s.flow_slug = v_slug
+        RETURNING ss.step_slug, ss.status, ss.remaining_deps
+    ), queued AS (
+        INSERT INTO pgflow.step_tasks (run_id, step_slug, task_index, flow_slug, vt)
+        SELECT v_run.run_id, st.step_slug, 0, v_slug,
+               now() + make_interval(secs => coalesce(s.opt_start_delay, 0))
+        FROM states AS st
+        JOIN pgflow.steps AS s ON s.flow_slug = v_slug AND s.step_slug = st.step_slug
+        WHERE st.status = 'started'
+        RETURNING step_slug, vt <= now() AS ready
+    )
+    SELECT (SELECT coalesce(bool_or(st.status = 'created' AND st.remaining_deps = 0), false)
+            FROM states AS st),
+           (SELECT array_agg(q.step_slug ORDER BY q.step_slug) FROM queued AS q),
+           (SELECT coalesce(bool_or(q.ready), false) FROM queued AS q)
+    INTO v_pending, v_started, v_wake;
+
+    PERFORM pgflow._emit('run:started', v_run.flow_slug, v_run.run_id, NULL, 'started');
+    IF v_started IS NOT NULL
+       AND (SELECT f.opt_step_events FROM pgflow.flows AS f WHERE f.flow_slug = v_slug) THEN
+        PERFORM pgflow._emit_step(v_run.flow_slug, v_run.run_id, st, 'started')
+        FROM unnest(v_started) AS st;
+    END IF;
+    IF v_wake THEN
+        PERFORM pgflow._wake_workers(v_run.flow_slug);
+    END IF;
+    IF v_steps = 0 THEN
+        PERFORM pgflow._complete_run(v_run.run_id);
+    ELSIF v_pending THEN
+        PERFORM pgflow._start_ready_steps(v_run.run_id);
+    END IF;
+
+    SELECT * INTO STRICT v_run FROM pgflow.runs AS r WHERE r.run_id = v_run.run_id;
+    RETURN v_run;
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow.start_flow(text, jsonb, uuid, integer) IS
+    'start a run of a flow''s current (or given) version (idempotent with run_id); queues its root steps';
+
+REVOKE ALL ON FUNCTION pgflow.start_flow(text, jsonb, uuid, integer) FROM PUBLIC;
+
+DO $$
+DECLARE
+    v_role text;
+BEGIN
+    FOR v_role IN
+        SELECT DISTINCT g FROM pg_catalog.jsonb_array_elements_text(
+            pg_catalog.current_setting('pgflow.upgrade_grants')::jsonb) AS g ORDER BY 1
+    LOOP
+        EXECUTE format('GRANT EXECUTE ON FUNCTION pgflow.start_flow(text, jsonb, uuid, integer) TO %s', v_role);
+        EXECUTE format('GRANT EXECUTE ON FUNCTION pgflow.list_flows() TO %s', v_role);
+    END LOOP;
+END
+$$;
+
+-- get_run: a run with its steps as one JSON document, for clients that
+-- follow a run without privileges on the tables:
+--   {"run_id", "flow_slug", "flow_name", "version", "status", "input", "output", "error_message",
+--    "remaining_steps", "retries", "started_at", "completed_at", "failed_at",
+--    "cancelled_at",
+--    "steps": [{"step_slug", "step_type", "status", "attempts", "remaining_deps",
+--               "initial_tasks", "remaining_tasks",
+--               "tasks": {"queued", "started", "completed", "failed", "cancelled"},
+--               "output", "error_message", "skip_reason", "created_at",
+--               "started_at", "completed_at", "failed_at", "skipped_at"}, ...]}
+-- Steps come in definition order.  flow_slug is the definition the run
+-- uses (order@3), flow_name and version say which flow and version that is.
+-- "attempts" counts the attempts of the step's tasks since the last retry; "retries" is how many times retry_run
+-- resumed the run (earlier attempts are in pgflow.task_attempts).  Absent
+-- values are JSON null.  Returns NULL for an unknown run.
+-- Locks: none (reads a consistent snapshot).
+CREATE OR REPLACE FUNCTION pgflow.get_run(run_id uuid)
+RETURNS jsonb
+LANGUAGE sql
+STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT jsonb_build_object(
+        'run_id', r.run_id,
+        'flow_slug', r.flow_slug,
+        'flow_name', (SELECT f.flow_name FROM pgflow.flows AS f WHERE f.flow_slug = r.flow_slug),
+        'version', (SELECT f.version FROM pgflow.flows AS f WHERE f.flow_slug = r.flow_slug),
+        'status', r.status,
+        'input', r.input,
+        'output', r.output,
+        'error_message', r.error_message,
+        'remaining_steps', r.remaining_steps,
+        'retries', (SELECT count(*) FROM pgflow.run_retries AS rr WHERE rr.run_id = r.run_id),
+        'started_at', r.started_at,
+        'completed_at', r.completed_at,
+        'failed_at', r.failed_at,
+        'cancelled_at', r.cancelled_at,
+        'steps', coalesce((
+            SELECT jsonb_agg(jsonb_build_object(
+                       'step_slug', ss.step_slug,
+                       'step_type', s.step_type,
+                       'status', ss.status,
+                       'attempts', coalesce(tc.attempts, 0),
+                       'remaining_deps', ss.remaining_deps,
+                       'initial_tasks', ss.initial_tasks,
+                       'remaining_tasks', ss.remaining_tasks,
+                       'tasks', jsonb_build_object(
+                           'queued', coalesce(tc.queued, 0),
+                           'started', coalesce(tc.started, 0),
+                           'completed', coalesce(tc.completed, 0),
+                           'failed', coalesce(tc.failed, 0),
+                           'cancelled', coalesce(tc.cancelled, 0)),
+                       'output', ss.output,
+                       'error_message', ss.error_message,
+                       'skip_reason', ss.skip_reason,
+                       'created_at', ss.created_at,
+                       'started_at', ss.started_at,
+                       'completed_at', ss.completed_at,
+                       'failed_at', ss.failed_at,
+                       'skipped_at', ss.skipped_at)
+                   ORDER BY s.step_index)
+            FROM pgflow.step_states AS ss
+            JOIN pgflow.steps AS s ON s.flow_slug = ss.flow_slug AND s.step_slug = ss.step_slug
+            LEFT JOIN (
+                SELECT t.step_slug,
+                       sum(t.attempts_count - t.retried_attempts) AS attempts,
+                       count(*) FILTER (WHERE t.status = 'queued') AS queued,
+                       count(*) FILTER (WHERE t.status = 'started') AS started,
+                       count(*) FILTER (WHERE t.status = 'completed') AS completed,
+                       count(*) FILTER (WHERE t.status = 'failed') AS failed,
+                       count(*) FILTER (WHERE t.status = 'cancelled') AS cancelled
+                FROM pgflow.step_tasks AS t
+                WHERE t.run_id = r.run_id
+                GROUP BY t.step_slug
+            ) AS tc ON tc.step_slug = ss.step_slug
+            WHERE ss.run_id = r.run_id
+        ), '[]'::jsonb)
+    )
+    FROM pgflow.runs AS r
+    WHERE r.run_id = get_run.run_id;
+$$;
+
+COMMENT ON FUNCTION pgflow.get_run(uuid) IS
+    'a run with its steps (status, attempts, times, errors, outputs, task counts) as JSON; NULL if unknown';
+
+-- list_runs: the most recent runs, newest first, optionally of one flow and
+-- one status, as small JSON documents (ids, status, timestamps, remaining
+-- steps, error; never inputs or outputs).  For dashboards and `pgflow runs`.
+-- flow_slug: a flow name (every version of it) or one definition (order@3).
+-- Locks nothing.  Errors: 22023 max_rows outside 1..10000 or unknown status.
+CREATE OR REPLACE FUNCTION pgflow.list_runs(flow_slug text DEFAULT NULL, status text DEFAULT NULL,
+                                 max_rows integer DEFAULT 20)
+RETURNS SETOF jsonb
+LANGUAGE plpgsql
+STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF list_runs.status IS NOT NULL THEN
+        PERFORM pgflow._check_choice('status', list_runs.status,
+                                     ARRAY['started', 'completed', 'failed', 'cancelled']);
+    END IF;
+    IF max_rows IS NULL OR max_rows < 1 OR max_rows > 10000 THEN
+        RAISE EXCEPTION 'max_rows must be between 1 and 10000, got %', coalesce(max_rows::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'pass max_rows => 20, for example';
+    END IF;
+    RETURN QUERY
+    SELECT jsonb_build_object(
+        'run_id', r.run_id, 'flow_slug', r.flow_slug,
+        'version', (SELECT f.version FROM pgflow.flows AS f WHERE f.flow_slug = r.flow_slug),
+        'status', r.status,
+        'remaining_steps', r.remaining_steps, 'error_message', r.error_message,
+        'started_at', r.started_at,
+        'finished_at', coalesce(r.completed_at, r.failed_at, r.cancelled_at))
+    FROM pgflow.runs AS r
+    WHERE (list_runs.flow_slug IS NULL OR r.flow_slug = list_runs.flow_slug
+           OR r.flow_slug IN (SELECT f.flow_slug FROM pgflow.flows AS f
+                              WHERE f.flow_name = list_runs.flow_slug))
+      AND (list_runs.status IS NULL OR r.status = list_runs.status)
+    ORDER BY r.started_at DESC, r.run_id
+    LIMIT list_runs.max_rows;
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow.list_runs(text, text, integer) IS
+    'the most recent runs (optionally of one flow / status) as small JSON documents';
+
 -- flow_shape: the structure of a flow as the database has it (what a worker
 -- compares with its spec before claiming): steps in order with type,
 -- dependencies, conditions and modes, plus the effective tunables.  NULL for
@@ -1280,6 +1876,8 @@ SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT jsonb_build_object(
         'flow_slug', f.flow_slug,
+        'flow_name', f.flow_name,
+        'version', f.version,
         'max_attempts', f.opt_max_attempts,
         'base_delay', f.opt_base_delay,
         'timeout', f.opt_timeout,
@@ -1314,6 +1912,63 @@ $$;
 COMMENT ON FUNCTION pgflow.flow_shape(text) IS
     'the structure of a flow (steps, deps, conditions, modes, tunables) as JSON; NULL if unknown';
 
+-- delete_flow: removes a flow definition (its steps and dependencies); one
+-- version of a versioned flow is named by its slug (order@2): delete a
+-- drained version once its workers are gone.
+-- While runs of the flow exist it refuses, unless force => true, which
+-- deletes the runs too (running ones included: their workers' late
+-- completions change nothing) with every row of them.  Returns how many runs
+-- it deleted.  Owner-only (an operator action): not granted to any role.
+-- A start_flow racing the deletion waits for it, then fails on the foreign
+-- key (23503): no run is ever left without its definition.
+-- Locks: the flows row (FOR UPDATE: blocks new runs of the flow), the runs
+-- rows and through the cascade everything of them, the steps and deps rows.
+-- Errors: 22004 NULL argument; 22023 invalid slug; 42704 unknown flow;
+-- 55000 runs exist and force is false.
+CREATE OR REPLACE FUNCTION pgflow.delete_flow(flow_slug text, force boolean DEFAULT false)
+RETURNS bigint
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_runs bigint;
+BEGIN
+    PERFORM pgflow._check_slug('flow slug', delete_flow.flow_slug);
+    IF delete_flow.force IS NULL THEN
+        RAISE EXCEPTION 'force must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'pass force => true to delete the flow''s runs too, or leave it out';
+    END IF;
+
+    PERFORM 1 FROM pgflow.flows AS f WHERE f.flow_slug = delete_flow.flow_slug FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'flow "%" does not exist', delete_flow.flow_slug
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'check the slug: pgflow.flows lists the flows';
+    END IF;
+
+    IF NOT delete_flow.force THEN
+        IF EXISTS (SELECT 1 FROM pgflow.runs AS r WHERE r.flow_slug = delete_flow.flow_slug) THEN
+            RAISE EXCEPTION 'flow "%" has runs', delete_flow.flow_slug
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      HINT = 'prune them first with pgflow.prune_runs(), or pass force => true to delete them with the flow';
+        END IF;
+        v_runs := 0;
+    ELSE
+        DELETE FROM pgflow.runs AS r WHERE r.flow_slug = delete_flow.flow_slug;
+        GET DIAGNOSTICS v_runs = ROW_COUNT;
+    END IF;
+
+    -- steps and deps go with the flow (ON DELETE CASCADE)
+    DELETE FROM pgflow.flows AS f WHERE f.flow_slug = delete_flow.flow_slug;
+    RETURN v_runs;
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow.delete_flow(text, boolean) IS
+    'delete a flow definition; with force => true also its runs (refused otherwise while runs exist)';
+
 -- _api_functions: the functions each kind of role is granted.
 --   worker: the worker protocol; client: start, follow and cancel runs.
 -- Operator functions (retry_run, prune_runs, delete_flow) are granted to
@@ -1342,7 +1997,8 @@ AS $$
             'pgflow.flow_shape(text)',
             'pgflow.run_input(uuid)']
         WHEN 'client' THEN ARRAY[
-            'pgflow.start_flow(text, jsonb, uuid)',
+            'pgflow.start_flow(text, jsonb, uuid, integer)',
+            'pgflow.list_flows()',
             'pgflow.get_run(uuid)',
             'pgflow.list_runs(text, text, integer)',
             'pgflow.listen_events(boolean)',

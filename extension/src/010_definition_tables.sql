@@ -1,5 +1,12 @@
 -- Definition tables: flows, their steps and the dependency edges between them.
 -- A definition is immutable in structure once created; only tunables change.
+--
+-- Versions: a flow *name* (order) may have several versions, each its own
+-- immutable definition with its own runs.  Version 1 is the plain slug
+-- (order); version N >= 2 is the definition slug order@N, which claims, runs
+-- and events use.  flow_name and version say which is which;
+-- current_versions pins the version start_flow('order') starts (default:
+-- the highest).
 
 CREATE TABLE pgflow.flows (
     flow_slug        text        NOT NULL,
@@ -11,9 +18,14 @@ CREATE TABLE pgflow.flows (
     opt_heartbeat    integer,
     opt_max_delay    integer,
     opt_jitter       boolean     NOT NULL DEFAULT false,
+    flow_name        text        NOT NULL,
+    version          integer     NOT NULL DEFAULT 1,
     CONSTRAINT flows_pkey PRIMARY KEY (flow_slug),
+    CONSTRAINT flows_flow_name_version_key UNIQUE (flow_name, version),
     CONSTRAINT flows_flow_slug_check
-        CHECK (flow_slug ~ '^[a-zA-Z][a-zA-Z0-9_]{0,127}$' AND flow_slug <> 'run'),
+        CHECK (flow_name ~ '^[a-zA-Z][a-zA-Z0-9_]{0,127}$' AND flow_name <> 'run'
+               AND version >= 1
+               AND flow_slug = flow_name || CASE WHEN version = 1 THEN '' ELSE '@' || version END),
     CONSTRAINT flows_opt_max_attempts_check CHECK (opt_max_attempts >= 1),
     CONSTRAINT flows_opt_base_delay_check CHECK (opt_base_delay >= 1),
     CONSTRAINT flows_opt_timeout_check CHECK (opt_timeout >= 3),
@@ -21,7 +33,12 @@ CREATE TABLE pgflow.flows (
     CONSTRAINT flows_opt_max_delay_check CHECK (opt_max_delay >= 1)
 );
 
-COMMENT ON TABLE pgflow.flows IS 'flow definitions with their default tunables';
+COMMENT ON TABLE pgflow.flows IS
+    'flow definitions (one per version) with their default tunables';
+COMMENT ON COLUMN pgflow.flows.flow_name IS
+    'the stable name of the flow (start_flow(''order'') starts its current version)';
+COMMENT ON COLUMN pgflow.flows.version IS
+    'the version of this definition: 1 is the plain slug, N >= 2 the slug <name>@N';
 COMMENT ON COLUMN pgflow.flows.opt_step_events IS
     'when true, step status changes are announced on the pgflow_events channel';
 COMMENT ON COLUMN pgflow.flows.opt_heartbeat IS
@@ -94,6 +111,19 @@ COMMENT ON TABLE pgflow.deps IS 'dependency edges: step_slug runs after dep_slug
 
 CREATE INDEX deps_flow_slug_dep_slug_idx ON pgflow.deps (flow_slug, dep_slug);
 
+CREATE TABLE pgflow.current_versions (
+    flow_name  text        NOT NULL,
+    version    integer     NOT NULL,
+    pinned_at  timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT current_versions_pkey PRIMARY KEY (flow_name),
+    CONSTRAINT current_versions_flow_fkey FOREIGN KEY (flow_name, version)
+        REFERENCES pgflow.flows (flow_name, version) ON DELETE CASCADE
+);
+
+COMMENT ON TABLE pgflow.current_versions IS
+    'the version start_flow starts for a flow name, when pinned by set_current_version (else the highest)';
+
 SELECT pg_catalog.pg_extension_config_dump('pgflow.flows', '');
+SELECT pg_catalog.pg_extension_config_dump('pgflow.current_versions', '');
 SELECT pg_catalog.pg_extension_config_dump('pgflow.steps', '');
 SELECT pg_catalog.pg_extension_config_dump('pgflow.deps', '');

@@ -4,7 +4,8 @@
 
 -- _check_slug: raises unless slug is a valid flow or step slug.
 -- Rule (same in the Python tool): 1-128 chars, a letter then letters, digits
--- or underscores; "run" is reserved.  Locks nothing.
+-- or underscores; "run" is reserved.  A flow slug may name a version of a
+-- flow: <name>@N with N >= 2 (version 1 is the plain name).  Locks nothing.
 CREATE FUNCTION pgflow._check_slug(kind text, slug text)
 RETURNS void
 LANGUAGE plpgsql
@@ -14,21 +15,29 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_problem text;
+    v_name text := slug;
 BEGIN
     IF slug IS NULL THEN
         RAISE EXCEPTION '% must not be NULL', kind
             USING ERRCODE = 'null_value_not_allowed',
                   HINT = 'pass a slug such as ''my_flow''';
     END IF;
-    v_problem := CASE
-        WHEN slug = '' THEN 'it is empty'
-        WHEN length(slug) > 128 THEN format('it is %s characters long (at most 128)', length(slug))
-        WHEN slug = 'run' THEN '"run" is reserved (it names the flow input in step inputs)'
-        WHEN slug !~ '^[a-zA-Z]' THEN 'it must start with a letter'
-        WHEN slug !~ '^[a-zA-Z][a-zA-Z0-9_]*$' THEN format(
+    IF kind = 'flow slug' AND strpos(slug, '@') > 0 THEN
+        IF slug ~ '^[^@]+@[1-9][0-9]{0,8}$' AND substring(slug FROM '@([0-9]+)$')::integer >= 2 THEN
+            v_name := split_part(slug, '@', 1);
+        ELSE
+            v_problem := 'a version is written "@" and a whole number >= 2 (version 1 is the plain name)';
+        END IF;
+    END IF;
+    v_problem := coalesce(v_problem, CASE
+        WHEN v_name = '' THEN 'it is empty'
+        WHEN length(v_name) > 128 THEN format('it is %s characters long (at most 128)', length(v_name))
+        WHEN v_name = 'run' THEN '"run" is reserved (it names the flow input in step inputs)'
+        WHEN v_name !~ '^[a-zA-Z]' THEN 'it must start with a letter'
+        WHEN v_name !~ '^[a-zA-Z][a-zA-Z0-9_]*$' THEN format(
             'character "%s" is not allowed',
-            substring(slug FROM '[^a-zA-Z0-9_]'))
-    END;
+            substring(v_name FROM '[^a-zA-Z0-9_]'))
+    END);
     IF v_problem IS NOT NULL THEN
         RAISE EXCEPTION 'invalid % "%": %', kind, left(slug, 200), v_problem
             USING ERRCODE = 'invalid_parameter_value',

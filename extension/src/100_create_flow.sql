@@ -4,6 +4,10 @@
 -- heartbeat (seconds, NULL: none) makes a started task's lease short and
 -- renewable (extend_leases); max_delay caps the pause before a retry; jitter
 -- draws each pause at random below its backoff.
+-- version (NULL: 1) makes the definition a version of the flow named
+-- flow_slug: version 1 is the definition flow_slug itself, version N >= 2 the
+-- definition <flow_slug>@N, whose slug add_step, claims and runs use.  The
+-- returned row's flow_slug is the definition's.
 -- Locks: the flows row (insert or update).
 -- Errors: 22004 NULL slug or option; 22023 invalid slug or option below its minimum.
 CREATE FUNCTION pgflow.create_flow(
@@ -14,7 +18,8 @@ CREATE FUNCTION pgflow.create_flow(
     step_events boolean DEFAULT false,
     heartbeat integer DEFAULT NULL,
     max_delay integer DEFAULT NULL,
-    jitter boolean DEFAULT false
+    jitter boolean DEFAULT false,
+    version integer DEFAULT NULL
 )
 RETURNS pgflow.flows
 LANGUAGE plpgsql
@@ -23,8 +28,19 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_flow pgflow.flows;
+    v_version integer := coalesce(create_flow.version, 1);
+    v_slug text;
 BEGIN
     PERFORM pgflow._check_slug('flow slug', create_flow.flow_slug);
+    IF strpos(create_flow.flow_slug, '@') > 0 THEN
+        RAISE EXCEPTION 'create_flow takes the flow''s name, not "%"', create_flow.flow_slug
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = format('pass flow_slug => %L, version => %s',
+                                split_part(create_flow.flow_slug, '@', 1),
+                                split_part(create_flow.flow_slug, '@', 2));
+    END IF;
+    PERFORM pgflow._check_option('version', create_flow.version, 1, true);
+    v_slug := create_flow.flow_slug || CASE WHEN v_version = 1 THEN '' ELSE '@' || v_version END;
     PERFORM pgflow._check_option('max_attempts', create_flow.max_attempts, 1, false);
     PERFORM pgflow._check_option('base_delay', create_flow.base_delay, 1, false);
     PERFORM pgflow._check_option('timeout', create_flow.timeout, 3, false);
@@ -41,11 +57,11 @@ BEGIN
 
     INSERT INTO pgflow.flows AS f
         (flow_slug, opt_max_attempts, opt_base_delay, opt_timeout, opt_step_events,
-         opt_heartbeat, opt_max_delay, opt_jitter)
+         opt_heartbeat, opt_max_delay, opt_jitter, flow_name, version)
     VALUES
-        (create_flow.flow_slug, create_flow.max_attempts, create_flow.base_delay,
+        (v_slug, create_flow.max_attempts, create_flow.base_delay,
          create_flow.timeout, create_flow.step_events, create_flow.heartbeat,
-         create_flow.max_delay, create_flow.jitter)
+         create_flow.max_delay, create_flow.jitter, create_flow.flow_slug, v_version)
     ON CONFLICT ON CONSTRAINT flows_pkey DO UPDATE
         SET opt_max_attempts = excluded.opt_max_attempts,
             opt_base_delay = excluded.opt_base_delay,
@@ -64,11 +80,11 @@ BEGIN
     RETURNING * INTO v_flow;
 
     IF v_flow.flow_slug IS NULL THEN
-        SELECT * INTO STRICT v_flow FROM pgflow.flows AS f WHERE f.flow_slug = create_flow.flow_slug;
+        SELECT * INTO STRICT v_flow FROM pgflow.flows AS f WHERE f.flow_slug = v_slug;
     END IF;
     RETURN v_flow;
 END;
 $$;
 
-COMMENT ON FUNCTION pgflow.create_flow(text, integer, integer, integer, boolean, integer, integer, boolean) IS
-    'create a flow definition, or update the tunables of an existing one (idempotent)';
+COMMENT ON FUNCTION pgflow.create_flow(text, integer, integer, integer, boolean, integer, integer, boolean, integer) IS
+    'create a flow definition (or a version of one), or update its tunables (idempotent)';

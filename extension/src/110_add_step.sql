@@ -122,8 +122,8 @@ BEGIN
             RAISE EXCEPTION 'cannot add step "%" to flow "%": the flow already has runs',
                     add_step.step_slug, add_step.flow_slug
                 USING ERRCODE = 'object_not_in_prerequisite_state',
-                      HINT = format('a flow''s structure is fixed once it has run; define a new flow slug, e.g. "%s_v2"',
-                                    left(add_step.flow_slug, 125));
+                      HINT = pgflow._next_version_hint(add_step.flow_slug,
+                                                       'a flow''s structure is fixed once it has run');
         END IF;
 
         INSERT INTO pgflow.steps AS s (
@@ -178,8 +178,8 @@ BEGIN
         RAISE EXCEPTION 'step "%" of flow "%" already exists with a different definition: %',
                 add_step.step_slug, add_step.flow_slug, array_to_string(v_diffs, '; ')
             USING ERRCODE = 'invalid_object_definition',
-                  HINT = format('a definition cannot change structure once created; use a new flow slug, e.g. "%s_v2"',
-                                left(add_step.flow_slug, 125));
+                  HINT = pgflow._next_version_hint(add_step.flow_slug,
+                                                   'a definition cannot change structure once created');
     END IF;
 
     -- Same structure: tunables may change in place; an identical call writes nothing.

@@ -2,11 +2,16 @@
 -- (remaining_steps = number of steps), one step_states row per step, and
 -- starts the root steps (their tasks become claimable and workers are woken).
 -- With run_id given, the call is idempotent: an existing run of the same flow
--- is returned unchanged.
+-- (any version of it) is returned unchanged.
+-- flow_slug names a flow (its current version starts: the pinned one, else
+-- the highest), or one definition (order@3); version picks a version of a
+-- flow name.  The run keeps the definition it started with.
 -- Locks: the new runs row (and the flows row KEY SHARE through the foreign key).
--- Errors: 22004 NULL flow_slug or input; 22023 invalid slug; 42704 unknown
--- flow; 23505 run_id already used by a run of another flow.
-CREATE FUNCTION pgflow.start_flow(flow_slug text, input jsonb, run_id uuid DEFAULT NULL)
+-- Errors: 22004 NULL flow_slug or input; 22023 invalid slug or version;
+-- 42704 unknown flow or version; 23505 run_id already used by a run of
+-- another flow.
+CREATE FUNCTION pgflow.start_flow(flow_slug text, input jsonb, run_id uuid DEFAULT NULL,
+                                  version integer DEFAULT NULL)
 RETURNS pgflow.runs
 LANGUAGE plpgsql
 VOLATILE
@@ -19,18 +24,30 @@ DECLARE
     v_pending boolean;
     v_started text[];
     v_wake boolean;
+    v_slug text;
 BEGIN
     PERFORM pgflow._check_slug('flow slug', start_flow.flow_slug);
+    PERFORM pgflow._check_option('version', start_flow.version, 1, true);
     IF start_flow.input IS NULL THEN
         RAISE EXCEPTION 'input must not be NULL'
             USING ERRCODE = 'null_value_not_allowed',
                   HINT = 'pass a JSON value, e.g. ''{}''::jsonb';
     END IF;
 
+    v_slug := pgflow._resolve_flow(start_flow.flow_slug, start_flow.version);
+    IF v_slug IS NULL AND start_flow.version IS NOT NULL
+       AND EXISTS (SELECT 1 FROM pgflow.flows AS f
+                   WHERE f.flow_name = split_part(start_flow.flow_slug, '@', 1)) THEN
+        RAISE EXCEPTION 'flow "%" has no version %', start_flow.flow_slug, start_flow.version
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'pgflow.list_flows() lists the versions; apply the version''s migration first';
+    END IF;
+    v_slug := coalesce(v_slug, start_flow.flow_slug);
+
     SELECT count(s.step_slug) INTO v_steps
     FROM pgflow.flows AS f
     LEFT JOIN pgflow.steps AS s ON s.flow_slug = f.flow_slug
-    WHERE f.flow_slug = start_flow.flow_slug
+    WHERE f.flow_slug = v_slug
     GROUP BY f.flow_slug;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'flow "%" does not exist', start_flow.flow_slug
@@ -39,14 +56,14 @@ BEGIN
     END IF;
 
     INSERT INTO pgflow.runs AS r (run_id, flow_slug, input, remaining_steps)
-    VALUES (coalesce(start_flow.run_id, pgflow._uuid_v7()), start_flow.flow_slug,
+    VALUES (coalesce(start_flow.run_id, pgflow._uuid_v7()), v_slug,
             start_flow.input, v_steps)
     ON CONFLICT ON CONSTRAINT runs_pkey DO NOTHING
     RETURNING * INTO v_run;
 
     IF v_run.run_id IS NULL THEN
         SELECT * INTO STRICT v_run FROM pgflow.runs AS r WHERE r.run_id = start_flow.run_id;
-        IF v_run.flow_slug <> start_flow.flow_slug THEN
+        IF split_part(v_run.flow_slug, '@', 1) <> split_part(v_slug, '@', 1) THEN
             RAISE EXCEPTION 'run % already exists for flow "%", not "%"',
                     start_flow.run_id, v_run.flow_slug, start_flow.flow_slug
                 USING ERRCODE = 'unique_violation',
@@ -70,14 +87,14 @@ BEGIN
              LATERAL (SELECT s.deps_count = 0 AND s.step_type = 'single'
                              AND s.required_input_pattern IS NULL
                              AND s.forbidden_input_pattern IS NULL AS simple) AS k
-        WHERE s.flow_slug = start_flow.flow_slug
+        WHERE s.flow_slug = v_slug
         RETURNING ss.step_slug, ss.status, ss.remaining_deps
     ), queued AS (
         INSERT INTO pgflow.step_tasks (run_id, step_slug, task_index, flow_slug, vt)
-        SELECT v_run.run_id, st.step_slug, 0, start_flow.flow_slug,
+        SELECT v_run.run_id, st.step_slug, 0, v_slug,
                now() + make_interval(secs => coalesce(s.opt_start_delay, 0))
         FROM states AS st
-        JOIN pgflow.steps AS s ON s.flow_slug = start_flow.flow_slug AND s.step_slug = st.step_slug
+        JOIN pgflow.steps AS s ON s.flow_slug = v_slug AND s.step_slug = st.step_slug
         WHERE st.status = 'started'
         RETURNING step_slug, vt <= now() AS ready
     )
@@ -89,7 +106,7 @@ BEGIN
 
     PERFORM pgflow._emit('run:started', v_run.flow_slug, v_run.run_id, NULL, 'started');
     IF v_started IS NOT NULL
-       AND (SELECT f.opt_step_events FROM pgflow.flows AS f WHERE f.flow_slug = start_flow.flow_slug) THEN
+       AND (SELECT f.opt_step_events FROM pgflow.flows AS f WHERE f.flow_slug = v_slug) THEN
         PERFORM pgflow._emit_step(v_run.flow_slug, v_run.run_id, st, 'started')
         FROM unnest(v_started) AS st;
     END IF;
@@ -107,5 +124,5 @@ BEGIN
 END;
 $$;
 
-COMMENT ON FUNCTION pgflow.start_flow(text, jsonb, uuid) IS
-    'start a run of a flow (idempotent when run_id is given); queues its root steps';
+COMMENT ON FUNCTION pgflow.start_flow(text, jsonb, uuid, integer) IS
+    'start a run of a flow''s current (or given) version (idempotent with run_id); queues its root steps';

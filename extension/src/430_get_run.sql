@@ -1,6 +1,6 @@
 -- get_run: a run with its steps as one JSON document, for clients that
 -- follow a run without privileges on the tables:
---   {"run_id", "flow_slug", "status", "input", "output", "error_message",
+--   {"run_id", "flow_slug", "flow_name", "version", "status", "input", "output", "error_message",
 --    "remaining_steps", "retries", "started_at", "completed_at", "failed_at",
 --    "cancelled_at",
 --    "steps": [{"step_slug", "step_type", "status", "attempts", "remaining_deps",
@@ -8,8 +8,9 @@
 --               "tasks": {"queued", "started", "completed", "failed", "cancelled"},
 --               "output", "error_message", "skip_reason", "created_at",
 --               "started_at", "completed_at", "failed_at", "skipped_at"}, ...]}
--- Steps come in definition order.  "attempts" counts the attempts of the
--- step's tasks since the last retry; "retries" is how many times retry_run
+-- Steps come in definition order.  flow_slug is the definition the run
+-- uses (order@3), flow_name and version say which flow and version that is.
+-- "attempts" counts the attempts of the step's tasks since the last retry; "retries" is how many times retry_run
 -- resumed the run (earlier attempts are in pgflow.task_attempts).  Absent
 -- values are JSON null.  Returns NULL for an unknown run.
 -- Locks: none (reads a consistent snapshot).
@@ -23,6 +24,8 @@ AS $$
     SELECT jsonb_build_object(
         'run_id', r.run_id,
         'flow_slug', r.flow_slug,
+        'flow_name', (SELECT f.flow_name FROM pgflow.flows AS f WHERE f.flow_slug = r.flow_slug),
+        'version', (SELECT f.version FROM pgflow.flows AS f WHERE f.flow_slug = r.flow_slug),
         'status', r.status,
         'input', r.input,
         'output', r.output,
@@ -61,7 +64,7 @@ AS $$
             JOIN pgflow.steps AS s ON s.flow_slug = ss.flow_slug AND s.step_slug = ss.step_slug
             LEFT JOIN (
                 SELECT t.step_slug,
-                       sum(t.attempts_count) AS attempts,
+                       sum(t.attempts_count - t.retried_attempts) AS attempts,
                        count(*) FILTER (WHERE t.status = 'queued') AS queued,
                        count(*) FILTER (WHERE t.status = 'started') AS started,
                        count(*) FILTER (WHERE t.status = 'completed') AS completed,

@@ -1,4 +1,6 @@
--- delete_flow: removes a flow definition (its steps and dependencies).
+-- delete_flow: removes a flow definition (its steps and dependencies); one
+-- version of a versioned flow is named by its slug (order@2): delete a
+-- drained version once its workers are gone.
 -- While runs of the flow exist it refuses, unless force => true, which
 -- deletes the runs too (running ones included: their workers' late
 -- completions change nothing) with every row of them.  Returns how many runs

@@ -103,6 +103,8 @@ SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT jsonb_build_object(
         'flow_slug', f.flow_slug,
+        'flow_name', f.flow_name,
+        'version', f.version,
         'max_attempts', f.opt_max_attempts,
         'base_delay', f.opt_base_delay,
         'timeout', f.opt_timeout,

@@ -1,6 +1,7 @@
 -- list_runs: the most recent runs, newest first, optionally of one flow and
 -- one status, as small JSON documents (ids, status, timestamps, remaining
 -- steps, error; never inputs or outputs).  For dashboards and `pgflow runs`.
+-- flow_slug: a flow name (every version of it) or one definition (order@3).
 -- Locks nothing.  Errors: 22023 max_rows outside 1..10000 or unknown status.
 CREATE FUNCTION pgflow.list_runs(flow_slug text DEFAULT NULL, status text DEFAULT NULL,
                                  max_rows integer DEFAULT 20)
@@ -21,12 +22,16 @@ BEGIN
     END IF;
     RETURN QUERY
     SELECT jsonb_build_object(
-        'run_id', r.run_id, 'flow_slug', r.flow_slug, 'status', r.status,
+        'run_id', r.run_id, 'flow_slug', r.flow_slug,
+        'version', (SELECT f.version FROM pgflow.flows AS f WHERE f.flow_slug = r.flow_slug),
+        'status', r.status,
         'remaining_steps', r.remaining_steps, 'error_message', r.error_message,
         'started_at', r.started_at,
         'finished_at', coalesce(r.completed_at, r.failed_at, r.cancelled_at))
     FROM pgflow.runs AS r
-    WHERE (list_runs.flow_slug IS NULL OR r.flow_slug = list_runs.flow_slug)
+    WHERE (list_runs.flow_slug IS NULL OR r.flow_slug = list_runs.flow_slug
+           OR r.flow_slug IN (SELECT f.flow_slug FROM pgflow.flows AS f
+                              WHERE f.flow_name = list_runs.flow_slug))
       AND (list_runs.status IS NULL OR r.status = list_runs.status)
     ORDER BY r.started_at DESC, r.run_id
     LIMIT list_runs.max_rows;

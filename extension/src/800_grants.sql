@@ -33,7 +33,8 @@ AS $$
             'pgflow.flow_shape(text)',
             'pgflow.run_input(uuid)']
         WHEN 'client' THEN ARRAY[
-            'pgflow.start_flow(text, jsonb, uuid)',
+            'pgflow.start_flow(text, jsonb, uuid, integer)',
+            'pgflow.list_flows()',
             'pgflow.get_run(uuid)',
             'pgflow.list_runs(text, text, integer)',
             'pgflow.listen_events(boolean)',

@@ -38,8 +38,8 @@ EXCEPTION WHEN OTHERS THEN
     RETURN v;
 END $$;
 SELECT is(pg_temp.hint_of($$SELECT pgflow.add_step('f', 'c', ARRAY['b'])$$),
-    'a definition cannot change structure once created; use a new flow slug, e.g. "f_v2"',
-    'the hint says to use a new flow slug');
+    'a definition cannot change structure once created; define the next version: version: 2 in the spec (pgflow-build writes it), or pgflow.create_flow(''f'', version => 2)',
+    'the hint says to define the next version');
 
 -- once the flow has runs, no new steps
 SELECT pgflow.start_flow('f', '{}');

@@ -31,14 +31,15 @@ CREATE TEMP TABLE doc AS SELECT pgflow.get_run('00000000-0000-0000-0000-00000000
 
 SELECT is(
     (SELECT array_agg(k ORDER BY k) FROM doc, jsonb_object_keys(d) AS k),
-    ARRAY['cancelled_at', 'completed_at', 'error_message', 'failed_at', 'flow_slug', 'input',
-          'output', 'remaining_steps', 'retries', 'run_id', 'started_at', 'status', 'steps'],
+    ARRAY['cancelled_at', 'completed_at', 'error_message', 'failed_at', 'flow_name', 'flow_slug', 'input',
+          'output', 'remaining_steps', 'retries', 'run_id', 'started_at', 'status', 'steps', 'version'],
     'the document has the run''s fields and its steps'
 );
 SELECT is(
     (SELECT d - 'steps' - 'started_at' FROM doc),
     jsonb_build_object(
-        'run_id', '00000000-0000-0000-0000-000000000001', 'flow_slug', 'f', 'status', 'started',
+        'run_id', '00000000-0000-0000-0000-000000000001', 'flow_slug', 'f', 'flow_name', 'f',
+        'version', 1, 'status', 'started',
         'input', '{"go": false}'::jsonb, 'output', NULL, 'error_message', NULL,
         'remaining_steps', 2, 'retries', 0,
         'completed_at', NULL, 'failed_at', NULL, 'cancelled_at', NULL),
