@@ -88,6 +88,10 @@ FLOW_OPTIONS: Final[tuple[Option, ...]] = (
         "jitter", "jitter", "jitter", "jitter", "boolean", False, False,
         doc="wait a random time between 0 and the backoff before a retry",
     ),
+    Option(
+        "version", "version", "version", "version", "integer", None, True, 1,
+        doc="the version of the flow this spec defines (each version is its own definition)",
+    ),
 )  # fmt: skip
 """Options of ``create_flow``, in its argument order."""
 

@@ -314,6 +314,7 @@ def test_runs_lists_newest_first_with_filters(flows: str, conn: Conn) -> None:
     assert set(doc) == {
         "run_id",
         "flow_slug",
+        "version",
         "status",
         "remaining_steps",
         "error_message",

@@ -58,7 +58,8 @@ def sql_default(option: Option) -> Any:
 def test_create_flow_takes_the_flow_options_in_order_with_their_defaults(conn: Conn) -> None:
     args = sql_arguments(
         conn,
-        "pgflow.create_flow(text, integer, integer, integer, boolean, integer, integer, boolean)",
+        "pgflow.create_flow(text, integer, integer, integer, boolean,"
+        " integer, integer, boolean, integer)",
     )
     assert args[0] == ("flow_slug", ...)
     assert [name for name, _ in args[1:]] == [o.sql for o in FLOW_OPTIONS]

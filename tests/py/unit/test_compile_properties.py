@@ -15,7 +15,14 @@ from pglast import ast
 from pgflow import Flow
 from pgflow.compiler.migration import render_body
 from pgflow.errors import SpecError
-from pgflow.spec.model import FLOW_DEFAULTS, OPTION_MINIMUMS, WHEN_EXHAUSTED, WHEN_UNMET, Origin
+from pgflow.options import OPTION_MINIMUMS, STEP_OPTIONS
+from pgflow.spec.model import (
+    FLOW_DEFAULTS,
+    WHEN_EXHAUSTED,
+    WHEN_UNMET,
+    Origin,
+    definition_slug,
+)
 from pgflow.spec.yaml_loader import SpecLoader, load_yaml
 
 ORIGIN = Origin("prop.yaml", "")
@@ -41,6 +48,8 @@ json_values = st.recursive(
 )
 patterns = st.dictionaries(hostile_text, json_values, max_size=4)
 options = {name: st.none() | st.integers(low, 2**31 - 1) for name, low in OPTION_MINIMUMS.items()}
+#: the integer options of a step (the flow's own, like version, are drawn for the flow)
+STEP_INTEGERS = [o.name for o in STEP_OPTIONS if o.kind == "integer"]
 
 
 @st.composite
@@ -60,8 +69,8 @@ def flow_documents(draw: st.DrawFn) -> dict[str, Any]:
             step["depends_on"] = deps
         if is_map:
             step["map"] = True
-        for name, strategy in options.items():
-            value = draw(strategy)
+        for name in STEP_INTEGERS:
+            value = draw(options[name])
             if value is not None:
                 step[name] = value
         for key in ("if", "if_not"):
@@ -74,8 +83,8 @@ def flow_documents(draw: st.DrawFn) -> dict[str, Any]:
                 step[key] = mode
         steps.append(step)
     document: dict[str, Any] = {"flow": draw(slugs)}
-    for name in ("max_attempts", "base_delay", "timeout"):
-        value = draw(options[name])
+    for name in ("max_attempts", "base_delay", "timeout", "heartbeat", "max_delay", "version"):
+        value = draw(options[name] if name != "version" else st.none() | st.integers(1, 50))
         if value is not None:
             document[name] = value
     if draw(st.booleans()):
@@ -136,6 +145,8 @@ def calls(sql: str) -> list[tuple[str, dict[str, Any]]]:
     assert isinstance(statements[0].stmt, ast.TransactionStmt)
     assert isinstance(statements[-1].stmt, ast.TransactionStmt)
     for raw in statements[1:-1]:
+        if isinstance(raw.stmt, ast.VariableSetStmt):  # the pinned session settings
+            continue
         (target,) = raw.stmt.targetList
         call = target.val
         assert isinstance(call, ast.FuncCall)
@@ -148,6 +159,7 @@ def calls(sql: str) -> list[tuple[str, dict[str, Any]]]:
 
 def expected_calls(document: dict[str, Any], order: list[str]) -> list[tuple[str, dict[str, Any]]]:
     slug = document["flow"]
+    definition = definition_slug(slug, document.get("version"))
     flow_args: dict[str, Any] = {"flow_slug": slug}
     for name, default in FLOW_DEFAULTS.items():
         if document.get(name, default) != default:
@@ -156,10 +168,10 @@ def expected_calls(document: dict[str, Any], order: list[str]) -> list[tuple[str
     by_slug = {s["slug"]: s for s in document["steps"]}
     for step_slug in order:
         step = by_slug[step_slug]
-        args: dict[str, Any] = {"flow_slug": slug, "step_slug": step_slug}
+        args: dict[str, Any] = {"flow_slug": definition, "step_slug": step_slug}
         if step.get("depends_on"):
             args["deps_slugs"] = tuple(step["depends_on"])
-        for name in OPTION_MINIMUMS:
+        for name in STEP_INTEGERS:
             if name in step:
                 args[name] = step[name]
         if step.get("map"):
@@ -173,6 +185,9 @@ def expected_calls(document: dict[str, Any], order: list[str]) -> list[tuple[str
         if step.get("when_exhausted", "fail") != "fail":
             args["when_exhausted"] = step["when_exhausted"]
         result.append(("pgflow.add_step", args))
+    result.append(
+        ("pgflow.check_flow_steps", {"flow_slug": definition, "step_slugs": tuple(order)})
+    )
     return result
 
 

@@ -95,9 +95,13 @@ def flow(*steps: StepSpec, **options: object) -> FlowSpec:
 def test_defaults_are_left_out() -> None:
     assert render_body(flow(StepSpec(slug="a"))) == (
         "BEGIN;\n\n"
+        "SET LOCAL standard_conforming_strings TO 'on';\n\n"
+        "SET LOCAL client_encoding TO 'UTF8';\n\n"
         "SELECT pgflow.create_flow(flow_slug => 'f');\n\n"
         "SELECT pgflow.add_step(flow_slug => 'f',\n"
         "                       step_slug => 'a');\n\n"
+        "SELECT pgflow.check_flow_steps(flow_slug => 'f',\n"
+        "                               step_slugs => CAST(ARRAY['a'] AS text[]));\n\n"
         "COMMIT;\n"
     )
 
@@ -144,7 +148,8 @@ def test_every_option_is_named() -> None:
     ]:
         assert argument in body
     statements = pglast.parse_sql(body)
-    assert len(statements) == 5
+    # BEGIN, two settings, create_flow, two add_step, check_flow_steps, COMMIT
+    assert len(statements) == 8
 
 
 def test_migration_header_and_body() -> None:

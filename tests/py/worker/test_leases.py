@@ -206,3 +206,37 @@ def test_a_worker_stops_serving_a_flow_redefined_under_it(
     assert proc.returncode == 1
     assert "flow 'wt_control' changed in the database under this worker" in out
     assert 'the database has step "other" the spec lacks' in out
+
+
+def test_one_worker_serves_two_versions_while_the_old_one_drains(
+    db: str, workers: Workers, tmp_path: Path
+) -> None:
+    spec = "tests/py/worker/version_flows.py"
+    apply_spec(db, spec)
+    gate = tmp_path / "gate"
+    # the name starts the highest version, 2; a v1 run is started explicitly
+    v2_run = start(db, "wt_versions", json.dumps({"gate": str(gate)}))
+    with psycopg.connect(db, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT run_id FROM pgflow.start_flow('wt_versions', %s::jsonb, version => 1)",
+            (json.dumps({"gate": str(gate)}),),
+        ).fetchone()
+    assert row is not None
+    v1_run = str(row[0])
+    proc = workers.start(db, spec=spec)
+    wait_until(lambda: run_status(db, v2_run)[0] == "completed", 30, "the v2 run to complete")
+    assert run_status(db, v2_run)[1] == {"audit": {"saw": 2}}
+
+    def drained() -> dict[str, bool]:
+        with psycopg.connect(db) as conn:
+            return {
+                f["flow_slug"]: f["drained"]
+                for (f,) in conn.execute("SELECT pgflow.list_flows()").fetchall()
+            }
+
+    assert drained() == {"wt_versions": False, "wt_versions@2": True}, "v1 still in flight"
+    gate.write_text("open")
+    wait_until(lambda: run_status(db, v1_run)[0] == "completed", 30, "the v1 run to drain")
+    assert run_status(db, v1_run)[1] == {"work": {"version": 1, "pid": proc.pid}}
+    assert drained() == {"wt_versions": True, "wt_versions@2": True}
+    assert run_status(db, v2_run)[0] == "completed"

@@ -36,6 +36,7 @@ COMMANDS: Final[Mapping[str, str]] = {
     "retry": "pgflow.cli.ops:retry",
     "prune": "pgflow.cli.ops:prune",
     "stats": "pgflow.cli.ops:stats",
+    "flows": "pgflow.cli.ops:flows",
     "install": "pgflow.cli.install:install",
     "upgrade": "pgflow.cli.install:upgrade",
 }

@@ -80,7 +80,7 @@ def load_all(specs: Sequence[str]) -> list[LoadedFlow]:
     seen: dict[str, LoadedFlow] = {}
     flows: list[LoadedFlow] = []
     for flow in loaded:
-        first = seen.setdefault(flow.spec.slug, flow)
+        first = seen.setdefault(flow.spec.definition_slug, flow)
         if first is flow:
             flows.append(flow)
         elif first.spec != flow.spec or first.spec.origin != flow.spec.origin:

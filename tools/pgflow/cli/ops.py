@@ -354,3 +354,53 @@ def stats(flow_slug: str | None, as_json: bool, dsn: str) -> None:
     )
     click.echo("\n".join([*runs_table, "", *steps_table, ""]))
     click.echo(f"active tasks: {found.active_tasks}  stalled tasks: {found.stalled_tasks}")
+
+
+# --------------------------------------------------------------------------- flows
+
+FLOWS_EPILOG: Final = """\b
+One line per flow definition: its name and version (version 1 is the plain slug,
+version N the definition <name>@N that workers of a `version: N` spec serve),
+whether `pgflow start NAME` starts it (current; "pinned" when set with
+pgflow.set_current_version), its runs in flight and in all, and whether it is
+drained (no run in flight: its workers may stop, pgflow.delete_flow('<name>@N')
+may remove it).  Reads pgflow.list_flows: any role given pgflow.grant_client may.
+
+\b
+Examples:
+  pgflow flows
+  pgflow flows --json | jq -r '.[] | select(.drained and (.current | not)) | .flow_slug'
+"""
+
+
+@click.command("flows", context_settings=CONTEXT_SETTINGS, epilog=FLOWS_EPILOG)
+@json_option
+@dsn_option
+def flows(as_json: bool, dsn: str) -> None:
+    """List every flow with its versions, the current one, and runs in flight."""
+    with connected(dsn, needs="client") as conn:
+        rows = conn.list_flows()
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    if not rows:
+        click.echo("no flows")
+        return
+    headers = ("FLOW", "VERSION", "SLUG", "CURRENT", "IN FLIGHT", "RUNS", "DRAINED")
+    lines = table(
+        headers,
+        [
+            [
+                r["flow_name"],
+                str(r["version"]),
+                r["flow_slug"],
+                ("pinned" if r["pinned"] else "yes") if r["current"] else "",
+                str(r["runs_in_flight"]),
+                str(r["runs"]),
+                "yes" if r["drained"] else "no",
+            ]
+            for r in rows
+        ],
+        right={1, 4, 5},
+    )
+    click.echo("\n".join(lines))

@@ -222,6 +222,13 @@ def _input_option(ctx: click.Context, param: click.Parameter, text: str) -> Any:
     help="The run's input: JSON text, or @FILE to read it from a file.",
 )
 @click.option("--run-id", type=click.UUID, metavar="UUID", help="Start idempotently under this id.")
+@click.option(
+    "--version",
+    "flow_version",
+    type=click.IntRange(1),
+    metavar="N",
+    help="Start version N of FLOW (default: its current version, see pgflow flows).",
+)
 @click.option("--wait", is_flag=True, help="Wait until the run finishes; exit 1 unless completed.")
 @click.option(
     "--timeout",
@@ -236,14 +243,15 @@ def start(
     flow_slug: str,
     flow_input: Any,
     run_id: uuid.UUID | None,
+    flow_version: int | None,
     wait: bool,
     timeout: float,
     as_json: bool,
     dsn: str,
 ) -> None:
-    """Start a run of FLOW."""
+    """Start a run of FLOW (a flow name: its current version; or a definition: order@2)."""
     with connected(dsn, needs="client") as conn:
-        run = start_flow(conn, flow_slug, flow_input, run_id)
+        run = start_flow(conn, flow_slug, flow_input, run_id, version=flow_version)
         if not wait:
             click.echo(_dumps(run) if as_json else str(run["run_id"]))
             return

@@ -26,8 +26,13 @@ from pgflow.errors import CompileError
 from pgflow.options import FLOW_OPTIONS, STEP_OPTIONS
 from pgflow.spec.model import FlowSpec
 
-#: Name of a migration file: ``<UTC YYYYMMDDHHMMSS>_create_<flow slug>_flow.sql``.
-MIGRATION_RE: Final = re.compile(r"(?P<stamp>[0-9]{14})_create_(?P<slug>[A-Za-z0-9_]+)_flow\.sql")
+#: Name of a migration file: ``<UTC YYYYMMDDHHMMSS>_<kind>_<flow>[_v<N>]_flow.sql``, kind
+#: ``create`` (a new definition or version) or ``update`` (its tunables changed).  Which
+#: flow and version a file holds is read from its header, not its name (a flow may
+#: itself be called ``order_v2``).
+MIGRATION_RE: Final = re.compile(
+    r"(?P<stamp>[0-9]{14})_(?P<kind>create|update)_(?P<slug>[A-Za-z0-9_]+)_flow\.sql"
+)
 
 _ENV: Final = environment(jinja2.PackageLoader("pgflow.compiler", "templates"))
 
@@ -134,9 +139,14 @@ def _normalise(body: str) -> str:
     return "\n".join(line.rstrip() for line in body.strip().splitlines())
 
 
-def migration_filename(flow_slug: str, generated_at: datetime) -> str:
-    """``<UTC YYYYMMDDHHMMSS>_create_<flow_slug>_flow.sql``."""
+def migration_filename(
+    flow_slug: str, generated_at: datetime, *, version: int | None = None, kind: str = "create"
+) -> str:
+    """``<UTC YYYYMMDDHHMMSS>_<kind>_<flow_slug>[_v<version>]_flow.sql`` (version >= 2 only)."""
     if generated_at.tzinfo is None:
         raise ValueError("generated_at must be timezone-aware")
+    if kind not in ("create", "update"):
+        raise ValueError(f"a migration is a create or an update, not {kind!r}")
     stamp = generated_at.astimezone(UTC).strftime("%Y%m%d%H%M%S")
-    return f"{stamp}_create_{flow_slug}_flow.sql"
+    suffix = f"_v{version}" if version is not None and version > 1 else ""
+    return f"{stamp}_{kind}_{flow_slug}{suffix}_flow.sql"

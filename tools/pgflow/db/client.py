@@ -57,6 +57,7 @@ from pgflow.errors import (
     RunTimeoutError,
 )
 from pgflow.spec.dsl import Flow
+from pgflow.spec.model import definition_slug
 
 if TYPE_CHECKING:
     from psycopg_pool import AsyncConnectionPool, ConnectionPool
@@ -109,10 +110,15 @@ def queries_of(db: Database) -> Queries:
 
 
 def start_flow(
-    db: Database, flow_slug: str, input: Any, run_id: RunId | None = None
+    db: Database,
+    flow_slug: str,
+    input: Any,
+    run_id: RunId | None = None,
+    *,
+    version: int | None = None,
 ) -> dict[str, Any]:
     """Start a run (idempotent when ``run_id`` is given); returns the run as a dict."""
-    return queries_of(db).start_flow(flow_slug, input, run_id)
+    return queries_of(db).start_flow(flow_slug, input, run_id, version)
 
 
 def get_run(db: Database, run_id: RunId) -> dict[str, Any] | None:
@@ -296,7 +302,8 @@ def as_run_id(value: RunId) -> uuid.UUID:
 def slug_of(flow: FlowRef) -> str:
     """The slug of a flow given by slug or as a :class:`~pgflow.Flow`."""
     if isinstance(flow, Flow):
-        return flow.slug
+        # a Flow object is one definition: its version, not the flow's current one
+        return definition_slug(flow.slug, flow.version)
     if isinstance(flow, str):
         return flow
     raise TypeError(f"a flow is a slug or a pgflow.Flow, got {type(flow).__name__}")
@@ -670,18 +677,40 @@ class Client:
 
     # ------------------------------------------------------------ runs
 
-    def start(self, flow: FlowRef, input: Any, run_id: RunId | None = None) -> RunHandle:
+    def start(
+        self,
+        flow: FlowRef,
+        input: Any,
+        run_id: RunId | None = None,
+        *,
+        version: int | None = None,
+    ) -> RunHandle:
         """Start a run of ``flow`` with ``input`` (any JSON value); a handle to it.
 
-        With ``run_id`` the start is idempotent: a run of the same flow under
-        that id is returned as it is.  Raises :class:`~pgflow.errors.FlowNotFound`
-        for an unknown flow, :class:`~pgflow.errors.RunIdConflict` when the id
-        belongs to a run of another flow.
+        A flow name starts its current version (pinned, else the highest);
+        ``version`` picks one, and a :class:`~pgflow.Flow` object starts the
+        version it defines.  With ``run_id`` the start is idempotent: a run of
+        the same flow under that id is returned as it is.  Raises
+        :class:`~pgflow.errors.FlowNotFound` for an unknown flow or version,
+        :class:`~pgflow.errors.RunIdConflict` when the id belongs to a run of
+        another flow.
         """
         rid = None if run_id is None else as_run_id(run_id)
         with self._source.queries() as queries:
-            run = queries.start_flow(slug_of(flow), input, rid)
+            run = queries.start_flow(slug_of(flow), input, rid, version)
         return RunHandle(self, uuid.UUID(str(run["run_id"])), run)
+
+    def flows(self) -> list[dict[str, Any]]:
+        """Every flow definition with its version, whether it is current, its runs in flight
+        (``pgflow.list_flows``)."""
+        with self._source.queries() as queries:
+            return queries.list_flows()
+
+    def set_current_version(self, flow_name: str, version: int | None) -> int:
+        """Pin the version ``start(flow_name)`` starts (``None``: the highest again; operator
+        rights); the version now current."""
+        with self._source.queries() as queries:
+            return queries.set_current_version(flow_name, version)
 
     def handle(self, run_id: RunId) -> RunHandle:
         """A handle to a run started elsewhere (nothing is read yet)."""
@@ -1008,12 +1037,27 @@ class AsyncClient:
         async with self._source.queries() as queries:
             return await call(queries)
 
-    async def start(self, flow: FlowRef, input: Any, run_id: RunId | None = None) -> AsyncRunHandle:
+    async def start(
+        self,
+        flow: FlowRef,
+        input: Any,
+        run_id: RunId | None = None,
+        *,
+        version: int | None = None,
+    ) -> AsyncRunHandle:
         """Start a run of ``flow`` with ``input``; a handle to it (see :meth:`Client.start`)."""
         rid = None if run_id is None else as_run_id(run_id)
         slug = slug_of(flow)
-        run = await self._call(lambda q: q.start_flow(slug, input, rid))
+        run = await self._call(lambda q: q.start_flow(slug, input, rid, version))
         return AsyncRunHandle(self, uuid.UUID(str(run["run_id"])), run)
+
+    async def flows(self) -> list[dict[str, Any]]:
+        """Every flow definition (see :meth:`Client.flows`)."""
+        return await self._call(lambda q: q.list_flows())
+
+    async def set_current_version(self, flow_name: str, version: int | None) -> int:
+        """Pin the version ``start(flow_name)`` starts (see :meth:`Client.set_current_version`)."""
+        return await self._call(lambda q: q.set_current_version(flow_name, version))
 
     def handle(self, run_id: RunId) -> AsyncRunHandle:
         """A handle to a run started elsewhere (nothing is read yet)."""

@@ -345,6 +345,14 @@ class Queries:
         shape: dict[str, Any] | None = self._value("flow_shape", {"flow_slug": flow_slug})
         return shape
 
+    def list_flows(self) -> list[dict[str, Any]]:
+        """Every flow definition (``pgflow.list_flows``)."""
+        return [row[0] for row in self._rows("list_flows")]
+
+    def set_current_version(self, flow_name: str, version: int | None) -> int:
+        params = {"flow_name": flow_name, "version": version}
+        return int(self._value("set_current_version", params, not_found=FlowNotFound))
+
     def run_input(self, run_id: RunId) -> Any:
         return self._value("run_input", {"run_id": run_id})
 
@@ -370,9 +378,16 @@ class Queries:
 
     # ------------------------------------------------------------ runs
 
-    def start_flow(self, flow_slug: str, input: Any, run_id: RunId | None = None) -> dict[str, Any]:
+    def start_flow(
+        self, flow_slug: str, input: Any, run_id: RunId | None = None, version: int | None = None
+    ) -> dict[str, Any]:
         """Start a run; the run row as a dict.  ``input`` is any JSON value."""
-        params = {"flow_slug": flow_slug, "input": json_text(input), "run_id": run_id}
+        params = {
+            "flow_slug": flow_slug,
+            "input": json_text(input),
+            "run_id": run_id,
+            "version": version,
+        }
         run: dict[str, Any] = self._value("start_flow", params, not_found=FlowNotFound)
         return run
 
@@ -551,9 +566,14 @@ class AsyncQueries:
     # ------------------------------------------------------------ runs
 
     async def start_flow(
-        self, flow_slug: str, input: Any, run_id: RunId | None = None
+        self, flow_slug: str, input: Any, run_id: RunId | None = None, version: int | None = None
     ) -> dict[str, Any]:
-        params = {"flow_slug": flow_slug, "input": json_text(input), "run_id": run_id}
+        params = {
+            "flow_slug": flow_slug,
+            "input": json_text(input),
+            "run_id": run_id,
+            "version": version,
+        }
         run: dict[str, Any] = await self._value("start_flow", params, not_found=FlowNotFound)
         return run
 
@@ -566,6 +586,13 @@ class AsyncQueries:
     ) -> list[dict[str, Any]]:
         params = {"flow_slug": flow_slug, "status": status, "max_rows": max_rows}
         return [row[0] for row in await self._rows("list_runs", params)]
+
+    async def list_flows(self) -> list[dict[str, Any]]:
+        return [row[0] for row in await self._rows("list_flows")]
+
+    async def set_current_version(self, flow_name: str, version: int | None) -> int:
+        params = {"flow_name": flow_name, "version": version}
+        return int(await self._value("set_current_version", params, not_found=FlowNotFound))
 
     async def flow_exists(self, flow_slug: str) -> bool:
         return bool(await self._value("flow_exists", {"flow_slug": flow_slug}))

@@ -67,6 +67,14 @@ SELECT pgflow.worker_idle(%(flows)s, %(idle)s);
 -- The structure and tunables of a flow as the database has it (NULL: unknown).
 SELECT pgflow.flow_shape(%(flow_slug)s);
 
+-- name: list_flows
+-- Every flow definition with its version, whether it is current, its runs in flight.
+SELECT pgflow.list_flows();
+
+-- name: set_current_version
+-- Pin the version start_flow(flow_name) starts (NULL: the highest); the version now current.
+SELECT pgflow.set_current_version(%(flow_name)s, %(version)s);
+
 -- name: run_input
 -- The input of a run (a map task's context needs it); NULL for an unknown run.
 SELECT pgflow.run_input(%(run_id)s);
@@ -91,7 +99,7 @@ SELECT pg_notify(%(channel)s, %(payload)s);
 
 -- name: start_flow
 -- Start a run (idempotent with a run_id); the run row as JSON.
-SELECT to_jsonb(r) FROM pgflow.start_flow(%(flow_slug)s, %(input)s::jsonb, %(run_id)s) AS r;
+SELECT to_jsonb(r) FROM pgflow.start_flow(%(flow_slug)s, %(input)s::jsonb, %(run_id)s, %(version)s) AS r;
 
 -- name: get_run
 -- A run with its steps as one JSON document; NULL for an unknown run.

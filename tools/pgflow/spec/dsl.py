@@ -149,8 +149,10 @@ class Flow:
         heartbeat: int | None = None,
         max_delay: int | None = None,
         jitter: bool = False,
+        version: int | None = None,
     ) -> None:
         self.slug = slug
+        self.version = version
         self._options: dict[str, object] = {
             "max_attempts": max_attempts,
             "base_delay": base_delay,
@@ -159,6 +161,7 @@ class Flow:
             "heartbeat": heartbeat,
             "max_delay": max_delay,
             "jitter": jitter,
+            "version": version,
         }
         self._steps: list[_StepDef] = []
         self._slugs: dict[Callable[..., Any], str] = {}

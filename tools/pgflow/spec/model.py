@@ -59,6 +59,11 @@ DEFAULT_WHEN_EXHAUSTED: Final = str(step_option("when_exhausted").default)
 PATTERN_MAX_DEPTH: Final = 64
 
 
+def definition_slug(name: str, version: int | None) -> str:
+    """``order`` (version 1 or none) or ``order@3``: how the database names a definition."""
+    return name if version is None or version == 1 else f"{name}@{version}"
+
+
 @dataclass(frozen=True)
 class Origin:
     """Where a flow was defined: the spec file as the user named it, and its SHA-256."""
@@ -129,8 +134,15 @@ class FlowSpec:
     heartbeat: int | None = None
     max_delay: int | None = None
     jitter: bool = False
+    version: int | None = None
     origin: Origin = field(default=Origin("<memory>", ""), compare=False)
     line: int | None = field(default=None, compare=False)
+
+    @property
+    def definition_slug(self) -> str:
+        """The slug of this definition in the database: the name for version 1
+        (or none), ``<name>@N`` for version N >= 2."""
+        return definition_slug(self.slug, self.version)
 
     def step(self, slug: str) -> StepSpec:
         """The step named ``slug`` (``KeyError`` if there is none)."""

@@ -65,7 +65,8 @@ class Worker:
         self.conninfo = conninfo
         self.config = config or WorkerConfig()
         self.worker_id = worker_id or uuid.uuid4()
-        self.flows = {f.spec.slug: f for f in flows}
+        # keyed by definition slug: a worker may serve several versions of a flow
+        self.flows = {f.spec.definition_slug: f for f in flows}
         handlers: dict[tuple[str, str], Handler] = {
             (slug, step): handler
             for slug, f in self.flows.items()

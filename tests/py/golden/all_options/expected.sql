@@ -7,6 +7,10 @@
 
 BEGIN;
 
+SET LOCAL standard_conforming_strings TO 'on';
+
+SET LOCAL client_encoding TO 'UTF8';
+
 SELECT pgflow.create_flow(flow_slug => 'Everything_1',
                           max_attempts => 10,
                           base_delay => 3,
@@ -41,5 +45,8 @@ SELECT pgflow.add_step(flow_slug => 'Everything_1',
 SELECT pgflow.add_step(flow_slug => 'Everything_1',
                        step_slug => 'rootmap',
                        step_type => 'map');
+
+SELECT pgflow.check_flow_steps(flow_slug => 'Everything_1',
+                               step_slugs => CAST(ARRAY['source', 'each', 'strict', 'rootmap'] AS text[]));
 
 COMMIT;

@@ -7,6 +7,10 @@
 
 BEGIN;
 
+SET LOCAL standard_conforming_strings TO 'on';
+
+SET LOCAL client_encoding TO 'UTF8';
+
 SELECT pgflow.create_flow(flow_slug => 'hostile');
 
 SELECT pgflow.add_step(flow_slug => 'hostile',
@@ -22,5 +26,8 @@ SELECT pgflow.add_step(flow_slug => 'hostile',
                        step_slug => 'unicode',
                        deps_slugs => CAST(ARRAY['dollars'] AS text[]),
                        required_input_pattern => CAST('{"run": {"big": 123456789012345678901234567890, "nested": [[1, -0.0025, 1e+20], {"": null}, true], "text": "é ✓ 😀 \u2028 tab\tnewline\n"}}' AS jsonb));
+
+SELECT pgflow.check_flow_steps(flow_slug => 'hostile',
+                               step_slugs => CAST(ARRAY['quotes', 'dollars', 'unicode'] AS text[]));
 
 COMMIT;

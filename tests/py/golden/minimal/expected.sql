@@ -7,9 +7,16 @@
 
 BEGIN;
 
+SET LOCAL standard_conforming_strings TO 'on';
+
+SET LOCAL client_encoding TO 'UTF8';
+
 SELECT pgflow.create_flow(flow_slug => 'hello');
 
 SELECT pgflow.add_step(flow_slug => 'hello',
                        step_slug => 'greet');
+
+SELECT pgflow.check_flow_steps(flow_slug => 'hello',
+                               step_slugs => CAST(ARRAY['greet'] AS text[]));
 
 COMMIT;

@@ -7,6 +7,10 @@
 
 BEGIN;
 
+SET LOCAL standard_conforming_strings TO 'on';
+
+SET LOCAL client_encoding TO 'UTF8';
+
 SELECT pgflow.create_flow(flow_slug => 'order',
                           max_attempts => 5,
                           timeout => 30);
@@ -41,5 +45,8 @@ SELECT pgflow.add_step(flow_slug => 'order',
                        deps_slugs => CAST(ARRAY['total', 'loyalty_bonus'] AS text[]),
                        forbidden_input_pattern => CAST('{"run": {"silent": true}}' AS jsonb),
                        when_exhausted => 'skip');
+
+SELECT pgflow.check_flow_steps(flow_slug => 'order',
+                               step_slugs => CAST(ARRAY['validate_order', 'price_line', 'reserve_stock', 'total', 'loyalty_bonus', 'send_confirmation'] AS text[]));
 
 COMMIT;

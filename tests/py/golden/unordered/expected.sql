@@ -7,6 +7,10 @@
 
 BEGIN;
 
+SET LOCAL standard_conforming_strings TO 'on';
+
+SET LOCAL client_encoding TO 'UTF8';
+
 SELECT pgflow.create_flow(flow_slug => 'diamond');
 
 SELECT pgflow.add_step(flow_slug => 'diamond',
@@ -26,5 +30,8 @@ SELECT pgflow.add_step(flow_slug => 'diamond',
 
 SELECT pgflow.add_step(flow_slug => 'diamond',
                        step_slug => 'audit');
+
+SELECT pgflow.check_flow_steps(flow_slug => 'diamond',
+                               step_slugs => CAST(ARRAY['start', 'right', 'left', 'report', 'audit'] AS text[]));
 
 COMMIT;
