@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-from upgrade_helpers import DEFAULT, RELEASED, ROOT, NewDb, connect
+from upgrade_helpers import DEFAULT, RELEASED, ROOT, Conn, NewDb, connect
 
 from pgflow.cli import main
 from pgflow.db import install as installer
@@ -80,16 +80,20 @@ def test_upgrade_from_each_release(new_db: NewDb, version: str, method: str) -> 
     again = pgflow("install", "--dsn", dsn)
     assert again.exit_code == 1
     assert "use `pgflow upgrade`" in again.stderr
+    with connect(dsn) as conn:
+        before = _functions_and_columns(conn)
     dry = pgflow("upgrade", "--dsn", dsn, "--dry-run")
     assert dry.exit_code == 0, dry.output
     assert dry.stdout.startswith("would ")
     with connect(dsn) as conn:
         assert installer.installed(conn) == installer.Installed(version, method)  # type: ignore[arg-type]
+        assert _functions_and_columns(conn) == before, "--dry-run changed the database"
     done = pgflow("upgrade", "--dsn", dsn)
     assert done.exit_code == 0, done.output
     assert done.stdout.endswith(f"upgraded pgflow {version} to {DEFAULT}\n")
     with connect(dsn) as conn:
         assert installer.installed(conn) == installer.Installed(DEFAULT, method)  # type: ignore[arg-type]
+        after = _functions_and_columns(conn)
         if method == "plain":
             versions = [
                 r[0]
@@ -98,7 +102,33 @@ def test_upgrade_from_each_release(new_db: NewDb, version: str, method: str) -> 
                 )
             ]
             assert versions[0] == version and versions[-1] == DEFAULT
+    # the dry run announced exactly what the upgrade then added and dropped
+    listed = set(dry.stdout.splitlines())
+    for kind, name in after - before:
+        assert f"  adds {kind} {name}" in listed, (kind, name, dry.stdout)
+    for kind, name in before - after:
+        assert f"  drops {kind} {name}" in listed, (kind, name, dry.stdout)
+    announced = {
+        line for line in listed if line.startswith(("  adds function", "  drops function"))
+    }
+    assert len(announced) == sum(1 for k, _ in (after ^ before) if k == "function")
     assert pgflow("runs", "--dsn", dsn).exit_code == 0
+
+
+def _functions_and_columns(conn: Conn) -> set[tuple[str, str]]:
+    """Functions and columns of schema pgflow, read straight from the catalog."""
+    rows = conn.execute(
+        """
+        SELECT 'function', p.oid::regprocedure::text FROM pg_proc AS p
+        WHERE p.pronamespace = 'pgflow'::regnamespace
+        UNION ALL
+        SELECT 'column', 'pgflow.' || c.relname || '.' || a.attname
+        FROM pg_class AS c JOIN pg_attribute AS a ON a.attrelid = c.oid
+        WHERE c.relnamespace = 'pgflow'::regnamespace AND c.relkind = 'r'
+          AND a.attnum > 0 AND NOT a.attisdropped
+        """
+    ).fetchall()
+    return {(str(k), str(n)) for k, n in rows}
 
 
 def test_the_worker_refuses_another_version(new_db: NewDb) -> None:

@@ -12,7 +12,7 @@ import click
 from pgflow import __version__
 from pgflow.cli._common import CONTEXT_SETTINGS, dsn_option
 from pgflow.cli._db import connected
-from pgflow.db.install import Step, apply, installed, plan_install, plan_upgrade
+from pgflow.db.install import Step, apply, installed, plan_install, plan_upgrade, preview
 from pgflow.db.queries import Queries
 
 INSTALL_EPILOG: Final = """\b
@@ -56,7 +56,10 @@ version_option = click.option(
     "one they work with).",
 )
 dry_run_option = click.option(
-    "--dry-run", is_flag=True, help="Print what would run; change nothing."
+    "--dry-run",
+    is_flag=True,
+    help="Print what would run; change nothing (upgrade: also every function, table, column, "
+    "index and constraint it adds, changes or drops).",
 )
 
 
@@ -103,5 +106,13 @@ def upgrade(version: str, dry_run: bool, dsn: str) -> None:
             click.echo(f"pgflow {version} is installed: nothing to upgrade")
             return
         _run(conn, steps, dry_run)
-        if not dry_run and have is not None:
+        if dry_run:
+            changes = preview(conn, steps)
+            click.echo(
+                f"{len(changes)} changes to schema pgflow (found by running the upgrade in a"
+                " transaction that was rolled back):"
+            )
+            for change in changes:
+                click.echo(f"  {change}")
+        elif have is not None:
             click.echo(f"upgraded pgflow {have.version} to {version}")

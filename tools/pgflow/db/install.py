@@ -392,16 +392,62 @@ def apply(db: Database, steps: list[Step]) -> None:
         return
     queries = _queries(db)
     with queries.transaction():
-        queries.install_lock()
-        if any(step.record for step in steps):
-            queries.plain_script_settings()
-        for step in steps:
-            if step.record:
-                queries.plain_search_path()
-            for statement in step.statements:
-                queries.execute_script_statement(statement)
-            if step.record:
-                queries.record_version(*step.record)
+        _run_steps(queries, steps)
+
+
+def _run_steps(queries: Queries, steps: list[Step]) -> None:
+    queries.install_lock()
+    if any(step.record for step in steps):
+        queries.plain_script_settings()
+    for step in steps:
+        if step.record:
+            queries.plain_search_path()
+        for statement in step.statements:
+            queries.execute_script_statement(statement)
+        if step.record:
+            queries.record_version(*step.record)
+
+
+class _RolledBackError(Exception):
+    """Ends the transaction of :func:`preview` (nothing it did may stay)."""
+
+
+@dataclass(frozen=True)
+class Change:
+    """One object of schema pgflow that an upgrade adds, changes or drops."""
+
+    action: Literal["adds", "changes", "drops"]
+    kind: str  # function, table, view, sequence, column, index, constraint
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.kind} {self.name}"
+
+
+def preview(db: Database, steps: list[Step]) -> list[Change]:
+    """What the steps would change in schema pgflow, found by running them in a
+    transaction that is rolled back (it takes the steps' locks for as long)."""
+    if not steps:
+        return []
+    queries = _queries(db)
+    before = queries.schema_objects()
+    after: dict[tuple[str, str], str] = {}
+    try:
+        with queries.transaction():
+            _run_steps(queries, steps)
+            after = queries.schema_objects()
+            raise _RolledBackError
+    except _RolledBackError:
+        pass
+    changes = [Change("adds", k, n) for (k, n) in after.keys() - before.keys()]
+    changes += [Change("drops", k, n) for (k, n) in before.keys() - after.keys()]
+    changes += [
+        Change("changes", k, n)
+        for (k, n) in before.keys() & after.keys()
+        if before[(k, n)] != after[(k, n)]
+    ]
+    order = {"table": 0, "view": 1, "sequence": 2, "column": 3, "constraint": 4, "index": 5}
+    return sorted(changes, key=lambda c: (order.get(c.kind, 6), c.name, c.action))
 
 
 def _literal(value: str) -> str:

@@ -483,6 +483,13 @@ class Queries:
         value = self._value("update_path", {"source": source, "target": target})
         return None if value is None else str(value)
 
+    def schema_objects(self) -> dict[tuple[str, str], str]:
+        """What schema pgflow holds: (kind, name) -> a digest of its definition."""
+        with self.transaction():
+            self._rows("catalog_search_path")
+            rows = self._rows("schema_objects")
+        return {(str(k), str(n)): str(d) for k, n, d in rows}
+
     def install_lock(self) -> None:
         self._rows("install_lock")
 

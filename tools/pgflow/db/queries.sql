@@ -206,6 +206,45 @@ WHERE relnamespace = (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = 'p
 SELECT path FROM pg_catalog.pg_extension_update_paths('pgflow')
 WHERE source = %(source)s AND target = %(target)s;
 
+-- name: catalog_search_path
+-- Names in catalog reads qualified whatever the session's search_path.
+SET LOCAL search_path = pg_catalog, pg_temp;
+
+-- name: schema_objects
+-- What schema pgflow holds, one row per object: (kind, name, what it is);
+-- run after catalog_search_path, so that every name is qualified.
+-- `pgflow upgrade --dry-run` compares it before and after a rolled-back
+-- upgrade; a changed third column is a changed object.
+SELECT 'function', p.oid::regprocedure::text,
+       pg_catalog.md5(pg_catalog.concat_ws(E'\n', pg_catalog.pg_get_function_result(p.oid),
+                                           p.prosrc, p.provolatile, p.prosecdef::text,
+                                           pg_catalog.array_to_string(p.proconfig, ',')))
+FROM pg_catalog.pg_proc AS p
+WHERE p.pronamespace = 'pgflow'::regnamespace
+UNION ALL
+SELECT CASE c.relkind WHEN 'v' THEN 'view' WHEN 'S' THEN 'sequence' ELSE 'table' END,
+       'pgflow.' || c.relname, ''
+FROM pg_catalog.pg_class AS c
+WHERE c.relnamespace = 'pgflow'::regnamespace AND c.relkind IN ('r', 'p', 'v', 'S')
+UNION ALL
+SELECT 'column', 'pgflow.' || c.relname || '.' || a.attname,
+       pg_catalog.format_type(a.atttypid, a.atttypmod)
+       || CASE WHEN a.attnotnull THEN ' NOT NULL' ELSE '' END
+       || COALESCE(' DEFAULT ' || pg_catalog.pg_get_expr(d.adbin, d.adrelid), '')
+FROM pg_catalog.pg_class AS c
+JOIN pg_catalog.pg_attribute AS a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+LEFT JOIN pg_catalog.pg_attrdef AS d ON d.adrelid = c.oid AND d.adnum = a.attnum
+WHERE c.relnamespace = 'pgflow'::regnamespace AND c.relkind IN ('r', 'p')
+UNION ALL
+SELECT 'index', 'pgflow.' || c.relname, pg_catalog.pg_get_indexdef(c.oid)
+FROM pg_catalog.pg_class AS c
+WHERE c.relnamespace = 'pgflow'::regnamespace AND c.relkind = 'i'
+UNION ALL
+SELECT 'constraint', 'pgflow.' || t.relname || '.' || k.conname, pg_catalog.pg_get_constraintdef(k.oid)
+FROM pg_catalog.pg_constraint AS k
+JOIN pg_catalog.pg_class AS t ON t.oid = k.conrelid
+WHERE k.connamespace = 'pgflow'::regnamespace;
+
 -- name: install_lock
 -- Serialises concurrent plain installs and upgrades of one database ("pgfl").
 SELECT pg_catalog.pg_advisory_xact_lock(1885824620);
