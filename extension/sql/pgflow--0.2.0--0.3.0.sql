@@ -2008,3 +2008,37 @@ $$;
 
 COMMENT ON FUNCTION pgflow._api_functions(text) IS
     'the functions grant_worker (kind worker) and grant_client (kind client) grant';
+
+-- 0.3.0: a wake-up is sent only when another session waits (a worker that
+-- LISTENs on the connection it reports on no longer notifies itself)
+
+-- _wake_workers: tells LISTENing workers that tasks of a flow are claimable now
+-- (channel pgflow_tasks, payload = flow slug), but only when a worker waits:
+-- idle workers hold a shared advisory lock on the flow's key (see
+-- worker_idle), so a free exclusive try-lock means no other session waits
+-- and the NOTIFY (and the commit serialisation it brings) is skipped.  The
+-- session's own mark does not count (its own locks never conflict with its
+-- try-lock): a worker that marks itself idle, claims and reports on one
+-- connection is not waiting while it reports, and finds the work its own
+-- report queued by claiming again.  Busy workers find the work on their next
+-- claim.
+-- Locks: the flow's advisory key for an instant (try, then released).
+CREATE OR REPLACE FUNCTION pgflow._wake_workers(flow_slug text)
+RETURNS void
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_key integer := pgflow._waiting_key(flow_slug);
+BEGIN
+    IF pg_try_advisory_lock(1885824631, v_key) THEN
+        PERFORM pg_advisory_unlock(1885824631, v_key);
+    ELSE
+        PERFORM pg_notify('pgflow_tasks', flow_slug);
+    END IF;
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow._wake_workers(text) IS
+    'NOTIFY pgflow_tasks with the flow slug if a worker waits (at most once per transaction)';

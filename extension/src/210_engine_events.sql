@@ -28,9 +28,13 @@ COMMENT ON FUNCTION pgflow._waiting_key(text) IS
 -- _wake_workers: tells LISTENing workers that tasks of a flow are claimable now
 -- (channel pgflow_tasks, payload = flow slug), but only when a worker waits:
 -- idle workers hold a shared advisory lock on the flow's key (see
--- worker_idle), so a free exclusive try-lock means nobody waits and the
--- NOTIFY (and the commit serialisation it brings) is skipped.  Busy workers
--- find the work on their next claim.
+-- worker_idle), so a free exclusive try-lock means no other session waits
+-- and the NOTIFY (and the commit serialisation it brings) is skipped.  The
+-- session's own mark does not count (its own locks never conflict with its
+-- try-lock): a worker that marks itself idle, claims and reports on one
+-- connection is not waiting while it reports, and finds the work its own
+-- report queued by claiming again.  Busy workers find the work on their next
+-- claim.
 -- Locks: the flow's advisory key for an instant (try, then released).
 CREATE FUNCTION pgflow._wake_workers(flow_slug text)
 RETURNS void
@@ -41,13 +45,8 @@ AS $$
 DECLARE
     v_key integer := pgflow._waiting_key(flow_slug);
 BEGIN
-    -- (a session's own marks never conflict with its own try-lock, hence the
-    -- second test for a session that both listens and produces)
     IF pg_try_advisory_lock(1885824631, v_key) THEN
         PERFORM pg_advisory_unlock(1885824631, v_key);
-        IF 'pgflow_tasks' = ANY (ARRAY(SELECT pg_listening_channels())) THEN
-            PERFORM pg_notify('pgflow_tasks', flow_slug);
-        END IF;
     ELSE
         PERFORM pg_notify('pgflow_tasks', flow_slug);
     END IF;

@@ -185,3 +185,39 @@ def test_skipped_steps_are_announced_when_the_flow_opts_in(db: str, conn: Conn) 
         "step_slug": "gate",
         "status": "skipped",
     }
+
+
+def test_a_worker_on_one_connection_does_not_wake_itself_or_others(db: str, conn: Conn) -> None:
+    # A worker that LISTENs, marks itself idle, claims and reports on one
+    # connection: its reports send no wake-up unless another worker waits.
+    conn.execute("SELECT pgflow.create_flow('solo')")
+    conn.execute("SELECT pgflow.add_step('solo', 'a')")
+    conn.execute("SELECT pgflow.add_step('solo', 'b', ARRAY['a'])")
+    conn.execute("SELECT pgflow.add_step('solo', 'c', ARRAY['b'])")
+    worker = "00000000-0000-4000-8000-00000000000a"
+
+    def claim_and_complete(w: Conn) -> None:
+        rows = w.execute(
+            "SELECT run_id, step_slug, task_index, attempt FROM pgflow.claim_tasks('solo', 1, %s)",
+            (worker,),
+        ).fetchall()
+        assert len(rows) == 1
+        w.execute("SELECT pgflow.complete_task(%s, %s, %s, '1', %s)", rows[0])
+
+    with (
+        psycopg.connect(db, autocommit=True) as w,
+        psycopg.connect(db, autocommit=True) as bystander,
+        psycopg.connect(db, autocommit=True) as other,
+    ):
+        bystander.execute("LISTEN pgflow_tasks")  # listens, waits for nothing
+        w.execute("LISTEN pgflow_tasks")
+        w.execute("SELECT pgflow.worker_idle(ARRAY['solo'])")
+        conn.execute("SELECT pgflow.start_flow('solo', '{}')")
+        assert _drain(w) == [("pgflow_tasks", "solo")]  # another session's start wakes it
+        claim_and_complete(w)  # queues b
+        assert _drain(w) == []
+        assert _drain(bystander) == [("pgflow_tasks", "solo")]  # only the start's
+        other.execute("LISTEN pgflow_tasks")
+        other.execute("SELECT pgflow.worker_idle(ARRAY['solo'])")
+        claim_and_complete(w)  # queues c: another worker waits now
+        assert _drain(other) == [("pgflow_tasks", "solo")]
