@@ -2,7 +2,11 @@
 
 Each process has one autocommit connection and loops ``claim_tasks`` (a
 batch) → ``complete_tasks`` (the whole batch, outputs ``{}``): two
-transactions per batch, the batch forms of the protocol a real worker uses.  In *drain*
+transactions per batch, the batch forms of the protocol a real worker uses.
+With ``per_task`` it speaks the per-task protocol instead, the one a first
+worker in another language speaks (docs/howto/workers.md): per task
+``read_with_poll`` (one message) → ``start_tasks`` → ``complete_task``, three
+transactions.  In *drain*
 mode the processes stop once all of them together have completed the number
 of tasks the caller expects; in *listen* mode (idle latency) they mark
 themselves idle with ``worker_idle`` on a second, LISTENing connection and
@@ -30,6 +34,12 @@ CLAIM = "SELECT run_id, step_slug, task_index, attempt FROM pgflow.claim_tasks(%
 COMPLETE = "SELECT pgflow.complete_tasks(%s::uuid[], %s::text[], %s::int[], %s::jsonb[], %s::int[])"
 #: the unfenced report (no attempts), to measure what fencing costs
 COMPLETE_UNFENCED = "SELECT pgflow.complete_tasks(%s::uuid[], %s::text[], %s::int[], %s::jsonb[])"
+#: the per-task protocol: read one message, start it, complete it
+READ_ONE = "SELECT msg_id FROM pgflow.read_with_poll(%s, %s, 1)"
+START_ONE = (
+    "SELECT run_id, step_slug, task_index, attempt FROM pgflow.start_tasks(%s, %s::bigint[], %s)"
+)
+COMPLETE_ONE = "SELECT pgflow.complete_task(%s, %s, %s, '{}'::jsonb, %s)"
 #: flush this backend's table and WAL statistics before it goes idle
 FLUSH_STATS = "SELECT pg_stat_force_next_flush()"
 
@@ -66,11 +76,14 @@ class _Worker:
     batch: int
     vt: int = 30
     fenced: bool = True
+    per_task: bool = False
     worker_id: uuid.UUID = field(default_factory=uuid.uuid4)
     stats: CallStats = field(default_factory=CallStats)
 
     def step(self) -> int:
         """Claim one batch and complete it; the number of tasks completed."""
+        if self.per_task:
+            return self._one()
         t0 = time.perf_counter()
         rows = self.conn.execute(CLAIM, (self.flow, self.batch, self.worker_id)).fetchall()
         t1 = time.perf_counter()
@@ -89,6 +102,27 @@ class _Worker:
         self.stats.tasks += len(rows)
         return len(rows)
 
+    def _one(self) -> int:
+        """read_with_poll one message, start_tasks it, complete_task it."""
+        t0 = time.perf_counter()
+        msgs = self.conn.execute(READ_ONE, (self.flow, self.vt)).fetchall()
+        t1 = time.perf_counter()
+        self.stats.reads += 1
+        self.stats.read_s += t1 - t0
+        if not msgs:
+            self.stats.empty_reads += 1
+            return 0
+        rows = self.conn.execute(START_ONE, (self.flow, [msgs[0][0]], self.worker_id)).fetchall()
+        t2 = time.perf_counter()
+        self.stats.starts += 1
+        self.stats.start_s += t2 - t1
+        for row in rows:
+            self.conn.execute(COMPLETE_ONE, row)
+            self.stats.completes += 1
+        self.stats.complete_s += time.perf_counter() - t2
+        self.stats.tasks += len(rows)
+        return len(rows)
+
 
 def _drain(
     conninfo: str,
@@ -101,10 +135,11 @@ def _drain(
     done: Synchronized[int],
     results: mp.Queue[CallStats | str],
     fenced: bool = True,
+    per_task: bool = False,
 ) -> None:
     try:
         with psycopg.connect(conninfo, autocommit=True) as conn:
-            worker = _Worker(conn, flow, batch, fenced=fenced)
+            worker = _Worker(conn, flow, batch, fenced=fenced, per_task=per_task)
             ready.wait()
             go.wait()
             while done.value < expected:
@@ -166,9 +201,16 @@ class Drivers:
     """N driver processes; ``start`` returns once all are connected and waiting."""
 
     def __init__(
-        self, conninfo: str, flow: str, processes: int = 4, batch: int = 10, fenced: bool = True
+        self,
+        conninfo: str,
+        flow: str,
+        processes: int = 4,
+        batch: int = 10,
+        fenced: bool = True,
+        per_task: bool = False,
     ) -> None:
         self.fenced = fenced
+        self.per_task = per_task
         self.conninfo = conninfo
         self.flow = flow
         self.n = processes
@@ -195,6 +237,7 @@ class Drivers:
                 self.done,
                 self.results,
                 self.fenced,
+                self.per_task,
             ),
         )
 

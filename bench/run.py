@@ -39,6 +39,7 @@ BENCHMARKS = (
     "reference",
     "history",
     "unfenced",
+    "pertask",
     "recovery",
     "renewal",
 )
@@ -121,6 +122,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             (
                 "unfenced",
                 lambda: workloads.drive(conninfo, "chain3", runs, processes=procs, fenced=False),
+            ),
+            (
+                "pertask",
+                lambda: workloads.drive(conninfo, "chain3", runs, processes=procs, per_task=True),
             ),
             ("diamond", lambda: workloads.drive(conninfo, "diamond", runs, processes=procs)),
             ("fanout", lambda: workloads.fanout(conninfo, args.fanout)),
@@ -307,6 +312,30 @@ def build_rows(results: dict[str, Any], args: argparse.Namespace) -> list[Row]:
             target=">= 0.9",
             check=lambda v: v >= 0.9,
             digits=2,
+        ),
+        Row(
+            "chain3 tasks/s, per-task protocol (read_with_poll + start_tasks + complete_task)",
+            _values(results, "pertask", "tasks_per_s"),
+            "tasks/s",
+            digits=0,
+        ),
+        Row(
+            "  per-task protocol ÷ pgbench TPS",
+            _ratio(_values(results, "pertask", "tasks_per_s"), tps),
+            target=">= 0.6",
+            check=lambda v: v >= 0.6,
+            digits=2,
+        ),
+        Row(
+            "  per-task protocol: rows written per task",
+            _per_task(results, "pertask", "rows_exec"),
+            digits=2,
+        ),
+        Row(
+            "  per-task protocol: WAL bytes per task (no FPI)",
+            _per_task(results, "pertask", "wal_nofpi_exec"),
+            "B",
+            digits=0,
         ),
         Row(
             "chain3 fenced ÷ unfenced reports (tasks/s)",

@@ -45,6 +45,7 @@ def drive(
     processes: int = 4,
     batch: int = 10,
     fenced: bool = True,
+    per_task: bool = False,
 ) -> dict[str, Any]:
     """Start ``runs`` runs, drain them with the protocol driver; figures and costs.
 
@@ -57,7 +58,9 @@ def drive(
         if reset:
             db.reset(conn)
         conn.execute("CHECKPOINT")
-        drivers = Drivers(conninfo, flow, processes=processes, batch=batch, fenced=fenced)
+        drivers = Drivers(
+            conninfo, flow, processes=processes, batch=batch, fenced=fenced, per_task=per_task
+        )
         try:
             drivers.start_drain(expected)
             since = db.db_now(conn)
