@@ -296,6 +296,14 @@ def profile(args: argparse.Namespace) -> int:
             lambda: workloads.drive(conninfo, "chain3", args.runs, processes=args.processes),
         )
         report_workload(f"chain3 ({args.runs} runs)", out["chain3"])
+        out["pertask"] = profile_workload(
+            conninfo,
+            "pertask",
+            lambda: workloads.drive(
+                conninfo, "chain3", args.runs, processes=args.processes, per_task=True
+            ),
+        )
+        report_workload(f"chain3, per-task protocol ({args.runs} runs)", out["pertask"])
         out["fanout"] = profile_workload(
             conninfo, "fanout", lambda: workloads.fanout(conninfo, args.fanout)
         )
