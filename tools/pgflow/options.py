@@ -17,9 +17,10 @@ whatever else is missing.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 Kind = Literal["integer", "boolean", "choice", "pattern", "deps", "map"]
 
@@ -184,3 +185,15 @@ FLOW_KEYS: Final = ("flow", *(o.yaml for o in FLOW_OPTIONS), "steps")
 STEP_KEYS: Final = ("slug", *(o.yaml for o in STEP_OPTIONS), "handler")
 #: The keys of ``flow_shape`` step objects that make up a step's structure.
 SHAPE_KEYS: Final = tuple(o.shape_key for o in STEP_OPTIONS if o.shape_key is not None)
+
+
+def sql_value(option: Option, value: Any) -> Any:
+    """A model value of ``option`` as the database holds it, canonical for comparison
+    (``flow_shape`` and the whole-definition check of ``pgflow-build`` both use it)."""
+    if option.kind == "deps":
+        return sorted(value)
+    if option.kind == "map":
+        return STEP_TYPES[bool(value)]
+    if option.kind == "pattern":
+        return None if value is None else json.loads(value)
+    return value

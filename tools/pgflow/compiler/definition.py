@@ -22,7 +22,7 @@ from typing import Any, Final
 import pglast
 from pglast import ast
 
-from pgflow.options import FLOW_OPTIONS, STEP_OPTIONS, STEP_TYPES, Option
+from pgflow.options import FLOW_OPTIONS, STEP_OPTIONS, Option, sql_value
 from pgflow.spec.model import FlowSpec
 
 #: The first header line of a migration pgflow-build wrote.
@@ -45,26 +45,15 @@ class Definition:
     steps: Mapping[str, Mapping[str, Any]]
 
 
-def _sql_value(option: Option, value: Any) -> Any:
-    """A model value as the SQL argument holds it (canonical for comparison)."""
-    if option.kind == "deps":
-        return sorted(value)
-    if option.kind == "map":
-        return STEP_TYPES[bool(value)]
-    if option.kind == "pattern":
-        return None if value is None else json.loads(value)
-    return value
-
-
 def _default(option: Option) -> Any:
-    return _sql_value(option, option.default)
+    return sql_value(option, option.default)
 
 
 def of_spec(spec: FlowSpec) -> Definition:
     """The definition a spec describes."""
-    flow = {o.sql: _sql_value(o, getattr(spec, o.name)) for o in FLOW_OPTIONS if o.sql != "version"}
+    flow = {o.sql: sql_value(o, getattr(spec, o.name)) for o in FLOW_OPTIONS if o.sql != "version"}
     steps = {
-        step.slug: {o.sql: _sql_value(o, getattr(step, o.name)) for o in STEP_OPTIONS}
+        step.slug: {o.sql: sql_value(o, getattr(step, o.name)) for o in STEP_OPTIONS}
         for step in spec.steps
     }
     return Definition(spec.slug, spec.version or 1, flow, steps)

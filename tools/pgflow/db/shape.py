@@ -13,20 +13,13 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from pgflow.options import SHAPE_KEYS, STEP_OPTIONS, STEP_TYPES, Option
+from pgflow.options import SHAPE_KEYS, STEP_OPTIONS, Option, sql_value
 from pgflow.spec.model import FlowSpec, StepSpec
 
 
 def _shape_value(step: StepSpec, option: Option) -> Any:
     """A structural option of a spec's step as ``flow_shape`` writes it."""
-    value = getattr(step, option.name)
-    if option.kind == "deps":
-        return sorted(value)
-    if option.kind == "map":
-        return STEP_TYPES[bool(value)]
-    if option.kind == "pattern":
-        return None if value is None else json.loads(value)
-    return value
+    return sql_value(option, getattr(step, option.name))
 
 
 def expected_shape(spec: FlowSpec) -> list[dict[str, Any]]:
