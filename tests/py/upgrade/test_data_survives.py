@@ -2,9 +2,11 @@
 
 At each released version V (by CREATE EXTENSION and by the plain install), a
 database gets a completed run, a failed run, a run with a leased (started)
-task and a run whose tasks are only queued; then it is upgraded to the
-default version.  The finished runs read the same afterwards; the leased task
-is completed by the worker that held it, and every running run completes.
+task, a run whose tasks are only queued, a run failed and retried, and a
+registered worker; then it is upgraded to the default version.  The finished
+runs read the same afterwards; the leased task is completed by the worker
+that held it, every running run completes (the retried one too), the failed
+run can be retried on the new version, and the worker heartbeats and stops.
 """
 
 from __future__ import annotations
@@ -110,6 +112,15 @@ def test_runs_survive_the_upgrade_and_running_ones_complete(
         held = _claim(conn, "survive")  # leased's split and note: started, not completed
         assert {t[1] for t in held} == {"split", "note"}
         queued = _start(conn, "survive", 4)
+        # a run failed and retried at the old version: queued again, not yet claimed
+        retried = _start(conn, "fragile", 6)
+        (task,) = _claim(conn, "fragile")
+        conn.execute("SELECT pgflow.fail_task(%s, %s, %s, 'boom')", (task[0], task[1], task[2]))
+        conn.execute("SELECT pgflow.retry_run(%s)", (retried,))
+        # a worker registered at the old version
+        conn.execute(
+            "SELECT pgflow.register_worker(%s, ARRAY['survive'], 'old-host', 1)", (WORKER,)
+        )
         before = {r: _run(conn, r) for r in (done, failed)}
         assert before[done]["status"] == "completed"
         assert before[failed]["status"] == "failed"
@@ -128,6 +139,27 @@ def test_runs_survive_the_upgrade_and_running_ones_complete(
             run = _run(conn, run_id)
             assert run["status"] == "completed", run
             assert run["output"] == {"total": 60, "note": "noted"}
+        # the run retried before the upgrade finishes after it
+        (task,) = _claim(conn, "fragile")
+        assert str(task[0]) == retried
+        _complete(conn, task)
+        assert _run(conn, retried)["status"] == "completed"
+        # a run that failed before the upgrade is retried after it, with a new budget
+        conn.execute("SELECT pgflow.retry_run(%s)", (failed,))
+        (task,) = _claim(conn, "fragile")
+        assert str(task[0]) == failed
+        _complete(conn, task)
+        assert _run(conn, failed)["status"] == "completed"
+        # the worker registered at the old version heartbeats and stops on the new one
+        heartbeat = conn.execute("SELECT pgflow.worker_heartbeat(%s)", (WORKER,)).fetchone()
+        assert heartbeat == (True,)
+        stopped = conn.execute("SELECT pgflow.stop_worker(%s)", (WORKER,)).fetchone()
+        assert stopped == (True,)
+        row = conn.execute(
+            "SELECT host, stopped_at IS NOT NULL FROM pgflow.workers WHERE worker_id = %s",
+            (WORKER,),
+        ).fetchone()
+        assert row == ("old-host", True)
         # and new runs work too
         fresh = _start(conn, "survive", 5)
         _drain(conn, "survive")
