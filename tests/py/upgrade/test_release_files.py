@@ -5,7 +5,8 @@
   Nobody edits those files again.
 * The only unpinned scripts are the upgrade scripts into the version in
   development (the default version), whose full script is built from
-  extension/src/ and is never in extension/sql/.
+  extension/src/ and is never in extension/sql/, and the downgrade scripts
+  out of it (pgflow--DEFAULT--P.sql, P older).
 * The package copy in tools/pgflow/sql/ (made by `make build`) is identical.
 * pgflow.control, pyproject.toml and pgflow.__version__ name the same version.
 """
@@ -54,9 +55,10 @@ def test_only_the_scripts_of_the_version_in_development_are_unpinned() -> None:
         assert match, f"{path.name}: not pgflow--X.Y.Z.sql nor pgflow--X.Y.Z--X.Y.Z.sql"
         if path.name in sums:
             continue
-        assert match["b"] == DEFAULT, (
+        way_back = match["a"] == DEFAULT and match["b"] is not None
+        assert match["b"] == DEFAULT or way_back, (
             f"{path.name} is not in SHA256SUMS: only upgrade scripts into {DEFAULT} "
-            "(in development) may change"
+            "(in development) and downgrade scripts out of it may change"
         )
     assert not (SQL / f"pgflow--{DEFAULT}.sql").exists(), (
         f"the full script of {DEFAULT} is built from extension/src/, not kept in extension/sql/"

@@ -57,7 +57,8 @@ def test_release_freezes_bumps_and_starts_the_upgrade_script(tmp_path: Path) -> 
     sums = (sql / "SHA256SUMS").read_text()
     assert f"{hashlib.sha256(frozen.read_bytes()).hexdigest()}  {frozen.name}\n" in sums
     for upgrade in sql.glob(f"pgflow--*--{DEFAULT}.sql"):  # final now
-        assert upgrade.name in sums
+        if not upgrade.name.startswith(f"pgflow--{new}--"):  # but the new way back
+            assert upgrade.name in sums
     assert f"default_version = '{new}'" in (root / "extension" / "pgflow.control").read_text()
     assert f'__version__ = "{new}"' in (root / "tools" / "pgflow" / "__init__.py").read_text()
     # pyproject.toml has no version of its own: it reads pgflow.__version__
@@ -65,6 +66,10 @@ def test_release_freezes_bumps_and_starts_the_upgrade_script(tmp_path: Path) -> 
     upgrade = (sql / f"pgflow--{DEFAULT}--{new}.sql").read_text()
     assert f"\\echo Use \"ALTER EXTENSION pgflow UPDATE TO '{new}'\"" in upgrade
     assert "mirror every change of extension/src/" in upgrade
+    # the way back from the new version starts too, with nothing to undo yet
+    downgrade = (sql / f"pgflow--{new}--{DEFAULT}.sql").read_text()
+    assert f"\\echo Use \"ALTER EXTENSION pgflow UPDATE TO '{DEFAULT}'\"" in downgrade
+    assert downgrade.rstrip().endswith("do not edit below")
     changelog = (root / "CHANGELOG.md").read_text()
     assert f"## Unreleased ({new})" in changelog
     assert f"## {DEFAULT} — 2030-01-02" in changelog
@@ -76,6 +81,7 @@ def test_release_freezes_bumps_and_starts_the_upgrade_script(tmp_path: Path) -> 
     assert again.returncode == 0, again.stderr
     sums = (sql / "SHA256SUMS").read_text()
     assert f"pgflow--{DEFAULT}--{new}.sql\n" in sums
+    assert f"pgflow--{new}--{DEFAULT}.sql\n" in sums  # the way back out of it, final too
     assert f"pgflow--{new}.sql\n" in sums
 
 

@@ -39,6 +39,7 @@ COMMANDS: Final[Mapping[str, str]] = {
     "flows": "pgflow.cli.ops:flows",
     "install": "pgflow.cli.install:install",
     "upgrade": "pgflow.cli.install:upgrade",
+    "downgrade": "pgflow.cli.install:downgrade",
 }
 
 MAIN_EPILOG: Final = """\b

@@ -12,7 +12,15 @@ import click
 from pgflow import __version__
 from pgflow.cli._common import CONTEXT_SETTINGS, dsn_option
 from pgflow.cli._db import connected
-from pgflow.db.install import Step, apply, installed, plan_install, plan_upgrade, preview
+from pgflow.db.install import (
+    Step,
+    apply,
+    installed,
+    plan_downgrade,
+    plan_install,
+    plan_upgrade,
+    preview,
+)
 from pgflow.db.queries import Queries
 
 INSTALL_EPILOG: Final = """\b
@@ -116,3 +124,49 @@ def upgrade(version: str, dry_run: bool, dsn: str) -> None:
                 click.echo(f"  {change}")
         elif have is not None:
             click.echo(f"upgraded pgflow {have.version} to {version}")
+
+
+DOWNGRADE_EPILOG: Final = """\b
+Runs the downgrade script shipped with this version (extension/sql/pgflow--N--P.sql):
+ALTER EXTENSION pgflow UPDATE TO VERSION for the extension, the same script as a
+plain migration for a plain install, in one transaction.  It refuses, changing
+nothing, while the database uses what the older version cannot hold (flow
+versions, heartbeats, ...), and says what to do.  Stop the workers first; start
+workers of the older version after (these tools refuse the older database).
+
+\b
+Examples:
+  pgflow downgrade --version 0.2.0 --dry-run
+  pgflow downgrade --version 0.2.0 --dsn postgresql://admin@db.example.com/app
+"""
+
+
+@click.command("downgrade", context_settings=CONTEXT_SETTINGS, epilog=DOWNGRADE_EPILOG)
+@click.option(
+    "--version",
+    "version",
+    required=True,
+    metavar="VERSION",
+    help="The older pgflow version to go back to (one this version ships a downgrade script to).",
+)
+@dry_run_option
+@dsn_option
+def downgrade(version: str, dry_run: bool, dsn: str) -> None:
+    """Take pgflow in a database back to the previous release."""
+    with connected(dsn, check_version=False) as conn:
+        have = installed(conn)
+        steps = plan_downgrade(conn, version)
+        if not steps:
+            click.echo(f"pgflow {version} is installed: nothing to downgrade")
+            return
+        _run(conn, steps, dry_run)
+        if dry_run:
+            changes = preview(conn, steps)
+            click.echo(
+                f"{len(changes)} changes to schema pgflow (found by running the downgrade in a"
+                " transaction that was rolled back):"
+            )
+            for change in changes:
+                click.echo(f"  {change}")
+        elif have is not None:
+            click.echo(f"downgraded pgflow {have.version} to {version}")

@@ -96,14 +96,17 @@ class Scripts:
         return sorted(self.full, key=version_key)
 
     def update_path(self, source: str, target: str) -> list[tuple[str, str]]:
-        """The shortest chain of upgrade scripts from ``source`` to ``target``."""
+        """The shortest chain of upgrade scripts from ``source`` to ``target``
+        (downgrade scripts only on the way down, upgrade scripts only up)."""
         if source == target:
             return []
+        up = version_key(target) > version_key(source)
+        edges = [e for e in self.upgrades if (version_key(e[1]) > version_key(e[0])) == up]
         previous: dict[str, tuple[str, str]] = {}
         queue = deque([source])
         while queue:
             here = queue.popleft()
-            for a, b in sorted(self.upgrades, key=lambda e: version_key(e[1])):
+            for a, b in sorted(edges, key=lambda e: version_key(e[1])):
                 if a == here and b not in previous and b != source:
                     previous[b] = (a, b)
                     queue.append(b)
@@ -361,8 +364,34 @@ def plan_upgrade(db: Database, target: str, scripts: Scripts | None = None) -> l
     if version_key(have.version) > version_key(target):
         raise InstallError(
             f"the database has pgflow {have.version}, newer than {target}: "
-            "downgrades are not supported"
+            f"going back is `pgflow downgrade --version {target}`"
         )
+    return _plan_move(db, have, target, scripts)
+
+
+def plan_downgrade(db: Database, target: str, scripts: Scripts | None = None) -> list[Step]:
+    """What ``pgflow downgrade`` does to this database (empty: already there)."""
+    have = installed(db)
+    if have is None:
+        raise InstallError("pgflow is not installed in this database: use `pgflow install`")
+    if have.version == target:
+        return []
+    if version_key(have.version) < version_key(target):
+        raise InstallError(
+            f"the database has pgflow {have.version}, older than {target}: use `pgflow upgrade`"
+        )
+    scripts = scripts or find_scripts()
+    if (have.version, target) not in scripts.upgrades:
+        back = sorted(b for a, b in scripts.upgrades if a == have.version and b != target)
+        raise InstallError(
+            f"there is no downgrade script from pgflow {have.version} to {target}"
+            + (f" (only to {', '.join(back)})" if back else "")
+            + ": restore a backup taken before the upgrade (docs/howto/upgrading.md)"
+        )
+    return _plan_move(db, have, target, scripts)
+
+
+def _plan_move(db: Database, have: Installed, target: str, scripts: Scripts | None) -> list[Step]:
     if have.method == "extension":
         path = _queries(db).update_path(have.version, target)
         if path is None:

@@ -269,10 +269,12 @@ CREATE TABLE IF NOT EXISTS pgflow.schema_version (
 
 -- name: comment_version_table
 COMMENT ON TABLE pgflow.schema_version IS
-    'versions applied by pgflow install / upgrade without CREATE EXTENSION (latest: current)';
+    'versions applied by pgflow install / upgrade / downgrade without CREATE EXTENSION (latest: current)';
 
 -- name: grant_version_table
 GRANT SELECT ON pgflow.schema_version TO PUBLIC;
 
 -- name: record_version
-INSERT INTO pgflow.schema_version (version, script) VALUES (%(version)s, %(script)s);
+-- A version reached again (upgraded after a downgrade) becomes the latest.
+INSERT INTO pgflow.schema_version AS v (version, script) VALUES (%(version)s, %(script)s)
+ON CONFLICT (version) DO UPDATE SET script = excluded.script, applied_at = clock_timestamp();
