@@ -2042,3 +2042,1181 @@ $$;
 
 COMMENT ON FUNCTION pgflow._wake_workers(text) IS
     'NOTIFY pgflow_tasks with the flow slug if a worker waits (at most once per transaction)';
+
+-- ============================================================ 0.3.0: wait steps and events
+-- Wait steps (step_type 'wait': no task, completed by emit_event), kept
+-- events (pgflow.event_retention), wait timeouts (expire_waits), get_run /
+-- list_runs / flow_shape show what a step waits for; grant_client may emit.
+
+ALTER TABLE pgflow.steps
+    DROP CONSTRAINT steps_step_type_check,
+    DROP CONSTRAINT steps_deps_count_check,
+    ADD CONSTRAINT steps_step_type_check CHECK (step_type IN ('single', 'map', 'wait')),
+    ADD CONSTRAINT steps_deps_count_check
+        CHECK (deps_count >= 0 AND (step_type <> 'map' OR deps_count <= 1));
+
+ALTER TABLE pgflow.step_states
+    DROP CONSTRAINT step_states_skip_reason_check,
+    ADD CONSTRAINT step_states_skip_reason_check
+        CHECK (skip_reason IN ('condition_unmet', 'dependency_skipped', 'handler_failed', 'wait_timed_out'));
+
+-- step_waits: what each wait step (step_type 'wait') waits for: an event name
+-- and the path of the key in its input ({"run": ..., "<dep>": ...}), e.g.
+-- {run,order_id} for run.order_id.
+CREATE TABLE pgflow.step_waits (
+    flow_slug  text        NOT NULL,
+    step_slug  text        NOT NULL,
+    event_name text        NOT NULL,
+    key_path   text[]      NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT step_waits_pkey PRIMARY KEY (flow_slug, step_slug),
+    CONSTRAINT step_waits_step_fkey FOREIGN KEY (flow_slug, step_slug)
+        REFERENCES pgflow.steps (flow_slug, step_slug) ON DELETE CASCADE,
+    CONSTRAINT step_waits_event_name_check
+        CHECK (event_name ~ '^[a-zA-Z][a-zA-Z0-9_.:-]{0,127}$'),
+    CONSTRAINT step_waits_key_path_check CHECK (cardinality(key_path) >= 1)
+);
+
+COMMENT ON TABLE pgflow.step_waits IS
+    'what each wait step waits for: emit_event(event_name, <its input at key_path>)';
+
+SELECT pg_catalog.pg_extension_config_dump('pgflow.step_waits', '');
+
+CREATE TABLE pgflow.waits (
+    run_id     uuid        NOT NULL,
+    step_slug  text        NOT NULL,
+    flow_slug  text        NOT NULL,
+    event_name text        NOT NULL,
+    event_key  jsonb       NOT NULL,
+    deadline   timestamptz,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT waits_pkey PRIMARY KEY (run_id, step_slug),
+    CONSTRAINT waits_step_fkey FOREIGN KEY (run_id, step_slug)
+        REFERENCES pgflow.step_states (run_id, step_slug) ON DELETE CASCADE
+);
+
+COMMENT ON TABLE pgflow.waits IS
+    'one row per started wait step: the event and key it waits for and its deadline (NULL: none)';
+
+CREATE INDEX waits_event_idx ON pgflow.waits (event_name, event_key);
+CREATE INDEX waits_deadline_idx ON pgflow.waits (deadline) WHERE deadline IS NOT NULL;
+
+CREATE TABLE pgflow.events (
+    event_seq       bigint      GENERATED ALWAYS AS IDENTITY,
+    event_name      text        NOT NULL,
+    event_key       jsonb       NOT NULL,
+    payload         jsonb       NOT NULL,
+    event_id        text,
+    emitted_at      timestamptz NOT NULL DEFAULT now(),
+    consumed_at     timestamptz,
+    completed_steps integer     NOT NULL DEFAULT 0,
+    CONSTRAINT events_pkey PRIMARY KEY (event_seq),
+    CONSTRAINT events_event_id_key UNIQUE (event_id),
+    CONSTRAINT events_completed_steps_check CHECK (completed_steps >= 0)
+);
+
+COMMENT ON TABLE pgflow.events IS
+    'emitted events, kept for pgflow.event_retention: unconsumed ones wait for a wait step, event_id makes emits idempotent';
+
+CREATE INDEX events_pending_idx ON pgflow.events (event_name, event_key, event_seq)
+    WHERE consumed_at IS NULL;
+CREATE INDEX events_emitted_at_idx ON pgflow.events (emitted_at);
+
+SELECT pg_catalog.pg_extension_config_dump('pgflow.waits', '');
+SELECT pg_catalog.pg_extension_config_dump('pgflow.events', '');
+SELECT pg_catalog.pg_extension_config_dump('pgflow.events_event_seq_seq', '');
+
+
+-- _event_retention: how long events are kept: the setting
+-- pgflow.event_retention (an interval, e.g. ALTER DATABASE app SET
+-- pgflow.event_retention = '1 day'), default 7 days.
+-- Errors: 22023 not an interval or negative.
+CREATE FUNCTION pgflow._event_retention()
+RETURNS interval
+LANGUAGE plpgsql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_setting text := nullif(current_setting('pgflow.event_retention', true), '');
+    v_retention interval;
+BEGIN
+    IF v_setting IS NULL THEN
+        RETURN interval '7 days';
+    END IF;
+    BEGIN
+        v_retention := v_setting::interval;
+    EXCEPTION WHEN invalid_datetime_format OR datetime_field_overflow OR interval_field_overflow THEN
+        v_retention := NULL;
+    END;
+    IF v_retention IS NULL OR v_retention < interval '0' THEN
+        RAISE EXCEPTION 'pgflow.event_retention must be an interval >= 0, got "%"', v_setting
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'e.g. ALTER DATABASE mydb SET pgflow.event_retention = ''1 day''';
+    END IF;
+    RETURN v_retention;
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow._event_retention() IS
+    'how long events are kept: setting pgflow.event_retention, default 7 days';
+
+-- _event_lock_key: the advisory-lock objid of an (event, key) pair; equal
+-- keys (42 and 42.0) give the same value.
+CREATE FUNCTION pgflow._event_lock_key(event_name text, event_key jsonb)
+RETURNS integer
+LANGUAGE plpgsql
+IMMUTABLE
+PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN hashtext(event_name || ':' || CASE jsonb_typeof(event_key)
+        WHEN 'number' THEN 'n' || trim_scale(event_key::text::numeric)::text
+        ELSE event_key::text END);
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow._event_lock_key(text, jsonb) IS
+    'advisory lock objid (classid 1885824633) of an event name and key';
+
+-- _check_event_key: raises unless key is a JSON string, number or boolean.
+CREATE FUNCTION pgflow._check_event_key(key jsonb)
+RETURNS void
+LANGUAGE plpgsql
+IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF key IS NULL OR jsonb_typeof(key) NOT IN ('string', 'number', 'boolean') THEN
+        RAISE EXCEPTION 'an event key must be a JSON string, number or boolean, got %',
+                coalesce(key::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'pass e.g. to_jsonb(42) or ''"order-42"''::jsonb';
+    END IF;
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow._check_event_key(jsonb) IS
+    'raise unless an event key is a JSON string, number or boolean';
+
+-- _start_wait: starts a ready wait step of a run (its step_states row locked
+-- by the caller, _start_ready_steps) with its input.  Its key is the value
+-- at its key path: a missing or non-scalar key fails the run.  The oldest
+-- kept event for it (unconsumed, emitted within the retention) completes it
+-- at once ('completed'); else it waits ('waiting', step:<slug>:waiting).
+-- Locks: the (event, key) advisory key, then the event row it consumes.
+CREATE FUNCTION pgflow._start_wait(run_id uuid, flow_slug text, step_slug text, input jsonb)
+RETURNS text
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_wait pgflow.step_waits;
+    v_timeout integer;
+    v_key jsonb;
+    v_seq bigint;
+    v_payload jsonb;
+BEGIN
+    SELECT * INTO STRICT v_wait FROM pgflow.step_waits AS w
+    WHERE w.flow_slug = _start_wait.flow_slug AND w.step_slug = _start_wait.step_slug;
+    SELECT s.opt_timeout INTO v_timeout FROM pgflow.steps AS s
+    WHERE s.flow_slug = _start_wait.flow_slug AND s.step_slug = _start_wait.step_slug;
+    v_key := _start_wait.input #> v_wait.key_path;
+    IF v_key IS NULL OR jsonb_typeof(v_key) NOT IN ('string', 'number', 'boolean') THEN
+        PERFORM pgflow._fail_run(_start_wait.run_id, _start_wait.step_slug,
+            format('wait step "%s": the key %s is %s, not a string, number or boolean',
+                   _start_wait.step_slug, array_to_string(v_wait.key_path, '.'),
+                   coalesce(v_key::text, 'missing')));
+        RETURN 'failed';
+    END IF;
+
+    UPDATE pgflow.step_states AS ss
+    SET status = 'started', started_at = now(), initial_tasks = 0, remaining_tasks = 0
+    WHERE ss.run_id = _start_wait.run_id AND ss.step_slug = _start_wait.step_slug;
+
+    PERFORM pg_advisory_xact_lock(1885824633, pgflow._event_lock_key(v_wait.event_name, v_key));
+    SELECT e.event_seq, e.payload INTO v_seq, v_payload
+    FROM pgflow.events AS e
+    WHERE e.event_name = v_wait.event_name AND e.event_key = v_key
+      AND e.consumed_at IS NULL
+      AND e.emitted_at >= now() - pgflow._event_retention()
+    ORDER BY e.event_seq
+    LIMIT 1
+    FOR UPDATE;
+    IF v_seq IS NOT NULL THEN
+        UPDATE pgflow.events AS e
+        SET consumed_at = now(), completed_steps = e.completed_steps + 1
+        WHERE e.event_seq = v_seq;
+        DELETE FROM pgflow.waits AS w
+        WHERE w.run_id = _start_wait.run_id AND w.step_slug = _start_wait.step_slug;
+        PERFORM pgflow._complete_step(_start_wait.run_id, _start_wait.step_slug, v_payload);
+        RETURN 'completed';
+    END IF;
+
+    -- a row left from before a retry_run is replaced
+    INSERT INTO pgflow.waits AS w (run_id, step_slug, flow_slug, event_name, event_key, deadline)
+    VALUES (_start_wait.run_id, _start_wait.step_slug, _start_wait.flow_slug, v_wait.event_name,
+            v_key, now() + make_interval(secs => v_timeout))
+    ON CONFLICT ON CONSTRAINT waits_pkey DO UPDATE
+    SET event_name = excluded.event_name, event_key = excluded.event_key,
+        deadline = excluded.deadline, created_at = now();
+    PERFORM pgflow._emit_step(_start_wait.flow_slug, _start_wait.run_id, _start_wait.step_slug,
+                              'waiting');
+    RETURN 'waiting';
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow._start_wait(uuid, text, text, jsonb) IS
+    'start a ready wait step: consume a kept event or wait for one';
+
+-- emit_event: an event happened: completes every step waiting for event_name
+-- and key (JSON equality of the key value; 42 = 42.0 <> "42") whose deadline
+-- has not passed, with payload as its output, in the caller's transaction
+-- (dependents start, runs complete as with complete_task).  Returns how many
+-- steps it completed.  The event is kept for pgflow.event_retention: when no
+-- step waited for it, the first one to become ready for it consumes it.  A
+-- repeated non-NULL event_id (while the first is kept) is a no-op returning
+-- 0, also when both emits race.
+-- Locks: the (event, key) advisory key until commit, then per waiting step
+-- the waits row, its step_states row and the runs row.
+-- Errors: 22004 NULL event_name or payload; 22023 invalid event name or key.
+CREATE FUNCTION pgflow.emit_event(event_name text, key jsonb, payload jsonb, event_id text DEFAULT NULL)
+RETURNS integer
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_seq bigint;
+    v_wait record;
+    v_status text;
+    v_n integer := 0;
+BEGIN
+    IF emit_event.event_name IS NULL OR emit_event.payload IS NULL THEN
+        RAISE EXCEPTION 'event_name and payload must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'pass ''null''::jsonb (or ''{}'') for an event without payload';
+    END IF;
+    IF emit_event.event_name !~ '^[a-zA-Z][a-zA-Z0-9_.:-]{0,127}$' THEN
+        RAISE EXCEPTION 'invalid event name "%"', emit_event.event_name
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'an event name starts with a letter, then letters, digits, _ . : or - (at most 128)';
+    END IF;
+    PERFORM pgflow._check_event_key(emit_event.key);
+
+    PERFORM pg_advisory_xact_lock(1885824633, pgflow._event_lock_key(emit_event.event_name, emit_event.key));
+    INSERT INTO pgflow.events AS e (event_name, event_key, payload, event_id)
+    VALUES (emit_event.event_name, emit_event.key, emit_event.payload, emit_event.event_id)
+    ON CONFLICT ON CONSTRAINT events_event_id_key DO NOTHING
+    RETURNING e.event_seq INTO v_seq;
+    IF v_seq IS NULL THEN
+        RETURN 0;
+    END IF;
+
+    FOR v_wait IN
+        SELECT w.run_id, w.step_slug
+        FROM pgflow.waits AS w
+        WHERE w.event_name = emit_event.event_name AND w.event_key = emit_event.key
+          AND (w.deadline IS NULL OR w.deadline > now())
+        ORDER BY w.run_id, w.step_slug
+    LOOP
+        -- expire_waits may have taken it meanwhile
+        DELETE FROM pgflow.waits AS w
+        WHERE w.run_id = v_wait.run_id AND w.step_slug = v_wait.step_slug
+          AND w.event_name = emit_event.event_name AND w.event_key = emit_event.key;
+        CONTINUE WHEN NOT FOUND;
+        SELECT ss.status INTO v_status FROM pgflow.step_states AS ss
+        WHERE ss.run_id = v_wait.run_id AND ss.step_slug = v_wait.step_slug
+        FOR UPDATE;
+        -- cancelled, skipped or failed with its run: the row was stale
+        CONTINUE WHEN v_status IS DISTINCT FROM 'started';
+        IF pgflow._complete_step(v_wait.run_id, v_wait.step_slug, emit_event.payload) THEN
+            PERFORM pgflow._start_ready_steps(v_wait.run_id);
+        END IF;
+        v_n := v_n + 1;
+    END LOOP;
+
+    IF v_n > 0 THEN
+        UPDATE pgflow.events AS e
+        SET consumed_at = now(), completed_steps = v_n
+        WHERE e.event_seq = v_seq;
+    END IF;
+    RETURN v_n;
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow.emit_event(text, jsonb, jsonb, text) IS
+    'complete every step waiting for this event and key with payload (kept for later waiters if none); returns how many';
+
+-- _exhaust_wait: a wait step's deadline passed: its when_exhausted applies
+-- (fail: the run fails; skip / skip-cascade: skipped with wait_timed_out),
+-- with a message naming the event and key.
+-- Locks: the step_states row (held by the caller), then as _fail_run /
+-- _skip_steps.
+CREATE FUNCTION pgflow._exhaust_wait(run_id uuid, step_slug text, event_name text, event_key jsonb)
+RETURNS void
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_mode text;
+    v_timeout integer;
+    v_message text;
+BEGIN
+    SELECT s.when_exhausted, s.opt_timeout INTO v_mode, v_timeout
+    FROM pgflow.step_states AS ss
+    JOIN pgflow.steps AS s ON s.flow_slug = ss.flow_slug AND s.step_slug = ss.step_slug
+    WHERE ss.run_id = _exhaust_wait.run_id AND ss.step_slug = _exhaust_wait.step_slug;
+    v_message := format('timed out after %s s waiting for event "%s" with key %s',
+                        v_timeout, _exhaust_wait.event_name, _exhaust_wait.event_key::text);
+    IF v_mode = 'fail' THEN
+        PERFORM pgflow._fail_run(_exhaust_wait.run_id, _exhaust_wait.step_slug, v_message);
+    ELSE
+        UPDATE pgflow.step_states AS ss
+        SET error_message = v_message
+        WHERE ss.run_id = _exhaust_wait.run_id AND ss.step_slug = _exhaust_wait.step_slug;
+        PERFORM pgflow._skip_steps(_exhaust_wait.run_id, _exhaust_wait.step_slug,
+                                   'wait_timed_out', v_mode = 'skip-cascade');
+        PERFORM pgflow._start_ready_steps(_exhaust_wait.run_id);
+    END IF;
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow._exhaust_wait(uuid, text, text, jsonb) IS
+    'apply a timed-out wait step''s when_exhausted mode';
+
+-- expire_waits: the maintenance call (the reference worker makes it every
+-- few seconds; any worker or a cron job may): exhausts up to max_rows wait
+-- steps whose deadline has passed (when_exhausted applies), drops waits
+-- rows of steps no longer waiting (cancelled, skipped, failed runs) and
+-- deletes up to max_rows events emitted longer than pgflow.event_retention
+-- ago.  Returns how many waits timed out.  Concurrent calls skip each
+-- other's rows; a wait an emit_event is completing is left to it.
+-- Locks: each due waits row (SKIP LOCKED), its step_states row, the runs
+-- row; the old events rows.
+-- Errors: 22004 NULL max_rows; 22023 max_rows < 1.
+CREATE FUNCTION pgflow.expire_waits(max_rows integer DEFAULT 1000)
+RETURNS integer
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_wait record;
+    v_status text;
+    v_n integer := 0;
+BEGIN
+    PERFORM pgflow._check_option('max_rows', expire_waits.max_rows, 1, false);
+    FOR v_wait IN
+        SELECT w.run_id, w.step_slug, w.event_name, w.event_key
+        FROM pgflow.waits AS w
+        WHERE w.deadline <= now()
+        ORDER BY w.deadline
+        LIMIT expire_waits.max_rows
+        FOR UPDATE SKIP LOCKED
+    LOOP
+        DELETE FROM pgflow.waits AS w
+        WHERE w.run_id = v_wait.run_id AND w.step_slug = v_wait.step_slug;
+        SELECT ss.status INTO v_status FROM pgflow.step_states AS ss
+        WHERE ss.run_id = v_wait.run_id AND ss.step_slug = v_wait.step_slug
+        FOR UPDATE;
+        CONTINUE WHEN v_status IS DISTINCT FROM 'started';
+        PERFORM pgflow._exhaust_wait(v_wait.run_id, v_wait.step_slug, v_wait.event_name,
+                                     v_wait.event_key);
+        v_n := v_n + 1;
+    END LOOP;
+
+    -- rows of steps that stopped waiting otherwise (cancel, skip, failed run)
+    DELETE FROM pgflow.waits AS w
+    WHERE w.ctid IN (
+        SELECT w2.ctid FROM pgflow.waits AS w2
+        WHERE NOT EXISTS (
+            SELECT 1 FROM pgflow.step_states AS ss
+            WHERE ss.run_id = w2.run_id AND ss.step_slug = w2.step_slug AND ss.status = 'started')
+        LIMIT expire_waits.max_rows
+        FOR UPDATE SKIP LOCKED);
+
+    DELETE FROM pgflow.events AS e
+    WHERE e.event_seq IN (
+        SELECT e2.event_seq FROM pgflow.events AS e2
+        WHERE e2.emitted_at < now() - pgflow._event_retention()
+        ORDER BY e2.emitted_at
+        LIMIT expire_waits.max_rows
+        FOR UPDATE SKIP LOCKED);
+    RETURN v_n;
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow.expire_waits(integer) IS
+    'maintenance: time out waits past their deadline (when_exhausted applies), drop stale waits and old events';
+
+-- _check_wait: raises unless a wait step's definition is valid: an event name
+-- (a letter, then letters, digits, _ . : -; at most 128), a key path whose
+-- first segment is run or one of the step's dependencies, no task tunables.
+-- Returns the key path as an array ({run,order_id}).
+-- Errors: 22004 NULL event or key; 22023 invalid name, path or tunable.
+CREATE FUNCTION pgflow._check_wait(step_slug text, wait_event text, wait_key text, deps text[],
+                                   task_options integer[], jitter boolean)
+RETURNS text[]
+LANGUAGE plpgsql
+IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_path text[];
+BEGIN
+    IF wait_event IS NULL OR wait_key IS NULL THEN
+        RAISE EXCEPTION 'wait step "%" needs wait_event and wait_key', step_slug
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'e.g. wait_event => ''payment_received'', wait_key => ''run.order_id''';
+    END IF;
+    IF wait_event !~ '^[a-zA-Z][a-zA-Z0-9_.:-]{0,127}$' THEN
+        RAISE EXCEPTION 'wait step "%": invalid event name "%"', step_slug, wait_event
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'an event name starts with a letter, then letters, digits, _ . : or - (at most 128)';
+    END IF;
+    v_path := string_to_array(wait_key, '.');
+    IF array_position(v_path, '') IS NOT NULL OR cardinality(v_path) < 2 THEN
+        RAISE EXCEPTION 'wait step "%": invalid key path "%"', step_slug, wait_key
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'a dotted path into the step''s input, e.g. run.order_id or <dependency>.id';
+    END IF;
+    IF v_path[1] <> 'run' AND NOT v_path[1] = ANY (deps) THEN
+        RAISE EXCEPTION 'wait step "%": key path "%" starts with "%", which is neither run nor a dependency',
+                step_slug, wait_key, v_path[1]
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = format('start it with run or one of [%s]', array_to_string(deps, ', '));
+    END IF;
+    IF cardinality(array_remove(task_options, NULL)) > 0 OR jitter IS NOT NULL THEN
+        RAISE EXCEPTION 'wait step "%" has no task: max_attempts, base_delay, start_delay, heartbeat, max_delay and jitter do not apply',
+                step_slug
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'leave them out; timeout and when_exhausted say how long it waits and what then';
+    END IF;
+    RETURN v_path;
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow._check_wait(text, text, text, text[], integer[], boolean) IS
+    'validate a wait step''s event name, key path and options; returns the key path as an array';
+
+-- add_step gains wait_event and wait_key: roles that could execute the old one
+-- keep that right on the new one
+DO $$
+BEGIN
+    PERFORM pg_catalog.set_config('pgflow.upgrade_wait_grants', coalesce((
+        SELECT pg_catalog.jsonb_agg(a.grantee::regrole::text)
+        FROM pg_catalog.pg_proc AS p, pg_catalog.aclexplode(p.proacl) AS a
+        WHERE p.oid = 'pgflow.add_step(text, text, text[], integer, integer, integer, integer, text, jsonb, jsonb, text, text, integer, integer, boolean)'::regprocedure
+          AND a.privilege_type = 'EXECUTE' AND a.grantee <> p.proowner AND a.grantee <> 0),
+        '[]')::text, true);
+END
+$$;
+
+DROP FUNCTION pgflow.add_step(text, text, text[], integer, integer, integer, integer, text, jsonb, jsonb, text, text, integer, integer, boolean);
+
+-- add_step: adds a step to a flow, after its dependencies (topological order).
+-- Re-running the same call is a no-op returning the existing row; a call with
+-- a different structure (dependencies, step type, conditions or modes) for an
+-- existing step is refused; differing tunables are updated in place (NULL
+-- means: inherit the flow's; heartbeat, max_delay and jitter as in
+-- create_flow).  New steps are refused once the flow has runs.
+-- A wait step (step_type => 'wait') has no handler: it waits for
+-- emit_event(wait_event, <value at wait_key>); wait_key is a dotted path into
+-- its input ({"run": run input, "<dep>": output}), e.g. run.order_id, whose
+-- first segment is run or one of its dependencies; timeout is how long it
+-- waits (NULL: no deadline, unlike task steps it does not inherit the flow's)
+-- and when_exhausted what happens then.  Task tunables (max_attempts,
+-- base_delay, start_delay, heartbeat, max_delay, jitter) do not apply to it.
+-- Locks: the flows row FOR UPDATE (serialises definition changes of a flow
+-- and step_index allocation), the steps row.
+-- Errors: 22004 NULL argument; 22023 invalid slug, option, mode, pattern,
+-- dependency list; 42704 unknown flow or dependency; 42P17 structure differs
+-- from the existing step; 55000 the flow already has runs.
+CREATE FUNCTION pgflow.add_step(
+    flow_slug text,
+    step_slug text,
+    deps_slugs text[] DEFAULT '{}',
+    max_attempts integer DEFAULT NULL,
+    base_delay integer DEFAULT NULL,
+    timeout integer DEFAULT NULL,
+    start_delay integer DEFAULT NULL,
+    step_type text DEFAULT 'single',
+    required_input_pattern jsonb DEFAULT NULL,
+    forbidden_input_pattern jsonb DEFAULT NULL,
+    when_unmet text DEFAULT 'skip',
+    when_exhausted text DEFAULT 'fail',
+    heartbeat integer DEFAULT NULL,
+    max_delay integer DEFAULT NULL,
+    jitter boolean DEFAULT NULL,
+    wait_event text DEFAULT NULL,
+    wait_key text DEFAULT NULL
+)
+RETURNS pgflow.steps
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_deps text[];
+    v_dup text;
+    v_missing text;
+    v_existing pgflow.steps;
+    v_existing_deps text[];
+    v_diffs text[] := '{}';
+    v_step pgflow.steps;
+    v_key_path text[];
+    v_existing_wait pgflow.step_waits;
+BEGIN
+    PERFORM pgflow._check_slug('flow slug', add_step.flow_slug);
+    PERFORM pgflow._check_slug('step slug', add_step.step_slug);
+    PERFORM pgflow._check_option('max_attempts', add_step.max_attempts, 1, true);
+    PERFORM pgflow._check_option('base_delay', add_step.base_delay, 1, true);
+    PERFORM pgflow._check_option('timeout', add_step.timeout, 3, true);
+    PERFORM pgflow._check_option('start_delay', add_step.start_delay, 0, true);
+    PERFORM pgflow._check_option('heartbeat', add_step.heartbeat, 1, true);
+    PERFORM pgflow._check_option('max_delay', add_step.max_delay, 1, true);
+    PERFORM pgflow._check_choice('step_type', add_step.step_type, ARRAY['single', 'map', 'wait']);
+    PERFORM pgflow._check_choice('when_unmet', add_step.when_unmet,
+                                 ARRAY['skip', 'skip-cascade', 'fail']);
+    PERFORM pgflow._check_choice('when_exhausted', add_step.when_exhausted,
+                                 ARRAY['fail', 'skip', 'skip-cascade']);
+    PERFORM pgflow._check_pattern('required_input_pattern', add_step.step_slug,
+                                  add_step.required_input_pattern);
+    PERFORM pgflow._check_pattern('forbidden_input_pattern', add_step.step_slug,
+                                  add_step.forbidden_input_pattern);
+
+    -- dependency list: no NULLs, valid slugs, no duplicates, not itself
+    IF add_step.deps_slugs IS NULL THEN
+        RAISE EXCEPTION 'deps_slugs must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'pass ''{}'' (or leave it out) for a step without dependencies';
+    END IF;
+    IF array_position(add_step.deps_slugs, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'deps_slugs of step "%" contains NULL', add_step.step_slug
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'list the slugs of the steps it depends on';
+    END IF;
+    PERFORM pgflow._check_slug('dependency slug', d) FROM unnest(add_step.deps_slugs) AS d;
+    SELECT d INTO v_dup
+    FROM unnest(add_step.deps_slugs) AS d
+    GROUP BY d
+    HAVING count(*) > 1
+    LIMIT 1;
+    IF v_dup IS NOT NULL THEN
+        RAISE EXCEPTION 'step "%" lists dependency "%" more than once', add_step.step_slug, v_dup
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'list each dependency once';
+    END IF;
+    IF add_step.step_slug = ANY (add_step.deps_slugs) THEN
+        RAISE EXCEPTION 'step "%" cannot depend on itself', add_step.step_slug
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'flows are acyclic: remove it from deps_slugs';
+    END IF;
+    IF add_step.step_type = 'map' AND cardinality(add_step.deps_slugs) > 1 THEN
+        RAISE EXCEPTION 'map step "%" has % dependencies (%); a map step takes its array from at most one',
+                add_step.step_slug, cardinality(add_step.deps_slugs),
+                array_to_string(add_step.deps_slugs, ', ')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'add a single step that combines them and map over its output';
+    END IF;
+    v_deps := ARRAY(SELECT d FROM unnest(add_step.deps_slugs) AS d ORDER BY d COLLATE "C");
+    IF add_step.step_type = 'wait' THEN
+        v_key_path := pgflow._check_wait(add_step.step_slug, add_step.wait_event, add_step.wait_key,
+                                         v_deps, ARRAY[add_step.max_attempts, add_step.base_delay,
+                                                       add_step.start_delay, add_step.heartbeat,
+                                                       add_step.max_delay],
+                                         add_step.jitter);
+    ELSIF add_step.wait_event IS NOT NULL OR add_step.wait_key IS NOT NULL THEN
+        RAISE EXCEPTION 'step "%" is a % step: wait_event and wait_key are only for wait steps',
+                add_step.step_slug, add_step.step_type
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'pass step_type => ''wait'' to make it wait for an event';
+    END IF;
+
+    PERFORM 1 FROM pgflow.flows AS f WHERE f.flow_slug = add_step.flow_slug FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'flow "%" does not exist', add_step.flow_slug
+            USING ERRCODE = 'undefined_object',
+                  HINT = format('create it first: SELECT pgflow.create_flow(%L)', add_step.flow_slug);
+    END IF;
+
+    SELECT d INTO v_missing
+    FROM unnest(add_step.deps_slugs) AS d
+    WHERE NOT EXISTS (
+        SELECT 1 FROM pgflow.steps AS s
+        WHERE s.flow_slug = add_step.flow_slug AND s.step_slug = d)
+    LIMIT 1;
+
+    SELECT * INTO v_existing
+    FROM pgflow.steps AS s
+    WHERE s.flow_slug = add_step.flow_slug AND s.step_slug = add_step.step_slug;
+
+    IF v_existing.step_slug IS NULL THEN
+        IF v_missing IS NOT NULL THEN
+            RAISE EXCEPTION 'step "%" of flow "%" depends on unknown step "%"',
+                    add_step.step_slug, add_step.flow_slug, v_missing
+                USING ERRCODE = 'undefined_object',
+                      HINT = format('add step "%s" first: steps are added in dependency order', v_missing);
+        END IF;
+        IF EXISTS (SELECT 1 FROM pgflow.runs AS r WHERE r.flow_slug = add_step.flow_slug) THEN
+            RAISE EXCEPTION 'cannot add step "%" to flow "%": the flow already has runs',
+                    add_step.step_slug, add_step.flow_slug
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      HINT = pgflow._next_version_hint(add_step.flow_slug,
+                                                       'a flow''s structure is fixed once it has run');
+        END IF;
+
+        INSERT INTO pgflow.steps AS s (
+            flow_slug, step_slug, step_type, step_index, deps_count,
+            opt_max_attempts, opt_base_delay, opt_timeout, opt_start_delay,
+            required_input_pattern, forbidden_input_pattern, when_unmet, when_exhausted,
+            opt_heartbeat, opt_max_delay, opt_jitter)
+        SELECT add_step.flow_slug, add_step.step_slug, add_step.step_type,
+               (SELECT count(*) FROM pgflow.steps AS s2 WHERE s2.flow_slug = add_step.flow_slug),
+               cardinality(v_deps),
+               add_step.max_attempts, add_step.base_delay, add_step.timeout, add_step.start_delay,
+               add_step.required_input_pattern, add_step.forbidden_input_pattern,
+               add_step.when_unmet, add_step.when_exhausted,
+               add_step.heartbeat, add_step.max_delay, add_step.jitter
+        RETURNING * INTO v_step;
+
+        INSERT INTO pgflow.deps (flow_slug, dep_slug, step_slug)
+        SELECT add_step.flow_slug, d, add_step.step_slug FROM unnest(v_deps) AS d;
+        IF add_step.step_type = 'wait' THEN
+            INSERT INTO pgflow.step_waits (flow_slug, step_slug, event_name, key_path)
+            VALUES (add_step.flow_slug, add_step.step_slug, add_step.wait_event, v_key_path);
+        END IF;
+        RETURN v_step;
+    END IF;
+
+    -- The step exists: the structure must match exactly.
+    v_existing_deps := ARRAY(
+        SELECT d.dep_slug FROM pgflow.deps AS d
+        WHERE d.flow_slug = add_step.flow_slug AND d.step_slug = add_step.step_slug
+        ORDER BY d.dep_slug COLLATE "C");
+    IF v_existing_deps IS DISTINCT FROM v_deps THEN
+        v_diffs := v_diffs || format('dependencies are [%s], not [%s]',
+            array_to_string(v_existing_deps, ', '), array_to_string(v_deps, ', '));
+    END IF;
+    IF v_existing.step_type IS DISTINCT FROM add_step.step_type THEN
+        v_diffs := v_diffs || format('step_type is %s, not %s', v_existing.step_type, add_step.step_type);
+    END IF;
+    IF v_existing.required_input_pattern IS DISTINCT FROM add_step.required_input_pattern THEN
+        v_diffs := v_diffs || format('required_input_pattern is %s, not %s',
+            coalesce(v_existing.required_input_pattern::text, 'NULL'),
+            coalesce(add_step.required_input_pattern::text, 'NULL'));
+    END IF;
+    IF v_existing.forbidden_input_pattern IS DISTINCT FROM add_step.forbidden_input_pattern THEN
+        v_diffs := v_diffs || format('forbidden_input_pattern is %s, not %s',
+            coalesce(v_existing.forbidden_input_pattern::text, 'NULL'),
+            coalesce(add_step.forbidden_input_pattern::text, 'NULL'));
+    END IF;
+    IF v_existing.when_unmet IS DISTINCT FROM add_step.when_unmet THEN
+        v_diffs := v_diffs || format('when_unmet is %s, not %s', v_existing.when_unmet, add_step.when_unmet);
+    END IF;
+    IF v_existing.when_exhausted IS DISTINCT FROM add_step.when_exhausted THEN
+        v_diffs := v_diffs || format('when_exhausted is %s, not %s',
+            v_existing.when_exhausted, add_step.when_exhausted);
+    END IF;
+    SELECT * INTO v_existing_wait
+    FROM pgflow.step_waits AS w
+    WHERE w.flow_slug = add_step.flow_slug AND w.step_slug = add_step.step_slug;
+    IF v_existing.step_type = 'wait' AND add_step.step_type = 'wait'
+       AND (v_existing_wait.event_name, v_existing_wait.key_path)
+           IS DISTINCT FROM (add_step.wait_event, v_key_path) THEN
+        v_diffs := v_diffs || format('it waits for %s at %s, not %s at %s',
+            v_existing_wait.event_name, array_to_string(v_existing_wait.key_path, '.'),
+            add_step.wait_event, add_step.wait_key);
+    END IF;
+    IF cardinality(v_diffs) > 0 THEN
+        RAISE EXCEPTION 'step "%" of flow "%" already exists with a different definition: %',
+                add_step.step_slug, add_step.flow_slug, array_to_string(v_diffs, '; ')
+            USING ERRCODE = 'invalid_object_definition',
+                  HINT = pgflow._next_version_hint(add_step.flow_slug,
+                                                   'a definition cannot change structure once created');
+    END IF;
+
+    -- Same structure: tunables may change in place; an identical call writes nothing.
+    UPDATE pgflow.steps AS s
+    SET opt_max_attempts = add_step.max_attempts,
+        opt_base_delay = add_step.base_delay,
+        opt_timeout = add_step.timeout,
+        opt_start_delay = add_step.start_delay,
+        opt_heartbeat = add_step.heartbeat,
+        opt_max_delay = add_step.max_delay,
+        opt_jitter = add_step.jitter
+    WHERE s.flow_slug = add_step.flow_slug
+      AND s.step_slug = add_step.step_slug
+      AND (s.opt_max_attempts, s.opt_base_delay, s.opt_timeout, s.opt_start_delay,
+           s.opt_heartbeat, s.opt_max_delay, s.opt_jitter)
+          IS DISTINCT FROM
+          (add_step.max_attempts, add_step.base_delay, add_step.timeout, add_step.start_delay,
+           add_step.heartbeat, add_step.max_delay, add_step.jitter)
+    RETURNING * INTO v_step;
+    IF v_step.step_slug IS NULL THEN
+        RETURN v_existing;
+    END IF;
+    RETURN v_step;
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow.add_step(text, text, text[], integer, integer, integer, integer, text, jsonb, jsonb, text, text, integer, integer, boolean, text, text) IS
+    'add a step to a flow after its dependencies (idempotent; tunables update in place)';
+
+-- _start_ready_steps: starts every step of a run that waits on nothing,
+-- repeating until none is left, so cascades (skips, empty maps) of any depth
+-- resolve in the calling transaction.  For each ready step, in step order:
+--   * a map step whose source step was skipped is skipped (dependency_skipped);
+--   * conditions are evaluated against {"run": input, "<dep>": output, ...};
+--     unmet -> when_unmet (skip, skip-cascade, fail);
+--   * a map step over a non-array fails the run; over [] it completes with [];
+--   * a wait step gets no task: _start_wait makes it wait for its event
+--     (or completes it with a kept one);
+--   * otherwise its tasks are queued (vt = now() + start_delay) and workers
+--     are woken when they are claimable at once.
+-- Locks: the ready step_states rows (after the runs row, held by the caller
+-- or by the bookkeeping it triggers).
+CREATE OR REPLACE FUNCTION pgflow._start_ready_steps(run_id uuid)
+RETURNS void
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_run pgflow.runs;
+    v_step record;
+    v_input jsonb;
+    v_source jsonb;
+    v_source_status text;
+    v_count integer;
+    v_wake boolean := false;
+    v_progress boolean;
+    v_skipped text[] := '{}';
+    v_step_events boolean;
+BEGIN
+    SELECT * INTO v_run FROM pgflow.runs AS r WHERE r.run_id = _start_ready_steps.run_id;
+    IF v_run.status IS DISTINCT FROM 'started' THEN
+        RETURN;
+    END IF;
+    SELECT f.opt_step_events INTO v_step_events FROM pgflow.flows AS f WHERE f.flow_slug = v_run.flow_slug;
+    LOOP
+        v_progress := false;
+
+        FOR v_step IN
+            SELECT ss.step_slug, s.step_type, s.deps_count, s.when_unmet,
+                   s.required_input_pattern, s.forbidden_input_pattern,
+                   coalesce(s.opt_start_delay, 0) AS start_delay
+            FROM pgflow.step_states AS ss
+            JOIN pgflow.steps AS s ON s.flow_slug = ss.flow_slug AND s.step_slug = ss.step_slug
+            WHERE ss.run_id = _start_ready_steps.run_id
+              AND ss.status = 'created'
+              AND ss.remaining_deps = 0
+            ORDER BY s.step_index
+            FOR UPDATE OF ss
+        LOOP
+            -- an earlier skip-cascade of this round may have skipped this step
+            -- (a failed run returns at once, below)
+            CONTINUE WHEN v_step.step_slug = ANY (v_skipped);
+            v_progress := true;
+
+            IF v_step.step_type = 'map' AND v_step.deps_count = 1 THEN
+                SELECT ds.output, ds.status INTO v_source, v_source_status
+                FROM pgflow.deps AS d
+                JOIN pgflow.step_states AS ds
+                  ON ds.run_id = _start_ready_steps.run_id AND ds.step_slug = d.dep_slug
+                WHERE d.flow_slug = v_run.flow_slug AND d.step_slug = v_step.step_slug;
+                IF v_source_status = 'skipped' THEN
+                    v_skipped := v_skipped || pgflow._skip_steps(_start_ready_steps.run_id,
+                        v_step.step_slug, 'dependency_skipped', false);
+                    CONTINUE;
+                END IF;
+            ELSIF v_step.step_type = 'map' THEN
+                v_source := v_run.input;
+            END IF;
+
+            IF v_step.required_input_pattern IS NOT NULL
+               OR v_step.forbidden_input_pattern IS NOT NULL THEN
+                v_input := jsonb_build_object('run', v_run.input) || coalesce((
+                    SELECT jsonb_object_agg(d.dep_slug, ds.output)
+                    FROM pgflow.deps AS d
+                    JOIN pgflow.step_states AS ds
+                      ON ds.run_id = _start_ready_steps.run_id AND ds.step_slug = d.dep_slug
+                    WHERE d.flow_slug = v_run.flow_slug
+                      AND d.step_slug = v_step.step_slug
+                      AND ds.status = 'completed'), '{}'::jsonb);
+                IF NOT (coalesce(v_input @> v_step.required_input_pattern, true)
+                        AND NOT coalesce(v_input @> v_step.forbidden_input_pattern, false)) THEN
+                    IF v_step.when_unmet = 'fail' THEN
+                        PERFORM pgflow._fail_run(_start_ready_steps.run_id, v_step.step_slug,
+                            'condition not met (when_unmet = fail)');
+                        RETURN;
+                    END IF;
+                    v_skipped := v_skipped || pgflow._skip_steps(_start_ready_steps.run_id,
+                        v_step.step_slug, 'condition_unmet', v_step.when_unmet = 'skip-cascade');
+                    CONTINUE;
+                END IF;
+            END IF;
+
+            IF v_step.step_type = 'wait' THEN
+                -- no task: it waits for its event (or consumes a kept one)
+                v_input := jsonb_build_object('run', v_run.input) || coalesce((
+                    SELECT jsonb_object_agg(d.dep_slug, ds.output)
+                    FROM pgflow.deps AS d
+                    JOIN pgflow.step_states AS ds
+                      ON ds.run_id = _start_ready_steps.run_id AND ds.step_slug = d.dep_slug
+                    WHERE d.flow_slug = v_run.flow_slug
+                      AND d.step_slug = v_step.step_slug
+                      AND ds.status = 'completed'), '{}'::jsonb);
+                IF pgflow._start_wait(_start_ready_steps.run_id, v_run.flow_slug, v_step.step_slug,
+                                      v_input) = 'failed' THEN
+                    RETURN;
+                END IF;
+                CONTINUE;
+            END IF;
+
+            IF v_step.step_type = 'map' THEN
+                IF jsonb_typeof(v_source) IS DISTINCT FROM 'array' THEN
+                    PERFORM pgflow._fail_run(_start_ready_steps.run_id, v_step.step_slug,
+                        format('map step "%s" needs an array as input, got %s',
+                               v_step.step_slug, coalesce(jsonb_typeof(v_source), 'nothing')));
+                    RETURN;
+                END IF;
+                v_count := jsonb_array_length(v_source);
+            ELSE
+                v_count := 1;
+            END IF;
+
+            UPDATE pgflow.step_states AS ss
+            SET status = 'started',
+                started_at = now(),
+                initial_tasks = v_count,
+                remaining_tasks = v_count
+            WHERE ss.run_id = _start_ready_steps.run_id AND ss.step_slug = v_step.step_slug;
+            IF v_step_events THEN
+                PERFORM pgflow._emit_step(v_run.flow_slug, _start_ready_steps.run_id,
+                                          v_step.step_slug, 'started');
+            END IF;
+
+            IF v_count = 0 THEN
+                PERFORM pgflow._complete_step(_start_ready_steps.run_id, v_step.step_slug, '[]'::jsonb);
+                CONTINUE;
+            END IF;
+
+            INSERT INTO pgflow.step_tasks (run_id, step_slug, task_index, flow_slug, vt)
+            SELECT _start_ready_steps.run_id, v_step.step_slug, i, v_run.flow_slug,
+                   now() + make_interval(secs => v_step.start_delay)
+            FROM generate_series(0, v_count - 1) AS i;
+            v_wake := v_wake OR v_step.start_delay = 0;
+        END LOOP;
+
+        EXIT WHEN NOT v_progress;
+    END LOOP;
+
+    IF v_wake THEN
+        PERFORM pgflow._wake_workers(v_run.flow_slug);
+    END IF;
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow._start_ready_steps(uuid) IS
+    'start every step of a run that waits on nothing (conditions, maps, skips), to a fixed point';
+
+-- get_run: a run with its steps as one JSON document, for clients that
+-- follow a run without privileges on the tables:
+--   {"run_id", "flow_slug", "flow_name", "version", "status", "input", "output", "error_message",
+--    "remaining_steps", "retries", "started_at", "completed_at", "failed_at",
+--    "cancelled_at",
+--    "steps": [{"step_slug", "step_type", "status", "attempts", "remaining_deps",
+--               "initial_tasks", "remaining_tasks",
+--               "tasks": {"queued", "started", "completed", "failed", "cancelled"},
+--               "output", "error_message", "skip_reason", "created_at",
+--               "started_at", "completed_at", "failed_at", "skipped_at",
+--               "waiting_for"}, ...]}
+-- "waiting_for" is {"event", "key", "until"} for a wait step that waits
+-- (until: its deadline, null for none), else null.
+-- Steps come in definition order.  flow_slug is the definition the run
+-- uses (order@3), flow_name and version say which flow and version that is.
+-- "attempts" counts the attempts of the step's tasks since the last retry; "retries" is how many times retry_run
+-- resumed the run (earlier attempts are in pgflow.task_attempts).  Absent
+-- values are JSON null.  Returns NULL for an unknown run.
+-- Locks: none (reads a consistent snapshot).
+CREATE OR REPLACE FUNCTION pgflow.get_run(run_id uuid)
+RETURNS jsonb
+LANGUAGE sql
+STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT jsonb_build_object(
+        'run_id', r.run_id,
+        'flow_slug', r.flow_slug,
+        'flow_name', (SELECT f.flow_name FROM pgflow.flows AS f WHERE f.flow_slug = r.flow_slug),
+        'version', (SELECT f.version FROM pgflow.flows AS f WHERE f.flow_slug = r.flow_slug),
+        'status', r.status,
+        'input', r.input,
+        'output', r.output,
+        'error_message', r.error_message,
+        'remaining_steps', r.remaining_steps,
+        'retries', (SELECT count(*) FROM pgflow.run_retries AS rr WHERE rr.run_id = r.run_id),
+        'started_at', r.started_at,
+        'completed_at', r.completed_at,
+        'failed_at', r.failed_at,
+        'cancelled_at', r.cancelled_at,
+        'steps', coalesce((
+            SELECT jsonb_agg(jsonb_build_object(
+                       'step_slug', ss.step_slug,
+                       'step_type', s.step_type,
+                       'status', ss.status,
+                       'attempts', coalesce(tc.attempts, 0),
+                       'remaining_deps', ss.remaining_deps,
+                       'initial_tasks', ss.initial_tasks,
+                       'remaining_tasks', ss.remaining_tasks,
+                       'tasks', jsonb_build_object(
+                           'queued', coalesce(tc.queued, 0),
+                           'started', coalesce(tc.started, 0),
+                           'completed', coalesce(tc.completed, 0),
+                           'failed', coalesce(tc.failed, 0),
+                           'cancelled', coalesce(tc.cancelled, 0)),
+                       'output', ss.output,
+                       'error_message', ss.error_message,
+                       'skip_reason', ss.skip_reason,
+                       'created_at', ss.created_at,
+                       'started_at', ss.started_at,
+                       'completed_at', ss.completed_at,
+                       'failed_at', ss.failed_at,
+                       'skipped_at', ss.skipped_at,
+                       'waiting_for', (
+                           SELECT jsonb_build_object('event', w.event_name, 'key', w.event_key,
+                                                     'until', w.deadline)
+                           FROM pgflow.waits AS w
+                           WHERE w.run_id = ss.run_id AND w.step_slug = ss.step_slug
+                             AND ss.status = 'started'))
+                   ORDER BY s.step_index)
+            FROM pgflow.step_states AS ss
+            JOIN pgflow.steps AS s ON s.flow_slug = ss.flow_slug AND s.step_slug = ss.step_slug
+            LEFT JOIN (
+                SELECT t.step_slug,
+                       sum(t.attempts_count - t.retried_attempts) AS attempts,
+                       count(*) FILTER (WHERE t.status = 'queued') AS queued,
+                       count(*) FILTER (WHERE t.status = 'started') AS started,
+                       count(*) FILTER (WHERE t.status = 'completed') AS completed,
+                       count(*) FILTER (WHERE t.status = 'failed') AS failed,
+                       count(*) FILTER (WHERE t.status = 'cancelled') AS cancelled
+                FROM pgflow.step_tasks AS t
+                WHERE t.run_id = r.run_id
+                GROUP BY t.step_slug
+            ) AS tc ON tc.step_slug = ss.step_slug
+            WHERE ss.run_id = r.run_id
+        ), '[]'::jsonb)
+    )
+    FROM pgflow.runs AS r
+    WHERE r.run_id = get_run.run_id;
+$$;
+
+COMMENT ON FUNCTION pgflow.get_run(uuid) IS
+    'a run with its steps (status, attempts, times, errors, outputs, task counts) as JSON; NULL if unknown';
+
+-- list_runs: the most recent runs, newest first, optionally of one flow and
+-- one status, as small JSON documents (ids, status, timestamps, remaining
+-- steps, error; never inputs or outputs).  For dashboards and `pgflow runs`.
+-- "waiting" lists the wait steps a started run waits in:
+-- [{"step_slug", "event", "key", "until"}] (empty otherwise).
+-- flow_slug: a flow name (every version of it) or one definition (order@3).
+-- Locks nothing.  Errors: 22023 max_rows outside 1..10000 or unknown status.
+CREATE OR REPLACE FUNCTION pgflow.list_runs(flow_slug text DEFAULT NULL, status text DEFAULT NULL,
+                                 max_rows integer DEFAULT 20)
+RETURNS SETOF jsonb
+LANGUAGE plpgsql
+STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF list_runs.status IS NOT NULL THEN
+        PERFORM pgflow._check_choice('status', list_runs.status,
+                                     ARRAY['started', 'completed', 'failed', 'cancelled']);
+    END IF;
+    IF max_rows IS NULL OR max_rows < 1 OR max_rows > 10000 THEN
+        RAISE EXCEPTION 'max_rows must be between 1 and 10000, got %', coalesce(max_rows::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'pass max_rows => 20, for example';
+    END IF;
+    RETURN QUERY
+    SELECT jsonb_build_object(
+        'run_id', r.run_id, 'flow_slug', r.flow_slug,
+        'version', (SELECT f.version FROM pgflow.flows AS f WHERE f.flow_slug = r.flow_slug),
+        'status', r.status,
+        'remaining_steps', r.remaining_steps, 'error_message', r.error_message,
+        'started_at', r.started_at,
+        'finished_at', coalesce(r.completed_at, r.failed_at, r.cancelled_at),
+        'waiting', coalesce((
+            SELECT jsonb_agg(jsonb_build_object('step_slug', w.step_slug, 'event', w.event_name,
+                                                'key', w.event_key, 'until', w.deadline)
+                             ORDER BY w.step_slug)
+            FROM pgflow.waits AS w
+            JOIN pgflow.step_states AS ss ON ss.run_id = w.run_id AND ss.step_slug = w.step_slug
+            WHERE w.run_id = r.run_id AND r.status = 'started' AND ss.status = 'started'),
+            '[]'::jsonb))
+    FROM pgflow.runs AS r
+    WHERE (list_runs.flow_slug IS NULL OR r.flow_slug = list_runs.flow_slug
+           OR r.flow_slug IN (SELECT f.flow_slug FROM pgflow.flows AS f
+                              WHERE f.flow_name = list_runs.flow_slug))
+      AND (list_runs.status IS NULL OR r.status = list_runs.status)
+    ORDER BY r.started_at DESC, r.run_id
+    LIMIT list_runs.max_rows;
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow.list_runs(text, text, integer) IS
+    'the most recent runs (optionally of one flow / status) as small JSON documents';
+
+-- flow_shape: the structure of a flow as the database has it (what a worker
+-- compares with its spec before claiming): steps in order with type,
+-- dependencies, conditions and modes, plus the effective tunables ("wait":
+-- {"event", "key"} for a wait step, else null; a wait step's timeout is its
+-- own, null for none).  NULL for an unknown flow.  Locks nothing.
+CREATE OR REPLACE FUNCTION pgflow.flow_shape(flow_slug text)
+RETURNS jsonb
+LANGUAGE sql
+STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT jsonb_build_object(
+        'flow_slug', f.flow_slug,
+        'flow_name', f.flow_name,
+        'version', f.version,
+        'max_attempts', f.opt_max_attempts,
+        'base_delay', f.opt_base_delay,
+        'timeout', f.opt_timeout,
+        'heartbeat', f.opt_heartbeat,
+        'max_delay', f.opt_max_delay,
+        'jitter', f.opt_jitter,
+        'steps', coalesce((
+            SELECT jsonb_agg(jsonb_build_object(
+                'step_slug', s.step_slug,
+                'step_type', s.step_type,
+                'deps', coalesce((
+                    SELECT jsonb_agg(d.dep_slug ORDER BY d.dep_slug COLLATE "C")
+                    FROM pgflow.deps AS d
+                    WHERE d.flow_slug = s.flow_slug AND d.step_slug = s.step_slug), '[]'::jsonb),
+                'required_input_pattern', s.required_input_pattern,
+                'forbidden_input_pattern', s.forbidden_input_pattern,
+                'when_unmet', s.when_unmet,
+                'when_exhausted', s.when_exhausted,
+                'max_attempts', coalesce(s.opt_max_attempts, f.opt_max_attempts),
+                'base_delay', coalesce(s.opt_base_delay, f.opt_base_delay),
+                'timeout', CASE WHEN s.step_type = 'wait' THEN s.opt_timeout
+                                ELSE coalesce(s.opt_timeout, f.opt_timeout) END,
+                'wait', (SELECT jsonb_build_object('event', w.event_name,
+                                                   'key', array_to_string(w.key_path, '.'))
+                         FROM pgflow.step_waits AS w
+                         WHERE w.flow_slug = s.flow_slug AND w.step_slug = s.step_slug),
+                'start_delay', coalesce(s.opt_start_delay, 0),
+                'heartbeat', coalesce(s.opt_heartbeat, f.opt_heartbeat),
+                'max_delay', coalesce(s.opt_max_delay, f.opt_max_delay),
+                'jitter', coalesce(s.opt_jitter, f.opt_jitter)) ORDER BY s.step_index)
+            FROM pgflow.steps AS s
+            WHERE s.flow_slug = f.flow_slug), '[]'::jsonb))
+    FROM pgflow.flows AS f
+    WHERE f.flow_slug = flow_shape.flow_slug;
+$$;
+
+COMMENT ON FUNCTION pgflow.flow_shape(text) IS
+    'the structure of a flow (steps, deps, conditions, modes, tunables) as JSON; NULL if unknown';
+
+-- _api_functions: the functions each kind of role is granted.
+--   worker: the worker protocol (and expire_waits, its periodic maintenance
+--   call); client: start, follow and cancel runs, emit events.
+-- Operator functions (retry_run, prune_runs, delete_flow) are granted to
+-- nobody: they run as their caller, i.e. the owner.
+CREATE OR REPLACE FUNCTION pgflow._api_functions(kind text)
+RETURNS SETOF regprocedure
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT f::regprocedure
+    FROM unnest(CASE kind
+        WHEN 'worker' THEN ARRAY[
+            'pgflow.read_with_poll(text, integer, integer, integer, integer)',
+            'pgflow.start_tasks(text, bigint[], uuid)',
+            'pgflow.complete_task(uuid, text, integer, jsonb, integer)',
+            'pgflow.fail_task(uuid, text, integer, text, integer, boolean, double precision)',
+            'pgflow.claim_tasks(text, integer, uuid)',
+            'pgflow.complete_tasks(uuid[], text[], integer[], jsonb[], integer[])',
+            'pgflow.fail_tasks(uuid[], text[], integer[], text[], integer[], boolean[], double precision[])',
+            'pgflow.extend_leases(uuid[], text[], integer[], integer[])',
+            'pgflow.worker_idle(text[], boolean)',
+            'pgflow.register_worker(uuid, text[], text, integer)',
+            'pgflow.worker_heartbeat(uuid)',
+            'pgflow.stop_worker(uuid)',
+            'pgflow.flow_shape(text)',
+            'pgflow.run_input(uuid)',
+            'pgflow.expire_waits(integer)']
+        WHEN 'client' THEN ARRAY[
+            'pgflow.start_flow(text, jsonb, uuid, integer)',
+            'pgflow.list_flows()',
+            'pgflow.get_run(uuid)',
+            'pgflow.list_runs(text, text, integer)',
+            'pgflow.listen_events(boolean)',
+            'pgflow.cancel_run(uuid)',
+            'pgflow.emit_event(text, jsonb, jsonb, text)']
+    END) AS f;
+$$;
+
+COMMENT ON FUNCTION pgflow._api_functions(text) IS
+    'the functions grant_worker (kind worker) and grant_client (kind client) grant';
+
+COMMENT ON FUNCTION pgflow.grant_client(text) IS
+    'grant a role what an application needs to start, follow and cancel runs (no table access)';
+
+REVOKE ALL ON FUNCTION pgflow._event_retention() FROM PUBLIC;
+REVOKE ALL ON FUNCTION pgflow._event_lock_key(text, jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION pgflow._check_event_key(jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION pgflow._start_wait(uuid, text, text, jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION pgflow.emit_event(text, jsonb, jsonb, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION pgflow._exhaust_wait(uuid, text, text, jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION pgflow.expire_waits(integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION pgflow._check_wait(text, text, text, text[], integer[], boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION pgflow.add_step(text, text, text[], integer, integer, integer, integer, text, jsonb, jsonb, text, text, integer, integer, boolean, text, text) FROM PUBLIC;
+REVOKE ALL ON TABLE pgflow.step_waits, pgflow.waits, pgflow.events FROM PUBLIC;
+
+
+-- grants carried: add_step as before; client roles (cancel_run) may emit
+-- events, worker roles (claim_tasks) call expire_waits
+DO $$
+DECLARE
+    v_role text;
+BEGIN
+    FOR v_role IN
+        SELECT g FROM pg_catalog.jsonb_array_elements_text(
+            pg_catalog.current_setting('pgflow.upgrade_wait_grants')::jsonb) AS g ORDER BY 1
+    LOOP
+        EXECUTE format('GRANT EXECUTE ON FUNCTION pgflow.add_step(text, text, text[], integer, integer, integer, integer, text, jsonb, jsonb, text, text, integer, integer, boolean, text, text) TO %s', v_role);
+    END LOOP;
+    FOR v_role IN
+        SELECT DISTINCT a.grantee::regrole::text
+        FROM pg_catalog.pg_proc AS p, pg_catalog.aclexplode(p.proacl) AS a
+        WHERE p.oid = 'pgflow.cancel_run(uuid)'::regprocedure
+          AND a.privilege_type = 'EXECUTE' AND a.grantee <> p.proowner AND a.grantee <> 0
+        ORDER BY 1
+    LOOP
+        EXECUTE format('GRANT EXECUTE ON FUNCTION pgflow.emit_event(text, jsonb, jsonb, text) TO %s', v_role);
+    END LOOP;
+    FOR v_role IN
+        SELECT DISTINCT a.grantee::regrole::text
+        FROM pg_catalog.pg_proc AS p, pg_catalog.aclexplode(p.proacl) AS a
+        WHERE p.oid = 'pgflow.claim_tasks(text, integer, uuid)'::regprocedure
+          AND a.privilege_type = 'EXECUTE' AND a.grantee <> p.proowner AND a.grantee <> 0
+        ORDER BY 1
+    LOOP
+        EXECUTE format('GRANT EXECUTE ON FUNCTION pgflow.expire_waits(integer) TO %s', v_role);
+    END LOOP;
+END
+$$;
+-- ============================================================ end of 0.3.0: wait steps and events

@@ -72,10 +72,10 @@ CREATE TABLE pgflow.steps (
         REFERENCES pgflow.flows (flow_slug) ON DELETE CASCADE,
     CONSTRAINT steps_step_slug_check
         CHECK (step_slug ~ '^[a-zA-Z][a-zA-Z0-9_]{0,127}$' AND step_slug <> 'run'),
-    CONSTRAINT steps_step_type_check CHECK (step_type IN ('single', 'map')),
+    CONSTRAINT steps_step_type_check CHECK (step_type IN ('single', 'map', 'wait')),
     CONSTRAINT steps_step_index_check CHECK (step_index >= 0),
     CONSTRAINT steps_deps_count_check
-        CHECK (deps_count >= 0 AND (step_type = 'single' OR deps_count <= 1)),
+        CHECK (deps_count >= 0 AND (step_type <> 'map' OR deps_count <= 1)),
     CONSTRAINT steps_opt_max_attempts_check CHECK (opt_max_attempts >= 1),
     CONSTRAINT steps_opt_base_delay_check CHECK (opt_base_delay >= 1),
     CONSTRAINT steps_opt_timeout_check CHECK (opt_timeout >= 3),
@@ -111,6 +111,26 @@ COMMENT ON TABLE pgflow.deps IS 'dependency edges: step_slug runs after dep_slug
 
 CREATE INDEX deps_flow_slug_dep_slug_idx ON pgflow.deps (flow_slug, dep_slug);
 
+-- step_waits: what each wait step (step_type 'wait') waits for: an event name
+-- and the path of the key in its input ({"run": ..., "<dep>": ...}), e.g.
+-- {run,order_id} for run.order_id.
+CREATE TABLE pgflow.step_waits (
+    flow_slug  text        NOT NULL,
+    step_slug  text        NOT NULL,
+    event_name text        NOT NULL,
+    key_path   text[]      NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT step_waits_pkey PRIMARY KEY (flow_slug, step_slug),
+    CONSTRAINT step_waits_step_fkey FOREIGN KEY (flow_slug, step_slug)
+        REFERENCES pgflow.steps (flow_slug, step_slug) ON DELETE CASCADE,
+    CONSTRAINT step_waits_event_name_check
+        CHECK (event_name ~ '^[a-zA-Z][a-zA-Z0-9_.:-]{0,127}$'),
+    CONSTRAINT step_waits_key_path_check CHECK (cardinality(key_path) >= 1)
+);
+
+COMMENT ON TABLE pgflow.step_waits IS
+    'what each wait step waits for: emit_event(event_name, <its input at key_path>)';
+
 CREATE TABLE pgflow.current_versions (
     flow_name  text        NOT NULL,
     version    integer     NOT NULL,
@@ -127,3 +147,4 @@ SELECT pg_catalog.pg_extension_config_dump('pgflow.flows', '');
 SELECT pg_catalog.pg_extension_config_dump('pgflow.current_versions', '');
 SELECT pg_catalog.pg_extension_config_dump('pgflow.steps', '');
 SELECT pg_catalog.pg_extension_config_dump('pgflow.deps', '');
+SELECT pg_catalog.pg_extension_config_dump('pgflow.step_waits', '');

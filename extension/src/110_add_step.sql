@@ -1,9 +1,66 @@
+-- _check_wait: raises unless a wait step's definition is valid: an event name
+-- (a letter, then letters, digits, _ . : -; at most 128), a key path whose
+-- first segment is run or one of the step's dependencies, no task tunables.
+-- Returns the key path as an array ({run,order_id}).
+-- Errors: 22004 NULL event or key; 22023 invalid name, path or tunable.
+CREATE FUNCTION pgflow._check_wait(step_slug text, wait_event text, wait_key text, deps text[],
+                                   task_options integer[], jitter boolean)
+RETURNS text[]
+LANGUAGE plpgsql
+IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_path text[];
+BEGIN
+    IF wait_event IS NULL OR wait_key IS NULL THEN
+        RAISE EXCEPTION 'wait step "%" needs wait_event and wait_key', step_slug
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'e.g. wait_event => ''payment_received'', wait_key => ''run.order_id''';
+    END IF;
+    IF wait_event !~ '^[a-zA-Z][a-zA-Z0-9_.:-]{0,127}$' THEN
+        RAISE EXCEPTION 'wait step "%": invalid event name "%"', step_slug, wait_event
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'an event name starts with a letter, then letters, digits, _ . : or - (at most 128)';
+    END IF;
+    v_path := string_to_array(wait_key, '.');
+    IF array_position(v_path, '') IS NOT NULL OR cardinality(v_path) < 2 THEN
+        RAISE EXCEPTION 'wait step "%": invalid key path "%"', step_slug, wait_key
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'a dotted path into the step''s input, e.g. run.order_id or <dependency>.id';
+    END IF;
+    IF v_path[1] <> 'run' AND NOT v_path[1] = ANY (deps) THEN
+        RAISE EXCEPTION 'wait step "%": key path "%" starts with "%", which is neither run nor a dependency',
+                step_slug, wait_key, v_path[1]
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = format('start it with run or one of [%s]', array_to_string(deps, ', '));
+    END IF;
+    IF cardinality(array_remove(task_options, NULL)) > 0 OR jitter IS NOT NULL THEN
+        RAISE EXCEPTION 'wait step "%" has no task: max_attempts, base_delay, start_delay, heartbeat, max_delay and jitter do not apply',
+                step_slug
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'leave them out; timeout and when_exhausted say how long it waits and what then';
+    END IF;
+    RETURN v_path;
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow._check_wait(text, text, text, text[], integer[], boolean) IS
+    'validate a wait step''s event name, key path and options; returns the key path as an array';
+
 -- add_step: adds a step to a flow, after its dependencies (topological order).
 -- Re-running the same call is a no-op returning the existing row; a call with
 -- a different structure (dependencies, step type, conditions or modes) for an
 -- existing step is refused; differing tunables are updated in place (NULL
 -- means: inherit the flow's; heartbeat, max_delay and jitter as in
 -- create_flow).  New steps are refused once the flow has runs.
+-- A wait step (step_type => 'wait') has no handler: it waits for
+-- emit_event(wait_event, <value at wait_key>); wait_key is a dotted path into
+-- its input ({"run": run input, "<dep>": output}), e.g. run.order_id, whose
+-- first segment is run or one of its dependencies; timeout is how long it
+-- waits (NULL: no deadline, unlike task steps it does not inherit the flow's)
+-- and when_exhausted what happens then.  Task tunables (max_attempts,
+-- base_delay, start_delay, heartbeat, max_delay, jitter) do not apply to it.
 -- Locks: the flows row FOR UPDATE (serialises definition changes of a flow
 -- and step_index allocation), the steps row.
 -- Errors: 22004 NULL argument; 22023 invalid slug, option, mode, pattern,
@@ -24,7 +81,9 @@ CREATE FUNCTION pgflow.add_step(
     when_exhausted text DEFAULT 'fail',
     heartbeat integer DEFAULT NULL,
     max_delay integer DEFAULT NULL,
-    jitter boolean DEFAULT NULL
+    jitter boolean DEFAULT NULL,
+    wait_event text DEFAULT NULL,
+    wait_key text DEFAULT NULL
 )
 RETURNS pgflow.steps
 LANGUAGE plpgsql
@@ -39,6 +98,8 @@ DECLARE
     v_existing_deps text[];
     v_diffs text[] := '{}';
     v_step pgflow.steps;
+    v_key_path text[];
+    v_existing_wait pgflow.step_waits;
 BEGIN
     PERFORM pgflow._check_slug('flow slug', add_step.flow_slug);
     PERFORM pgflow._check_slug('step slug', add_step.step_slug);
@@ -48,7 +109,7 @@ BEGIN
     PERFORM pgflow._check_option('start_delay', add_step.start_delay, 0, true);
     PERFORM pgflow._check_option('heartbeat', add_step.heartbeat, 1, true);
     PERFORM pgflow._check_option('max_delay', add_step.max_delay, 1, true);
-    PERFORM pgflow._check_choice('step_type', add_step.step_type, ARRAY['single', 'map']);
+    PERFORM pgflow._check_choice('step_type', add_step.step_type, ARRAY['single', 'map', 'wait']);
     PERFORM pgflow._check_choice('when_unmet', add_step.when_unmet,
                                  ARRAY['skip', 'skip-cascade', 'fail']);
     PERFORM pgflow._check_choice('when_exhausted', add_step.when_exhausted,
@@ -92,6 +153,18 @@ BEGIN
                   HINT = 'add a single step that combines them and map over its output';
     END IF;
     v_deps := ARRAY(SELECT d FROM unnest(add_step.deps_slugs) AS d ORDER BY d COLLATE "C");
+    IF add_step.step_type = 'wait' THEN
+        v_key_path := pgflow._check_wait(add_step.step_slug, add_step.wait_event, add_step.wait_key,
+                                         v_deps, ARRAY[add_step.max_attempts, add_step.base_delay,
+                                                       add_step.start_delay, add_step.heartbeat,
+                                                       add_step.max_delay],
+                                         add_step.jitter);
+    ELSIF add_step.wait_event IS NOT NULL OR add_step.wait_key IS NOT NULL THEN
+        RAISE EXCEPTION 'step "%" is a % step: wait_event and wait_key are only for wait steps',
+                add_step.step_slug, add_step.step_type
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'pass step_type => ''wait'' to make it wait for an event';
+    END IF;
 
     PERFORM 1 FROM pgflow.flows AS f WHERE f.flow_slug = add_step.flow_slug FOR UPDATE;
     IF NOT FOUND THEN
@@ -142,6 +215,10 @@ BEGIN
 
         INSERT INTO pgflow.deps (flow_slug, dep_slug, step_slug)
         SELECT add_step.flow_slug, d, add_step.step_slug FROM unnest(v_deps) AS d;
+        IF add_step.step_type = 'wait' THEN
+            INSERT INTO pgflow.step_waits (flow_slug, step_slug, event_name, key_path)
+            VALUES (add_step.flow_slug, add_step.step_slug, add_step.wait_event, v_key_path);
+        END IF;
         RETURN v_step;
     END IF;
 
@@ -173,6 +250,16 @@ BEGIN
     IF v_existing.when_exhausted IS DISTINCT FROM add_step.when_exhausted THEN
         v_diffs := v_diffs || format('when_exhausted is %s, not %s',
             v_existing.when_exhausted, add_step.when_exhausted);
+    END IF;
+    SELECT * INTO v_existing_wait
+    FROM pgflow.step_waits AS w
+    WHERE w.flow_slug = add_step.flow_slug AND w.step_slug = add_step.step_slug;
+    IF v_existing.step_type = 'wait' AND add_step.step_type = 'wait'
+       AND (v_existing_wait.event_name, v_existing_wait.key_path)
+           IS DISTINCT FROM (add_step.wait_event, v_key_path) THEN
+        v_diffs := v_diffs || format('it waits for %s at %s, not %s at %s',
+            v_existing_wait.event_name, array_to_string(v_existing_wait.key_path, '.'),
+            add_step.wait_event, add_step.wait_key);
     END IF;
     IF cardinality(v_diffs) > 0 THEN
         RAISE EXCEPTION 'step "%" of flow "%" already exists with a different definition: %',
@@ -206,5 +293,5 @@ BEGIN
 END;
 $$;
 
-COMMENT ON FUNCTION pgflow.add_step(text, text, text[], integer, integer, integer, integer, text, jsonb, jsonb, text, text, integer, integer, boolean) IS
+COMMENT ON FUNCTION pgflow.add_step(text, text, text[], integer, integer, integer, integer, text, jsonb, jsonb, text, text, integer, integer, boolean, text, text) IS
     'add a step to a flow after its dependencies (idempotent; tunables update in place)';

@@ -84,7 +84,7 @@ CREATE TABLE pgflow.step_states (
     CONSTRAINT step_states_remaining_deps_check CHECK (remaining_deps >= 0),
     CONSTRAINT step_states_remaining_tasks_check CHECK (remaining_tasks >= 0),
     CONSTRAINT step_states_skip_reason_check
-        CHECK (skip_reason IN ('condition_unmet', 'dependency_skipped', 'handler_failed'))
+        CHECK (skip_reason IN ('condition_unmet', 'dependency_skipped', 'handler_failed', 'wait_timed_out'))
 )
 -- as runs: step state updates change no indexed column and can be HOT
 WITH (fillfactor = 80);

@@ -336,6 +336,8 @@ COMMENT ON FUNCTION pgflow._fail_run(uuid, text, text) IS
 --   * conditions are evaluated against {"run": input, "<dep>": output, ...};
 --     unmet -> when_unmet (skip, skip-cascade, fail);
 --   * a map step over a non-array fails the run; over [] it completes with [];
+--   * a wait step gets no task: _start_wait makes it wait for its event
+--     (or completes it with a kept one);
 --   * otherwise its tasks are queued (vt = now() + start_delay) and workers
 --     are woken when they are claimable at once.
 -- Locks: the ready step_states rows (after the runs row, held by the caller
@@ -419,6 +421,23 @@ BEGIN
                         v_step.step_slug, 'condition_unmet', v_step.when_unmet = 'skip-cascade');
                     CONTINUE;
                 END IF;
+            END IF;
+
+            IF v_step.step_type = 'wait' THEN
+                -- no task: it waits for its event (or consumes a kept one)
+                v_input := jsonb_build_object('run', v_run.input) || coalesce((
+                    SELECT jsonb_object_agg(d.dep_slug, ds.output)
+                    FROM pgflow.deps AS d
+                    JOIN pgflow.step_states AS ds
+                      ON ds.run_id = _start_ready_steps.run_id AND ds.step_slug = d.dep_slug
+                    WHERE d.flow_slug = v_run.flow_slug
+                      AND d.step_slug = v_step.step_slug
+                      AND ds.status = 'completed'), '{}'::jsonb);
+                IF pgflow._start_wait(_start_ready_steps.run_id, v_run.flow_slug, v_step.step_slug,
+                                      v_input) = 'failed' THEN
+                    RETURN;
+                END IF;
+                CONTINUE;
             END IF;
 
             IF v_step.step_type = 'map' THEN

@@ -7,7 +7,10 @@
 --               "initial_tasks", "remaining_tasks",
 --               "tasks": {"queued", "started", "completed", "failed", "cancelled"},
 --               "output", "error_message", "skip_reason", "created_at",
---               "started_at", "completed_at", "failed_at", "skipped_at"}, ...]}
+--               "started_at", "completed_at", "failed_at", "skipped_at",
+--               "waiting_for"}, ...]}
+-- "waiting_for" is {"event", "key", "until"} for a wait step that waits
+-- (until: its deadline, null for none), else null.
 -- Steps come in definition order.  flow_slug is the definition the run
 -- uses (order@3), flow_name and version say which flow and version that is.
 -- "attempts" counts the attempts of the step's tasks since the last retry; "retries" is how many times retry_run
@@ -58,7 +61,13 @@ AS $$
                        'started_at', ss.started_at,
                        'completed_at', ss.completed_at,
                        'failed_at', ss.failed_at,
-                       'skipped_at', ss.skipped_at)
+                       'skipped_at', ss.skipped_at,
+                       'waiting_for', (
+                           SELECT jsonb_build_object('event', w.event_name, 'key', w.event_key,
+                                                     'until', w.deadline)
+                           FROM pgflow.waits AS w
+                           WHERE w.run_id = ss.run_id AND w.step_slug = ss.step_slug
+                             AND ss.status = 'started'))
                    ORDER BY s.step_index)
             FROM pgflow.step_states AS ss
             JOIN pgflow.steps AS s ON s.flow_slug = ss.flow_slug AND s.step_slug = ss.step_slug

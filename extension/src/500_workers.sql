@@ -92,8 +92,9 @@ COMMENT ON FUNCTION pgflow.stop_worker(uuid) IS 'mark a registered worker stoppe
 
 -- flow_shape: the structure of a flow as the database has it (what a worker
 -- compares with its spec before claiming): steps in order with type,
--- dependencies, conditions and modes, plus the effective tunables.  NULL for
--- an unknown flow.  Locks nothing.
+-- dependencies, conditions and modes, plus the effective tunables ("wait":
+-- {"event", "key"} for a wait step, else null; a wait step's timeout is its
+-- own, null for none).  NULL for an unknown flow.  Locks nothing.
 CREATE FUNCTION pgflow.flow_shape(flow_slug text)
 RETURNS jsonb
 LANGUAGE sql
@@ -125,7 +126,12 @@ AS $$
                 'when_exhausted', s.when_exhausted,
                 'max_attempts', coalesce(s.opt_max_attempts, f.opt_max_attempts),
                 'base_delay', coalesce(s.opt_base_delay, f.opt_base_delay),
-                'timeout', coalesce(s.opt_timeout, f.opt_timeout),
+                'timeout', CASE WHEN s.step_type = 'wait' THEN s.opt_timeout
+                                ELSE coalesce(s.opt_timeout, f.opt_timeout) END,
+                'wait', (SELECT jsonb_build_object('event', w.event_name,
+                                                   'key', array_to_string(w.key_path, '.'))
+                         FROM pgflow.step_waits AS w
+                         WHERE w.flow_slug = s.flow_slug AND w.step_slug = s.step_slug),
                 'start_delay', coalesce(s.opt_start_delay, 0),
                 'heartbeat', coalesce(s.opt_heartbeat, f.opt_heartbeat),
                 'max_delay', coalesce(s.opt_max_delay, f.opt_max_delay),

@@ -6,7 +6,8 @@
 -- executable by nobody but the owner.
 
 -- _api_functions: the functions each kind of role is granted.
---   worker: the worker protocol; client: start, follow and cancel runs.
+--   worker: the worker protocol (and expire_waits, its periodic maintenance
+--   call); client: start, follow and cancel runs, emit events.
 -- Operator functions (retry_run, prune_runs, delete_flow) are granted to
 -- nobody: they run as their caller, i.e. the owner.
 CREATE FUNCTION pgflow._api_functions(kind text)
@@ -31,14 +32,16 @@ AS $$
             'pgflow.worker_heartbeat(uuid)',
             'pgflow.stop_worker(uuid)',
             'pgflow.flow_shape(text)',
-            'pgflow.run_input(uuid)']
+            'pgflow.run_input(uuid)',
+            'pgflow.expire_waits(integer)']
         WHEN 'client' THEN ARRAY[
             'pgflow.start_flow(text, jsonb, uuid, integer)',
             'pgflow.list_flows()',
             'pgflow.get_run(uuid)',
             'pgflow.list_runs(text, text, integer)',
             'pgflow.listen_events(boolean)',
-            'pgflow.cancel_run(uuid)']
+            'pgflow.cancel_run(uuid)',
+            'pgflow.emit_event(text, jsonb, jsonb, text)']
     END) AS f;
 $$;
 
