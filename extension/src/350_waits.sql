@@ -157,6 +157,7 @@ DECLARE
     v_key jsonb;
     v_seq bigint;
     v_payload jsonb;
+    v_retention interval := pgflow._event_retention();
 BEGIN
     SELECT * INTO STRICT v_wait FROM pgflow.step_waits AS w
     WHERE w.flow_slug = _start_wait.flow_slug AND w.step_slug = _start_wait.step_slug;
@@ -180,7 +181,7 @@ BEGIN
     FROM pgflow.events AS e
     WHERE e.event_name = v_wait.event_name AND e.event_key = v_key
       AND e.consumed_at IS NULL
-      AND e.emitted_at >= now() - pgflow._event_retention()
+      AND e.emitted_at >= now() - v_retention
     ORDER BY e.event_seq
     LIMIT 1
     FOR UPDATE;

@@ -152,6 +152,8 @@ def test_runs_written_at_the_new_version_finish_on_the_old_one(new_db: NewDb, ta
         assert _run(conn, retried)["status"] == "failed"
         conn.execute("SELECT pgflow.retry_run(%s)", (retried,))
         before = _run(conn, done)
+        for step in before["steps"]:  # 0.3.0 says what a wait step waits for
+            assert step.pop("waiting_for") is None
 
         conn.execute(f"ALTER EXTENSION pgflow UPDATE TO '{target}'".encode())
 
@@ -191,6 +193,14 @@ def test_runs_written_at_the_new_version_finish_on_the_old_one(new_db: NewDb, ta
                 "SELECT pgflow.add_step('beat', 'a', heartbeat => 5)",
             ],
             "heartbeat, max_delay or jitter is set on step beat.a",
+        ),
+        (
+            [
+                "SELECT pgflow.create_flow('approve')",
+                "SELECT pgflow.add_step('approve', 'ok', step_type => 'wait',"
+                " wait_event => 'approved', wait_key => 'run.id')",
+            ],
+            "wait steps exist: approve.ok",
         ),
     ],
 )
