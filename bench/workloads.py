@@ -527,3 +527,75 @@ def renewal(conninfo: str, tasks: int = 1000, rounds: int = 10) -> dict[str, Any
         "wal_bytes_per_call": wal,
         "wal_bytes_per_task": [w / tasks for w in wal],
     }
+
+
+# ------------------------------------------------------------------ a held snapshot
+
+
+def snapshot_hold(conninfo: str, hold_s: float, processes: int = 4) -> dict[str, Any]:
+    """chain3 drained while one REPEATABLE READ transaction holds its snapshot.
+
+    A backlog of runs is started first (enough for the whole measurement);
+    the drivers drain it; after 5 s a session opens a REPEATABLE READ
+    transaction, reads ``pgflow.runs`` (taking its snapshot) and keeps it
+    ``hold_s`` seconds, so vacuum cannot remove the dead rows the engine
+    writes meanwhile; 25 s after it ends the drivers are stopped.  Rates come
+    from ``step_tasks.completed_at`` afterwards: before, during, and per second
+    after the snapshot ends.
+    """
+    lead, tail = 5.0, 25.0
+    runs = int(1500 * (lead + hold_s + tail))  # more than 4 drivers drain in that time
+    with db.connect(conninfo) as conn:
+        db.reset(conn)
+        start_s = db.start_runs(conninfo, "chain3", runs)
+        conn.execute("VACUUM ANALYZE pgflow.runs, pgflow.step_states, pgflow.step_tasks")
+        conn.execute("CHECKPOINT")
+        drivers = Drivers(conninfo, "chain3", processes=processes)
+        try:
+            drivers.start_drain(runs * 3, timeout=lead + hold_s + tail + 120)
+            go = db.db_now(conn)
+            drivers.go.set()
+            time.sleep(lead)
+            with db.connect(conninfo) as holder:
+                holder.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+                holder.execute("SELECT count(*) FROM pgflow.runs")
+                held_from = db.db_now(conn)
+                time.sleep(hold_s)
+                held_to = db.db_now(conn)
+                holder.execute("ROLLBACK")
+            time.sleep(tail)
+            stopped = db.db_now(conn)
+        finally:
+            drivers.kill()
+
+        def rate(a: float, b: float) -> float:
+            """tasks/s completed between a and b seconds after the drivers went."""
+            row = conn.execute(
+                "SELECT count(*) FROM pgflow.step_tasks WHERE completed_at >= %s::timestamptz"
+                " + make_interval(secs => %s) AND completed_at < %s::timestamptz"
+                " + make_interval(secs => %s)",
+                (go, a, go, b),
+            ).fetchone()
+            assert row is not None
+            return float(row[0]) / (b - a)
+
+        t_from = (held_from - go).total_seconds()
+        t_to = (held_to - go).total_seconds()
+        t_stop = (stopped - go).total_seconds()
+        before = rate(1.0, t_from)
+        during = rate(t_from, t_to)
+        after = [rate(t_to + i, t_to + i + 1) for i in range(int(t_stop - t_to) - 1)]
+    back = next(
+        (i + 2 for i in range(len(after) - 1) if (after[i] + after[i + 1]) / 2 >= 0.95 * before),
+        None,
+    )
+    return {
+        "runs": runs,
+        "start_flow_s": start_s,
+        "hold_s": hold_s,
+        "before_tasks_per_s": before,
+        "during_tasks_per_s": during,
+        "during_ratio": during / before if before else 0.0,
+        "after_per_second": after,
+        "back_within_s": back,
+    }
