@@ -3174,7 +3174,7 @@ COMMENT ON FUNCTION pgflow._api_functions(text) IS
     'the functions grant_worker (kind worker) and grant_client (kind client) grant';
 
 COMMENT ON FUNCTION pgflow.grant_client(text) IS
-    'grant a role what an application needs to start, follow and cancel runs (no table access)';
+    'grant a role what an application needs to start, follow and cancel runs and emit events (no table access)';
 
 REVOKE ALL ON FUNCTION pgflow._event_retention() FROM PUBLIC;
 REVOKE ALL ON FUNCTION pgflow._event_lock_key(text, jsonb) FROM PUBLIC;

@@ -1171,6 +1171,7 @@ AS $function$
 $function$;
 COMMENT ON FUNCTION pgflow.get_run(uuid) IS 'a run with its steps (status, attempts, times, errors, outputs, task counts) as JSON; NULL if unknown';
 
+COMMENT ON FUNCTION pgflow.grant_client(text) IS 'grant a role what an application needs to start, follow and cancel runs (no table access)';
 CREATE OR REPLACE FUNCTION pgflow.list_runs(flow_slug text DEFAULT NULL::text, status text DEFAULT NULL::text, max_rows integer DEFAULT 20)
  RETURNS SETOF jsonb
  LANGUAGE plpgsql

@@ -91,7 +91,8 @@ $$;
 COMMENT ON FUNCTION pgflow.grant_worker(text) IS
     'grant a role exactly what a worker needs (the protocol functions; no table access)';
 
--- grant_client: lets a role start runs, follow them (get_run) and cancel them.
+-- grant_client: lets a role start runs, follow them (get_run), cancel them
+-- and emit events (emit_event completes wait steps).
 CREATE FUNCTION pgflow.grant_client(role_name text)
 RETURNS void
 LANGUAGE sql
@@ -102,4 +103,4 @@ AS $$
 $$;
 
 COMMENT ON FUNCTION pgflow.grant_client(text) IS
-    'grant a role what an application needs to start, follow and cancel runs (no table access)';
+    'grant a role what an application needs to start, follow and cancel runs and emit events (no table access)';

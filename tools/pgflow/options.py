@@ -154,6 +154,11 @@ STEP_OPTIONS: Final[tuple[Option, ...]] = (
 )  # fmt: skip
 """Options of ``add_step`` after ``flow_slug`` and ``step_slug``, in its argument order."""
 
+#: Arguments of ``add_step`` that only wait steps (``step_type => 'wait'``) take;
+#: a spec sets them with a step's ``wait_for`` (not an option row: they make a
+#: step a wait step rather than tune one).
+WAIT_STEP_ARGUMENTS: Final = ("wait_event", "wait_key")
+
 #: ``step_type`` values by the ``map`` flag.
 STEP_TYPES: Final[Mapping[bool, str]] = {False: "single", True: "map"}
 

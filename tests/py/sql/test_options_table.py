@@ -18,7 +18,7 @@ import psycopg
 import pytest
 
 from pgflow.compiler.migration import render_body
-from pgflow.options import FLOW_OPTIONS, SHAPE_KEYS, STEP_OPTIONS, Option
+from pgflow.options import FLOW_OPTIONS, SHAPE_KEYS, STEP_OPTIONS, WAIT_STEP_ARGUMENTS, Option
 from pgflow.spec.dsl import Flow
 from pgflow.spec.model import FlowSpec, Origin, StepSpec
 from pgflow.spec.yaml_loader import load_yaml
@@ -77,9 +77,14 @@ def test_add_step_takes_the_step_options_in_order_with_their_defaults(conn: Conn
     assert len(signature) == 1, "one add_step"
     args = sql_arguments(conn, signature[0][0])
     assert [name for name, _ in args[:2]] == ["flow_slug", "step_slug"]
-    assert [name for name, _ in args[2:]] == [o.sql for o in STEP_OPTIONS]
-    for option, (_, default) in zip(STEP_OPTIONS, args[2:], strict=True):
+    options = [(name, default) for name, default in args[2:] if name not in WAIT_STEP_ARGUMENTS]
+    assert [name for name, _ in options] == [o.sql for o in STEP_OPTIONS]
+    for option, (_, default) in zip(STEP_OPTIONS, options, strict=True):
         assert default == sql_default(option), option.name
+    # the wait step's arguments, NULL unless the step waits
+    assert [(n, d) for n, d in args if n in WAIT_STEP_ARGUMENTS] == [
+        (n, None) for n in WAIT_STEP_ARGUMENTS
+    ]
 
 
 def _refused(conn: Conn, statement: str, params: tuple[Any, ...]) -> str | None:
