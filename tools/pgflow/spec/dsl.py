@@ -54,6 +54,7 @@ from pgflow.spec.model import (
     did_you_mean,
     show,
 )
+from pgflow.spec.signatures import handler_problem
 from pgflow.spec.validate import in_line_order, validate
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -372,6 +373,7 @@ class Flow:
         """The validated model; raises one :class:`~pgflow.errors.SpecError` listing every
         problem (unknown keywords included), in line order."""
         problems = self._unknown_keywords(origin or Origin(self.file, ""))
+        problems.extend(self._signature_problems(origin or Origin(self.file, "")))
         try:
             spec = validate(self.raw(origin))
         except SpecError as exc:
@@ -393,6 +395,26 @@ class Flow:
                 )
                 for name in step.unknown
             )
+        return problems
+
+    def step_dependencies(self, step_slug: str) -> tuple[str, ...]:
+        """The slugs a step depends on, as written (functions resolved to their slugs)."""
+        for step in self._steps:
+            if step.slug == step_slug and isinstance(step.depends_on, tuple):
+                deps = (self._dependency(d) for d in step.depends_on)
+                return tuple(d for d in deps if isinstance(d, str))
+        return ()
+
+    def _signature_problems(self, origin: Origin) -> list[SpecError]:
+        """Handlers the worker could not call (wrong arity), at the decorated function's line."""
+        problems: list[SpecError] = []
+        for step in self._steps:
+            is_map = step.options.get("map") is True
+            deps = self.step_dependencies(step.slug)
+            problem = handler_problem(step.fn, is_map=is_map, deps=deps)
+            if problem is not None:
+                key = getattr(step.fn, "__name__", step.slug)
+                problems.append(SpecError(origin.file, step.line, f"{key}.handler", problem))
         return problems
 
     def start(

@@ -27,6 +27,7 @@ from typing import Any
 from pgflow.errors import Fail, RetryAfter
 from pgflow.spec.loader import Handler
 from pgflow.worker.context import Context
+from pgflow.worker.convert import Binding, encode_json
 from pgflow.worker.task import Outcome, Task
 
 log = logging.getLogger("pgflow.worker")
@@ -47,12 +48,17 @@ class HandlerThreads:
     def __init__(self, size: int, on_done: OnDone) -> None:
         self._size = size
         self._on_done = on_done
-        self._queue: queue.SimpleQueue[tuple[Task, tuple[Any, ...]] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[
+            tuple[Task, tuple[Any, ...], Callable[..., Any] | None] | None
+        ] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._idle = 0
         self._lock = threading.Lock()
 
-    def submit(self, task: Task, args: tuple[Any, ...]) -> None:
+    def submit(
+        self, task: Task, args: tuple[Any, ...], call: Callable[..., Any] | None = None
+    ) -> None:
+        """Run ``call(*args)`` (default: the task's handler) on a handler thread."""
         with self._lock:
             if self._idle == 0 and len(self._threads) < self._size:
                 thread = threading.Thread(
@@ -62,16 +68,16 @@ class HandlerThreads:
                 thread.start()
             else:
                 self._idle -= 1
-        self._queue.put((task, args))
+        self._queue.put((task, args, call))
 
     def _run(self) -> None:
         while True:
             item = self._queue.get()
             if item is None:
                 return
-            task, args = item
+            task, args, call = item
             try:
-                result, error = task.handler(*args), None
+                result, error = (call or task.handler)(*args), None
             except BaseException as exc:  # the task's failure, as a Future would hold it
                 result, error = None, exc
             try:
@@ -142,25 +148,9 @@ class Deadlines:
             self._on_expire(task)
 
 
-def takes_context(handler: Handler) -> bool:
-    """Whether a handler takes a second positional parameter (the :class:`Context`)."""
-    try:
-        params = list(inspect.signature(handler).parameters.values())
-    except (TypeError, ValueError):
-        return False
-    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    return len(positional) >= 2 or any(p.kind is p.VAR_POSITIONAL for p in params)
-
-
 def encode_output(value: Any) -> str:
-    """JSON text of a handler result; ValueError with a clear message if it has none."""
-    try:
-        return json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(
-            "handler returned a value that is not JSON-serialisable"
-            f" ({type(value).__name__}): {exc}"
-        ) from exc
+    """JSON text of a handler result (:func:`pgflow.worker.convert.encode_json`)."""
+    return encode_json(value)
 
 
 def missing_handler(flow: str, step: str) -> Handler:
@@ -172,6 +162,19 @@ def missing_handler(flow: str, step: str) -> Handler:
     return missing
 
 
+def plain_binding(handler: Handler) -> Binding:
+    """A handler's :class:`Binding` without step information (no keyword form)."""
+    try:
+        return Binding(handler, is_map=True, deps=())
+    except Exception as exc:  # the worker refuses such handlers at start already
+        problem = f"{exc}"
+
+        def refuse(*_: Any) -> Any:
+            raise TypeError(problem)
+
+        return Binding(refuse, is_map=True, deps=())
+
+
 class Executor:
     """Runs the handlers of claimed tasks, at most ``concurrency`` at once.
 
@@ -179,6 +182,9 @@ class Executor:
     each task's :class:`~pgflow.worker.task.Outcome` once; ``on_free`` is
     called whenever a handler slot frees (the claim loop may claim again);
     ``run_input`` fetches a run's input for a map task's context.
+    ``bindings`` say how to call each handler (typed inputs, keyword
+    arguments); a handler without one is called the plain way (input, and
+    the Context if it takes a second positional parameter).
     """
 
     def __init__(
@@ -189,10 +195,14 @@ class Executor:
         on_outcome: Callable[[Outcome], None],
         on_free: Callable[[], None],
         run_input: Callable[[str], Any],
+        bindings: Mapping[tuple[str, str], Binding] | None = None,
     ) -> None:
         self.concurrency = concurrency
         self._handlers = dict(handlers)
-        self._takes_context = {key: takes_context(h) for key, h in self._handlers.items()}
+        self._bindings = dict(bindings or {})
+        for key, h in self._handlers.items():
+            if key not in self._bindings:
+                self._bindings[key] = plain_binding(h)
         self._on_outcome = on_outcome
         self._on_free = on_free
         self._run_input = run_input
@@ -252,18 +262,24 @@ class Executor:
         with self._cv:
             self._inflight += 1
             self._running[id(task)] = task
-        args: tuple[Any, ...] = (task.input,)
-        if self._takes_context.get((task.flow_slug, task.step_slug)):
-            args = (task.input, self.context(task))
+        binding = self._bindings.get((task.flow_slug, task.step_slug))
+        if binding is None or binding.handler is not task.handler:
+            binding = plain_binding(task.handler)
+        args: tuple[Any, ...] = (task.input, lambda: self.context(task))
         self._deadlines.watch(task)
         if inspect.iscoroutinefunction(task.handler):
+            try:
+                coroutine = binding.call(*args)
+            except Exception as exc:  # the input does not fit the annotations
+                self._on_done(task, None, exc, False)
+                return
             future: concurrent.futures.Future[Any] = asyncio.run_coroutine_threadsafe(
-                task.handler(*args), self._event_loop()
+                coroutine, self._event_loop()
             )
             task.future = future
             future.add_done_callback(lambda f: self._on_future_done(task, f))
         else:
-            self._threads.submit(task, args)
+            self._threads.submit(task, args, binding.call)
 
     def handler(self, flow: str, step: str) -> Handler:
         """The handler of a step (one that fails the task when the worker has none)."""
@@ -274,7 +290,7 @@ class Executor:
         """The :class:`Context` of a task (a map task fetches its run input on first use)."""
         if isinstance(task.input, dict) and "run" in task.input:
             run_input = task.input["run"]
-            return Context(
+            return Context.lazy(
                 task.flow_slug,
                 task.run_id,
                 task.step_slug,
@@ -289,7 +305,7 @@ class Executor:
                 cache.append(self._run_input(task.run_id))
             return cache[0]
 
-        return Context(
+        return Context.lazy(
             task.flow_slug, task.run_id, task.step_slug, task.task_index, task.attempt, fetch
         )
 

@@ -33,6 +33,7 @@ from pgflow.errors import DatabaseError, PgflowError, ShapeMismatchError
 from pgflow.spec.loader import Handler, LoadedFlow
 from pgflow.worker.backoff import Backoff, is_transient
 from pgflow.worker.config import WorkerConfig
+from pgflow.worker.convert import bind_all
 from pgflow.worker.executor import Executor
 from pgflow.worker.leases import Renewer
 from pgflow.worker.loop import ClaimLoop
@@ -72,6 +73,15 @@ class Worker:
             for slug, f in self.flows.items()
             for step, handler in f.handlers().items()
         }
+        # every handler's signature and annotations, checked before connecting
+        bindings = bind_all(
+            [
+                (slug, step.slug, handlers[slug, step.slug], step.map, step.depends_on)
+                for slug, f in self.flows.items()
+                for step in f.spec.steps
+                if (slug, step.slug) in handlers
+            ]
+        )
         self.timeouts: dict[tuple[str, str], float] = {}
         self.heartbeats: dict[tuple[str, str], float | None] = {}
         self._status = 0
@@ -97,6 +107,7 @@ class Worker:
             on_outcome=self.reporter.put,
             on_free=lambda: self.loop.wake.set(),  # noqa: PLW0108 - self.loop comes later
             run_input=self._run_input,
+            bindings=bindings,
         )
         self.listener = Listener(self._open, self.flows)
         self.loop = ClaimLoop(
