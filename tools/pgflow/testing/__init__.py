@@ -1,4 +1,4 @@
-"""pytest fixtures for code that uses pgflow: a database per test.
+"""pytest fixtures for code that uses pgflow: a database per test; :func:`run_flow`.
 
 Enable them in a ``conftest.py`` with ``pytest_plugins = ["pgflow.testing"]``.
 
@@ -139,3 +139,12 @@ def db(pg_server: Server, pgflow_template: str) -> Iterator[str]:
 def conn(db: str) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
     with psycopg.connect(db, autocommit=True) as connection:
         yield connection
+
+
+def __getattr__(name: str) -> object:
+    """``run_flow`` (and :mod:`pgflow.testing.flows`) loaded on first use."""
+    if name == "run_flow":
+        from pgflow.testing.flows import run_flow  # noqa: PLC0415 - keeps the plugin light
+
+        return run_flow
+    raise AttributeError(f"module 'pgflow.testing' has no attribute {name!r}")

@@ -1,0 +1,136 @@
+"""Run a whole flow end to end in-process: :func:`run_flow`.
+
+The run is real -- the extension in the test database decides every
+transition -- and the handlers are called inline by an embedded
+:class:`~pgflow.worker.Worker` (``run_once`` in a loop, no LISTEN, no extra
+process), so a test sees exactly what production would, breakpoints and
+coverage included.  docs/howto/testing-flows.md is the how-to.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from pgflow.compiler.migration import compile_flow
+from pgflow.db.client import Client
+from pgflow.db.queries import connect
+from pgflow.db.shape import shape_differences
+from pgflow.errors import Fail, PgflowError, RunTimeoutError, ShapeMismatchError
+from pgflow.spec.dsl import Flow
+from pgflow.spec.loader import Handler, LoadedFlow, flow_of
+from pgflow.worker.config import WorkerConfig
+from pgflow.worker.lifecycle import Worker
+
+__all__ = ["run_flow"]
+
+#: Run statuses after which nothing more happens to a run.
+FINISHED = frozenset({"completed", "failed", "cancelled"})
+
+
+def _failing(step: str, message: str) -> Handler:
+    def fail(input: Any) -> Any:
+        raise Fail(message)
+
+    fail.__name__ = f"fail_{step}"
+    return fail
+
+
+def install_flow(conninfo: str, loaded: LoadedFlow) -> bool:
+    """Create the flow's definition unless the database has it; whether it did.
+
+    A flow of the same slug with another definition is a
+    :class:`~pgflow.errors.ShapeMismatchError` (nothing is changed).
+    """
+    slug = loaded.spec.definition_slug
+    queries = connect(conninfo)
+    try:
+        shape = queries.flow_shape(slug)
+        if shape is not None:
+            diffs = shape_differences(loaded.spec, shape)
+            if diffs:
+                raise ShapeMismatchError(
+                    f"flow {slug!r} in the database differs from the spec: {'; '.join(diffs)}"
+                    " (use a fresh database, the `db` fixture, or a new version)"
+                )
+            return False
+        queries.conn.execute(compile_flow(loaded.spec, generated_at=datetime.now(UTC)))
+        return True
+    finally:
+        queries.close()
+
+
+def run_flow(
+    flow: Flow | LoadedFlow,
+    input: Any,
+    *,
+    conninfo: str = "",
+    fail: Mapping[str, str] | None = None,
+    handlers: Mapping[str, Handler] | None = None,
+    run_id: uuid.UUID | str | None = None,
+    timeout: float = 60.0,
+    poll: float = 0.02,
+    config: WorkerConfig | None = None,
+    sleep: Callable[[float], Any] = time.sleep,
+) -> dict[str, Any]:
+    """Run ``flow`` with ``input`` to its end; the finished run as ``pgflow.get_run`` gives it.
+
+    * ``conninfo`` -- the database (``""``: the libpq environment; in pytest,
+      the ``db`` fixture); the flow's definition is created there if missing;
+    * ``fail`` -- ``{step_slug: message}``: those steps' handlers raise
+      ``pgflow.Fail(message)`` instead of running (the task fails at once, no
+      retries, and the step's ``when_exhausted`` applies);
+    * ``handlers`` -- ``{step_slug: function}``: replace handlers (stubs for
+      steps that call the outside world);
+    * ``timeout`` -- seconds the whole run may take (:class:`RunTimeoutError`).
+
+    Retry delays are real: a handler that raises an ordinary exception is
+    retried after the step's backoff (``base_delay`` seconds, doubling), and
+    ``run_flow`` waits for it within ``timeout`` (time is not frozen: the
+    engine reads PostgreSQL's clock).  Keep ``base_delay`` (>= 1 s) and
+    ``max_attempts`` small in flows whose tests exercise retries, or use
+    ``fail=``, which fails at once.  Other runs of the same flow in the
+    database are run too (it is a worker).
+    """
+    loaded = flow_of(flow) if isinstance(flow, Flow) else flow
+    steps = {s.slug for s in loaded.spec.steps}
+    replaced = {**(handlers or {}), **{s: _failing(s, m) for s, m in (fail or {}).items()}}
+    unknown = sorted(set(replaced) - steps)
+    if unknown:
+        raise PgflowError(
+            f"flow {loaded.spec.slug!r} has no step {', '.join(map(repr, unknown))}"
+            f" (steps: {', '.join(sorted(steps))})"
+        )
+    if replaced:
+        callables = {s: loaded.handler(s) for s in steps if s not in replaced}
+        loaded = LoadedFlow(loaded.spec, {**callables, **replaced})
+    install_flow(conninfo, loaded)
+    worker = Worker(
+        conninfo,
+        [loaded],
+        config or WorkerConfig(listen=False, poll_interval=max(poll, 0.01), grace=5.0),
+    )
+    deadline = time.monotonic() + timeout
+    try:
+        with Client(conninfo) as client:
+            handle = client.start(loaded.spec.definition_slug, input, run_id)
+            while True:
+                claimed = worker.run_once()
+                run = client.get_run(handle.run_id)
+                if run is None:  # pragma: no cover - the run was pruned under the test
+                    raise PgflowError(f"run {handle.run_id} disappeared")
+                if run["status"] in FINISHED:
+                    return run
+                if time.monotonic() >= deadline:
+                    raise RunTimeoutError(
+                        f"run {handle.run_id} of flow {loaded.spec.slug!r} did not finish within"
+                        f" {timeout:g} s (status {run['status']}; a retry may be waiting for its"
+                        " backoff, see run_flow's docstring)"
+                    )
+                if not claimed:
+                    sleep(poll)
+    finally:
+        worker.close()
