@@ -33,6 +33,7 @@ COMMANDS: Final[Mapping[str, str]] = {
     "status": "pgflow.cli.run:status",
     "runs": "pgflow.cli.run:runs",
     "cancel": "pgflow.cli.ops:cancel",
+    "emit": "pgflow.cli.events:emit",
     "retry": "pgflow.cli.ops:retry",
     "prune": "pgflow.cli.ops:prune",
     "stats": "pgflow.cli.ops:stats",

@@ -73,6 +73,13 @@ def render_run(run: dict[str, Any]) -> str:
             detail.append(took)
         if step.get("skip_reason"):
             detail.append(f"({step['skip_reason']})")
+        waiting = step.get("waiting_for")
+        if waiting:
+            until = waiting.get("until")
+            detail.append(
+                f"waiting for {waiting['event']} key {to_json(waiting['key'])}"
+                + (f" until {until}" if until else " (no deadline)")
+            )
         lines.append(
             f"{branch} {step['step_slug']:<{width}}  {step['status']:<9}  {'  '.join(detail)}"
         )

@@ -75,6 +75,7 @@ __all__ = [
     "RunTimeoutError",
     "Stats",
     "cancel_run",
+    "emit_event",
     "flow_exists",
     "get_run",
     "get_run_text",
@@ -252,6 +253,14 @@ def cancel_run(db: Database, run_id: RunId) -> CancelResult:
     """Cancel a running run; a finished run is left as it is (not an error)."""
     run, notices = queries_of(db).cancel_run(run_id)
     return CancelResult(run, bool(notices))
+
+
+def emit_event(
+    db: Database, event: str, key: Any, payload: Any = None, event_id: str | None = None
+) -> int:
+    """Complete the steps waiting for ``event`` with ``key``; how many (see
+    :meth:`Client.emit_event`)."""
+    return queries_of(db).emit_event(event, key, payload, event_id)
 
 
 def retry_run(db: Database, run_id: RunId) -> dict[str, Any]:
@@ -735,6 +744,23 @@ class Client:
             run, notices = queries.cancel_run(as_run_id(run_id))
         return CancelResult(run, bool(notices))
 
+    def emit_event(
+        self, event: str, key: Any, payload: Any = None, *, event_id: str | None = None
+    ) -> int:
+        """An event happened: complete every step waiting for ``event`` with ``key``.
+
+        ``key`` is a JSON string, number or boolean, compared by JSON equality
+        (``42 == 42.0``, but ``"42"`` is another key); ``payload`` (any JSON
+        value) becomes the output of the steps it completes.  Returns how many
+        it completed; 0 when none waited (the event is then kept for
+        ``pgflow.event_retention`` and consumed by the first wait step that
+        becomes ready) or when ``event_id`` was emitted before (idempotent).
+        Runs in the client's transaction when it has one (emit atomically with
+        the application's own writes).
+        """
+        with self._source.queries() as queries:
+            return queries.emit_event(event, key, payload, event_id)
+
     def retry(self, run_id: RunId) -> RunHandle:
         """Resume a failed or cancelled run from its failed steps (operator rights).
 
@@ -1080,6 +1106,12 @@ class AsyncClient:
         rid = as_run_id(run_id)
         run, notices = await self._call(lambda q: q.cancel_run(rid))
         return CancelResult(run, bool(notices))
+
+    async def emit_event(
+        self, event: str, key: Any, payload: Any = None, *, event_id: str | None = None
+    ) -> int:
+        """Complete every step waiting for ``event`` with ``key`` (:meth:`Client.emit_event`)."""
+        return await self._call(lambda q: q.emit_event(event, key, payload, event_id))
 
     async def retry(self, run_id: RunId) -> AsyncRunHandle:
         """Resume a failed or cancelled run from its failed steps (operator rights)."""

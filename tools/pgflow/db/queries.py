@@ -450,6 +450,20 @@ class Queries:
         params = {"older_than": older_than, "batch_size": batch_size}
         return int(self._value("prune_runs", params) or 0)
 
+    def emit_event(self, event_name: str, key: Any, payload: Any, event_id: str | None) -> int:
+        """Complete the steps waiting for an event and key; how many (0: kept or repeated id)."""
+        params = {
+            "event_name": event_name,
+            "key": json_text(key),
+            "payload": json_text(payload),
+            "event_id": event_id,
+        }
+        return int(self._value("emit_event", params) or 0)
+
+    def expire_waits(self, max_rows: int = 1000) -> int:
+        """The maintenance call: time out waits past their deadline; how many timed out."""
+        return int(self._value("expire_waits", {"max_rows": max_rows}) or 0)
+
     def run_stats(self, flow_slug: str | None) -> list[dict[str, Any]]:
         return self._dicts("run_stats", {"flow_slug": flow_slug})
 
@@ -648,6 +662,17 @@ class AsyncQueries:
     async def prune_runs(self, older_than: timedelta, batch_size: int) -> int:
         params = {"older_than": older_than, "batch_size": batch_size}
         return int(await self._value("prune_runs", params) or 0)
+
+    async def emit_event(
+        self, event_name: str, key: Any, payload: Any, event_id: str | None
+    ) -> int:
+        params = {
+            "event_name": event_name,
+            "key": json_text(key),
+            "payload": json_text(payload),
+            "event_id": event_id,
+        }
+        return int(await self._value("emit_event", params) or 0)
 
     async def run_stats(self, flow_slug: str | None) -> list[dict[str, Any]]:
         return await self._dicts("run_stats", {"flow_slug": flow_slug})

@@ -151,6 +151,14 @@ SELECT to_jsonb(r) FROM pgflow.cancel_run(%(run_id)s) AS r;
 -- Queue a failed or cancelled run's failed tasks again.
 SELECT to_jsonb(r) FROM pgflow.retry_run(%(run_id)s) AS r;
 
+-- name: emit_event
+-- An event happened: complete the steps waiting for it and its key (else keep it); how many.
+SELECT pgflow.emit_event(%(event_name)s, %(key)s::jsonb, %(payload)s::jsonb, %(event_id)s);
+
+-- name: expire_waits
+-- The maintenance call: time out waits past their deadline, drop old events; how many timed out.
+SELECT pgflow.expire_waits(%(max_rows)s);
+
 -- name: prune_runs
 -- Delete up to batch_size runs that finished longer ago than older_than.
 SELECT pgflow.prune_runs(older_than => %(older_than)s, batch_size => %(batch_size)s);
