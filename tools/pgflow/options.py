@@ -187,7 +187,7 @@ OPTION_MINIMUMS: Final[Mapping[str, int]] = {
 #: Keys of a flow in YAML, ``flow`` and ``steps`` included.
 FLOW_KEYS: Final = ("flow", *(o.yaml for o in FLOW_OPTIONS), "steps")
 #: Keys of a step in YAML, ``slug`` and ``handler`` included.
-STEP_KEYS: Final = ("slug", *(o.yaml for o in STEP_OPTIONS), "handler")
+STEP_KEYS: Final = ("slug", *(o.yaml for o in STEP_OPTIONS), "handler", "wait_for")
 #: The keys of ``flow_shape`` step objects that make up a step's structure.
 SHAPE_KEYS: Final = tuple(o.shape_key for o in STEP_OPTIONS if o.shape_key is not None)
 

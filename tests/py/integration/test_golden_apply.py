@@ -22,7 +22,7 @@ pytestmark = pytest.mark.db
 REPO = Path(__file__).resolve().parents[3]
 GOLDEN = REPO / "tests" / "py" / "golden"
 CASES = sorted(p.name for p in GOLDEN.iterdir() if (p / "expected.sql").is_file())
-EXAMPLES = ["examples/flows/order.yaml"]
+EXAMPLES = ["examples/flows/order.yaml", "examples/flows/approval.yaml"]
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 

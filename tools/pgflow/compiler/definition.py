@@ -22,7 +22,7 @@ from typing import Any, Final
 import pglast
 from pglast import ast
 
-from pgflow.options import FLOW_OPTIONS, STEP_OPTIONS, Option, sql_value
+from pgflow.options import FLOW_OPTIONS, STEP_OPTIONS, WAIT_STEP_ARGUMENTS, Option, sql_value
 from pgflow.spec.model import FlowSpec
 
 #: The first header line of a migration pgflow-build wrote.
@@ -53,7 +53,12 @@ def of_spec(spec: FlowSpec) -> Definition:
     """The definition a spec describes."""
     flow = {o.sql: sql_value(o, getattr(spec, o.name)) for o in FLOW_OPTIONS if o.sql != "version"}
     steps = {
-        step.slug: {o.sql: sql_value(o, getattr(step, o.name)) for o in STEP_OPTIONS}
+        step.slug: {
+            **{o.sql: sql_value(o, getattr(step, o.name)) for o in STEP_OPTIONS},
+            # a wait step: step_type 'wait' and what it waits for
+            "step_type": step.step_type,
+            **dict(zip(WAIT_STEP_ARGUMENTS, (step.wait_event, step.wait_key), strict=True)),
+        }
         for step in spec.steps
     }
     return Definition(spec.slug, spec.version or 1, flow, steps)
@@ -137,6 +142,8 @@ def of_migration(text: str) -> Definition | None:
             for option in STEP_OPTIONS:
                 value = args.get(option.sql, _default(option))
                 step[option.sql] = sorted(value) if option.kind == "deps" else value
+            for name in WAIT_STEP_ARGUMENTS:
+                step[name] = args.get(name)
             steps[str(args["step_slug"])] = step
     if flow is None:
         return None
@@ -159,12 +166,12 @@ def differences(old: Definition, new: Definition) -> tuple[list[str], list[str]]
             continue
         for sql, value in step.items():
             if before.get(sql) != value:
-                option = _STEP_SQL[sql]
+                option = _STEP_SQL.get(sql)  # None: a wait step's event or key (structure)
                 line = (
                     f'step "{slug}": {sql} is {json.dumps(before.get(sql))} in the migration,'
                     f" {json.dumps(value)} in the spec"
                 )
-                (structural if option.structural else tunable).append(line)
+                (structural if option is None or option.structural else tunable).append(line)
     for sql, value in new.flow.items():
         if old.flow.get(sql) != value:
             tunable.append(

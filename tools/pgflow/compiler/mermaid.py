@@ -2,7 +2,8 @@
 
 Arrows point from a dependency to the step that needs it, the order steps run
 in.  Single steps are rectangles, map steps are stacked "subroutine" boxes
-marked ``map``, conditional steps are hexagons marked ``if`` / ``if not``.
+marked ``map``, conditional steps are hexagons marked ``if`` / ``if not``,
+wait steps are rounded boxes marked ``waits for <event>`` (and their timeout).
 Node ids are prefixed (``s_<slug>``) so that no slug collides with a Mermaid
 keyword such as ``end``.
 """
@@ -22,12 +23,16 @@ def mermaid(flow: FlowSpec) -> str:
             lines.append(f"    {_id(dep)} --> {_id(step.slug)}")
     maps = [_id(s.slug) for s in flow.steps if s.map]
     conditional = [_id(s.slug) for s in flow.steps if s.conditional]
+    waits = [_id(s.slug) for s in flow.steps if s.waits]
     if maps:
         lines.append("    classDef map stroke-width:3px")
         lines.append(f"    class {','.join(maps)} map")
     if conditional:
         lines.append("    classDef conditional stroke-dasharray:5 5")
         lines.append(f"    class {','.join(conditional)} conditional")
+    if waits:
+        lines.append("    classDef wait stroke-dasharray:2 2,stroke-width:2px")
+        lines.append(f"    class {','.join(waits)} wait")
     return "\n".join(lines) + "\n"
 
 
@@ -37,6 +42,10 @@ def _id(slug: str) -> str:
 
 def _node(step: StepSpec) -> str:
     marks: list[str] = []
+    if step.waits:
+        marks.append(f"waits for {step.wait_event} by {step.wait_key}")
+        if step.timeout is not None:
+            marks.append(f"timeout {step.timeout} s, then {step.when_exhausted}")
     if step.map:
         marks.append("map")
     if step.required_input_pattern is not None:
@@ -48,4 +57,6 @@ def _node(step: StepSpec) -> str:
         return f'{_id(step.slug)}{{{{"{label}"}}}}'
     if step.map:
         return f'{_id(step.slug)}[["{label}"]]'
+    if step.waits:
+        return f'{_id(step.slug)}(["{label}"])'
     return f'{_id(step.slug)}["{label}"]'

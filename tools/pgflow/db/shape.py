@@ -32,6 +32,9 @@ def expected_shape(spec: FlowSpec) -> list[dict[str, Any]]:
                 for option in STEP_OPTIONS
                 if option.shape_key is not None
             },
+            "step_type": step.step_type,
+            # what a wait step waits for (flow_shape's "wait"; null for other steps)
+            "wait": None if not step.waits else {"event": step.wait_event, "key": step.wait_key},
         }
         for step in spec.steps
     ]
@@ -46,8 +49,8 @@ def shape_differences(spec: FlowSpec, shape: Mapping[str, Any] | None) -> list[s
     diffs = [f'step "{slug}" is missing in the database' for slug in want if slug not in have]
     diffs += [f'the database has step "{slug}" the spec lacks' for slug in have if slug not in want]
     for slug in want.keys() & have.keys():
-        for key in SHAPE_KEYS:
-            if want[slug][key] != have[slug][key]:
+        for key in (*SHAPE_KEYS, "wait"):
+            if want[slug][key] != have[slug].get(key):
                 diffs.append(
                     f'step "{slug}": {key} is {json.dumps(have[slug][key])} in the database,'
                     f" {json.dumps(want[slug][key])} in the spec"

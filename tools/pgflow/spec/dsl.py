@@ -77,7 +77,7 @@ class RunStarter(Protocol[H_co]):
 
 @dataclass(frozen=True)
 class _StepDef:
-    fn: Callable[..., Any]
+    fn: Callable[..., Any] | None  # None: a wait step (no handler)
     slug: str
     line: int | None
     options: Mapping[str, object]
@@ -176,8 +176,8 @@ class Flow:
 
     @property
     def handlers(self) -> Mapping[str, Callable[..., Any]]:
-        """Step slug to handler function, in definition order."""
-        return {step.slug: step.fn for step in self._steps}
+        """Step slug to handler function, in definition order (wait steps have none)."""
+        return {step.slug: step.fn for step in self._steps if step.fn is not None}
 
     @overload
     def step(self, fn: F, /) -> F: ...
@@ -310,6 +310,43 @@ class Flow:
         decorator = self._decorator(slug, depends_on, options, _caller_line(), unknown)
         return decorator(fn) if fn is not None else decorator
 
+    def wait_for(
+        self,
+        slug: str,
+        /,
+        *,
+        event: str,
+        key: str,
+        depends_on: Sequence[Dependency] = (),
+        timeout: int | None = None,
+        if_: Mapping[str, Any] | None = None,
+        if_not: Mapping[str, Any] | None = None,
+        when_unmet: str = DEFAULT_WHEN_UNMET,
+        when_exhausted: str = DEFAULT_WHEN_EXHAUSTED,
+    ) -> str:
+        """Declare a wait step: no handler; ``emit_event(event, <key value>, payload)``
+        completes it, and its output is the payload.
+
+        ``key`` is the dotted path of the key in the step input (``run.order_id``,
+        ``<dependency>.id``); ``timeout`` (seconds, default: none) is how long it
+        waits before ``when_exhausted`` applies.  Returns ``slug``, for
+        ``depends_on`` of later steps.
+        """
+        wait: dict[str, object] = {"event": event, "key": key}
+        if timeout is not None:
+            wait["timeout"] = timeout
+        options = {
+            "if": if_,
+            "if_not": if_not,
+            "when_unmet": when_unmet,
+            "when_exhausted": when_exhausted,
+            "wait_for": wait,
+        }
+        deps = tuple(depends_on) if isinstance(depends_on, list | tuple) else depends_on
+        given = {k: v for k, v in options.items() if v is not None}
+        self._steps.append(_StepDef(None, slug, _caller_line(), given, deps))
+        return slug
+
     def _decorator(
         self,
         slug: str | None,
@@ -359,7 +396,7 @@ class Flow:
             module = getattr(step.fn, "__module__", None)
             qualname = getattr(step.fn, "__qualname__", None)
             ref = f"{module}:{qualname}"
-            handler = ref if HANDLER_RE.fullmatch(ref) else None
+            handler = ref if step.fn is not None and HANDLER_RE.fullmatch(ref) else None
             steps.append(RawStep(key=key, line=step.line, fields=fields, handler=handler))
         flow_fields = {"flow": Value(self.slug, self.line, "Flow.slug")}
         for name, option in self._options.items():
@@ -409,6 +446,8 @@ class Flow:
         """Handlers the worker could not call (wrong arity), at the decorated function's line."""
         problems: list[SpecError] = []
         for step in self._steps:
+            if step.fn is None:  # a wait step
+                continue
             is_map = step.options.get("map") is True
             deps = self.step_dependencies(step.slug)
             problem = handler_problem(step.fn, is_map=is_map, deps=deps)

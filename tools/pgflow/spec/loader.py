@@ -66,8 +66,10 @@ class LoadedFlow:
         return resolve_handler(step.handler)
 
     def handlers(self) -> dict[str, Handler]:
-        """Every step's handler, by step slug (raises HandlerError for the first missing one)."""
-        return {step.slug: self.handler(step.slug) for step in self.spec.steps}
+        """Every step's handler, by step slug (raises HandlerError for the first missing one).
+
+        Wait steps have none: ``emit_event`` completes them, no worker claims them."""
+        return {step.slug: self.handler(step.slug) for step in self.spec.steps if not step.waits}
 
 
 def load(spec: str) -> list[LoadedFlow]:

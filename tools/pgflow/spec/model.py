@@ -97,13 +97,24 @@ class StepSpec:
     heartbeat: int | None = None
     max_delay: int | None = None
     jitter: bool | None = None
+    #: a wait step (YAML ``wait_for``, :meth:`Flow.wait_for`): the event it waits
+    #: for and the dotted path of its key in the step input (``run.order_id``)
+    wait_event: str | None = None
+    wait_key: str | None = None
     handler: str | None = field(default=None, compare=False)
     line: int | None = field(default=None, compare=False)
 
     @property
     def step_type(self) -> str:
-        """``'map'`` or ``'single'``, as ``pgflow.add_step`` names it."""
+        """``'map'``, ``'single'`` or ``'wait'``, as ``pgflow.add_step`` names it."""
+        if self.wait_event is not None:
+            return "wait"
         return "map" if self.map else "single"
+
+    @property
+    def waits(self) -> bool:
+        """Whether this is a wait step (no handler; completed by ``emit_event``)."""
+        return self.wait_event is not None
 
     @property
     def if_(self) -> dict[str, Any] | None:

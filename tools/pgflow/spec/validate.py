@@ -12,9 +12,10 @@ slug is missing or invalid are not checked (that slug is reported instead).
 from __future__ import annotations
 
 import heapq
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from pgflow.errors import SpecError
 from pgflow.options import (
@@ -240,7 +241,104 @@ def _check_step(check: _Checker, raw: RawStep, index: int) -> _Draft:
             step[option.name] = option.default if value is None else value
     step["handler"] = raw.handler if raw.handler is not None else check.handler(fields)
     deps = check.depends_on(fields)
+    if "wait_for" in fields:
+        _check_wait(check, raw, step, [dep for dep, _ in deps])
     return _Draft(raw=raw, index=index, slug=slug, deps=deps, step=step)
+
+
+WAIT_EVENT_RE: Final = re.compile(r"[a-zA-Z][a-zA-Z0-9_.:-]{0,127}")
+WAIT_FOR_KEYS: Final = ("event", "key", "timeout")
+#: Step keys that only make sense for a step with tasks.
+TASK_ONLY_KEYS: Final = (
+    "max_attempts", "base_delay", "start_delay", "heartbeat", "max_delay", "jitter", "map",
+    "timeout",
+)  # fmt: skip
+
+
+def _check_wait(check: _Checker, raw: RawStep, step: dict[str, Any], deps: list[str]) -> None:
+    """``wait_for: {event, key, timeout}``: a wait step (no handler, no task)."""
+    value = raw.fields["wait_for"]
+    where = value.key
+    if not isinstance(value.value, Mapping):
+        check.error(
+            value.line,
+            where,
+            "must be a mapping {event: ..., key: run.<field>, timeout: <seconds>},"
+            f" got {describe(value.value)}",
+        )
+        return
+    spec: Mapping[str, Any] = value.value
+    for name in spec:
+        if name not in WAIT_FOR_KEYS:
+            hint = (
+                did_you_mean(str(name), WAIT_FOR_KEYS) or f" (allowed: {', '.join(WAIT_FOR_KEYS)})"
+            )
+            check.error(value.line, f"{where}.{name}", f"unknown key{hint}")
+    event, key, timeout = spec.get("event"), spec.get("key"), spec.get("timeout")
+    if event is None:
+        check.error(
+            value.line, f"{where}.event", "missing: the event it waits for, e.g. event: approval"
+        )
+    elif not isinstance(event, str) or not WAIT_EVENT_RE.fullmatch(event):
+        check.error(
+            value.line,
+            f"{where}.event",
+            f"invalid event name {show(event) if isinstance(event, str) else describe(event)}:"
+            " a letter, then letters, digits, _ . : or - (at most 128)",
+        )
+        event = None
+    if key is None:
+        check.error(
+            value.line,
+            f"{where}.key",
+            "missing: the path of the key in the input, e.g. key: run.order_id",
+        )
+    elif not isinstance(key, str) or "" in key.split(".") or len(key.split(".")) < 2:
+        check.error(
+            value.line,
+            f"{where}.key",
+            f"invalid key path {show(key) if isinstance(key, str) else describe(key)}: a dotted"
+            " path into the step input, e.g. run.order_id or <dependency>.id",
+        )
+        key = None
+    elif key.split(".")[0] != "run" and key.split(".")[0] not in deps:
+        allowed = ", ".join(["run", *deps])
+        check.error(
+            value.line,
+            f"{where}.key",
+            f"key path {show(key)} starts with {show(key.split('.')[0])}, which is neither run"
+            f" nor a dependency (use one of: {allowed})",
+        )
+        key = None
+    if timeout is not None:
+        minimum = OPTION_MINIMUMS["timeout"]
+        if (
+            not isinstance(timeout, int)
+            or isinstance(timeout, bool)
+            or not (minimum <= timeout <= OPTION_MAXIMUM)
+        ):
+            check.error(
+                value.line,
+                f"{where}.timeout",
+                f"must be an integer of seconds between {minimum} and {OPTION_MAXIMUM},"
+                f" got {describe(timeout)}",
+            )
+            timeout = None
+    if raw.handler is not None or "handler" in raw.fields:
+        line = raw.fields["handler"].line if "handler" in raw.fields else raw.line
+        check.error(
+            line, f"{raw.key}.handler", "a wait step has no handler: emit_event completes it"
+        )
+    for name in TASK_ONLY_KEYS:
+        if name in raw.fields:
+            hint = " (write it as wait_for.timeout)" if name == "timeout" else ""
+            check.error(
+                raw.fields[name].line,
+                raw.fields[name].key,
+                f"does not apply to a wait step (it has no task){hint}",
+            )
+    step["wait_event"], step["wait_key"], step["timeout"] = event, key, timeout
+    step["handler"] = None
 
 
 def _checked(check: _Checker, fields: Mapping[str, Value], option: Option) -> object:

@@ -32,6 +32,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 from pgflow.db.queries import ClaimedTask
+from pgflow.errors import PgflowError
 from pgflow.worker.executor import Executor
 from pgflow.worker.notify import Listener
 from pgflow.worker.reporter import Reporter
@@ -91,6 +92,7 @@ class ClaimLoop:
         self.listener: Listener | None = None
         self._woken: set[str] = set()
         self._last_heartbeat = clock()
+        self._expire_refused = False
 
     def drop_flow(self, flow: str) -> None:
         """Stop claiming tasks of ``flow`` (its definition changed under the worker)."""
@@ -116,14 +118,35 @@ class ClaimLoop:
         self._last_heartbeat = self.clock()
 
     def heartbeat(self) -> None:
-        """Say "alive" when due; re-register when the registry no longer knows us."""
+        """Say "alive" when due; re-register when the registry no longer knows us.
+
+        Each heartbeat also makes the maintenance call ``pgflow.expire_waits``
+        (wait steps past their deadline time out), so waits time out without
+        pg_cron as long as some worker runs."""
         if self.clock() - self._last_heartbeat < self.heartbeat_interval:
             return
         if not self._claim_queries().worker_heartbeat(self.worker_id):
             self.register()
+        self._expire_waits()
         self._last_heartbeat = self.clock()
         if self.on_heartbeat is not None:
             self.on_heartbeat()
+
+    def _expire_waits(self) -> None:
+        """``pgflow.expire_waits()``; a database that refuses it (no EXECUTE: a role
+        granted before 0.3.0 without the upgrade's grants) is logged, not fatal."""
+        expire = getattr(self._claim_queries(), "expire_waits", None)
+        if expire is None:  # a test double without the maintenance call
+            return
+        try:
+            timed_out = expire()
+        except PgflowError as exc:
+            if not self._expire_refused:
+                log.warning("pgflow.expire_waits failed (waits will not time out): %s", exc)
+                self._expire_refused = True
+            return
+        if timed_out:
+            log.info("%d wait step(s) timed out (pgflow.expire_waits)", timed_out)
 
     # ------------------------------------------------------------ one pass
 
