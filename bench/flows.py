@@ -101,4 +101,8 @@ def plain_hold(inp: dict[str, Any], ctx: Any) -> dict[str, Any]:
 
 #: every flow of this module, with the number of tasks one run creates
 #: (fanout: per element of its input, plus the reduce task)
-FLOWS = (chain3, diamond, fanout, single, lease_beat, lease_plain)
+# one wait step per run (completed by emit_event, no task): the events benchmark
+waits = Flow("waits")
+waits.wait_for("w", event="bench_event", key="run.k")
+
+FLOWS = (chain3, diamond, fanout, single, lease_beat, lease_plain, waits)

@@ -33,6 +33,7 @@ SETTINGS: dict[str, str] = {
 
 BENCHMARKS = (
     "chain3",
+    "events",
     "diamond",
     "fanout",
     "idle",
@@ -130,6 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 lambda: workloads.drive(conninfo, "chain3", runs, processes=procs, per_task=True),
             ),
             ("diamond", lambda: workloads.drive(conninfo, "diamond", runs, processes=procs)),
+            ("events", lambda: workloads.events(conninfo, runs, procs)),
             ("fanout", lambda: workloads.fanout(conninfo, args.fanout)),
             ("idle", lambda: workloads.idle_latency(conninfo, args.samples, procs)),
         ]
@@ -211,6 +213,18 @@ def build_rows(results: dict[str, Any], args: argparse.Namespace) -> list[Row]:
     rows = [
         Row("chain3 tasks/s (protocol driver)", chain3, "tasks/s", digits=0),
         Row("diamond tasks/s (protocol driver)", diamond, "tasks/s", digits=0),
+        Row(
+            f"emit_event events/s completing a waiting step ({args.processes} connections)",
+            _values(results, "events", "events_per_s"),
+            "events/s",
+            digits=0,
+        ),
+        Row(
+            "  next to start_flow runs/s of the same flow (one transaction)",
+            _values(results, "events", "start_flow_runs_per_s"),
+            "runs/s",
+            digits=0,
+        ),
         Row(f"pgbench TPS (INSERT+UPDATE, {args.processes} clients)", tps, "TPS", digits=0),
         Row(
             "chain3 ÷ pgbench TPS",

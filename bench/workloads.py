@@ -599,3 +599,53 @@ def snapshot_hold(conninfo: str, hold_s: float, processes: int = 4) -> dict[str,
         "after_per_second": after,
         "back_within_s": back,
     }
+
+
+def events(conninfo: str, runs: int, processes: int = 4) -> dict[str, Any]:
+    """emit_event throughput: ``runs`` runs of ``waits`` (one wait step each, distinct
+    keys) started in one transaction, then one emit per key, each its own
+    transaction, from ``processes`` connections in parallel: events/s completing a
+    waiting step (each completes its run), next to start_flow's runs/s."""
+    with db.connect(conninfo) as conn:
+        conn.execute("TRUNCATE pgflow.events, pgflow.waits")
+        db.reset(conn)
+    with db.connect(conninfo) as conn:
+        t0 = time.perf_counter()
+        conn.execute(
+            "SELECT count(pgflow.start_flow('waits', jsonb_build_object('k', i)))"
+            " FROM generate_series(1, %s) AS i",
+            (runs,),
+        )
+        start_s = time.perf_counter() - t0
+    completed = [0] * processes
+
+    def emit(worker: int) -> None:
+        with db.connect(conninfo) as conn:
+            for key in range(worker + 1, runs + 1, processes):
+                row = conn.execute(
+                    "SELECT pgflow.emit_event('bench_event', to_jsonb(%s::int), '{}')", (key,)
+                ).fetchone()
+                completed[worker] += int(row[0]) if row else 0
+
+    threads = [threading.Thread(target=emit, args=(w,)) for w in range(processes)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    emit_s = time.perf_counter() - t0
+    with db.connect(conninfo) as conn:
+        row = conn.execute(
+            "SELECT count(*) FILTER (WHERE status = 'completed') FROM pgflow.runs"
+            " WHERE flow_slug = 'waits'"
+        ).fetchone()
+    done = int(row[0]) if row else 0
+    return {
+        "runs": runs,
+        "start_flow_s": start_s,
+        "start_flow_runs_per_s": runs / start_s,
+        "emit_s": emit_s,
+        "events_per_s": sum(completed) / emit_s,
+        "steps_completed": sum(completed),
+        "runs_completed": done,
+    }
