@@ -7,7 +7,8 @@
 
 -- _api_functions: the functions each kind of role is granted.
 --   worker: the worker protocol (and expire_waits, its periodic maintenance
---   call); client: start, follow and cancel runs, emit events.
+--   call); client: start, follow and cancel runs, emit events; dashboard:
+--   the aggregates pgflow ui reads (grant_dashboard adds client's and flow_shape).
 -- Operator functions (retry_run, prune_runs, delete_flow) are granted to
 -- nobody: they run as their caller, i.e. the owner.
 CREATE FUNCTION pgflow._api_functions(kind text)
@@ -42,11 +43,13 @@ AS $$
             'pgflow.listen_events(boolean)',
             'pgflow.cancel_run(uuid)',
             'pgflow.emit_event(text, jsonb, jsonb, text)']
+        WHEN 'dashboard' THEN ARRAY[
+            'pgflow.dashboard_snapshot()']
     END) AS f;
 $$;
 
 COMMENT ON FUNCTION pgflow._api_functions(text) IS
-    'the functions grant_worker (kind worker) and grant_client (kind client) grant';
+    'the functions grant_worker (kind worker), grant_client (kind client) and grant_dashboard (kind dashboard, with client''s) grant';
 
 -- _grant_api: grants USAGE on the schema and EXECUTE on the functions of
 -- one kind to a role.  Errors: 22004 NULL role; 42704 unknown role.

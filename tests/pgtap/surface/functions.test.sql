@@ -5,8 +5,8 @@ SELECT is(
     ARRAY(SELECT p.proname::text FROM pg_proc AS p
           WHERE p.pronamespace = 'pgflow'::regnamespace AND p.proname !~ '^_'
           ORDER BY 1),
-    ARRAY['add_step', 'cancel_run', 'check_flow_steps', 'claim_tasks', 'complete_task', 'complete_tasks', 'create_flow', 'delete_flow',
-          'emit_event', 'expire_waits', 'extend_leases', 'fail_task', 'fail_tasks', 'flow_shape', 'get_run', 'grant_client', 'grant_worker', 'list_flows', 'list_runs', 'listen_events', 'prune_runs', 'read_with_poll',
+    ARRAY['add_step', 'cancel_run', 'check_flow_steps', 'claim_tasks', 'complete_task', 'complete_tasks', 'create_flow', 'dashboard_snapshot', 'delete_flow',
+          'emit_event', 'expire_waits', 'extend_leases', 'fail_task', 'fail_tasks', 'flow_shape', 'get_run', 'grant_client', 'grant_dashboard', 'grant_worker', 'list_flows', 'list_runs', 'listen_events', 'prune_runs', 'read_with_poll',
           'register_worker', 'retry_run', 'run_input', 'set_current_version', 'start_flow', 'start_tasks', 'stop_worker',
           'worker_heartbeat', 'worker_idle'],
     'the public functions are exactly these'
@@ -49,8 +49,9 @@ SELECT is(
     ARRAY(SELECT p.oid::regprocedure::text FROM pg_proc AS p
           WHERE p.pronamespace = 'pgflow'::regnamespace AND p.prosecdef ORDER BY 1),
     ARRAY(SELECT f::text FROM pgflow._api_functions('worker') AS f
-          UNION SELECT f::text FROM pgflow._api_functions('client') AS f ORDER BY 1),
-    'the SECURITY DEFINER functions are exactly those grant_worker and grant_client grant'
+          UNION SELECT f::text FROM pgflow._api_functions('client') AS f
+          UNION SELECT f::text FROM pgflow._api_functions('dashboard') AS f ORDER BY 1),
+    'the SECURITY DEFINER functions are exactly those grant_worker, grant_client and grant_dashboard grant'
 );
 
 SELECT is_empty(

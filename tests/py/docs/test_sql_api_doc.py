@@ -106,7 +106,7 @@ def test_index_signatures_and_return_types_match_the_catalog(conn: Conn) -> None
 
 def test_the_granted_by_column_matches_the_grant_helpers(conn: Conn) -> None:
     granted: dict[str, str] = {}
-    for kind in ("worker", "client"):
+    for kind in ("worker", "client", "dashboard"):
         for (fn,) in conn.execute(
             "SELECT f::regproc::text FROM pgflow._api_functions(%s) AS f", [kind]
         ).fetchall():

@@ -160,6 +160,12 @@ def test_both_wheels_ship_pgflow_sql_as_make_builds_it(built: Built, tmp_path: P
         "pgflow/db/queries.sql",
         "pgflow/compiler/templates/flow.sql.j2",
         "pgflow/compiler/templates/header.sql.j2",
+        "pgflow/ui/templates/base.html",
+        "pgflow/ui/templates/run.html",
+        "pgflow/ui/static/dashboard.js",
+        "pgflow/ui/static/mermaid.min.js",
+        "pgflow/ui/static/mermaid.LICENSE",
+        "pgflow/ui/static/VENDOR.md",
     ):
         assert data_file in from_sdist, data_file
 
