@@ -3132,7 +3132,8 @@ COMMENT ON FUNCTION pgflow.flow_shape(text) IS
 
 -- _api_functions: the functions each kind of role is granted.
 --   worker: the worker protocol (and expire_waits, its periodic maintenance
---   call); client: start, follow and cancel runs, emit events.
+--   call); client: start, follow and cancel runs, emit events; dashboard:
+--   the aggregates pgflow ui reads (grant_dashboard adds client's and flow_shape).
 -- Operator functions (retry_run, prune_runs, delete_flow) are granted to
 -- nobody: they run as their caller, i.e. the owner.
 CREATE OR REPLACE FUNCTION pgflow._api_functions(kind text)
@@ -3167,11 +3168,13 @@ AS $$
             'pgflow.listen_events(boolean)',
             'pgflow.cancel_run(uuid)',
             'pgflow.emit_event(text, jsonb, jsonb, text)']
+        WHEN 'dashboard' THEN ARRAY[
+            'pgflow.dashboard_snapshot()']
     END) AS f;
 $$;
 
 COMMENT ON FUNCTION pgflow._api_functions(text) IS
-    'the functions grant_worker (kind worker) and grant_client (kind client) grant';
+    'the functions grant_worker (kind worker), grant_client (kind client) and grant_dashboard (kind dashboard, with client''s) grant';
 
 COMMENT ON FUNCTION pgflow.grant_client(text) IS
     'grant a role what an application needs to start, follow and cancel runs and emit events (no table access)';
