@@ -107,3 +107,25 @@ def test_parse_key_reads_json_scalars_and_else_strings() -> None:
     assert parse_key("order-42") == "order-42"
     with pytest.raises(ValueError, match="JSON dict"):
         parse_key('{"a": 1}')
+
+
+def test_a_waiting_step_is_announced_on_pgflow_events(db: str, conn: Conn) -> None:
+    conn.execute("SELECT pgflow.create_flow('noisy', step_events => true)")
+    conn.execute(
+        "SELECT pgflow.add_step('noisy', 'w', step_type => 'wait', wait_event => 'go',"
+        " wait_key => 'run.id')"
+    )
+    with psycopg.connect(db, autocommit=True) as listener:
+        listener.execute("LISTEN pgflow_events")
+        listener.execute("SELECT pgflow.listen_events()")
+        (run_id,) = conn.execute(
+            "SELECT run_id FROM pgflow.start_flow('noisy', '{\"id\": 5}')"
+        ).fetchone() or (None,)
+        conn.execute("SELECT pgflow.emit_event('go', '5', '{}')")
+        events = []
+        for note in listener.notifies(timeout=5, stop_after=4):
+            events.append(json.loads(note.payload)["event"])
+    assert events == ["run:started", "step:w:waiting", "step:w:completed", "run:completed"], (
+        run_id,
+        events,
+    )
