@@ -7,9 +7,9 @@ Connection: the libpq environment (``PGHOST``, ``PGPORT``, ``PGUSER``,
 from __future__ import annotations
 
 import json
-import logging
 import math
 import sys
+import tomllib
 import uuid
 from typing import Any, Final
 
@@ -17,6 +17,7 @@ import click
 
 from pgflow.cli._common import (
     CONTEXT_SETTINGS,
+    DSN_HELP,
     dsn_option,
     fail,
     json_option,
@@ -36,7 +37,9 @@ from pgflow.db.client import (
     wait_for_run,
 )
 from pgflow.errors import JsonTooDeep, PermissionDenied, RunTimeoutError
+from pgflow.spec.model import did_you_mean
 from pgflow.worker import Worker, WorkerConfig
+from pgflow.worker.logs import configure as configure_logging
 
 # --------------------------------------------------------------------------- worker
 
@@ -45,6 +48,13 @@ Each SPEC is a flow spec as pgflow-build reads it: a .py file, a .yaml file or
 package.module[:attr].  Python specs bring their handlers; YAML steps name them
 with handler: module:function.  Before claiming anything the worker checks that
 each flow in the database has the structure of its spec.
+
+\b
+Every option can also come from its environment variable (shown with it) or
+from [tool.pgflow.worker] of pyproject.toml in the current directory or
+--config PATH (keys concurrency, batch_size, poll_interval, grace, listen,
+log_format); a flag
+wins over the environment, the environment over pyproject.toml.
 
 \b
 SIGTERM or SIGINT: stop claiming, let running handlers finish (--grace), exit 0.
@@ -58,13 +68,85 @@ Examples:
 """
 
 
+def _pyproject_defaults(ctx: click.Context, param: click.Parameter, path: str) -> None:
+    """Read ``[tool.pgflow.worker]`` of pyproject.toml into the command's defaults.
+
+    click resolves each option as: the flag, else its environment variable,
+    else ``ctx.default_map`` (filled here), else the built-in default.
+    """
+    settings = pyproject_settings(path, required=path != PYPROJECT)
+    if not settings:
+        return
+    where = f"{path} [tool.pgflow.worker]"
+    by_key = {p.name: p for p in ctx.command.params if p.name in PYPROJECT_KEYS.values()}
+    defaults: dict[str, Any] = {}
+    for key, value in settings.items():
+        name = PYPROJECT_KEYS.get(key)
+        if name is None:
+            raise click.UsageError(
+                f"{where}: unknown key {key!r}{did_you_mean(key, PYPROJECT_KEYS)}"
+                f" (keys: {', '.join(PYPROJECT_KEYS)})"
+            )
+        if key == "listen":
+            if not isinstance(value, bool):
+                raise click.UsageError(f"{where}: listen must be true or false, got {value!r}")
+            defaults[name] = not value
+            continue
+        try:
+            defaults[name] = by_key[name].type_cast_value(ctx, value)
+        except click.BadParameter as exc:
+            raise click.UsageError(f"{where}: {key}: {exc.message}") from None
+    ctx.default_map = {**(ctx.default_map or {}), **defaults}
+
+
+#: pyproject.toml keys of [tool.pgflow.worker] -> the worker command's parameter names.
+PYPROJECT_KEYS: Final = {
+    "concurrency": "concurrency",
+    "batch_size": "batch_size",
+    "poll_interval": "poll_interval",
+    "grace": "grace",
+    "listen": "no_listen",
+    "log_format": "log_format",
+}
+PYPROJECT: Final = "pyproject.toml"
+
+
+def pyproject_settings(path: str, *, required: bool = False) -> dict[str, Any]:
+    """``[tool.pgflow.worker]`` of a pyproject.toml (empty when the file or table is absent)."""
+    try:
+        with open(path, "rb") as file:
+            data = tomllib.load(file)
+    except FileNotFoundError:
+        if required:
+            raise click.UsageError(f"{path}: no such file") from None
+        return {}
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise click.UsageError(f"{path}: cannot read it: {exc}") from None
+    table = data.get("tool", {}).get("pgflow", {}).get("worker", {})
+    if not isinstance(table, dict):
+        raise click.UsageError(f"{path}: [tool.pgflow.worker] must be a table")
+    return table
+
+
 @click.command("worker", context_settings=CONTEXT_SETTINGS, epilog=WORKER_EPILOG)
 @click.argument("specs", metavar="SPEC...", nargs=-1, required=True)
+@click.option(
+    "--config",
+    metavar="PATH",
+    default=PYPROJECT,
+    show_default=True,
+    is_eager=True,
+    expose_value=False,
+    callback=_pyproject_defaults,
+    help="Read defaults from [tool.pgflow.worker] of this pyproject.toml (when it exists).",
+)
 @click.option(
     "--concurrency",
     type=click.IntRange(1, 1000),
     default=10,
     show_default=True,
+    envvar="PGFLOW_CONCURRENCY",
+    show_envvar=True,
     help="Handlers running at once.",
 )
 @click.option(
@@ -72,6 +154,8 @@ Examples:
     type=click.IntRange(1, 1000),
     default=10,
     show_default=True,
+    envvar="PGFLOW_BATCH_SIZE",
+    show_envvar=True,
     help="Tasks claimed per call.",
 )
 @click.option(
@@ -79,6 +163,8 @@ Examples:
     type=click.FloatRange(0.05, 60),
     default=1.0,
     show_default=True,
+    envvar="PGFLOW_POLL_INTERVAL",
+    show_envvar=True,
     help="Seconds between fallback polls (delayed retries, start delays, missed wake-ups).",
 )
 @click.option(
@@ -86,12 +172,25 @@ Examples:
     type=click.FloatRange(0, 3600),
     default=30.0,
     show_default=True,
+    envvar="PGFLOW_GRACE",
+    show_envvar=True,
     help="Seconds running handlers get to finish after SIGTERM.",
 )
 @click.option(
     "--no-listen",
     is_flag=True,
+    envvar="PGFLOW_NO_LISTEN",
+    show_envvar=True,
     help="Do not LISTEN for wake-ups; poll instead (needed behind PgBouncer in transaction mode).",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    envvar="PGFLOW_LOG_FORMAT",
+    show_envvar=True,
+    help="Log lines as text or one JSON object per line (with run_id, flow, step, ...).",
 )
 @click.option(
     "-v",
@@ -99,7 +198,14 @@ Examples:
     count=True,
     help="More logging: -v a line per completed task, -vv every poll too.",
 )
-@dsn_option
+@click.option(
+    "--dsn",
+    default="",
+    metavar="DSN",
+    envvar="PGFLOW_DSN",
+    show_envvar=True,
+    help=DSN_HELP,
+)
 def worker(
     specs: tuple[str, ...],
     concurrency: int,
@@ -107,19 +213,12 @@ def worker(
     poll_interval: float,
     grace: float,
     no_listen: bool,
+    log_format: str,
     verbose: int,
     dsn: str,
 ) -> None:
     """Run the handlers of the flows in SPEC... until stopped."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbose > 1 else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    if verbose == 0:
-        logging.getLogger("pgflow.worker").setLevel(logging.INFO)
-        # a line per completed task costs more than a no-op handler: -v
-        logging.getLogger("pgflow.worker.tasks").setLevel(logging.WARNING)
+    configure_logging(log_format, verbose, sys.stderr)
     with reported():
         flows = load_all(specs)
         config = WorkerConfig(
@@ -129,7 +228,7 @@ def worker(
             grace=grace,
             listen=not no_listen,
         )
-        status = Worker(dsn, flows, config).run()
+        status = Worker(flows, dsn, config).run()
     raise click.exceptions.Exit(status)
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from typing import Any
 
 from pgflow.errors import ConfigError
+from pgflow.spec.model import did_you_mean
 
 __all__ = ["ConfigError", "WorkerConfig"]
 
@@ -39,6 +42,23 @@ class WorkerConfig:
     reconnect_min: float = 0.2
     reconnect_max: float = 5.0
     connect_timeout: float = 30.0
+
+    @classmethod
+    def from_mapping(cls, settings: Mapping[str, Any], where: str = "") -> WorkerConfig:
+        """A config from keyword settings (``Worker(..., concurrency=20)``, pyproject.toml);
+        an unknown name is a :class:`ConfigError` naming it (and ``where`` it came from)."""
+        names = [f.name for f in fields(cls)]
+        prefix = f"{where}: " if where else ""
+        for key in settings:
+            if key not in names:
+                raise ConfigError(
+                    f"{prefix}unknown worker setting {key!r}{did_you_mean(key, names)}"
+                    f" (settings: {', '.join(names)})"
+                )
+        try:
+            return cls(**settings)
+        except ConfigError as exc:
+            raise ConfigError(f"{prefix}{exc}") from None
 
     def __post_init__(self) -> None:
         limits: dict[str, tuple[float, float]] = {

@@ -333,13 +333,17 @@ class Executor:
             if cancelled:
                 return
             if exc is not None:
-                log.info(
-                    "task failed %s error=%s: %s",
-                    task.label,
-                    type(exc).__name__,
-                    exc,
-                    exc_info=(type(exc), exc, exc.__traceback__),
-                )
+                # one line per failure comes from the reporter (WARNING or ERROR);
+                # the traceback only at DEBUG
+                if log.isEnabledFor(logging.DEBUG):
+                    log.debug(
+                        "handler raised %s error=%s: %s",
+                        task.label,
+                        type(exc).__name__,
+                        exc,
+                        exc_info=(type(exc), exc, exc.__traceback__),
+                        extra=task.fields,
+                    )
                 self.report(
                     task,
                     error=f"{type(exc).__name__}: {exc}",
@@ -361,7 +365,12 @@ class Executor:
             self._on_free()
 
     def _on_timeout(self, task: Task) -> None:
-        log.warning("task timed out %s after %.0f s: reporting failure", task.label, task.timeout)
+        log.info(
+            "task timed out %s after %.0f s: reporting failure",
+            task.label,
+            task.timeout,
+            extra=task.fields,
+        )
         self.report(task, error=f"timeout: the handler ran longer than {task.timeout:.0f} s")
         if task.future is not None and inspect.iscoroutinefunction(task.handler):
             task.future.cancel()  # a coroutine can be stopped; a thread cannot

@@ -16,6 +16,9 @@ see docs/howto/workers.md.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -30,7 +33,8 @@ from pgflow.db import install
 from pgflow.db.queries import Queries, connect
 from pgflow.db.shape import shape_differences
 from pgflow.errors import DatabaseError, PgflowError, ShapeMismatchError
-from pgflow.spec.loader import Handler, LoadedFlow
+from pgflow.spec.dsl import Flow
+from pgflow.spec.loader import Handler, LoadedFlow, flow_of, load
 from pgflow.worker.backoff import Backoff, is_transient
 from pgflow.worker.config import WorkerConfig
 from pgflow.worker.convert import bind_all
@@ -43,28 +47,62 @@ from pgflow.worker.reporter import Reporter
 log = logging.getLogger("pgflow.worker")
 
 
+def _loaded(flows: Sequence[LoadedFlow | Flow | str] | LoadedFlow | Flow) -> list[LoadedFlow]:
+    """Loaded specs of what ``Worker`` was given (Flow objects, loaded specs, SPEC strings)."""
+    items = [flows] if isinstance(flows, LoadedFlow | Flow) else list(flows)
+    out: list[LoadedFlow] = []
+    for item in items:
+        if isinstance(item, LoadedFlow):
+            out.append(item)
+        elif isinstance(item, Flow):
+            out.append(flow_of(item))
+        elif isinstance(item, str):
+            out.extend(load(item))
+        else:
+            raise PgflowError(
+                f"a worker runs pgflow.Flow objects, loaded specs or SPEC strings,"
+                f" not {type(item).__name__}"
+            )
+    return out
+
+
 class Worker:
     """Claims and runs tasks of ``flows`` until :meth:`stop` (or SIGTERM/SIGINT)."""
 
     def __init__(
         self,
-        conninfo: str,
-        flows: Sequence[LoadedFlow],
+        flows: Sequence[LoadedFlow | Flow | str] | LoadedFlow | Flow,
+        conninfo: str | Sequence[LoadedFlow | Flow | str] = "",
         config: WorkerConfig | None = None,
         worker_id: uuid.UUID | None = None,
         *,
         connector: Callable[[], Queries] | None = None,
         sleep: Callable[[float], Any] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        **settings: Any,
     ) -> None:
-        """``connector`` opens a connection (default: ``conninfo`` with psycopg, prepared
+        """``flows``: :class:`pgflow.Flow` objects, loaded specs, or SPEC strings as
+        ``pgflow worker`` takes them (``"myapp.flows"``, ``"flows/order.yaml"``);
+        ``conninfo``: libpq conninfo or URL (``""``: the ``PG*`` environment);
+        ``settings``: :class:`WorkerConfig` fields (``concurrency=20``), over ``config``.
+        The 0.2 order ``Worker(conninfo, flows, ...)`` still works.
+
+        ``connector`` opens a connection (default: ``conninfo`` with psycopg, prepared
         statements off); ``sleep`` pauses between reconnection attempts (default: a wait
         that a stop interrupts); ``clock`` times the start-up's connection attempts.
         All three are for tests and embedding."""
-        if not flows:
+        if isinstance(flows, str) and not isinstance(conninfo, str):
+            flows, conninfo = conninfo, flows  # Worker(conninfo, flows): the 0.2 order
+        assert isinstance(conninfo, str)
+        loaded_flows = _loaded(flows)
+        if not loaded_flows:
             raise PgflowError("a worker needs at least one flow")
         self.conninfo = conninfo
         self.config = config or WorkerConfig()
+        if settings:
+            merged = {**dataclasses.asdict(self.config), **settings}
+            self.config = WorkerConfig.from_mapping(merged, "Worker()")
+        flows = loaded_flows
         self.worker_id = worker_id or uuid.uuid4()
         # keyed by definition slug: a worker may serve several versions of a flow
         self.flows = {f.spec.definition_slug: f for f in flows}
@@ -84,6 +122,7 @@ class Worker:
         )
         self.timeouts: dict[tuple[str, str], float] = {}
         self.heartbeats: dict[tuple[str, str], float | None] = {}
+        self.limits: dict[tuple[str, str], tuple[int, str]] = {}
         self._status = 0
         self._stopping = threading.Event()
         self._connector = connector
@@ -115,6 +154,7 @@ class Worker:
             flows=list(self.flows),
             timeouts=self.timeouts,
             heartbeats=self.heartbeats,
+            limits=self.limits,
             on_heartbeat=self._recheck_shapes,
             executor=self.executor,
             reporter=self.reporter,
@@ -196,6 +236,23 @@ class Worker:
         finally:
             restore()
             self.close()
+
+    async def run_async(self) -> int:
+        """:meth:`run` in a thread, for an asyncio application (FastAPI lifespan, ...).
+
+        Returns the exit status once stopped (:meth:`stop`); cancelling the
+        awaiting task stops the worker, waits for the drain (``config.grace``)
+        and re-raises the cancellation.  No signal handlers are installed: the
+        application stops the worker.
+        """
+        running = asyncio.ensure_future(asyncio.to_thread(self.run))
+        try:
+            return await asyncio.shield(running)
+        except asyncio.CancelledError:
+            self.stop()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(running), self.config.grace + 10)
+            raise
 
     def run_once(self) -> int:
         """Claim once from every flow, run what was claimed, report it; how many tasks.
@@ -362,6 +419,8 @@ class Worker:
             self.timeouts[key] = float(step["timeout"])
             beat = step.get("heartbeat")
             self.heartbeats[key] = None if beat is None else float(beat)
+            if step.get("max_attempts") is not None:
+                self.limits[key] = (int(step["max_attempts"]), str(step.get("when_exhausted")))
 
     def _recheck_shapes(self) -> None:
         """With each registry heartbeat: does the database still hold the flows served?

@@ -74,8 +74,11 @@ class ClaimLoop:
         heartbeat_interval: float,
         stopping: threading.Event,
         clock: Callable[[], float] = time.monotonic,
+        limits: Mapping[tuple[str, str], tuple[int, str]] | None = None,
     ) -> None:
         self.worker_id = worker_id
+        #: (flow, step) -> (max_attempts, when_exhausted), for the failure log's level
+        self.limits = limits if limits is not None else {}
         self.flows = sorted(flows)
         self.timeouts = timeouts
         self.heartbeats = heartbeats if heartbeats is not None else {}
@@ -199,6 +202,9 @@ class ClaimLoop:
                 handler=self.executor.handler(flow, row.step_slug),
                 started=self.clock(),
             )
+            limit = self.limits.get((flow, row.step_slug))
+            if limit is not None:
+                task.max_attempts, task.when_exhausted = limit
             self.executor.dispatch(task, row.input)
         return len(rows)
 

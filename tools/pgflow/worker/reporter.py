@@ -198,7 +198,7 @@ class Reporter:
         if kept:
             self._fail(kept)
             for outcome in kept:
-                self._log_done(outcome.task, outcome.error)
+                self._log_done(outcome.task, outcome.error, outcome.retry)
 
     def _lease_ended(self, task: Task) -> bool:
         """Whether this worker knows the task's lease has ended (its failure is held back)."""
@@ -264,7 +264,7 @@ class Reporter:
                     self.close()
                 self._sleep(backoff.next())
 
-    def _log_done(self, task: Task, error: str | None) -> None:
+    def _log_done(self, task: Task, error: str | None, retry: bool = True) -> None:
         duration_ms = (task.finished - task.started) * 1000
         if error is None:
             self.completed += 1
@@ -272,6 +272,20 @@ class Reporter:
                 task_log.info("task completed %s duration_ms=%.1f", task.label, duration_ms)
         else:
             self.failed += 1
-            log.info(
-                "task failure recorded %s duration_ms=%.1f error=%s", task.label, duration_ms, error
-            )
+            if task.final(retry):
+                log.error(
+                    "task failed for good %s duration_ms=%.1f error=%s (when_exhausted=%s)",
+                    task.label,
+                    duration_ms,
+                    error,
+                    task.when_exhausted,
+                    extra=task.fields,
+                )
+            else:
+                log.warning(
+                    "attempt failed, will be retried %s duration_ms=%.1f error=%s",
+                    task.label,
+                    duration_ms,
+                    error,
+                    extra=task.fields,
+                )

@@ -45,6 +45,8 @@ class Task:
     heartbeat: float | None = None
     lease_until: float = 0.0
     lease_lost: bool = False
+    max_attempts: int | None = None
+    when_exhausted: str = "fail"
 
     def __post_init__(self) -> None:
         if not self.lease_until:
@@ -58,6 +60,21 @@ class Task:
             f"run_id={self.run_id} step_slug={self.step_slug} task_index={self.task_index}"
             f" attempt={self.attempt}"
         )
+
+    @property
+    def fields(self) -> dict[str, Any]:
+        """``run_id``, ``flow``, ``step``, ``task_index``, ``attempt``: ``extra`` of log records."""
+        return {
+            "run_id": self.run_id,
+            "flow": self.flow_slug,
+            "step": self.step_slug,
+            "task_index": self.task_index,
+            "attempt": self.attempt,
+        }
+
+    def final(self, retry: bool) -> bool:
+        """Whether a failure of this attempt ends the task (no retry, or no attempt left)."""
+        return not retry or (self.max_attempts is not None and self.attempt >= self.max_attempts)
 
     @property
     def lease_deadline(self) -> float:
