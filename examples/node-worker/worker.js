@@ -46,6 +46,7 @@ async function runWorker(flows, handlers, { concurrency = 10, pollMs = 1000 } = 
     const shape = await call(work, 'flow_shape', { flow_slug: flow });
     if (shape === null) throw new Error(`flow "${flow}" does not exist: apply its migration first`);
     for (const step of shape.steps) {
+      if (step.step_type === 'wait') continue; // no task: pgflow.emit_event completes it
       const where = `step "${step.step_slug}" of flow "${flow}"`;
       if (typeof handlers[flow]?.[step.step_slug] !== 'function') throw new Error(`no handler for ${where}`);
       if (step.heartbeat) throw new Error(`${where} has a heartbeat: this worker does not call extend_leases`);
@@ -57,7 +58,9 @@ async function runWorker(flows, handlers, { concurrency = 10, pollMs = 1000 } = 
   const registration = { worker_id: workerId, flow_slugs: flows, host: os.hostname(), pid: process.pid };
   await call(work, 'register_worker', registration);
   const beat = () => call(work, 'worker_heartbeat', { worker_id: workerId })
-    .then((alive) => alive || call(work, 'register_worker', registration));
+    .then((alive) => alive || call(work, 'register_worker', registration))
+    // the maintenance call: wait steps past their deadline time out
+    .then(() => call(work, 'expire_waits', {}));
   const heartbeat = setInterval(() => beat().catch((err) => log(`heartbeat failed: ${err.message}`)), 5000);
 
   // wait() ends early on wake(): a notification for our flows, a finished task, a signal.
