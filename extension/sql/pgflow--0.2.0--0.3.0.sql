@@ -3169,7 +3169,7 @@ AS $$
             'pgflow.cancel_run(uuid)',
             'pgflow.emit_event(text, jsonb, jsonb, text)']
         WHEN 'dashboard' THEN ARRAY[
-            'pgflow.dashboard_snapshot()']
+            'pgflow.dashboard_snapshot(boolean)']
     END) AS f;
 $$;
 
@@ -3247,16 +3247,23 @@ $$;
 -- stalled = lease expired and not yet re-claimed; oldest_claimable_s: age in
 -- seconds of the oldest claimable task (null: none).  tasks and runs count
 -- every row by status (a scan of the history: cheap while prune_runs bounds
--- it, meant for a scrape every few seconds, not a tight loop).
--- Locks nothing.
-CREATE FUNCTION pgflow.dashboard_snapshot()
+-- it, meant for a scrape every few seconds, not a tight loop);
+-- with_counts => false leaves them out (empty arrays): what the Workers and
+-- Queues pages call, reading only the workers table and the open tasks.
+-- Locks nothing.  Errors: 22004 NULL with_counts.
+CREATE FUNCTION pgflow.dashboard_snapshot(with_counts boolean DEFAULT true)
 RETURNS jsonb
-LANGUAGE sql
+LANGUAGE plpgsql
 STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT jsonb_build_object(
+BEGIN
+    IF with_counts IS NULL THEN
+        RAISE EXCEPTION 'with_counts must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed', HINT = 'pass true or false';
+    END IF;
+    RETURN jsonb_build_object(
         'at', now(),
         'workers', coalesce((
             SELECT jsonb_agg(jsonb_build_object(
@@ -3295,6 +3302,7 @@ AS $$
                    ORDER BY c.flow_slug, c.step_slug, c.status)
             FROM (SELECT t.flow_slug, t.step_slug, t.status, count(*) AS n
                   FROM pgflow.step_tasks AS t
+                  WHERE dashboard_snapshot.with_counts
                   GROUP BY t.flow_slug, t.step_slug, t.status) AS c), '[]'::jsonb),
         'runs', coalesce((
             SELECT jsonb_agg(jsonb_build_object('flow_slug', c.flow_slug, 'status', c.status,
@@ -3302,10 +3310,12 @@ AS $$
                    ORDER BY c.flow_slug, c.status)
             FROM (SELECT r.flow_slug, r.status, count(*) AS n
                   FROM pgflow.runs AS r
+                  WHERE dashboard_snapshot.with_counts
                   GROUP BY r.flow_slug, r.status) AS c), '[]'::jsonb));
+END;
 $$;
 
-COMMENT ON FUNCTION pgflow.dashboard_snapshot() IS
+COMMENT ON FUNCTION pgflow.dashboard_snapshot(boolean) IS
     'workers, queue depths per step, tasks and runs by status as JSON (aggregates only; for dashboards and metrics)';
 
 CREATE OR REPLACE FUNCTION pgflow._api_functions(kind text)
@@ -3341,7 +3351,7 @@ AS $$
             'pgflow.cancel_run(uuid)',
             'pgflow.emit_event(text, jsonb, jsonb, text)']
         WHEN 'dashboard' THEN ARRAY[
-            'pgflow.dashboard_snapshot()']
+            'pgflow.dashboard_snapshot(boolean)']
     END) AS f;
 $$;
 
@@ -3369,6 +3379,6 @@ $$;
 COMMENT ON FUNCTION pgflow.grant_dashboard(text) IS
     'grant a role what pgflow ui needs: grant_client''s functions plus dashboard_snapshot and flow_shape (no table access)';
 
-REVOKE ALL ON FUNCTION pgflow.dashboard_snapshot() FROM PUBLIC;
+REVOKE ALL ON FUNCTION pgflow.dashboard_snapshot(boolean) FROM PUBLIC;
 REVOKE ALL ON FUNCTION pgflow.grant_dashboard(text) FROM PUBLIC;
 -- ============================================================ end of 0.3.0: dashboard reads

@@ -714,7 +714,7 @@ DROP FUNCTION pgflow.check_flow_steps(text,text[]);
 DROP FUNCTION pgflow.complete_task(uuid,text,integer,jsonb,integer);
 DROP FUNCTION pgflow.complete_tasks(uuid[],text[],integer[],jsonb[],integer[]);
 DROP FUNCTION pgflow.create_flow(text,integer,integer,integer,boolean,integer,integer,boolean,integer);
-DROP FUNCTION pgflow.dashboard_snapshot();
+DROP FUNCTION pgflow.dashboard_snapshot(boolean);
 DROP FUNCTION pgflow.emit_event(text,jsonb,jsonb,text);
 DROP FUNCTION pgflow.expire_waits(integer);
 DROP FUNCTION pgflow.extend_leases(uuid[],text[],integer[],integer[]);

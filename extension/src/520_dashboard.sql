@@ -16,16 +16,23 @@
 -- stalled = lease expired and not yet re-claimed; oldest_claimable_s: age in
 -- seconds of the oldest claimable task (null: none).  tasks and runs count
 -- every row by status (a scan of the history: cheap while prune_runs bounds
--- it, meant for a scrape every few seconds, not a tight loop).
--- Locks nothing.
-CREATE FUNCTION pgflow.dashboard_snapshot()
+-- it, meant for a scrape every few seconds, not a tight loop);
+-- with_counts => false leaves them out (empty arrays): what the Workers and
+-- Queues pages call, reading only the workers table and the open tasks.
+-- Locks nothing.  Errors: 22004 NULL with_counts.
+CREATE FUNCTION pgflow.dashboard_snapshot(with_counts boolean DEFAULT true)
 RETURNS jsonb
-LANGUAGE sql
+LANGUAGE plpgsql
 STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT jsonb_build_object(
+BEGIN
+    IF with_counts IS NULL THEN
+        RAISE EXCEPTION 'with_counts must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed', HINT = 'pass true or false';
+    END IF;
+    RETURN jsonb_build_object(
         'at', now(),
         'workers', coalesce((
             SELECT jsonb_agg(jsonb_build_object(
@@ -64,6 +71,7 @@ AS $$
                    ORDER BY c.flow_slug, c.step_slug, c.status)
             FROM (SELECT t.flow_slug, t.step_slug, t.status, count(*) AS n
                   FROM pgflow.step_tasks AS t
+                  WHERE dashboard_snapshot.with_counts
                   GROUP BY t.flow_slug, t.step_slug, t.status) AS c), '[]'::jsonb),
         'runs', coalesce((
             SELECT jsonb_agg(jsonb_build_object('flow_slug', c.flow_slug, 'status', c.status,
@@ -71,8 +79,10 @@ AS $$
                    ORDER BY c.flow_slug, c.status)
             FROM (SELECT r.flow_slug, r.status, count(*) AS n
                   FROM pgflow.runs AS r
+                  WHERE dashboard_snapshot.with_counts
                   GROUP BY r.flow_slug, r.status) AS c), '[]'::jsonb));
+END;
 $$;
 
-COMMENT ON FUNCTION pgflow.dashboard_snapshot() IS
+COMMENT ON FUNCTION pgflow.dashboard_snapshot(boolean) IS
     'workers, queue depths per step, tasks and runs by status as JSON (aggregates only; for dashboards and metrics)';

@@ -44,7 +44,7 @@ AS $$
             'pgflow.cancel_run(uuid)',
             'pgflow.emit_event(text, jsonb, jsonb, text)']
         WHEN 'dashboard' THEN ARRAY[
-            'pgflow.dashboard_snapshot()']
+            'pgflow.dashboard_snapshot(boolean)']
     END) AS f;
 $$;
 

@@ -477,7 +477,7 @@ def runs_page(dash: Dashboard, request: Request) -> Response:
 
 
 def _snapshot(dash: Dashboard) -> dict[str, Any]:
-    value = dash.db.value("SELECT pgflow.dashboard_snapshot()")
+    value = dash.db.value("SELECT pgflow.dashboard_snapshot(with_counts => false)")
     return value if isinstance(value, dict) else {}
 
 

@@ -1,5 +1,5 @@
 BEGIN;
-SELECT plan(12);
+SELECT plan(14);
 
 CREATE ROLE pgflow_tap_ui;
 CREATE ROLE pgflow_tap_app;
@@ -8,10 +8,10 @@ SELECT pgflow.grant_client('pgflow_tap_app');
 
 SELECT ok(has_function_privilege('pgflow_tap_ui', 'pgflow.list_runs(text, text, integer)', 'EXECUTE'),
           'grant_dashboard gives what grant_client gives');
-SELECT ok(has_function_privilege('pgflow_tap_ui', 'pgflow.dashboard_snapshot()', 'EXECUTE')
+SELECT ok(has_function_privilege('pgflow_tap_ui', 'pgflow.dashboard_snapshot(boolean)', 'EXECUTE')
           AND has_function_privilege('pgflow_tap_ui', 'pgflow.flow_shape(text)', 'EXECUTE'),
           'plus dashboard_snapshot and flow_shape');
-SELECT ok(NOT has_function_privilege('pgflow_tap_app', 'pgflow.dashboard_snapshot()', 'EXECUTE'),
+SELECT ok(NOT has_function_privilege('pgflow_tap_app', 'pgflow.dashboard_snapshot(boolean)', 'EXECUTE'),
           'grant_client does not give dashboard_snapshot');
 SELECT ok(NOT has_function_privilege('pgflow_tap_ui', 'pgflow.retry_run(uuid)', 'EXECUTE')
           AND NOT has_function_privilege('pgflow_tap_ui', 'pgflow.start_tasks(text, bigint[], uuid)', 'EXECUTE'),
@@ -49,6 +49,10 @@ SELECT is((SELECT jsonb_agg(w - 'started_at' - 'last_heartbeat_at')
           'workers: alive, with the tasks they run');
 SELECT is((SELECT sum((t ->> 'count')::int) FROM jsonb_array_elements(pgflow.dashboard_snapshot() -> 'tasks') AS t),
           6::bigint, 'tasks: every task counted once');
+SELECT is(pgflow.dashboard_snapshot(with_counts => false) -> 'runs', '[]'::jsonb,
+          'with_counts => false leaves the history counts out');
+SELECT throws_ok($$SELECT pgflow.dashboard_snapshot(NULL)$$, '22004',
+                 'with_counts must not be NULL', 'NULL with_counts is refused');
 RESET ROLE;
 
 SELECT * FROM finish();
