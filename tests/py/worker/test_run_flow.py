@@ -6,6 +6,7 @@ import dataclasses
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -110,3 +111,29 @@ def test_the_example_in_examples_testing_passes(db: str) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "4 passed" in result.stdout
+
+
+slow_retry = pgflow.Flow("rf_slow_retry", max_attempts=3, base_delay=60)
+attempts_seen: list[int] = []
+
+
+@slow_retry.step
+def flaky(run: dict[str, Any], ctx: pgflow.Context) -> int:
+    attempts_seen.append(ctx.attempt)
+    if ctx.attempt < 3:
+        raise RuntimeError(f"attempt {ctx.attempt} fails")
+    return ctx.attempt
+
+
+def test_fast_retries_skips_the_backoff_and_keeps_the_attempts(db: str) -> None:
+    attempts_seen.clear()
+    with pytest.raises(pgflow.errors.RunTimeoutError, match="backoff"):
+        run_flow(slow_retry, {}, conninfo=db, timeout=2)  # a 60 s backoff is waited for
+    assert attempts_seen == [1]
+    attempts_seen.clear()
+    started = time.monotonic()
+    run = run_flow(slow_retry, {}, conninfo=db, timeout=30, fast_retries=True)
+    assert time.monotonic() - started < 30
+    assert run["status"] == "completed"
+    assert run["output"] == {"flaky": 3}
+    assert attempts_seen == [1, 2, 3]

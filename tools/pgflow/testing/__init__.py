@@ -34,6 +34,7 @@ from pgflow.errors import ClusterError
 
 if TYPE_CHECKING:
     from pgflow.testing.cluster import Cluster
+    from pgflow.testing.flows import run_flow as run_flow
 
 _counter = itertools.count()
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from pgflow.compiler.migration import compile_flow
 from pgflow.db.client import Client
-from pgflow.db.queries import connect
+from pgflow.db.queries import Queries, connect
 from pgflow.db.shape import shape_differences
 from pgflow.errors import Fail, PgflowError, RunTimeoutError, ShapeMismatchError
 from pgflow.spec.dsl import Flow
@@ -37,6 +37,17 @@ def _failing(step: str, message: str) -> Handler:
 
     fail.__name__ = f"fail_{step}"
     return fail
+
+
+def _skip_retry_delays(queries: Queries, run_id: uuid.UUID) -> bool:
+    """Make the run's tasks that wait for a retry claimable now; whether there were any."""
+    with queries.conn.transaction():
+        cur = queries.conn.execute(
+            "UPDATE pgflow.step_tasks SET vt = now()"
+            " WHERE run_id = %s AND status = 'queued' AND attempts_count > 0 AND vt > now()",
+            (run_id,),
+        )
+        return cur.rowcount > 0
 
 
 def install_flow(conninfo: str, loaded: LoadedFlow) -> bool:
@@ -75,6 +86,7 @@ def run_flow(
     poll: float = 0.02,
     config: WorkerConfig | None = None,
     sleep: Callable[[float], Any] = time.sleep,
+    fast_retries: bool = False,
 ) -> dict[str, Any]:
     """Run ``flow`` with ``input`` to its end; the finished run as ``pgflow.get_run`` gives it.
 
@@ -85,15 +97,20 @@ def run_flow(
       retries, and the step's ``when_exhausted`` applies);
     * ``handlers`` -- ``{step_slug: function}``: replace handlers (stubs for
       steps that call the outside world);
-    * ``timeout`` -- seconds the whole run may take (:class:`RunTimeoutError`).
+    * ``timeout`` -- seconds the whole run may take (:class:`RunTimeoutError`);
+    * ``fast_retries`` -- do not wait for retry delays (below).
 
-    Retry delays are real: a handler that raises an ordinary exception is
-    retried after the step's backoff (``base_delay`` seconds, doubling), and
-    ``run_flow`` waits for it within ``timeout`` (time is not frozen: the
-    engine reads PostgreSQL's clock).  Keep ``base_delay`` (>= 1 s) and
-    ``max_attempts`` small in flows whose tests exercise retries, or use
-    ``fail=``, which fails at once.  Other runs of the same flow in the
-    database are run too (it is a worker).
+    Retry delays are real by default: a handler that raises an ordinary
+    exception is retried after the step's backoff (``base_delay`` seconds,
+    doubling), and ``run_flow`` waits for it within ``timeout``.  Time is not
+    frozen -- the engine reads PostgreSQL's clock -- but with
+    ``fast_retries=True``, whenever nothing is claimable, the run's queued
+    tasks that wait for a *retry* (``attempts_count > 0``) are made visible
+    at once (``UPDATE pgflow.step_tasks SET vt = now()``: the test database's
+    owner may do that; a production role may not).  Attempts, error messages
+    and ``when_exhausted`` are as they would be; only the waiting is skipped.
+    Start delays (``start_delay``) are still waited for.  Other runs of the
+    same flow in the database are run too (it is a worker).
     """
     loaded = flow_of(flow) if isinstance(flow, Flow) else flow
     steps = {s.slug for s in loaded.spec.steps}
@@ -114,6 +131,7 @@ def run_flow(
         config or WorkerConfig(listen=False, poll_interval=max(poll, 0.01), grace=5.0),
     )
     deadline = time.monotonic() + timeout
+    skipper = connect(conninfo) if fast_retries else None
     try:
         with Client(conninfo) as client:
             handle = client.start(loaded.spec.definition_slug, input, run_id)
@@ -130,7 +148,11 @@ def run_flow(
                         f" {timeout:g} s (status {run['status']}; a retry may be waiting for its"
                         " backoff, see run_flow's docstring)"
                     )
-                if not claimed:
+                if not claimed and not (
+                    skipper is not None and _skip_retry_delays(skipper, handle.run_id)
+                ):
                     sleep(poll)
     finally:
         worker.close()
+        if skipper is not None:
+            skipper.close()
