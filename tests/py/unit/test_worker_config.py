@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import tomllib
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -23,6 +24,7 @@ from pgflow.worker.task import Task
 
 class Recorded:
     configs: ClassVar[list[Any]] = []
+    logging: ClassVar[list[tuple[str, int]]] = []
 
     def __init__(self, flows: Any, dsn: str, config: Any) -> None:
         self.configs.append((dsn, config))
@@ -34,10 +36,26 @@ class Recorded:
 @pytest.fixture
 def recorded(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> type[Recorded]:
     Recorded.configs = []
+    Recorded.logging = []
     monkeypatch.setattr(cli_run, "Worker", Recorded)
     monkeypatch.setattr(cli_run, "load_all", lambda specs: ["loaded"])
+    # the real one replaces the root logger's handlers: record what it was given
+    monkeypatch.setattr(
+        cli_run,
+        "configure_logging",
+        lambda fmt, verbose, stream: Recorded.logging.append((fmt, verbose)),
+    )
     monkeypatch.chdir(tmp_path)
-    for name in ("CONCURRENCY", "BATCH_SIZE", "POLL_INTERVAL", "GRACE", "NO_LISTEN", "DSN"):
+    for name in (
+        "CONCURRENCY",
+        "BATCH_SIZE",
+        "POLL_INTERVAL",
+        "GRACE",
+        "NO_LISTEN",
+        "DSN",
+        "LOG_FORMAT",
+        "VERBOSE",
+    ):
         monkeypatch.delenv(f"PGFLOW_{name}", raising=False)
     return Recorded
 
@@ -65,6 +83,14 @@ def test_flag_beats_environment_beats_pyproject_beats_default(recorded: type[Rec
     assert (dsn, config.concurrency, config.listen) == ("dbname=app", 7, True)
 
 
+def test_log_format_and_verbosity_follow_the_same_order(recorded: type[Recorded]) -> None:
+    Path("pyproject.toml").write_text('[tool.pgflow.worker]\nlog_format = "json"\nverbose = 1\n')
+    assert invoke([]).exit_code == 0
+    assert invoke([], env={"PGFLOW_VERBOSE": "2", "PGFLOW_LOG_FORMAT": "text"}).exit_code == 0
+    assert invoke(["-v", "--log-format", "json"], env={"PGFLOW_VERBOSE": "2"}).exit_code == 0
+    assert recorded.logging == [("json", 1), ("text", 2), ("json", 1)]
+
+
 def test_bad_settings_name_where_they_come_from(recorded: type[Recorded]) -> None:
     Path("pyproject.toml").write_text("[tool.pgflow.worker]\nconcurency = 7\n")
     result = invoke([])
@@ -85,7 +111,16 @@ def test_bad_settings_name_where_they_come_from(recorded: type[Recorded]) -> Non
 
 def test_help_shows_the_environment_variables() -> None:
     text = CliRunner().invoke(cli_run.worker, ["--help"]).output
-    for name in ("CONCURRENCY", "BATCH_SIZE", "POLL_INTERVAL", "GRACE", "NO_LISTEN", "LOG_FORMAT"):
+    for name in (
+        "CONCURRENCY",
+        "BATCH_SIZE",
+        "POLL_INTERVAL",
+        "GRACE",
+        "NO_LISTEN",
+        "LOG_FORMAT",
+        "VERBOSE",
+        "DSN",
+    ):
         assert f"PGFLOW_{name}" in text
 
 
@@ -174,3 +209,22 @@ def test_json_log_lines_carry_the_task_fields() -> None:
     }
     assert (first["attempt"], first["task_index"], first["amount"]) == (2, 0, 5)
     assert "ValueError: boom" in second["exception"]
+
+
+def test_the_documented_pyproject_table_is_read_as_documented(
+    recorded: type[Recorded],
+) -> None:
+    doc = (Path(__file__).resolve().parents[3] / "docs/howto/workers-in-production.md").read_text()
+    block = doc.split("```toml\n", 1)[1].split("```", 1)[0]
+    block = "\n".join(line.strip() for line in block.splitlines())
+    assert set(tomllib.loads(block)["tool"]["pgflow"]["worker"]) == set(cli_run.PYPROJECT_KEYS)
+    Path("pyproject.toml").write_text(block)
+    assert invoke([]).exit_code == 0
+    _, config = recorded.configs[-1]
+    assert (config.concurrency, config.batch_size, config.grace, config.listen) == (
+        20,
+        20,
+        60,
+        True,
+    )
+    assert recorded.logging[-1] == ("json", 0)

@@ -53,7 +53,7 @@ each flow in the database has the structure of its spec.
 Every option can also come from its environment variable (shown with it) or
 from [tool.pgflow.worker] of pyproject.toml in the current directory or
 --config PATH (keys concurrency, batch_size, poll_interval, grace, listen,
-log_format); a flag
+log_format, verbose); a flag
 wins over the environment, the environment over pyproject.toml.
 
 \b
@@ -107,6 +107,7 @@ PYPROJECT_KEYS: Final = {
     "grace": "grace",
     "listen": "no_listen",
     "log_format": "log_format",
+    "verbose": "verbose",
 }
 PYPROJECT: Final = "pyproject.toml"
 
@@ -196,7 +197,18 @@ def pyproject_settings(path: str, *, required: bool = False) -> dict[str, Any]:
     "-v",
     "--verbose",
     count=True,
-    help="More logging: -v a line per completed task, -vv every poll too.",
+    envvar="PGFLOW_VERBOSE",
+    show_envvar=True,
+    help="More logging: -v a line per completed task, -vv every poll too (env: a count).",
+)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    metavar="PORT",
+    envvar="PGFLOW_METRICS_PORT",
+    show_envvar=True,
+    help="Serve Prometheus metrics on 127.0.0.1:PORT/metrics (needs the ui extra).",
 )
 @click.option(
     "--dsn",
@@ -215,12 +227,17 @@ def worker(
     no_listen: bool,
     log_format: str,
     verbose: int,
+    metrics_port: int | None,
     dsn: str,
 ) -> None:
     """Run the handlers of the flows in SPEC... until stopped."""
     configure_logging(log_format, verbose, sys.stderr)
     with reported():
         flows = load_all(specs)
+        if metrics_port is not None:
+            from pgflow.worker import metrics  # noqa: PLC0415 - only with --metrics-port
+
+            metrics.serve(metrics_port)
         config = WorkerConfig(
             concurrency=concurrency,
             batch_size=batch_size,
