@@ -61,6 +61,17 @@ def test_the_metric_list_is_what_metrics_serves() -> None:
     assert documented() == served()
 
 
+def test_the_worker_metric_list_is_what_the_worker_registers() -> None:
+    from pgflow.worker.metrics import WorkerMetrics  # noqa: PLC0415
+
+    registered = {
+        m.name + ("_total" if m.type == "counter" else "")
+        for m in WorkerMetrics().registry.collect()
+    }
+    listed = set(re.findall(r"^\| `(pgflow_worker_\w+)` \| (?:counter|histogram) \|", DOC, re.M))
+    assert listed == registered
+
+
 def test_the_grafana_dashboard_names_only_real_metrics() -> None:
     exprs = expressions(GRAFANA)
     assert len(exprs) >= 9

@@ -33,6 +33,7 @@ from typing import Protocol
 
 from pgflow.db.queries import ClaimedTask
 from pgflow.errors import PgflowError
+from pgflow.worker import metrics
 from pgflow.worker.executor import Executor
 from pgflow.worker.notify import Listener
 from pgflow.worker.reporter import Reporter
@@ -185,7 +186,9 @@ class ClaimLoop:
         qty = min(self.batch_size, self.executor.free_slots())
         if qty <= 0:
             return 0
+        began = time.monotonic()
         rows = self._claim_queries().claim_tasks(flow, qty, self.worker_id)
+        metrics.observe_claim(flow, time.monotonic() - began, len(rows))
         if not rows:
             log.debug("poll flow=%s: nothing claimable", flow)
             return 0

@@ -34,6 +34,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
 from pgflow.errors import ConnectionFailed, DatabaseError, InvalidArgument
+from pgflow.worker import metrics
 from pgflow.worker.backoff import Backoff, is_transient
 from pgflow.worker.task import Outcome, Task
 
@@ -226,11 +227,15 @@ class Reporter:
                 [o.retry_delay for o in outcomes],
             )
 
-        return self._with_retries(tasks, call)
+        began = time.monotonic()
+        counted = self._with_retries(tasks, call)
+        metrics.observe_report("fail", time.monotonic() - began, len(tasks))
+        return counted
 
     def _complete(self, outcomes: Sequence[Outcome]) -> int:
         tasks = [o.task for o in outcomes]
-        return self._with_retries(
+        began = time.monotonic()
+        counted = self._with_retries(
             tasks,
             lambda q: q.complete_tasks(
                 [t.run_id for t in tasks],
@@ -240,6 +245,8 @@ class Reporter:
                 [t.attempt for t in tasks],
             ),
         )
+        metrics.observe_report("complete", time.monotonic() - began, len(tasks))
+        return counted
 
     def _with_retries(self, tasks: Sequence[Task], call: Callable[[ReportQueries], T]) -> T:
         """Run one report call; on a transient error retry while the tasks' leases last."""
@@ -265,6 +272,7 @@ class Reporter:
                 self._sleep(backoff.next())
 
     def _log_done(self, task: Task, error: str | None, retry: bool = True) -> None:
+        metrics.observe_task(task, error, error is not None and task.final(retry))
         duration_ms = (task.finished - task.started) * 1000
         if error is None:
             self.completed += 1
