@@ -137,3 +137,12 @@ def test_fast_retries_skips_the_backoff_and_keeps_the_attempts(db: str) -> None:
     assert run["status"] == "completed"
     assert run["output"] == {"flaky": 3}
     assert attempts_seen == [1, 2, 3]
+
+
+def test_a_connection_instead_of_a_conninfo(conn: psycopg.Connection[Any]) -> None:
+    run = run_flow(flow, {"values": [3]}, connection=conn)
+    assert run["status"] == "completed"
+    assert run["output"]["add"]["sum"] == 36
+    assert not conn.closed
+    with pytest.raises(PgflowError, match="conninfo or connection, not both"):
+        run_flow(flow, {"values": [1]}, conninfo="dbname=x", connection=conn)

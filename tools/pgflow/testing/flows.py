@@ -15,6 +15,9 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+import psycopg
+from psycopg.conninfo import make_conninfo
+
 from pgflow.compiler.migration import compile_flow
 from pgflow.db.client import Client
 from pgflow.db.queries import Queries, connect
@@ -79,6 +82,7 @@ def run_flow(
     input: Any,
     *,
     conninfo: str = "",
+    connection: psycopg.Connection[Any] | None = None,
     fail: Mapping[str, str] | None = None,
     handlers: Mapping[str, Handler] | None = None,
     run_id: uuid.UUID | str | None = None,
@@ -92,6 +96,10 @@ def run_flow(
 
     * ``conninfo`` -- the database (``""``: the libpq environment; in pytest,
       the ``db`` fixture); the flow's definition is created there if missing;
+    * ``connection`` -- instead of ``conninfo``: a psycopg connection (the
+      ``conn`` fixture) whose server, database, user and password are used
+      (the worker needs connections of its own; this one is not used or
+      closed);
     * ``fail`` -- ``{step_slug: message}``: those steps' handlers raise
       ``pgflow.Fail(message)`` instead of running (the task fails at once, no
       retries, and the step's ``when_exhausted`` applies);
@@ -112,6 +120,10 @@ def run_flow(
     Start delays (``start_delay``) are still waited for.  Other runs of the
     same flow in the database are run too (it is a worker).
     """
+    if connection is not None:
+        if conninfo:
+            raise PgflowError("run_flow takes conninfo or connection, not both")
+        conninfo = make_conninfo(connection.info.dsn, password=connection.info.password or None)
     loaded = flow_of(flow) if isinstance(flow, Flow) else flow
     steps = {s.slug for s in loaded.spec.steps}
     replaced = {**(handlers or {}), **{s: _failing(s, m) for s, m in (fail or {}).items()}}
