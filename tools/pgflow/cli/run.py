@@ -202,6 +202,15 @@ def pyproject_settings(path: str, *, required: bool = False) -> dict[str, Any]:
     help="More logging: -v a line per completed task, -vv every poll too (env: a count).",
 )
 @click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    metavar="PORT",
+    envvar="PGFLOW_METRICS_PORT",
+    show_envvar=True,
+    help="Serve Prometheus metrics on 127.0.0.1:PORT/metrics (needs the ui extra).",
+)
+@click.option(
     "--dsn",
     default="",
     metavar="DSN",
@@ -218,12 +227,17 @@ def worker(
     no_listen: bool,
     log_format: str,
     verbose: int,
+    metrics_port: int | None,
     dsn: str,
 ) -> None:
     """Run the handlers of the flows in SPEC... until stopped."""
     configure_logging(log_format, verbose, sys.stderr)
     with reported():
         flows = load_all(specs)
+        if metrics_port is not None:
+            from pgflow.worker import metrics  # noqa: PLC0415 - only with --metrics-port
+
+            metrics.serve(metrics_port)
         config = WorkerConfig(
             concurrency=concurrency,
             batch_size=batch_size,
