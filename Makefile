@@ -18,12 +18,12 @@ RELEASED     = $(shell ls extension/sql 2>/dev/null | sed -n 's/^pgflow--\([0-9.
 PKG_SQL      := tools/pgflow/sql
 
 .DEFAULT_GOAL := help
-.PHONY: help prereqs venv build install test check-db test-sql test-upgrade test-py test-isolation test-matrix lint demo bench chaos release clean
+.PHONY: help prereqs venv build install test check-db test-sql test-upgrade test-py test-isolation test-matrix lint demo bench chaos release clean screenshots
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
 
-prereqs: ## install missing Debian packages (PostgreSQL 15, pgTAP, pg_prove, pg_cron, PgBouncer, Node.js + npm)
+prereqs: ## install missing Debian packages (PostgreSQL 15, pgTAP, pg_prove, pg_cron, PgBouncer, Node.js + npm, chromium + chromedriver)
 	@missing=""; \
 	command -v $(PG_CONFIG) >/dev/null && [ -x "$$($(PG_CONFIG) --bindir)/initdb" ] || missing="$$missing postgresql-15 postgresql-client-15"; \
 	command -v pg_prove >/dev/null || missing="$$missing pgtap"; \
@@ -31,10 +31,11 @@ prereqs: ## install missing Debian packages (PostgreSQL 15, pgTAP, pg_prove, pg_
 	command -v $(PG_CONFIG) >/dev/null && [ -f "$$($(PG_CONFIG) --sharedir)/extension/pg_cron.control" ] || missing="$$missing postgresql-15-cron"; \
 	[ -x /usr/sbin/pgbouncer ] || command -v pgbouncer >/dev/null || missing="$$missing pgbouncer"; \
 	command -v node >/dev/null && command -v npm >/dev/null || { missing="$$missing nodejs npm"; node_pkgs="nodejs npm"; }; \
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || { missing="$$missing chromium chromium-driver"; browser_pkgs="chromium chromium-driver"; }; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" != 0 ]; then echo "missing packages:$$missing — install them with: sudo apt-get install$$missing" >&2; exit 1; fi; \
 	  echo "installing$$missing"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PKGS) $$node_pkgs >/dev/null; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PKGS) $$node_pkgs $$browser_pkgs >/dev/null; \
 	fi
 
 venv: $(VENV)/.installed ## create .venv with the package (editable, prebuilt psycopg) and the dev group
@@ -103,6 +104,9 @@ lint: venv ## ruff (lint + format check) and mypy --strict
 
 golden: venv ## regenerate golden SQL files and the --help blocks of docs/reference/cli.md
 	@PGFLOW_UPDATE_GOLDEN=1 $(PY) -m pytest -q tests/py/golden tests/py/cli/test_cli_reference.py
+
+screenshots: prereqs venv install ## refresh docs/img/*.png: the dashboard's pages in headless chromium
+	@PGFLOW_REQUIRE_DB=1 PGFLOW_REQUIRE_BROWSER=1 PGFLOW_SCREENSHOTS=docs/img $(CLUSTER) $(PY) -m pytest -q tests/py/ui/test_browser.py
 
 demo: prereqs venv install ## run an example flow end to end on a throwaway cluster
 	@$(CLUSTER) $(PY) examples/demo.py
