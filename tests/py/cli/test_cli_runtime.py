@@ -320,7 +320,9 @@ def test_runs_lists_newest_first_with_filters(flows: str, conn: Conn) -> None:
         "error_message",
         "started_at",
         "finished_at",
+        "waiting",
     }
+    assert doc["waiting"] == []  # the steps waiting for an event: none in this flow
 
 
 def test_runs_rejects_an_unknown_status_and_a_zero_limit(db: str) -> None:
