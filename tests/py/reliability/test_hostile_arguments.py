@@ -73,6 +73,10 @@ ALLOWED: dict[str, set[str]] = {
     "run_input": set(),
     "grant_worker": {"22004", "42704"},
     "grant_client": {"22004", "42704"},
+    "grant_dashboard": {"22004", "42704"},
+    "emit_event": {"22004", "22023"},
+    "expire_waits": {"22004", "22023"},
+    "dashboard_snapshot": {"22004"},
 }
 
 # What a bad literal costs when the client's statement casts it (no function
