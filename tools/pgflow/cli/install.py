@@ -5,7 +5,7 @@ The work is done by :mod:`pgflow.db.install`.
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Final, Literal
 
 import click
 
@@ -107,23 +107,29 @@ def install(method: str, version: str, dry_run: bool, dsn: str) -> None:
 @dsn_option
 def upgrade(version: str, dry_run: bool, dsn: str) -> None:
     """Upgrade pgflow in a database to the version of these tools."""
+    _move("upgrade", version, dry_run, dsn)
+
+
+def _move(verb: Literal["upgrade", "downgrade"], version: str, dry_run: bool, dsn: str) -> None:
+    """`pgflow upgrade` / `pgflow downgrade`: plan, run (or preview), report."""
+    plan = plan_upgrade if verb == "upgrade" else plan_downgrade
     with connected(dsn, check_version=False) as conn:
         have = installed(conn)
-        steps = plan_upgrade(conn, version)
+        steps = plan(conn, version)
         if not steps:
-            click.echo(f"pgflow {version} is installed: nothing to upgrade")
+            click.echo(f"pgflow {version} is installed: nothing to {verb}")
             return
         _run(conn, steps, dry_run)
         if dry_run:
             changes = preview(conn, steps)
             click.echo(
-                f"{len(changes)} changes to schema pgflow (found by running the upgrade in a"
+                f"{len(changes)} changes to schema pgflow (found by running the {verb} in a"
                 " transaction that was rolled back):"
             )
             for change in changes:
                 click.echo(f"  {change}")
         elif have is not None:
-            click.echo(f"upgraded pgflow {have.version} to {version}")
+            click.echo(f"{verb}d pgflow {have.version} to {version}")
 
 
 DOWNGRADE_EPILOG: Final = """\b
@@ -153,20 +159,4 @@ Examples:
 @dsn_option
 def downgrade(version: str, dry_run: bool, dsn: str) -> None:
     """Take pgflow in a database back to the previous release."""
-    with connected(dsn, check_version=False) as conn:
-        have = installed(conn)
-        steps = plan_downgrade(conn, version)
-        if not steps:
-            click.echo(f"pgflow {version} is installed: nothing to downgrade")
-            return
-        _run(conn, steps, dry_run)
-        if dry_run:
-            changes = preview(conn, steps)
-            click.echo(
-                f"{len(changes)} changes to schema pgflow (found by running the downgrade in a"
-                " transaction that was rolled back):"
-            )
-            for change in changes:
-                click.echo(f"  {change}")
-        elif have is not None:
-            click.echo(f"downgraded pgflow {have.version} to {version}")
+    _move("downgrade", version, dry_run, dsn)
