@@ -101,12 +101,15 @@ class Scripts:
         if source == target:
             return []
         up = version_key(target) > version_key(source)
-        edges = [e for e in self.upgrades if (version_key(e[1]) > version_key(e[0])) == up]
+        edges = sorted(
+            (e for e in self.upgrades if (version_key(e[1]) > version_key(e[0])) == up),
+            key=lambda e: version_key(e[1]),
+        )
         previous: dict[str, tuple[str, str]] = {}
         queue = deque([source])
         while queue:
             here = queue.popleft()
-            for a, b in sorted(edges, key=lambda e: version_key(e[1])):
+            for a, b in edges:
                 if a == here and b not in previous and b != source:
                     previous[b] = (a, b)
                     queue.append(b)
@@ -382,7 +385,14 @@ def plan_downgrade(db: Database, target: str, scripts: Scripts | None = None) ->
         )
     scripts = scripts or find_scripts()
     if (have.version, target) not in scripts.upgrades:
-        back = sorted(b for a, b in scripts.upgrades if a == have.version and b != target)
+        back = sorted(
+            (
+                b
+                for a, b in scripts.upgrades
+                if a == have.version and version_key(b) < version_key(a)
+            ),
+            key=version_key,
+        )
         raise InstallError(
             f"there is no downgrade script from pgflow {have.version} to {target}"
             + (f" (only to {', '.join(back)})" if back else "")
