@@ -148,7 +148,8 @@ def test_a_run_turns_completed_on_its_page_without_a_reload(
     browser.get(f"{server}/runs/{failed}")
     wait_for(lambda: "upstream answered 503" in text_of("run-error"), "the error")
     browser.find_element(By.ID, "retry").click()  # a grant_dashboard role may not retry
-    assert "retry_run is an operator function" in browser.page_source
+    # The click submits a form: the refusal arrives with the next page, not at once.
+    wait_for(lambda: "retry_run is an operator function" in browser.page_source, "the refusal")
 
     other = start()
     browser.get(f"{server}/runs/{other}")
