@@ -3382,3 +3382,1487 @@ COMMENT ON FUNCTION pgflow.grant_dashboard(text) IS
 REVOKE ALL ON FUNCTION pgflow.dashboard_snapshot(boolean) FROM PUBLIC;
 REVOKE ALL ON FUNCTION pgflow.grant_dashboard(text) FROM PUBLIC;
 -- ============================================================ end of 0.3.0: dashboard reads
+
+-- ============================================================ 0.3.0: sub-flows
+-- Sub-flow steps (add_subflow_step, pgflow.step_subflows): a step whose tasks are
+-- child runs of another flow; runs.parent_* link a child to its parent task;
+-- cancel/retry/prune/delete_flow/get_run/events know about children.
+-- (Functions below are copies of extension/src; regenerate them with
+-- tools/scripts/upgrade once it exists.)
+
+-- step_subflows: the steps whose work is a run of another flow (added by
+-- add_subflow_step).  subflow names the child flow as start_flow takes it: a
+-- flow name (its current version when the child starts) or one definition
+-- (ingest@2); it references that definition's row, so delete_flow refuses a
+-- flow some step runs as a sub-flow.
+CREATE TABLE pgflow.step_subflows (
+    flow_slug  text        NOT NULL,
+    step_slug  text        NOT NULL,
+    subflow    text        NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT step_subflows_pkey PRIMARY KEY (flow_slug, step_slug),
+    CONSTRAINT step_subflows_step_fkey FOREIGN KEY (flow_slug, step_slug)
+        REFERENCES pgflow.steps (flow_slug, step_slug) ON DELETE CASCADE,
+    CONSTRAINT step_subflows_subflow_fkey FOREIGN KEY (subflow)
+        REFERENCES pgflow.flows (flow_slug)
+);
+
+COMMENT ON TABLE pgflow.step_subflows IS
+    'sub-flow steps: each of their tasks is a run of the flow subflow (a name: its current version)';
+
+CREATE INDEX step_subflows_subflow_idx ON pgflow.step_subflows (subflow);
+
+SELECT pg_catalog.pg_extension_config_dump('pgflow.step_subflows', '');
+
+ALTER TABLE pgflow.runs
+    ADD COLUMN parent_run_id uuid,
+    ADD COLUMN parent_step_slug text,
+    ADD COLUMN parent_task_index integer,
+    ADD COLUMN parent_attempt integer,
+    ADD COLUMN depth integer NOT NULL DEFAULT 0,
+    ADD CONSTRAINT runs_parent_check
+        CHECK (CASE WHEN parent_run_id IS NULL
+                    THEN parent_step_slug IS NULL AND parent_task_index IS NULL
+                         AND parent_attempt IS NULL AND depth = 0
+                    ELSE parent_step_slug IS NOT NULL AND parent_task_index IS NOT NULL
+                         AND parent_attempt >= 1 AND depth >= 1 END),
+    ADD CONSTRAINT runs_parent_fkey
+        FOREIGN KEY (parent_run_id, parent_step_slug, parent_task_index)
+        REFERENCES pgflow.step_tasks (run_id, step_slug, task_index) ON DELETE CASCADE;
+
+COMMENT ON COLUMN pgflow.runs.parent_run_id IS
+    'for a child run (a sub-flow step''s task): the run, step, task and attempt that started it';
+
+COMMENT ON COLUMN pgflow.runs.depth IS
+    'how deep in sub-flows the run is: 0 for a run start_flow started, parent''s + 1 for a child';
+
+CREATE INDEX runs_parent_idx ON pgflow.runs (parent_run_id, parent_step_slug, parent_task_index)
+    WHERE parent_run_id IS NOT NULL;
+
+CREATE OR REPLACE FUNCTION pgflow._complete_run(run_id uuid)
+RETURNS void
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_flow_slug text;
+BEGIN
+    UPDATE pgflow.runs AS r
+    SET status = 'completed',
+        completed_at = now(),
+        output = pgflow._run_output(r.run_id)
+    WHERE r.run_id = _complete_run.run_id AND r.status = 'started'
+    RETURNING r.flow_slug INTO v_flow_slug;
+    IF FOUND THEN
+        PERFORM pgflow._emit('run:completed', v_flow_slug, _complete_run.run_id, NULL, 'completed');
+        -- a child run reports to its parent task (nothing for other runs)
+        PERFORM pgflow._child_finished(_complete_run.run_id);
+    END IF;
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow._complete_run(uuid) IS
+    'mark a run completed with {leaf_step: output} over its completed leaves';
+
+CREATE OR REPLACE FUNCTION pgflow._steps_finished(run_ids uuid[], step_slugs text[])
+RETURNS uuid[]
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_run uuid;
+    v_n integer;
+    v_remaining integer;
+    v_status text;
+    v_flow_slug text;
+    v_live uuid[] := '{}';
+    v_pending uuid[];
+    v_wake text[];
+    v_event_runs uuid[];
+    v_event_steps text[];
+    v_event_flows text[];
+    v_parent uuid;
+    v_children uuid[] := '{}';
+BEGIN
+    IF cardinality(_steps_finished.run_ids) = 0 THEN
+        RETURN '{}';
+    END IF;
+    -- Run by run, in run_id order (the lock order): the row is locked and
+    -- read first, then updated by a statement of its own, whose snapshot is
+    -- taken after every sibling completion the lock waited for had
+    -- committed, so a run's output sees every leaf (in the locking statement
+    -- it would still read the old rows).  Single-row statements keep the
+    -- plans on the primary key whatever the statistics say.
+    FOR v_run, v_n IN
+        SELECT f.run_id, count(DISTINCT f.step_slug)::integer
+        FROM unnest(_steps_finished.run_ids, _steps_finished.step_slugs) AS f(run_id, step_slug)
+        GROUP BY f.run_id
+        ORDER BY f.run_id
+    LOOP
+        SELECT r.remaining_steps, r.status, r.flow_slug, r.parent_run_id
+        INTO v_remaining, v_status, v_flow_slug, v_parent
+        FROM pgflow.runs AS r
+        WHERE r.run_id = v_run
+        FOR UPDATE;
+        CONTINUE WHEN v_status IS DISTINCT FROM 'started';
+        IF v_remaining <> v_n THEN
+            UPDATE pgflow.runs AS r
+            SET remaining_steps = r.remaining_steps - v_n
+            WHERE r.run_id = v_run;
+            v_live := v_live || v_run;
+        ELSE
+            UPDATE pgflow.runs AS r
+            SET remaining_steps = 0, status = 'completed', completed_at = now(),
+                output = pgflow._run_output(r.run_id)
+            WHERE r.run_id = v_run;
+            PERFORM pgflow._emit('run:completed', v_flow_slug, v_run, NULL, 'completed');
+            IF v_parent IS NOT NULL THEN
+                v_children := v_children || v_run;
+            END IF;
+        END IF;
+    END LOOP;
+
+    IF cardinality(v_live) = 0 THEN
+        -- completed child runs report to their parent tasks once this
+        -- batch's bookkeeping is done
+        PERFORM pgflow._child_finished(c) FROM unnest(v_children) AS c;
+        RETURN '{}';
+    END IF;
+
+    WITH fin AS (
+        SELECT DISTINCT f.run_id, f.step_slug, ss.flow_slug
+        FROM unnest(_steps_finished.run_ids, _steps_finished.step_slugs) AS f(run_id, step_slug)
+        JOIN pgflow.step_states AS ss ON ss.run_id = f.run_id AND ss.step_slug = f.step_slug
+        WHERE f.run_id = ANY (v_live)
+    ), waiting AS (
+        SELECT fin.run_id, d.step_slug, count(*)::integer AS n,
+               bool_and(s.step_type = 'single' AND s.required_input_pattern IS NULL
+                        AND s.forbidden_input_pattern IS NULL
+                        AND NOT EXISTS (SELECT 1 FROM pgflow.step_subflows AS sf
+                                        WHERE sf.flow_slug = s.flow_slug
+                                          AND sf.step_slug = s.step_slug)) AS simple,
+               max(coalesce(s.opt_start_delay, 0)) AS start_delay
+        FROM fin
+        JOIN pgflow.deps AS d ON d.flow_slug = fin.flow_slug AND d.dep_slug = fin.step_slug
+        JOIN pgflow.steps AS s ON s.flow_slug = d.flow_slug AND s.step_slug = d.step_slug
+        GROUP BY fin.run_id, d.step_slug
+    ), updated AS (
+        -- no lock is taken first: a step that waits is only ever changed by a
+        -- transaction holding its run's row, as this one does
+        UPDATE pgflow.step_states AS ss
+        SET remaining_deps = ss.remaining_deps - w.n,
+            status = CASE WHEN ss.remaining_deps = w.n AND w.simple THEN 'started' ELSE ss.status END,
+            started_at = CASE WHEN ss.remaining_deps = w.n AND w.simple THEN now() ELSE ss.started_at END,
+            initial_tasks = CASE WHEN ss.remaining_deps = w.n AND w.simple THEN 1 ELSE ss.initial_tasks END,
+            remaining_tasks = CASE WHEN ss.remaining_deps = w.n AND w.simple THEN 1 ELSE ss.remaining_tasks END
+        FROM waiting AS w
+        WHERE ss.run_id = w.run_id AND ss.step_slug = w.step_slug
+          AND ss.status = 'created'
+        RETURNING ss.run_id, ss.step_slug, ss.flow_slug, ss.status, ss.remaining_deps, w.start_delay
+    ), queued AS (
+        INSERT INTO pgflow.step_tasks (run_id, step_slug, task_index, flow_slug, vt)
+        SELECT u.run_id, u.step_slug, 0, u.flow_slug, now() + make_interval(secs => u.start_delay)
+        FROM updated AS u
+        WHERE u.status = 'started'
+        RETURNING run_id, step_slug, flow_slug, vt <= now() AS ready
+    )
+    SELECT (SELECT array_agg(DISTINCT u.run_id ORDER BY u.run_id) FROM updated AS u
+            WHERE u.status = 'created' AND u.remaining_deps = 0),
+           (SELECT array_agg(DISTINCT q.flow_slug) FROM queued AS q WHERE q.ready),
+           e.runs, e.steps, e.flows
+    INTO v_pending, v_wake, v_event_runs, v_event_steps, v_event_flows
+    FROM (
+        -- the started steps of flows that send step events
+        SELECT array_agg(q.run_id ORDER BY q.run_id, q.step_slug) AS runs,
+               array_agg(q.step_slug ORDER BY q.run_id, q.step_slug) AS steps,
+               array_agg(q.flow_slug ORDER BY q.run_id, q.step_slug) AS flows
+        FROM queued AS q
+        JOIN pgflow.flows AS f ON f.flow_slug = q.flow_slug AND f.opt_step_events
+    ) AS e;
+
+    IF v_wake IS NOT NULL THEN
+        PERFORM pgflow._wake_workers(w) FROM unnest(v_wake) AS w;
+    END IF;
+    IF v_event_runs IS NOT NULL THEN
+        PERFORM pgflow._emit_step(e.flow_slug, e.run_id, e.step_slug, 'started')
+        FROM unnest(v_event_runs, v_event_steps, v_event_flows) AS e(run_id, step_slug, flow_slug);
+    END IF;
+    PERFORM pgflow._child_finished(c) FROM unnest(v_children) AS c;
+    RETURN coalesce(v_pending, '{}');
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow._steps_finished(uuid[], text[]) IS
+    'after steps completed or were skipped: update their runs and dependents; start simple ones';
+
+CREATE OR REPLACE FUNCTION pgflow._skip_steps(run_id uuid, step_slug text, reason text, cascade boolean)
+RETURNS text[]
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_flow_slug text;
+    v_targets text[];
+    v_skipped text[];
+BEGIN
+    SELECT ss.flow_slug INTO v_flow_slug
+    FROM pgflow.step_states AS ss
+    WHERE ss.run_id = _skip_steps.run_id AND ss.step_slug = _skip_steps.step_slug;
+
+    IF cascade THEN
+        WITH RECURSIVE downstream(step_slug) AS (
+            SELECT _skip_steps.step_slug
+            UNION
+            SELECT d.step_slug
+            FROM pgflow.deps AS d
+            JOIN downstream AS ds ON d.dep_slug = ds.step_slug
+            WHERE d.flow_slug = v_flow_slug
+        )
+        SELECT array_agg(ds.step_slug) INTO v_targets FROM downstream AS ds;
+    ELSE
+        v_targets := ARRAY[_skip_steps.step_slug];
+    END IF;
+
+    WITH skipped AS (
+        UPDATE pgflow.step_states AS ss
+        SET status = 'skipped',
+            skip_reason = CASE WHEN ss.step_slug = _skip_steps.step_slug
+                               THEN _skip_steps.reason ELSE 'dependency_skipped' END,
+            skipped_at = now()
+        WHERE ss.run_id = _skip_steps.run_id
+          AND ss.step_slug = ANY (v_targets)
+          AND ss.status IN ('created', 'started')
+        RETURNING ss.step_slug
+    )
+    SELECT coalesce(array_agg(s.step_slug), '{}') INTO v_skipped FROM skipped AS s;
+
+    UPDATE pgflow.step_tasks AS t
+    SET status = 'cancelled'
+    WHERE t.run_id = _skip_steps.run_id
+      AND t.step_slug = ANY (v_skipped)
+      AND t.status IN ('queued', 'started');
+    -- the running child runs of sub-flow tasks just cancelled are cancelled too
+    PERFORM pgflow._cancel_children(_skip_steps.run_id, false);
+
+    PERFORM pgflow._emit_step(v_flow_slug, _skip_steps.run_id, s, 'skipped')
+    FROM unnest(v_skipped) AS s;
+    PERFORM pgflow._steps_finished(array_fill(_skip_steps.run_id, ARRAY[cardinality(v_skipped)]),
+                                   v_skipped);
+    RETURN v_skipped;
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow._skip_steps(uuid, text, text, boolean) IS
+    'skip a step (and with cascade everything downstream of it) and update counters';
+
+CREATE OR REPLACE FUNCTION pgflow._fail_run(run_id uuid, step_slug text, error_message text)
+RETURNS void
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_flow_slug text;
+BEGIN
+    UPDATE pgflow.step_states AS ss
+    SET status = 'failed', failed_at = now(), error_message = _fail_run.error_message
+    WHERE ss.run_id = _fail_run.run_id
+      AND ss.step_slug = _fail_run.step_slug
+      AND ss.status IN ('created', 'started');
+
+    UPDATE pgflow.runs AS r
+    SET status = 'failed',
+        failed_at = now(),
+        error_message = format('step "%s" failed: %s', _fail_run.step_slug, _fail_run.error_message)
+    WHERE r.run_id = _fail_run.run_id AND r.status = 'started'
+    RETURNING r.flow_slug INTO v_flow_slug;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+
+    UPDATE pgflow.step_tasks AS t
+    SET status = 'cancelled'
+    WHERE t.run_id = _fail_run.run_id AND t.status IN ('queued', 'started');
+
+    UPDATE pgflow.step_states AS ss
+    SET status = 'cancelled'
+    WHERE ss.run_id = _fail_run.run_id AND ss.status = 'started';
+
+    PERFORM pgflow._emit_step(v_flow_slug, _fail_run.run_id, _fail_run.step_slug, 'failed');
+    PERFORM pgflow._emit('run:failed', v_flow_slug, _fail_run.run_id, NULL, 'failed');
+    -- its running child runs are cancelled; a child run reports to its parent
+    PERFORM pgflow._cancel_children(_fail_run.run_id, false);
+    PERFORM pgflow._child_finished(_fail_run.run_id);
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow._fail_run(uuid, text, text) IS
+    'fail a run because of one step and cancel everything of it still open';
+
+CREATE OR REPLACE FUNCTION pgflow._start_ready_steps(run_id uuid)
+RETURNS void
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_run pgflow.runs;
+    v_step record;
+    v_input jsonb;
+    v_source jsonb;
+    v_source_status text;
+    v_count integer;
+    v_wake boolean := false;
+    v_progress boolean;
+    v_skipped text[] := '{}';
+    v_step_events boolean;
+    v_subflow_steps text[] := '{}';
+BEGIN
+    SELECT * INTO v_run FROM pgflow.runs AS r WHERE r.run_id = _start_ready_steps.run_id;
+    IF v_run.status IS DISTINCT FROM 'started' THEN
+        RETURN;
+    END IF;
+    SELECT f.opt_step_events INTO v_step_events FROM pgflow.flows AS f WHERE f.flow_slug = v_run.flow_slug;
+    LOOP
+        v_progress := false;
+
+        FOR v_step IN
+            SELECT ss.step_slug, s.step_type, s.deps_count, s.when_unmet,
+                   s.required_input_pattern, s.forbidden_input_pattern,
+                   coalesce(s.opt_start_delay, 0) AS start_delay,
+                   EXISTS (SELECT 1 FROM pgflow.step_subflows AS sf
+                           WHERE sf.flow_slug = s.flow_slug AND sf.step_slug = s.step_slug) AS subflow
+            FROM pgflow.step_states AS ss
+            JOIN pgflow.steps AS s ON s.flow_slug = ss.flow_slug AND s.step_slug = ss.step_slug
+            WHERE ss.run_id = _start_ready_steps.run_id
+              AND ss.status = 'created'
+              AND ss.remaining_deps = 0
+            ORDER BY s.step_index
+            FOR UPDATE OF ss
+        LOOP
+            -- an earlier skip-cascade of this round may have skipped this step
+            -- (a failed run returns at once, below)
+            CONTINUE WHEN v_step.step_slug = ANY (v_skipped);
+            v_progress := true;
+
+            IF v_step.step_type = 'map' AND v_step.deps_count = 1 THEN
+                SELECT ds.output, ds.status INTO v_source, v_source_status
+                FROM pgflow.deps AS d
+                JOIN pgflow.step_states AS ds
+                  ON ds.run_id = _start_ready_steps.run_id AND ds.step_slug = d.dep_slug
+                WHERE d.flow_slug = v_run.flow_slug AND d.step_slug = v_step.step_slug;
+                IF v_source_status = 'skipped' THEN
+                    v_skipped := v_skipped || pgflow._skip_steps(_start_ready_steps.run_id,
+                        v_step.step_slug, 'dependency_skipped', false);
+                    CONTINUE;
+                END IF;
+            ELSIF v_step.step_type = 'map' THEN
+                v_source := v_run.input;
+            END IF;
+
+            IF v_step.required_input_pattern IS NOT NULL
+               OR v_step.forbidden_input_pattern IS NOT NULL THEN
+                v_input := jsonb_build_object('run', v_run.input) || coalesce((
+                    SELECT jsonb_object_agg(d.dep_slug, ds.output)
+                    FROM pgflow.deps AS d
+                    JOIN pgflow.step_states AS ds
+                      ON ds.run_id = _start_ready_steps.run_id AND ds.step_slug = d.dep_slug
+                    WHERE d.flow_slug = v_run.flow_slug
+                      AND d.step_slug = v_step.step_slug
+                      AND ds.status = 'completed'), '{}'::jsonb);
+                IF NOT (coalesce(v_input @> v_step.required_input_pattern, true)
+                        AND NOT coalesce(v_input @> v_step.forbidden_input_pattern, false)) THEN
+                    IF v_step.when_unmet = 'fail' THEN
+                        PERFORM pgflow._fail_run(_start_ready_steps.run_id, v_step.step_slug,
+                            'condition not met (when_unmet = fail)');
+                        RETURN;
+                    END IF;
+                    v_skipped := v_skipped || pgflow._skip_steps(_start_ready_steps.run_id,
+                        v_step.step_slug, 'condition_unmet', v_step.when_unmet = 'skip-cascade');
+                    CONTINUE;
+                END IF;
+            END IF;
+
+            IF v_step.step_type = 'wait' THEN
+                -- no task: it waits for its event (or consumes a kept one)
+                v_input := jsonb_build_object('run', v_run.input) || coalesce((
+                    SELECT jsonb_object_agg(d.dep_slug, ds.output)
+                    FROM pgflow.deps AS d
+                    JOIN pgflow.step_states AS ds
+                      ON ds.run_id = _start_ready_steps.run_id AND ds.step_slug = d.dep_slug
+                    WHERE d.flow_slug = v_run.flow_slug
+                      AND d.step_slug = v_step.step_slug
+                      AND ds.status = 'completed'), '{}'::jsonb);
+                IF pgflow._start_wait(_start_ready_steps.run_id, v_run.flow_slug, v_step.step_slug,
+                                      v_input) = 'failed' THEN
+                    RETURN;
+                END IF;
+                CONTINUE;
+            END IF;
+
+            IF v_step.step_type = 'map' THEN
+                IF jsonb_typeof(v_source) IS DISTINCT FROM 'array' THEN
+                    PERFORM pgflow._fail_run(_start_ready_steps.run_id, v_step.step_slug,
+                        format('map step "%s" needs an array as input, got %s',
+                               v_step.step_slug, coalesce(jsonb_typeof(v_source), 'nothing')));
+                    RETURN;
+                END IF;
+                v_count := jsonb_array_length(v_source);
+            ELSE
+                v_count := 1;
+            END IF;
+
+            UPDATE pgflow.step_states AS ss
+            SET status = 'started',
+                started_at = now(),
+                initial_tasks = v_count,
+                remaining_tasks = v_count
+            WHERE ss.run_id = _start_ready_steps.run_id AND ss.step_slug = v_step.step_slug;
+            IF v_step_events THEN
+                PERFORM pgflow._emit_step(v_run.flow_slug, _start_ready_steps.run_id,
+                                          v_step.step_slug, 'started');
+            END IF;
+
+            IF v_count = 0 THEN
+                PERFORM pgflow._complete_step(_start_ready_steps.run_id, v_step.step_slug, '[]'::jsonb);
+                CONTINUE;
+            END IF;
+
+            IF v_step.subflow THEN
+                -- tasks no worker claims; their child runs start after this loop
+                PERFORM pgflow._queue_subflow_tasks(_start_ready_steps.run_id, v_run.flow_slug,
+                                                    v_step.step_slug, v_count);
+                v_subflow_steps := v_subflow_steps || v_step.step_slug;
+                CONTINUE;
+            END IF;
+
+            INSERT INTO pgflow.step_tasks (run_id, step_slug, task_index, flow_slug, vt)
+            SELECT _start_ready_steps.run_id, v_step.step_slug, i, v_run.flow_slug,
+                   now() + make_interval(secs => v_step.start_delay)
+            FROM generate_series(0, v_count - 1) AS i;
+            v_wake := v_wake OR v_step.start_delay = 0;
+        END LOOP;
+
+        EXIT WHEN NOT v_progress;
+    END LOOP;
+
+    IF v_wake THEN
+        PERFORM pgflow._wake_workers(v_run.flow_slug);
+    END IF;
+    -- child runs start once the steps of this run are settled: one that
+    -- finishes at once advances this run through the usual paths
+    IF cardinality(v_subflow_steps) > 0 THEN
+        PERFORM pgflow._start_children(_start_ready_steps.run_id, v_subflow_steps, NULL);
+    END IF;
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow._start_ready_steps(uuid) IS
+    'start every step of a run that waits on nothing (conditions, maps, skips), to a fixed point';
+
+CREATE OR REPLACE FUNCTION pgflow.start_flow(flow_slug text, input jsonb, run_id uuid DEFAULT NULL,
+                                  version integer DEFAULT NULL)
+RETURNS pgflow.runs
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_steps integer;
+    v_slug text;
+BEGIN
+    PERFORM pgflow._check_slug('flow slug', start_flow.flow_slug);
+    PERFORM pgflow._check_option('version', start_flow.version, 1, true);
+    IF start_flow.input IS NULL THEN
+        RAISE EXCEPTION 'input must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'pass a JSON value, e.g. ''{}''::jsonb';
+    END IF;
+
+    v_slug := pgflow._resolve_flow(start_flow.flow_slug, start_flow.version);
+    IF v_slug IS NULL AND start_flow.version IS NOT NULL
+       AND EXISTS (SELECT 1 FROM pgflow.flows AS f
+                   WHERE f.flow_name = split_part(start_flow.flow_slug, '@', 1)) THEN
+        RAISE EXCEPTION 'flow "%" has no version %', start_flow.flow_slug, start_flow.version
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'pgflow.list_flows() lists the versions; apply the version''s migration first';
+    END IF;
+    v_slug := coalesce(v_slug, start_flow.flow_slug);
+
+    SELECT count(s.step_slug) INTO v_steps
+    FROM pgflow.flows AS f
+    LEFT JOIN pgflow.steps AS s ON s.flow_slug = f.flow_slug
+    WHERE f.flow_slug = v_slug
+    GROUP BY f.flow_slug;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'flow "%" does not exist', start_flow.flow_slug
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'apply the flow''s migration (pgflow-build writes it) before starting runs';
+    END IF;
+
+    RETURN pgflow._start_run(v_slug, v_steps, start_flow.flow_slug, start_flow.input,
+                             start_flow.run_id, NULL, NULL, NULL, NULL, 0);
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow.start_flow(text, jsonb, uuid, integer) IS
+    'start a run of a flow''s current (or given) version (idempotent with run_id); queues its root steps';
+
+CREATE OR REPLACE FUNCTION pgflow.cancel_run(run_id uuid)
+RETURNS pgflow.runs
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+BEGIN
+    IF cancel_run.run_id IS NULL THEN
+        RAISE EXCEPTION 'run_id must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'pass the run_id start_flow returned';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pgflow.runs AS r WHERE r.run_id = cancel_run.run_id) THEN
+        RAISE EXCEPTION 'run % does not exist', cancel_run.run_id
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'check the run_id (pgflow.runs lists the runs; pruned runs are gone)';
+    END IF;
+    RETURN pgflow._cancel_run(cancel_run.run_id, true);
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow.cancel_run(uuid) IS
+    'cancel a started run (and its running child runs) and its open tasks and steps; a finished run is returned unchanged';
+
+CREATE OR REPLACE FUNCTION pgflow.prune_runs(older_than interval, batch_size integer DEFAULT 10000)
+RETURNS bigint
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_cutoff timestamptz;
+    v_flow text;
+    v_deleted bigint := 0;
+    v_n bigint;
+BEGIN
+    IF prune_runs.older_than IS NULL THEN
+        RAISE EXCEPTION 'older_than must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'pass an interval, e.g. older_than => interval ''7 days''';
+    END IF;
+    IF prune_runs.older_than < interval '0' THEN
+        RAISE EXCEPTION 'older_than must not be negative, got %', prune_runs.older_than
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'pass an interval >= 0, e.g. older_than => interval ''7 days''';
+    END IF;
+    PERFORM pgflow._check_option('batch_size', prune_runs.batch_size, 1, false);
+    -- an interval reaching before the first representable instant prunes nothing
+    v_cutoff := CASE
+        WHEN prune_runs.older_than > now() - '4713-01-01 00:00:00+00 BC'::timestamptz THEN '-infinity'
+        ELSE now() - prune_runs.older_than
+    END;
+
+    FOR v_flow IN SELECT f.flow_slug FROM pgflow.flows AS f ORDER BY f.flow_slug LOOP
+        WITH due AS (
+            SELECT r.run_id
+            FROM pgflow.runs AS r
+            WHERE r.flow_slug = v_flow
+              AND r.started_at < v_cutoff
+              AND r.status IN ('completed', 'failed', 'cancelled')
+              AND r.parent_run_id IS NULL
+              AND coalesce(r.completed_at, r.failed_at, r.cancelled_at) < v_cutoff
+            ORDER BY r.started_at
+            LIMIT prune_runs.batch_size - v_deleted
+            FOR UPDATE SKIP LOCKED
+        )
+        DELETE FROM pgflow.runs AS r
+        USING due AS d
+        WHERE r.run_id = d.run_id;
+        GET DIAGNOSTICS v_n = ROW_COUNT;
+        v_deleted := v_deleted + v_n;
+        EXIT WHEN v_deleted >= prune_runs.batch_size;
+    END LOOP;
+    RETURN v_deleted;
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow.prune_runs(interval, integer) IS
+    'delete up to batch_size runs finished longer than older_than ago, with all their rows';
+
+CREATE OR REPLACE FUNCTION pgflow.delete_flow(flow_slug text, force boolean DEFAULT false)
+RETURNS bigint
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_runs bigint;
+    v_parent_flow text;
+    v_parent_step text;
+BEGIN
+    PERFORM pgflow._check_slug('flow slug', delete_flow.flow_slug);
+    IF delete_flow.force IS NULL THEN
+        RAISE EXCEPTION 'force must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'pass force => true to delete the flow''s runs too, or leave it out';
+    END IF;
+
+    PERFORM 1 FROM pgflow.flows AS f WHERE f.flow_slug = delete_flow.flow_slug FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'flow "%" does not exist', delete_flow.flow_slug
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'check the slug: pgflow.flows lists the flows';
+    END IF;
+
+    SELECT sf.flow_slug, sf.step_slug INTO v_parent_flow, v_parent_step
+    FROM pgflow.step_subflows AS sf
+    WHERE sf.subflow = delete_flow.flow_slug
+    ORDER BY sf.flow_slug, sf.step_slug
+    LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'flow "%" is used as a sub-flow by step "%" of flow "%"',
+                delete_flow.flow_slug, v_parent_step, v_parent_flow
+            USING ERRCODE = 'dependent_objects_still_exist',
+                  HINT = format('delete flow "%s" first (or every flow using "%s")',
+                                v_parent_flow, delete_flow.flow_slug);
+    END IF;
+
+    IF NOT delete_flow.force THEN
+        IF EXISTS (SELECT 1 FROM pgflow.runs AS r WHERE r.flow_slug = delete_flow.flow_slug) THEN
+            RAISE EXCEPTION 'flow "%" has runs', delete_flow.flow_slug
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      HINT = 'prune them first with pgflow.prune_runs(), or pass force => true to delete them with the flow';
+        END IF;
+        v_runs := 0;
+    ELSE
+        DELETE FROM pgflow.runs AS r WHERE r.flow_slug = delete_flow.flow_slug;
+        GET DIAGNOSTICS v_runs = ROW_COUNT;
+    END IF;
+
+    -- steps and deps go with the flow (ON DELETE CASCADE)
+    DELETE FROM pgflow.flows AS f WHERE f.flow_slug = delete_flow.flow_slug;
+    RETURN v_runs;
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow.delete_flow(text, boolean) IS
+    'delete a flow definition; with force => true also its runs (refused otherwise while runs exist)';
+
+CREATE OR REPLACE FUNCTION pgflow._emit(event text, flow_slug text, run_id uuid, step_slug text, status text)
+RETURNS void
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF pg_try_advisory_lock(1885824632, 0) THEN
+        PERFORM pg_advisory_unlock(1885824632, 0);
+        IF NOT 'pgflow_events' = ANY (ARRAY(SELECT pg_listening_channels())) THEN
+            RETURN;
+        END IF;
+    END IF;
+    PERFORM pg_notify('pgflow_events', jsonb_strip_nulls(
+        jsonb_build_object(
+            'event', event, 'flow_slug', flow_slug, 'run_id', run_id,
+            'step_slug', step_slug, 'status', status,
+            -- a child run's events name its parent run
+            'parent_run_id', (SELECT r.parent_run_id FROM pgflow.runs AS r
+                              WHERE r.run_id = _emit.run_id)))::text);
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow._emit(text, text, uuid, text, text) IS
+    'NOTIFY pgflow_events with {"event", "flow_slug", "run_id", "step_slug"?, "status"} if subscribed';
+
+CREATE OR REPLACE FUNCTION pgflow.get_run(run_id uuid)
+RETURNS jsonb
+LANGUAGE sql
+STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT jsonb_build_object(
+        'run_id', r.run_id,
+        'flow_slug', r.flow_slug,
+        'flow_name', (SELECT f.flow_name FROM pgflow.flows AS f WHERE f.flow_slug = r.flow_slug),
+        'version', (SELECT f.version FROM pgflow.flows AS f WHERE f.flow_slug = r.flow_slug),
+        'status', r.status,
+        'input', r.input,
+        'output', r.output,
+        'error_message', r.error_message,
+        'remaining_steps', r.remaining_steps,
+        'retries', (SELECT count(*) FROM pgflow.run_retries AS rr WHERE rr.run_id = r.run_id),
+        'started_at', r.started_at,
+        'completed_at', r.completed_at,
+        'failed_at', r.failed_at,
+        'cancelled_at', r.cancelled_at,
+        'depth', r.depth,
+        'parent', CASE WHEN r.parent_run_id IS NOT NULL THEN jsonb_build_object(
+            'run_id', r.parent_run_id, 'step_slug', r.parent_step_slug,
+            'task_index', r.parent_task_index, 'attempt', r.parent_attempt) END,
+        'children', coalesce((
+            SELECT jsonb_agg(jsonb_build_object(
+                       'run_id', c.run_id, 'flow_slug', c.flow_slug, 'status', c.status,
+                       'step_slug', c.parent_step_slug, 'task_index', c.parent_task_index,
+                       'attempt', c.parent_attempt)
+                   ORDER BY c.parent_step_slug, c.parent_task_index, c.parent_attempt)
+            FROM pgflow.runs AS c
+            WHERE c.parent_run_id = r.run_id), '[]'::jsonb),
+        'steps', coalesce((
+            SELECT jsonb_agg(jsonb_build_object(
+                       'step_slug', ss.step_slug,
+                       'step_type', s.step_type,
+                       'status', ss.status,
+                       'attempts', coalesce(tc.attempts, 0),
+                       'remaining_deps', ss.remaining_deps,
+                       'initial_tasks', ss.initial_tasks,
+                       'remaining_tasks', ss.remaining_tasks,
+                       'tasks', jsonb_build_object(
+                           'queued', coalesce(tc.queued, 0),
+                           'started', coalesce(tc.started, 0),
+                           'completed', coalesce(tc.completed, 0),
+                           'failed', coalesce(tc.failed, 0),
+                           'cancelled', coalesce(tc.cancelled, 0)),
+                       'output', ss.output,
+                       'error_message', ss.error_message,
+                       'skip_reason', ss.skip_reason,
+                       'created_at', ss.created_at,
+                       'started_at', ss.started_at,
+                       'completed_at', ss.completed_at,
+                       'failed_at', ss.failed_at,
+                       'skipped_at', ss.skipped_at,
+                       'waiting_for', (
+                           SELECT jsonb_build_object('event', w.event_name, 'key', w.event_key,
+                                                     'until', w.deadline)
+                           FROM pgflow.waits AS w
+                           WHERE w.run_id = ss.run_id AND w.step_slug = ss.step_slug
+                             AND ss.status = 'started'),
+                       'subflow', (
+                           SELECT sf.subflow FROM pgflow.step_subflows AS sf
+                           WHERE sf.flow_slug = ss.flow_slug AND sf.step_slug = ss.step_slug))
+                   ORDER BY s.step_index)
+            FROM pgflow.step_states AS ss
+            JOIN pgflow.steps AS s ON s.flow_slug = ss.flow_slug AND s.step_slug = ss.step_slug
+            LEFT JOIN (
+                SELECT t.step_slug,
+                       sum(t.attempts_count - t.retried_attempts) AS attempts,
+                       count(*) FILTER (WHERE t.status = 'queued') AS queued,
+                       count(*) FILTER (WHERE t.status = 'started') AS started,
+                       count(*) FILTER (WHERE t.status = 'completed') AS completed,
+                       count(*) FILTER (WHERE t.status = 'failed') AS failed,
+                       count(*) FILTER (WHERE t.status = 'cancelled') AS cancelled
+                FROM pgflow.step_tasks AS t
+                WHERE t.run_id = r.run_id
+                GROUP BY t.step_slug
+            ) AS tc ON tc.step_slug = ss.step_slug
+            WHERE ss.run_id = r.run_id
+        ), '[]'::jsonb)
+    )
+    FROM pgflow.runs AS r
+    WHERE r.run_id = get_run.run_id;
+$$;
+
+COMMENT ON FUNCTION pgflow.get_run(uuid) IS
+    'a run with its steps (status, attempts, times, errors, outputs, task counts) as JSON; NULL if unknown';
+
+CREATE OR REPLACE FUNCTION pgflow.retry_run(run_id uuid)
+RETURNS pgflow.runs
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_run pgflow.runs;
+    v_retry integer;
+    v_requeued text[];
+BEGIN
+    IF retry_run.run_id IS NULL THEN
+        RAISE EXCEPTION 'run_id must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'pass the run_id of a failed or cancelled run';
+    END IF;
+
+    SELECT * INTO v_run FROM pgflow.runs AS r WHERE r.run_id = retry_run.run_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'run % does not exist', retry_run.run_id
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'check the run_id (pgflow.runs lists the runs; pruned runs are gone)';
+    END IF;
+    IF v_run.status = 'started' THEN
+        RAISE EXCEPTION 'run % is still running', v_run.run_id
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'only failed or cancelled runs can be retried; cancel it first with pgflow.cancel_run()';
+    ELSIF v_run.status = 'completed' THEN
+        RAISE EXCEPTION 'run % is completed', v_run.run_id
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'only failed or cancelled runs can be retried; start a new run with pgflow.start_flow()';
+    END IF;
+
+    -- keep the history before overwriting it
+    SELECT coalesce(max(rr.retry_number), 0) + 1 INTO v_retry
+    FROM pgflow.run_retries AS rr WHERE rr.run_id = retry_run.run_id;
+    INSERT INTO pgflow.run_retries (run_id, retry_number, flow_slug, status, error_message, finished_at)
+    VALUES (v_run.run_id, v_retry, v_run.flow_slug, v_run.status, v_run.error_message,
+            coalesce(v_run.failed_at, v_run.cancelled_at, now()));
+    INSERT INTO pgflow.task_attempts (run_id, retry_number, step_slug, task_index, flow_slug, status,
+                                      attempts_count, error_message, last_worker_id, queued_at,
+                                      started_at, failed_at)
+    SELECT t.run_id, v_retry, t.step_slug, t.task_index, t.flow_slug, t.status,
+           t.attempts_count, t.error_message, t.last_worker_id, t.queued_at,
+           t.started_at, t.failed_at
+    FROM pgflow.step_tasks AS t
+    JOIN pgflow.step_states AS ss ON ss.run_id = t.run_id AND ss.step_slug = t.step_slug
+    WHERE t.run_id = retry_run.run_id
+      AND ss.status IN ('failed', 'cancelled')
+      AND t.status IN ('failed', 'cancelled');
+
+    -- re-queue the unfinished tasks of failed and cancelled steps
+    UPDATE pgflow.step_tasks AS t
+    SET status = 'queued',
+        -- the attempt count goes on (an attempt number names one claim for
+        -- the task's whole life: reports of attempts from before the retry
+        -- are refused); the retry gets a fresh budget of max_attempts
+        retried_attempts = t.attempts_count,
+        read_ct = 0,
+        vt = now(),
+        output = NULL,
+        error_message = NULL,
+        last_worker_id = NULL,
+        queued_at = now(),
+        started_at = NULL,
+        completed_at = NULL,
+        failed_at = NULL
+    FROM pgflow.step_states AS ss
+    WHERE t.run_id = retry_run.run_id
+      AND ss.run_id = t.run_id AND ss.step_slug = t.step_slug
+      AND ss.status IN ('failed', 'cancelled')
+      AND t.status IN ('failed', 'cancelled');
+
+    -- their steps run again, waiting for exactly the re-queued tasks
+    WITH requeued AS (
+        UPDATE pgflow.step_states AS ss
+        SET status = 'started',
+            started_at = now(),
+            failed_at = NULL,
+            error_message = NULL,
+            remaining_tasks = q.n
+        FROM (
+            SELECT t.step_slug, count(*)::integer AS n
+            FROM pgflow.step_tasks AS t
+            WHERE t.run_id = retry_run.run_id AND t.status = 'queued'
+            GROUP BY t.step_slug
+        ) AS q
+        WHERE ss.run_id = retry_run.run_id
+          AND ss.step_slug = q.step_slug
+          AND ss.status IN ('failed', 'cancelled')
+        RETURNING ss.step_slug
+    )
+    SELECT coalesce(array_agg(q.step_slug ORDER BY q.step_slug), '{}') INTO v_requeued
+    FROM requeued AS q;
+
+    -- steps that failed before they had tasks are evaluated again
+    UPDATE pgflow.step_states AS ss
+    SET status = 'created',
+        started_at = NULL,
+        failed_at = NULL,
+        error_message = NULL,
+        initial_tasks = NULL,
+        remaining_tasks = NULL
+    WHERE ss.run_id = retry_run.run_id AND ss.status IN ('failed', 'cancelled');
+
+    UPDATE pgflow.runs AS r
+    SET status = 'started',
+        error_message = NULL,
+        output = NULL,
+        failed_at = NULL,
+        cancelled_at = NULL
+    WHERE r.run_id = retry_run.run_id;
+
+    PERFORM pgflow._emit_step(v_run.flow_slug, v_run.run_id, s, 'started')
+    FROM unnest(v_requeued) AS s;
+    PERFORM pgflow._emit('run:retried', v_run.flow_slug, v_run.run_id, NULL, 'started');
+    IF cardinality(v_requeued) > 0 THEN
+        PERFORM pgflow._wake_workers(v_run.flow_slug);
+    END IF;
+
+    -- re-queued sub-flow tasks: new child runs instead of workers
+    PERFORM pgflow._restart_subflow_tasks(v_run.run_id);
+
+    IF v_run.remaining_steps = 0 THEN
+        -- cannot happen for a run that failed or was cancelled mid-way; kept
+        -- so a run with nothing left to do never stays started
+        PERFORM pgflow._complete_run(v_run.run_id);
+    ELSE
+        PERFORM pgflow._start_ready_steps(v_run.run_id);
+    END IF;
+
+    SELECT * INTO STRICT v_run FROM pgflow.runs AS r WHERE r.run_id = retry_run.run_id;
+    RETURN v_run;
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow.retry_run(uuid) IS
+    'resume a failed or cancelled run: re-queue its failed and cancelled work, keep completed outputs';
+
+CREATE FUNCTION pgflow._start_run(flow_slug text, steps integer, requested text, input jsonb,
+                                  run_id uuid, parent_run_id uuid, parent_step_slug text,
+                                  parent_task_index integer, parent_attempt integer,
+                                  depth integer)
+RETURNS pgflow.runs
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_run pgflow.runs;
+    v_steps integer := _start_run.steps;
+    v_pending boolean;
+    v_started text[];
+    v_wake boolean;
+    v_slug text := _start_run.flow_slug;
+BEGIN
+    INSERT INTO pgflow.runs AS r (run_id, flow_slug, input, remaining_steps, parent_run_id,
+                                  parent_step_slug, parent_task_index, parent_attempt, depth)
+    VALUES (coalesce(_start_run.run_id, pgflow._uuid_v7()), v_slug,
+            _start_run.input, v_steps, _start_run.parent_run_id, _start_run.parent_step_slug,
+            _start_run.parent_task_index, _start_run.parent_attempt, _start_run.depth)
+    ON CONFLICT ON CONSTRAINT runs_pkey DO NOTHING
+    RETURNING * INTO v_run;
+
+    IF v_run.run_id IS NULL THEN
+        SELECT * INTO STRICT v_run FROM pgflow.runs AS r WHERE r.run_id = _start_run.run_id;
+        IF split_part(v_run.flow_slug, '@', 1) <> split_part(v_slug, '@', 1) THEN
+            RAISE EXCEPTION 'run % already exists for flow "%", not "%"',
+                    _start_run.run_id, v_run.flow_slug, _start_run.requested
+                USING ERRCODE = 'unique_violation',
+                      HINT = 'pass a new run_id, or NULL to have one generated';
+        END IF;
+        RETURN v_run;
+    END IF;
+
+    -- Root steps that are "simple" (single, no conditions) start right here,
+    -- in the same INSERT; maps and conditional roots go through
+    -- _start_ready_steps.
+    WITH states AS (
+        INSERT INTO pgflow.step_states AS ss (run_id, step_slug, flow_slug, remaining_deps, status,
+                                              started_at, initial_tasks, remaining_tasks)
+        SELECT v_run.run_id, s.step_slug, s.flow_slug, s.deps_count,
+               CASE WHEN simple THEN 'started' ELSE 'created' END,
+               CASE WHEN simple THEN now() END,
+               CASE WHEN simple THEN 1 END,
+               CASE WHEN simple THEN 1 END
+        FROM pgflow.steps AS s,
+             LATERAL (SELECT s.deps_count = 0 AND s.step_type = 'single'
+                             AND s.required_input_pattern IS NULL
+                             AND s.forbidden_input_pattern IS NULL
+                             AND NOT EXISTS (SELECT 1 FROM pgflow.step_subflows AS sf
+                                             WHERE sf.flow_slug = s.flow_slug
+                                               AND sf.step_slug = s.step_slug) AS simple) AS k
+        WHERE s.flow_slug = v_slug
+        RETURNING ss.step_slug, ss.status, ss.remaining_deps
+    ), queued AS (
+        INSERT INTO pgflow.step_tasks (run_id, step_slug, task_index, flow_slug, vt)
+        SELECT v_run.run_id, st.step_slug, 0, v_slug,
+               now() + make_interval(secs => coalesce(s.opt_start_delay, 0))
+        FROM states AS st
+        JOIN pgflow.steps AS s ON s.flow_slug = v_slug AND s.step_slug = st.step_slug
+        WHERE st.status = 'started'
+        RETURNING step_slug, vt <= now() AS ready
+    )
+    SELECT (SELECT coalesce(bool_or(st.status = 'created' AND st.remaining_deps = 0), false)
+            FROM states AS st),
+           (SELECT array_agg(q.step_slug ORDER BY q.step_slug) FROM queued AS q),
+           (SELECT coalesce(bool_or(q.ready), false) FROM queued AS q)
+    INTO v_pending, v_started, v_wake;
+
+    PERFORM pgflow._emit('run:started', v_run.flow_slug, v_run.run_id, NULL, 'started');
+    IF v_started IS NOT NULL
+       AND (SELECT f.opt_step_events FROM pgflow.flows AS f WHERE f.flow_slug = v_slug) THEN
+        PERFORM pgflow._emit_step(v_run.flow_slug, v_run.run_id, st, 'started')
+        FROM unnest(v_started) AS st;
+    END IF;
+    IF v_wake THEN
+        PERFORM pgflow._wake_workers(v_run.flow_slug);
+    END IF;
+    IF v_steps = 0 THEN
+        PERFORM pgflow._complete_run(v_run.run_id);
+    ELSIF v_pending THEN
+        PERFORM pgflow._start_ready_steps(v_run.run_id);
+    END IF;
+
+    SELECT * INTO STRICT v_run FROM pgflow.runs AS r WHERE r.run_id = v_run.run_id;
+    RETURN v_run;
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow._start_run(text, integer, text, jsonb, uuid, uuid, text, integer, integer, integer) IS
+    'create a run of a resolved definition (a child run: with its parent task) and start its root steps';
+
+REVOKE ALL ON FUNCTION pgflow._start_run(text, integer, text, jsonb, uuid, uuid, text, integer, integer, integer) FROM PUBLIC;
+
+CREATE FUNCTION pgflow._cancel_run(run_id uuid, notify_parent boolean)
+RETURNS pgflow.runs
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_run pgflow.runs;
+    v_cancelled text[];
+BEGIN
+    SELECT * INTO STRICT v_run FROM pgflow.runs AS r WHERE r.run_id = _cancel_run.run_id;
+
+    IF v_run.status = 'started' THEN
+        -- children first: a child's rows are locked before its parent's
+        PERFORM pgflow._cancel_children(_cancel_run.run_id, true);
+        -- task -> step_state -> run, like complete_task and fail_task
+        PERFORM 1 FROM pgflow.step_tasks AS t
+        WHERE t.run_id = _cancel_run.run_id AND t.status IN ('queued', 'started')
+        ORDER BY t.message_id
+        FOR UPDATE;
+        PERFORM 1 FROM pgflow.step_states AS ss
+        WHERE ss.run_id = _cancel_run.run_id AND ss.status = 'started'
+        ORDER BY ss.step_slug
+        FOR UPDATE;
+        SELECT * INTO STRICT v_run FROM pgflow.runs AS r
+        WHERE r.run_id = _cancel_run.run_id
+        FOR UPDATE;
+    END IF;
+
+    -- the run may have finished while we waited for the locks
+    IF v_run.status <> 'started' THEN
+        RAISE NOTICE 'run % is already %; nothing to cancel', v_run.run_id, v_run.status;
+        RETURN v_run;
+    END IF;
+
+    -- tasks queued by a transaction that committed while we waited are
+    -- caught here: every statement sees the latest committed rows
+    UPDATE pgflow.step_tasks AS t
+    SET status = 'cancelled'
+    WHERE t.run_id = _cancel_run.run_id AND t.status IN ('queued', 'started');
+
+    WITH cancelled AS (
+        UPDATE pgflow.step_states AS ss
+        SET status = 'cancelled'
+        WHERE ss.run_id = _cancel_run.run_id AND ss.status = 'started'
+        RETURNING ss.step_slug
+    )
+    SELECT coalesce(array_agg(c.step_slug ORDER BY c.step_slug), '{}') INTO v_cancelled
+    FROM cancelled AS c;
+
+    UPDATE pgflow.runs AS r
+    SET status = 'cancelled', cancelled_at = now()
+    WHERE r.run_id = _cancel_run.run_id
+    RETURNING * INTO STRICT v_run;
+
+    PERFORM pgflow._emit_step(v_run.flow_slug, v_run.run_id, s, 'cancelled')
+    FROM unnest(v_cancelled) AS s;
+    PERFORM pgflow._emit('run:cancelled', v_run.flow_slug, v_run.run_id, NULL, 'cancelled');
+    -- children started while we waited for the locks
+    PERFORM pgflow._cancel_children(_cancel_run.run_id, false);
+    IF _cancel_run.notify_parent THEN
+        PERFORM pgflow._child_finished(_cancel_run.run_id);
+    END IF;
+    RETURN v_run;
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow._cancel_run(uuid, boolean) IS
+    'cancel a started run and its running children; notify_parent: a child run fails its parent task';
+
+REVOKE ALL ON FUNCTION pgflow._cancel_run(uuid, boolean) FROM PUBLIC;
+
+CREATE FUNCTION pgflow._subflow_child_id(run_id uuid, step_slug text, task_index integer,
+                                         attempt integer)
+RETURNS uuid
+LANGUAGE plpgsql
+IMMUTABLE
+PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    -- version nibble 0011 (bits 52..55 of byte 6), variant 10 (bits 70, 71)
+    RETURN encode(
+        set_bit(set_bit(set_bit(set_bit(set_bit(set_bit(
+            decode(md5(format('pgflow-subflow:%s:%s:%s:%s', _subflow_child_id.run_id,
+                              _subflow_child_id.step_slug, _subflow_child_id.task_index,
+                              _subflow_child_id.attempt)), 'hex'),
+            52, 1), 53, 1), 54, 0), 55, 0), 70, 0), 71, 1),
+        'hex')::uuid;
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow._subflow_child_id(uuid, text, integer, integer) IS
+    'the run id of the child run of one attempt of a sub-flow task (a version-3 UUID)';
+
+REVOKE ALL ON FUNCTION pgflow._subflow_child_id(uuid, text, integer, integer) FROM PUBLIC;
+
+CREATE FUNCTION pgflow._subflow_cycle(flow_slug text, subflow text)
+RETURNS text[]
+LANGUAGE plpgsql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_parent text;
+    v_child text;
+    v_path text[];
+BEGIN
+    SELECT f.flow_name INTO v_parent FROM pgflow.flows AS f WHERE f.flow_slug = _subflow_cycle.flow_slug;
+    SELECT f.flow_name INTO v_child FROM pgflow.flows AS f WHERE f.flow_slug = _subflow_cycle.subflow;
+    IF v_parent = v_child THEN
+        RETURN ARRAY[v_parent, v_child];
+    END IF;
+    WITH RECURSIVE edges(from_name, to_name) AS (
+        SELECT DISTINCT pf.flow_name, cf.flow_name
+        FROM pgflow.step_subflows AS sf
+        JOIN pgflow.flows AS pf ON pf.flow_slug = sf.flow_slug
+        JOIN pgflow.flows AS cf ON cf.flow_slug = sf.subflow
+    ), walk(name, path) AS (
+        SELECT v_child, ARRAY[v_parent, v_child]
+        UNION ALL
+        SELECT e.to_name, w.path || e.to_name
+        FROM walk AS w
+        JOIN edges AS e ON e.from_name = w.name
+        WHERE NOT e.to_name = ANY (w.path[2:]) AND w.name <> v_parent
+    )
+    SELECT w.path INTO v_path FROM walk AS w WHERE w.name = v_parent
+    ORDER BY cardinality(w.path) LIMIT 1;
+    RETURN v_path;
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow._subflow_cycle(text, text) IS
+    'the cycle of flow names a sub-flow step would close, or NULL';
+
+REVOKE ALL ON FUNCTION pgflow._subflow_cycle(text, text) FROM PUBLIC;
+
+CREATE FUNCTION pgflow.add_subflow_step(
+    flow_slug text,
+    step_slug text,
+    subflow text,
+    deps_slugs text[] DEFAULT '{}',
+    map boolean DEFAULT false,
+    max_attempts integer DEFAULT NULL,
+    required_input_pattern jsonb DEFAULT NULL,
+    forbidden_input_pattern jsonb DEFAULT NULL,
+    when_unmet text DEFAULT 'skip',
+    when_exhausted text DEFAULT 'fail'
+)
+RETURNS pgflow.steps
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_step pgflow.steps;
+    v_existing text;
+    v_cycle text[];
+    v_had_step boolean;
+BEGIN
+    PERFORM pgflow._check_slug('flow slug', add_subflow_step.flow_slug);
+    PERFORM pgflow._check_slug('step slug', add_subflow_step.step_slug);
+    IF add_subflow_step.subflow IS NULL OR add_subflow_step.map IS NULL THEN
+        RAISE EXCEPTION 'subflow and map must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'name the flow the step runs, e.g. subflow => ''ingest''';
+    END IF;
+    -- definitions of sub-flow steps serialise, so two of them cannot close
+    -- a cycle that neither sees
+    PERFORM pg_advisory_xact_lock(1885824634, 0);
+    PERFORM 1 FROM pgflow.flows AS f WHERE f.flow_slug = add_subflow_step.subflow FOR KEY SHARE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'step "%" of flow "%": sub-flow "%" does not exist',
+                add_subflow_step.step_slug, add_subflow_step.flow_slug, left(add_subflow_step.subflow, 200)
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'create the sub-flow first (a flow name or a definition slug such as ingest@2)';
+    END IF;
+    IF EXISTS (SELECT 1 FROM pgflow.flows AS f WHERE f.flow_slug = add_subflow_step.flow_slug) THEN
+        v_cycle := pgflow._subflow_cycle(add_subflow_step.flow_slug, add_subflow_step.subflow);
+        IF v_cycle IS NOT NULL THEN
+            RAISE EXCEPTION 'step "%" of flow "%" would close a cycle of sub-flows: %',
+                    add_subflow_step.step_slug, add_subflow_step.flow_slug,
+                    array_to_string(v_cycle, ' -> ')
+                USING ERRCODE = 'invalid_object_definition',
+                      HINT = 'a flow cannot run itself, directly or through other flows';
+        END IF;
+    END IF;
+    v_had_step := EXISTS (SELECT 1 FROM pgflow.steps AS s
+                          WHERE s.flow_slug = add_subflow_step.flow_slug
+                            AND s.step_slug = add_subflow_step.step_slug);
+
+    v_step := pgflow.add_step(
+        flow_slug => add_subflow_step.flow_slug,
+        step_slug => add_subflow_step.step_slug,
+        deps_slugs => add_subflow_step.deps_slugs,
+        max_attempts => add_subflow_step.max_attempts,
+        step_type => CASE WHEN add_subflow_step.map THEN 'map' ELSE 'single' END,
+        required_input_pattern => add_subflow_step.required_input_pattern,
+        forbidden_input_pattern => add_subflow_step.forbidden_input_pattern,
+        when_unmet => add_subflow_step.when_unmet,
+        when_exhausted => add_subflow_step.when_exhausted);
+
+    SELECT sf.subflow INTO v_existing
+    FROM pgflow.step_subflows AS sf
+    WHERE sf.flow_slug = add_subflow_step.flow_slug AND sf.step_slug = add_subflow_step.step_slug;
+    IF v_existing IS NULL AND v_had_step THEN
+        RAISE EXCEPTION 'step "%" of flow "%" already exists with a different definition: it is a task step, not a sub-flow step',
+                add_subflow_step.step_slug, add_subflow_step.flow_slug
+            USING ERRCODE = 'invalid_object_definition',
+                  HINT = pgflow._next_version_hint(add_subflow_step.flow_slug,
+                                                   'a definition cannot change structure once created');
+    ELSIF v_existing IS NULL THEN
+        INSERT INTO pgflow.step_subflows (flow_slug, step_slug, subflow)
+        VALUES (add_subflow_step.flow_slug, add_subflow_step.step_slug, add_subflow_step.subflow);
+    ELSIF v_existing <> add_subflow_step.subflow THEN
+        RAISE EXCEPTION 'step "%" of flow "%" already exists with a different definition: it runs sub-flow %, not %',
+                add_subflow_step.step_slug, add_subflow_step.flow_slug, v_existing, add_subflow_step.subflow
+            USING ERRCODE = 'invalid_object_definition',
+                  HINT = pgflow._next_version_hint(add_subflow_step.flow_slug,
+                                                   'a definition cannot change structure once created');
+    END IF;
+    RETURN v_step;
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow.add_subflow_step(text, text, text, text[], boolean, integer, jsonb, jsonb, text, text) IS
+    'add a step whose work is a run of another flow (map => true: one child run per element)';
+
+REVOKE ALL ON FUNCTION pgflow.add_subflow_step(text, text, text, text[], boolean, integer, jsonb, jsonb, text, text) FROM PUBLIC;
+
+CREATE FUNCTION pgflow._queue_subflow_tasks(run_id uuid, flow_slug text, step_slug text, n integer)
+RETURNS void
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    INSERT INTO pgflow.step_tasks (run_id, step_slug, task_index, flow_slug, status, attempts_count,
+                                   vt, started_at)
+    SELECT _queue_subflow_tasks.run_id, _queue_subflow_tasks.step_slug, i,
+           _queue_subflow_tasks.flow_slug, 'started', 1, 'infinity', now()
+    FROM generate_series(0, _queue_subflow_tasks.n - 1) AS i;
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow._queue_subflow_tasks(uuid, text, text, integer) IS
+    'create the started, unclaimable tasks of a ready sub-flow step';
+
+REVOKE ALL ON FUNCTION pgflow._queue_subflow_tasks(uuid, text, text, integer) FROM PUBLIC;
+
+CREATE FUNCTION pgflow._start_children(run_id uuid, step_slugs text[], task_index integer)
+RETURNS void
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_run pgflow.runs;
+    v_task record;
+    v_step text;
+    v_input jsonb;
+    v_source jsonb;
+    v_slug text;
+    v_steps integer;
+BEGIN
+    SELECT * INTO v_run FROM pgflow.runs AS r WHERE r.run_id = _start_children.run_id;
+    FOR v_task IN
+        SELECT t.step_slug, t.task_index, t.attempts_count, sf.subflow, s.step_type, s.deps_count
+        FROM pgflow.step_tasks AS t
+        JOIN pgflow.steps AS s ON s.flow_slug = t.flow_slug AND s.step_slug = t.step_slug
+        JOIN pgflow.step_subflows AS sf ON sf.flow_slug = t.flow_slug AND sf.step_slug = t.step_slug
+        WHERE t.run_id = _start_children.run_id
+          AND t.step_slug = ANY (_start_children.step_slugs)
+          AND (_start_children.task_index IS NULL OR t.task_index = _start_children.task_index)
+          AND t.status = 'started'
+        ORDER BY t.step_slug, t.task_index
+    LOOP
+        -- an earlier child of this loop may have finished at once and failed the run
+        PERFORM 1 FROM pgflow.step_tasks AS t
+        WHERE t.run_id = _start_children.run_id AND t.step_slug = v_task.step_slug
+          AND t.task_index = v_task.task_index AND t.status = 'started'
+          AND t.attempts_count = v_task.attempts_count;
+        CONTINUE WHEN NOT FOUND;
+        IF v_run.depth >= 8 THEN
+            PERFORM pgflow._exhaust_task(_start_children.run_id, v_task.step_slug, v_task.task_index,
+                format('sub-flow "%s" not started: run %s is already 8 sub-flows deep (the limit)',
+                       v_task.subflow, _start_children.run_id));
+            CONTINUE;
+        END IF;
+        IF v_step IS DISTINCT FROM v_task.step_slug THEN
+            -- the step's input (or a map's array), read once per step
+            v_step := v_task.step_slug;
+            IF v_task.step_type = 'map' THEN
+                IF v_task.deps_count = 0 THEN
+                    v_source := v_run.input;
+                ELSE
+                    SELECT ds.output INTO v_source
+                    FROM pgflow.deps AS d
+                    JOIN pgflow.step_states AS ds
+                      ON ds.run_id = _start_children.run_id AND ds.step_slug = d.dep_slug
+                    WHERE d.flow_slug = v_run.flow_slug AND d.step_slug = v_step;
+                END IF;
+                -- an in-memory copy: picking element i of it is cheap
+                v_source := v_source || '[]'::jsonb;
+            ELSE
+                v_source := jsonb_build_object('run', v_run.input) || coalesce((
+                    SELECT jsonb_object_agg(d.dep_slug, ds.output)
+                    FROM pgflow.deps AS d
+                    JOIN pgflow.step_states AS ds
+                      ON ds.run_id = _start_children.run_id AND ds.step_slug = d.dep_slug
+                    WHERE d.flow_slug = v_run.flow_slug AND d.step_slug = v_step
+                      AND ds.status = 'completed'), '{}'::jsonb);
+            END IF;
+            v_slug := pgflow._resolve_flow(v_task.subflow, NULL);
+            SELECT count(*) INTO v_steps FROM pgflow.steps AS s WHERE s.flow_slug = v_slug;
+        END IF;
+        v_input := CASE WHEN v_task.step_type = 'map' THEN v_source -> v_task.task_index
+                        ELSE v_source END;
+        PERFORM pgflow._start_run(v_slug, v_steps, v_task.subflow, v_input,
+                                  pgflow._subflow_child_id(_start_children.run_id, v_task.step_slug,
+                                                           v_task.task_index, v_task.attempts_count),
+                                  _start_children.run_id, v_task.step_slug, v_task.task_index,
+                                  v_task.attempts_count, v_run.depth + 1);
+    END LOOP;
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow._start_children(uuid, text[], integer) IS
+    'start the child runs of started sub-flow tasks of a run (one per task and attempt)';
+
+REVOKE ALL ON FUNCTION pgflow._start_children(uuid, text[], integer) FROM PUBLIC;
+
+CREATE FUNCTION pgflow._child_finished(run_id uuid)
+RETURNS void
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_child pgflow.runs;
+    v_task record;
+    v_message text;
+BEGIN
+    SELECT * INTO v_child FROM pgflow.runs AS r WHERE r.run_id = _child_finished.run_id;
+    IF v_child.parent_run_id IS NULL OR v_child.status = 'started' THEN
+        RETURN;
+    END IF;
+    SELECT t.attempts_count - t.retried_attempts AS attempt_in_budget,
+           coalesce(s.opt_max_attempts, f.opt_max_attempts) AS max_attempts
+    INTO v_task
+    FROM pgflow.step_tasks AS t
+    JOIN pgflow.steps AS s ON s.flow_slug = t.flow_slug AND s.step_slug = t.step_slug
+    JOIN pgflow.flows AS f ON f.flow_slug = t.flow_slug
+    WHERE t.run_id = v_child.parent_run_id AND t.step_slug = v_child.parent_step_slug
+      AND t.task_index = v_child.parent_task_index
+      AND t.status = 'started' AND t.attempts_count = v_child.parent_attempt
+    FOR UPDATE OF t;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+
+    IF v_child.status = 'completed' THEN
+        PERFORM pgflow._complete_tasks(ARRAY[v_child.parent_run_id], ARRAY[v_child.parent_step_slug],
+                                       ARRAY[v_child.parent_task_index], ARRAY[v_child.output],
+                                       ARRAY[v_child.parent_attempt]);
+        RETURN;
+    END IF;
+
+    v_message := CASE v_child.status
+        WHEN 'failed' THEN format('sub-flow run %s (%s) failed: %s', v_child.run_id,
+                                  v_child.flow_slug, coalesce(v_child.error_message, 'unknown error'))
+        ELSE format('sub-flow run %s (%s) was cancelled', v_child.run_id, v_child.flow_slug)
+    END;
+    -- a child that failed in the transaction that started it (a map over a
+    -- non-array, a condition with when_unmet = fail, the depth limit) would
+    -- fail the same way again: no retry then
+    IF v_child.status = 'failed' AND v_task.attempt_in_budget < v_task.max_attempts
+       AND v_child.started_at < now() THEN
+        UPDATE pgflow.step_tasks AS t
+        SET attempts_count = t.attempts_count + 1,
+            error_message = v_message,
+            started_at = now()
+        WHERE t.run_id = v_child.parent_run_id AND t.step_slug = v_child.parent_step_slug
+          AND t.task_index = v_child.parent_task_index;
+        PERFORM pgflow._start_children(v_child.parent_run_id, ARRAY[v_child.parent_step_slug],
+                                       v_child.parent_task_index);
+    ELSE
+        PERFORM pgflow._exhaust_task(v_child.parent_run_id, v_child.parent_step_slug,
+                                     v_child.parent_task_index, v_message);
+    END IF;
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow._child_finished(uuid) IS
+    'a finished child run completes or fails its parent task (fenced by attempt); others: nothing';
+
+REVOKE ALL ON FUNCTION pgflow._child_finished(uuid) FROM PUBLIC;
+
+CREATE FUNCTION pgflow._cancel_children(run_id uuid, all_children boolean)
+RETURNS void
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_child uuid;
+BEGIN
+    FOR v_child IN
+        SELECT c.run_id
+        FROM pgflow.runs AS c
+        JOIN pgflow.step_tasks AS t
+          ON t.run_id = c.parent_run_id AND t.step_slug = c.parent_step_slug
+         AND t.task_index = c.parent_task_index
+        WHERE c.parent_run_id = _cancel_children.run_id
+          AND c.status = 'started'
+          AND (_cancel_children.all_children OR t.status <> 'started')
+        ORDER BY c.run_id
+    LOOP
+        PERFORM pgflow._cancel_run(v_child, false);
+    END LOOP;
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow._cancel_children(uuid, boolean) IS
+    'cancel the running child runs of a run (all, or those whose parent task is no longer started)';
+
+REVOKE ALL ON FUNCTION pgflow._cancel_children(uuid, boolean) FROM PUBLIC;
+
+CREATE FUNCTION pgflow._restart_subflow_tasks(run_id uuid)
+RETURNS void
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_steps text[];
+BEGIN
+    WITH restarted AS (
+        UPDATE pgflow.step_tasks AS t
+        SET status = 'started', attempts_count = t.attempts_count + 1, started_at = now(),
+            vt = 'infinity'
+        FROM pgflow.step_subflows AS sf
+        WHERE t.run_id = _restart_subflow_tasks.run_id AND t.status = 'queued'
+          AND sf.flow_slug = t.flow_slug AND sf.step_slug = t.step_slug
+        RETURNING t.step_slug
+    )
+    SELECT array_agg(DISTINCT r.step_slug) INTO v_steps FROM restarted AS r;
+    IF v_steps IS NOT NULL THEN
+        PERFORM pgflow._start_children(_restart_subflow_tasks.run_id, v_steps, NULL);
+    END IF;
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow._restart_subflow_tasks(uuid) IS
+    'start the sub-flow tasks retry_run re-queued again, each with a new child run';
+
+REVOKE ALL ON FUNCTION pgflow._restart_subflow_tasks(uuid) FROM PUBLIC;
+
+REVOKE ALL ON TABLE pgflow.step_subflows FROM PUBLIC;
+
+-- ============================================================ end of 0.3.0: sub-flows

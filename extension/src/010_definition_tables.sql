@@ -131,6 +131,28 @@ CREATE TABLE pgflow.step_waits (
 COMMENT ON TABLE pgflow.step_waits IS
     'what each wait step waits for: emit_event(event_name, <its input at key_path>)';
 
+-- step_subflows: the steps whose work is a run of another flow (added by
+-- add_subflow_step).  subflow names the child flow as start_flow takes it: a
+-- flow name (its current version when the child starts) or one definition
+-- (ingest@2); it references that definition's row, so delete_flow refuses a
+-- flow some step runs as a sub-flow.
+CREATE TABLE pgflow.step_subflows (
+    flow_slug  text        NOT NULL,
+    step_slug  text        NOT NULL,
+    subflow    text        NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT step_subflows_pkey PRIMARY KEY (flow_slug, step_slug),
+    CONSTRAINT step_subflows_step_fkey FOREIGN KEY (flow_slug, step_slug)
+        REFERENCES pgflow.steps (flow_slug, step_slug) ON DELETE CASCADE,
+    CONSTRAINT step_subflows_subflow_fkey FOREIGN KEY (subflow)
+        REFERENCES pgflow.flows (flow_slug)
+);
+
+COMMENT ON TABLE pgflow.step_subflows IS
+    'sub-flow steps: each of their tasks is a run of the flow subflow (a name: its current version)';
+
+CREATE INDEX step_subflows_subflow_idx ON pgflow.step_subflows (subflow);
+
 CREATE TABLE pgflow.current_versions (
     flow_name  text        NOT NULL,
     version    integer     NOT NULL,
@@ -148,3 +170,4 @@ SELECT pg_catalog.pg_extension_config_dump('pgflow.current_versions', '');
 SELECT pg_catalog.pg_extension_config_dump('pgflow.steps', '');
 SELECT pg_catalog.pg_extension_config_dump('pgflow.deps', '');
 SELECT pg_catalog.pg_extension_config_dump('pgflow.step_waits', '');
+SELECT pg_catalog.pg_extension_config_dump('pgflow.step_subflows', '');

@@ -47,10 +47,21 @@ CREATE TABLE pgflow.runs (
     completed_at    timestamptz,
     failed_at       timestamptz,
     cancelled_at    timestamptz,
+    parent_run_id   uuid,
+    parent_step_slug text,
+    parent_task_index integer,
+    parent_attempt  integer,
+    depth           integer     NOT NULL DEFAULT 0,
     CONSTRAINT runs_pkey PRIMARY KEY (run_id),
     CONSTRAINT runs_flow_slug_fkey FOREIGN KEY (flow_slug) REFERENCES pgflow.flows (flow_slug),
     CONSTRAINT runs_status_check CHECK (status IN ('started', 'completed', 'failed', 'cancelled')),
-    CONSTRAINT runs_remaining_steps_check CHECK (remaining_steps >= 0)
+    CONSTRAINT runs_remaining_steps_check CHECK (remaining_steps >= 0),
+    CONSTRAINT runs_parent_check
+        CHECK (CASE WHEN parent_run_id IS NULL
+                    THEN parent_step_slug IS NULL AND parent_task_index IS NULL
+                         AND parent_attempt IS NULL AND depth = 0
+                    ELSE parent_step_slug IS NOT NULL AND parent_task_index IS NOT NULL
+                         AND parent_attempt >= 1 AND depth >= 1 END)
 )
 -- room on each page for the updated versions of a run: its updates change no
 -- indexed column, so they can be HOT (no index writes)
@@ -59,6 +70,10 @@ WITH (fillfactor = 80);
 COMMENT ON TABLE pgflow.runs IS 'one row per run of a flow; output is {leaf_step: output}';
 
 CREATE INDEX runs_flow_slug_started_at_idx ON pgflow.runs (flow_slug, started_at);
+COMMENT ON COLUMN pgflow.runs.parent_run_id IS
+    'for a child run (a sub-flow step''s task): the run, step, task and attempt that started it';
+COMMENT ON COLUMN pgflow.runs.depth IS
+    'how deep in sub-flows the run is: 0 for a run start_flow started, parent''s + 1 for a child';
 
 CREATE TABLE pgflow.step_states (
     run_id          uuid        NOT NULL,
@@ -134,6 +149,14 @@ COMMENT ON COLUMN pgflow.step_tasks.retried_attempts IS
 -- started tasks whose lease expired.
 CREATE INDEX step_tasks_ready_idx ON pgflow.step_tasks (flow_slug, vt)
     WHERE status IN ('queued', 'started');
+
+-- a child run belongs to its parent's task: it goes when the parent run goes
+-- (prune_runs, delete_flow), never before
+ALTER TABLE pgflow.runs ADD CONSTRAINT runs_parent_fkey
+    FOREIGN KEY (parent_run_id, parent_step_slug, parent_task_index)
+    REFERENCES pgflow.step_tasks (run_id, step_slug, task_index) ON DELETE CASCADE;
+CREATE INDEX runs_parent_idx ON pgflow.runs (parent_run_id, parent_step_slug, parent_task_index)
+    WHERE parent_run_id IS NOT NULL;
 
 SELECT pg_catalog.pg_extension_config_dump('pgflow.runs', '');
 SELECT pg_catalog.pg_extension_config_dump('pgflow.step_states', '');

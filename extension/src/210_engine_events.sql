@@ -105,7 +105,8 @@ COMMENT ON FUNCTION pgflow.worker_idle(text[], boolean) IS
     'mark this session as waiting (or no longer) for NOTIFY pgflow_tasks of these flows';
 
 -- _emit: announces a run or step event on channel pgflow_events as a small
--- JSON object (ids and status, never outputs: NOTIFY payloads are < 8 kB),
+-- JSON object (ids and status, never outputs: NOTIFY payloads are < 8 kB;
+-- "parent_run_id" for the events of a child run),
 -- but only while some session subscribes (listen_events holds a shared
 -- advisory lock on (1885824632, 0)) or this session LISTENs itself: an
 -- event nobody waits for would still serialise the commit.
@@ -126,7 +127,10 @@ BEGIN
     PERFORM pg_notify('pgflow_events', jsonb_strip_nulls(
         jsonb_build_object(
             'event', event, 'flow_slug', flow_slug, 'run_id', run_id,
-            'step_slug', step_slug, 'status', status))::text);
+            'step_slug', step_slug, 'status', status,
+            -- a child run's events name its parent run
+            'parent_run_id', (SELECT r.parent_run_id FROM pgflow.runs AS r
+                              WHERE r.run_id = _emit.run_id)))::text);
 END;
 $$;
 

@@ -26,6 +26,8 @@ BEGIN
     RETURNING r.flow_slug INTO v_flow_slug;
     IF FOUND THEN
         PERFORM pgflow._emit('run:completed', v_flow_slug, _complete_run.run_id, NULL, 'completed');
+        -- a child run reports to its parent task (nothing for other runs)
+        PERFORM pgflow._child_finished(_complete_run.run_id);
     END IF;
 END;
 $$;
@@ -63,6 +65,8 @@ DECLARE
     v_event_runs uuid[];
     v_event_steps text[];
     v_event_flows text[];
+    v_parent uuid;
+    v_children uuid[] := '{}';
 BEGIN
     IF cardinality(_steps_finished.run_ids) = 0 THEN
         RETURN '{}';
@@ -79,7 +83,8 @@ BEGIN
         GROUP BY f.run_id
         ORDER BY f.run_id
     LOOP
-        SELECT r.remaining_steps, r.status, r.flow_slug INTO v_remaining, v_status, v_flow_slug
+        SELECT r.remaining_steps, r.status, r.flow_slug, r.parent_run_id
+        INTO v_remaining, v_status, v_flow_slug, v_parent
         FROM pgflow.runs AS r
         WHERE r.run_id = v_run
         FOR UPDATE;
@@ -95,10 +100,16 @@ BEGIN
                 output = pgflow._run_output(r.run_id)
             WHERE r.run_id = v_run;
             PERFORM pgflow._emit('run:completed', v_flow_slug, v_run, NULL, 'completed');
+            IF v_parent IS NOT NULL THEN
+                v_children := v_children || v_run;
+            END IF;
         END IF;
     END LOOP;
 
     IF cardinality(v_live) = 0 THEN
+        -- completed child runs report to their parent tasks once this
+        -- batch's bookkeeping is done
+        PERFORM pgflow._child_finished(c) FROM unnest(v_children) AS c;
         RETURN '{}';
     END IF;
 
@@ -110,7 +121,10 @@ BEGIN
     ), waiting AS (
         SELECT fin.run_id, d.step_slug, count(*)::integer AS n,
                bool_and(s.step_type = 'single' AND s.required_input_pattern IS NULL
-                        AND s.forbidden_input_pattern IS NULL) AS simple,
+                        AND s.forbidden_input_pattern IS NULL
+                        AND NOT EXISTS (SELECT 1 FROM pgflow.step_subflows AS sf
+                                        WHERE sf.flow_slug = s.flow_slug
+                                          AND sf.step_slug = s.step_slug)) AS simple,
                max(coalesce(s.opt_start_delay, 0)) AS start_delay
         FROM fin
         JOIN pgflow.deps AS d ON d.flow_slug = fin.flow_slug AND d.dep_slug = fin.step_slug
@@ -157,6 +171,7 @@ BEGIN
         PERFORM pgflow._emit_step(e.flow_slug, e.run_id, e.step_slug, 'started')
         FROM unnest(v_event_runs, v_event_steps, v_event_flows) AS e(run_id, step_slug, flow_slug);
     END IF;
+    PERFORM pgflow._child_finished(c) FROM unnest(v_children) AS c;
     RETURN coalesce(v_pending, '{}');
 END;
 $$;
@@ -271,6 +286,8 @@ BEGIN
     WHERE t.run_id = _skip_steps.run_id
       AND t.step_slug = ANY (v_skipped)
       AND t.status IN ('queued', 'started');
+    -- the running child runs of sub-flow tasks just cancelled are cancelled too
+    PERFORM pgflow._cancel_children(_skip_steps.run_id, false);
 
     PERFORM pgflow._emit_step(v_flow_slug, _skip_steps.run_id, s, 'skipped')
     FROM unnest(v_skipped) AS s;
@@ -323,6 +340,9 @@ BEGIN
 
     PERFORM pgflow._emit_step(v_flow_slug, _fail_run.run_id, _fail_run.step_slug, 'failed');
     PERFORM pgflow._emit('run:failed', v_flow_slug, _fail_run.run_id, NULL, 'failed');
+    -- its running child runs are cancelled; a child run reports to its parent
+    PERFORM pgflow._cancel_children(_fail_run.run_id, false);
+    PERFORM pgflow._child_finished(_fail_run.run_id);
 END;
 $$;
 
@@ -338,6 +358,8 @@ COMMENT ON FUNCTION pgflow._fail_run(uuid, text, text) IS
 --   * a map step over a non-array fails the run; over [] it completes with [];
 --   * a wait step gets no task: _start_wait makes it wait for its event
 --     (or completes it with a kept one);
+--   * a sub-flow step's tasks are created started and never claimable; a
+--     child run per task starts after the loop (_start_children);
 --   * otherwise its tasks are queued (vt = now() + start_delay) and workers
 --     are woken when they are claimable at once.
 -- Locks: the ready step_states rows (after the runs row, held by the caller
@@ -359,6 +381,7 @@ DECLARE
     v_progress boolean;
     v_skipped text[] := '{}';
     v_step_events boolean;
+    v_subflow_steps text[] := '{}';
 BEGIN
     SELECT * INTO v_run FROM pgflow.runs AS r WHERE r.run_id = _start_ready_steps.run_id;
     IF v_run.status IS DISTINCT FROM 'started' THEN
@@ -371,7 +394,9 @@ BEGIN
         FOR v_step IN
             SELECT ss.step_slug, s.step_type, s.deps_count, s.when_unmet,
                    s.required_input_pattern, s.forbidden_input_pattern,
-                   coalesce(s.opt_start_delay, 0) AS start_delay
+                   coalesce(s.opt_start_delay, 0) AS start_delay,
+                   EXISTS (SELECT 1 FROM pgflow.step_subflows AS sf
+                           WHERE sf.flow_slug = s.flow_slug AND sf.step_slug = s.step_slug) AS subflow
             FROM pgflow.step_states AS ss
             JOIN pgflow.steps AS s ON s.flow_slug = ss.flow_slug AND s.step_slug = ss.step_slug
             WHERE ss.run_id = _start_ready_steps.run_id
@@ -468,6 +493,14 @@ BEGIN
                 CONTINUE;
             END IF;
 
+            IF v_step.subflow THEN
+                -- tasks no worker claims; their child runs start after this loop
+                PERFORM pgflow._queue_subflow_tasks(_start_ready_steps.run_id, v_run.flow_slug,
+                                                    v_step.step_slug, v_count);
+                v_subflow_steps := v_subflow_steps || v_step.step_slug;
+                CONTINUE;
+            END IF;
+
             INSERT INTO pgflow.step_tasks (run_id, step_slug, task_index, flow_slug, vt)
             SELECT _start_ready_steps.run_id, v_step.step_slug, i, v_run.flow_slug,
                    now() + make_interval(secs => v_step.start_delay)
@@ -480,6 +513,11 @@ BEGIN
 
     IF v_wake THEN
         PERFORM pgflow._wake_workers(v_run.flow_slug);
+    END IF;
+    -- child runs start once the steps of this run are settled: one that
+    -- finishes at once advances this run through the usual paths
+    IF cardinality(v_subflow_steps) > 0 THEN
+        PERFORM pgflow._start_children(_start_ready_steps.run_id, v_subflow_steps, NULL);
     END IF;
 END;
 $$;

@@ -1,71 +1,40 @@
--- start_flow: starts a run of a flow with the given input: creates the run
--- (remaining_steps = number of steps), one step_states row per step, and
--- starts the root steps (their tasks become claimable and workers are woken).
--- With run_id given, the call is idempotent: an existing run of the same flow
--- (any version of it) is returned unchanged.
--- flow_slug names a flow (its current version starts: the pinned one, else
--- the highest), or one definition (order@3); version picks a version of a
--- flow name.  The run keeps the definition it started with.
--- Locks: the new runs row (and the flows row KEY SHARE through the foreign key).
--- Errors: 22004 NULL flow_slug or input; 22023 invalid slug or version;
--- 42704 unknown flow or version; 23505 run_id already used by a run of
--- another flow.
-CREATE FUNCTION pgflow.start_flow(flow_slug text, input jsonb, run_id uuid DEFAULT NULL,
-                                  version integer DEFAULT NULL)
+-- _start_run: the body of start_flow once the definition is resolved
+-- (flow_slug: the definition, steps: its number of steps, requested: the
+-- reference the caller gave, for messages).  A child run of a sub-flow step
+-- (_start_children) passes its parent task and attempt and its depth; the
+-- link is in the runs row from its INSERT on, so a child that finishes at
+-- once (no steps, every step skipped) reports to its parent like any other.
+-- Locks: as start_flow.
+CREATE FUNCTION pgflow._start_run(flow_slug text, steps integer, requested text, input jsonb,
+                                  run_id uuid, parent_run_id uuid, parent_step_slug text,
+                                  parent_task_index integer, parent_attempt integer,
+                                  depth integer)
 RETURNS pgflow.runs
 LANGUAGE plpgsql
 VOLATILE
-SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_run pgflow.runs;
-    v_steps integer;
+    v_steps integer := _start_run.steps;
     v_pending boolean;
     v_started text[];
     v_wake boolean;
-    v_slug text;
+    v_slug text := _start_run.flow_slug;
 BEGIN
-    PERFORM pgflow._check_slug('flow slug', start_flow.flow_slug);
-    PERFORM pgflow._check_option('version', start_flow.version, 1, true);
-    IF start_flow.input IS NULL THEN
-        RAISE EXCEPTION 'input must not be NULL'
-            USING ERRCODE = 'null_value_not_allowed',
-                  HINT = 'pass a JSON value, e.g. ''{}''::jsonb';
-    END IF;
-
-    v_slug := pgflow._resolve_flow(start_flow.flow_slug, start_flow.version);
-    IF v_slug IS NULL AND start_flow.version IS NOT NULL
-       AND EXISTS (SELECT 1 FROM pgflow.flows AS f
-                   WHERE f.flow_name = split_part(start_flow.flow_slug, '@', 1)) THEN
-        RAISE EXCEPTION 'flow "%" has no version %', start_flow.flow_slug, start_flow.version
-            USING ERRCODE = 'undefined_object',
-                  HINT = 'pgflow.list_flows() lists the versions; apply the version''s migration first';
-    END IF;
-    v_slug := coalesce(v_slug, start_flow.flow_slug);
-
-    SELECT count(s.step_slug) INTO v_steps
-    FROM pgflow.flows AS f
-    LEFT JOIN pgflow.steps AS s ON s.flow_slug = f.flow_slug
-    WHERE f.flow_slug = v_slug
-    GROUP BY f.flow_slug;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'flow "%" does not exist', start_flow.flow_slug
-            USING ERRCODE = 'undefined_object',
-                  HINT = 'apply the flow''s migration (pgflow-build writes it) before starting runs';
-    END IF;
-
-    INSERT INTO pgflow.runs AS r (run_id, flow_slug, input, remaining_steps)
-    VALUES (coalesce(start_flow.run_id, pgflow._uuid_v7()), v_slug,
-            start_flow.input, v_steps)
+    INSERT INTO pgflow.runs AS r (run_id, flow_slug, input, remaining_steps, parent_run_id,
+                                  parent_step_slug, parent_task_index, parent_attempt, depth)
+    VALUES (coalesce(_start_run.run_id, pgflow._uuid_v7()), v_slug,
+            _start_run.input, v_steps, _start_run.parent_run_id, _start_run.parent_step_slug,
+            _start_run.parent_task_index, _start_run.parent_attempt, _start_run.depth)
     ON CONFLICT ON CONSTRAINT runs_pkey DO NOTHING
     RETURNING * INTO v_run;
 
     IF v_run.run_id IS NULL THEN
-        SELECT * INTO STRICT v_run FROM pgflow.runs AS r WHERE r.run_id = start_flow.run_id;
+        SELECT * INTO STRICT v_run FROM pgflow.runs AS r WHERE r.run_id = _start_run.run_id;
         IF split_part(v_run.flow_slug, '@', 1) <> split_part(v_slug, '@', 1) THEN
             RAISE EXCEPTION 'run % already exists for flow "%", not "%"',
-                    start_flow.run_id, v_run.flow_slug, start_flow.flow_slug
+                    _start_run.run_id, v_run.flow_slug, _start_run.requested
                 USING ERRCODE = 'unique_violation',
                       HINT = 'pass a new run_id, or NULL to have one generated';
         END IF;
@@ -86,7 +55,10 @@ BEGIN
         FROM pgflow.steps AS s,
              LATERAL (SELECT s.deps_count = 0 AND s.step_type = 'single'
                              AND s.required_input_pattern IS NULL
-                             AND s.forbidden_input_pattern IS NULL AS simple) AS k
+                             AND s.forbidden_input_pattern IS NULL
+                             AND NOT EXISTS (SELECT 1 FROM pgflow.step_subflows AS sf
+                                             WHERE sf.flow_slug = s.flow_slug
+                                               AND sf.step_slug = s.step_slug) AS simple) AS k
         WHERE s.flow_slug = v_slug
         RETURNING ss.step_slug, ss.status, ss.remaining_deps
     ), queued AS (
@@ -121,6 +93,68 @@ BEGIN
 
     SELECT * INTO STRICT v_run FROM pgflow.runs AS r WHERE r.run_id = v_run.run_id;
     RETURN v_run;
+END;
+$$;
+
+
+COMMENT ON FUNCTION pgflow._start_run(text, integer, text, jsonb, uuid, uuid, text, integer, integer, integer) IS
+    'create a run of a resolved definition (a child run: with its parent task) and start its root steps';
+
+-- start_flow: starts a run of a flow with the given input: creates the run
+-- (remaining_steps = number of steps), one step_states row per step, and
+-- starts the root steps (their tasks become claimable and workers are woken).
+-- With run_id given, the call is idempotent: an existing run of the same flow
+-- (any version of it) is returned unchanged.
+-- flow_slug names a flow (its current version starts: the pinned one, else
+-- the highest), or one definition (order@3); version picks a version of a
+-- flow name.  The run keeps the definition it started with.
+-- Locks: the new runs row (and the flows row KEY SHARE through the foreign key).
+-- Errors: 22004 NULL flow_slug or input; 22023 invalid slug or version;
+-- 42704 unknown flow or version; 23505 run_id already used by a run of
+-- another flow.
+CREATE FUNCTION pgflow.start_flow(flow_slug text, input jsonb, run_id uuid DEFAULT NULL,
+                                  version integer DEFAULT NULL)
+RETURNS pgflow.runs
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_steps integer;
+    v_slug text;
+BEGIN
+    PERFORM pgflow._check_slug('flow slug', start_flow.flow_slug);
+    PERFORM pgflow._check_option('version', start_flow.version, 1, true);
+    IF start_flow.input IS NULL THEN
+        RAISE EXCEPTION 'input must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'pass a JSON value, e.g. ''{}''::jsonb';
+    END IF;
+
+    v_slug := pgflow._resolve_flow(start_flow.flow_slug, start_flow.version);
+    IF v_slug IS NULL AND start_flow.version IS NOT NULL
+       AND EXISTS (SELECT 1 FROM pgflow.flows AS f
+                   WHERE f.flow_name = split_part(start_flow.flow_slug, '@', 1)) THEN
+        RAISE EXCEPTION 'flow "%" has no version %', start_flow.flow_slug, start_flow.version
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'pgflow.list_flows() lists the versions; apply the version''s migration first';
+    END IF;
+    v_slug := coalesce(v_slug, start_flow.flow_slug);
+
+    SELECT count(s.step_slug) INTO v_steps
+    FROM pgflow.flows AS f
+    LEFT JOIN pgflow.steps AS s ON s.flow_slug = f.flow_slug
+    WHERE f.flow_slug = v_slug
+    GROUP BY f.flow_slug;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'flow "%" does not exist', start_flow.flow_slug
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'apply the flow''s migration (pgflow-build writes it) before starting runs';
+    END IF;
+
+    RETURN pgflow._start_run(v_slug, v_steps, start_flow.flow_slug, start_flow.input,
+                             start_flow.run_id, NULL, NULL, NULL, NULL, 0);
 END;
 $$;
 

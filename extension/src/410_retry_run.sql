@@ -60,7 +60,9 @@ SELECT pg_catalog.pg_extension_config_dump('pgflow.task_attempts', '');
 --   * a step that failed before it had tasks (a condition with
 --     when_unmet = fail, a map over a non-array) goes back to created and is
 --     evaluated again like any ready step;
---   * steps still created start as their dependencies complete.
+--   * steps still created start as their dependencies complete;
+--   * a re-queued task of a sub-flow step is started at once by a new child
+--     run (a new attempt); its completed tasks keep their children's outputs.
 -- Counters need no repair: failed and cancelled steps were never counted as
 -- finished in runs.remaining_steps nor in their dependents' remaining_deps;
 -- a re-queued step's remaining_tasks is the number of tasks re-queued.
@@ -190,6 +192,9 @@ BEGIN
     IF cardinality(v_requeued) > 0 THEN
         PERFORM pgflow._wake_workers(v_run.flow_slug);
     END IF;
+
+    -- re-queued sub-flow tasks: new child runs instead of workers
+    PERFORM pgflow._restart_subflow_tasks(v_run.run_id);
 
     IF v_run.remaining_steps = 0 THEN
         -- cannot happen for a run that failed or was cancelled mid-way; kept

@@ -10,6 +10,10 @@
 -- has started_at < now() - older_than; the existing index
 -- runs_flow_slug_started_at_idx is range-scanned per flow for that, and the
 -- status and finish time are checked on the few rows it yields.
+-- Child runs (sub-flows) are never pruned on their own: they go with their
+-- parent run (the foreign key cascades through the parent's tasks), so no
+-- child outlives its parent and no child of a kept parent goes; only
+-- top-level runs count in batch_size and in the result.
 -- Locks: the runs rows it deletes (FOR UPDATE SKIP LOCKED: a run being
 -- retried or deleted concurrently is left for the next call), then through
 -- the cascade their step_states, step_tasks and history rows.
@@ -50,6 +54,7 @@ BEGIN
             WHERE r.flow_slug = v_flow
               AND r.started_at < v_cutoff
               AND r.status IN ('completed', 'failed', 'cancelled')
+              AND r.parent_run_id IS NULL
               AND coalesce(r.completed_at, r.failed_at, r.cancelled_at) < v_cutoff
             ORDER BY r.started_at
             LIMIT prune_runs.batch_size - v_deleted

@@ -8,9 +8,15 @@
 --               "tasks": {"queued", "started", "completed", "failed", "cancelled"},
 --               "output", "error_message", "skip_reason", "created_at",
 --               "started_at", "completed_at", "failed_at", "skipped_at",
---               "waiting_for"}, ...]}
+--               "waiting_for", "subflow"}, ...],
+--    "depth", "parent", "children"}
 -- "waiting_for" is {"event", "key", "until"} for a wait step that waits
 -- (until: its deadline, null for none), else null.
+-- Sub-flows: a step's "subflow" is the flow it runs (null for task steps);
+-- "parent" is {"run_id", "step_slug", "task_index", "attempt"} for a child
+-- run (null otherwise), "depth" how many sub-flows deep it is, "children"
+-- the child runs [{"run_id", "flow_slug", "status", "step_slug",
+-- "task_index", "attempt"}] by step, task and attempt.
 -- Steps come in definition order.  flow_slug is the definition the run
 -- uses (order@3), flow_name and version say which flow and version that is.
 -- "attempts" counts the attempts of the step's tasks since the last retry; "retries" is how many times retry_run
@@ -39,6 +45,18 @@ AS $$
         'completed_at', r.completed_at,
         'failed_at', r.failed_at,
         'cancelled_at', r.cancelled_at,
+        'depth', r.depth,
+        'parent', CASE WHEN r.parent_run_id IS NOT NULL THEN jsonb_build_object(
+            'run_id', r.parent_run_id, 'step_slug', r.parent_step_slug,
+            'task_index', r.parent_task_index, 'attempt', r.parent_attempt) END,
+        'children', coalesce((
+            SELECT jsonb_agg(jsonb_build_object(
+                       'run_id', c.run_id, 'flow_slug', c.flow_slug, 'status', c.status,
+                       'step_slug', c.parent_step_slug, 'task_index', c.parent_task_index,
+                       'attempt', c.parent_attempt)
+                   ORDER BY c.parent_step_slug, c.parent_task_index, c.parent_attempt)
+            FROM pgflow.runs AS c
+            WHERE c.parent_run_id = r.run_id), '[]'::jsonb),
         'steps', coalesce((
             SELECT jsonb_agg(jsonb_build_object(
                        'step_slug', ss.step_slug,
@@ -67,7 +85,10 @@ AS $$
                                                      'until', w.deadline)
                            FROM pgflow.waits AS w
                            WHERE w.run_id = ss.run_id AND w.step_slug = ss.step_slug
-                             AND ss.status = 'started'))
+                             AND ss.status = 'started'),
+                       'subflow', (
+                           SELECT sf.subflow FROM pgflow.step_subflows AS sf
+                           WHERE sf.flow_slug = ss.flow_slug AND sf.step_slug = ss.step_slug))
                    ORDER BY s.step_index)
             FROM pgflow.step_states AS ss
             JOIN pgflow.steps AS s ON s.flow_slug = ss.flow_slug AND s.step_slug = ss.step_slug

@@ -10,7 +10,8 @@
 -- Locks: the flows row (FOR UPDATE: blocks new runs of the flow), the runs
 -- rows and through the cascade everything of them, the steps and deps rows.
 -- Errors: 22004 NULL argument; 22023 invalid slug; 42704 unknown flow;
--- 55000 runs exist and force is false.
+-- 55000 runs exist and force is false; 2BP01 a step of another flow runs
+-- it as a sub-flow.
 CREATE FUNCTION pgflow.delete_flow(flow_slug text, force boolean DEFAULT false)
 RETURNS bigint
 LANGUAGE plpgsql
@@ -19,6 +20,8 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_runs bigint;
+    v_parent_flow text;
+    v_parent_step text;
 BEGIN
     PERFORM pgflow._check_slug('flow slug', delete_flow.flow_slug);
     IF delete_flow.force IS NULL THEN
@@ -32,6 +35,19 @@ BEGIN
         RAISE EXCEPTION 'flow "%" does not exist', delete_flow.flow_slug
             USING ERRCODE = 'undefined_object',
                   HINT = 'check the slug: pgflow.flows lists the flows';
+    END IF;
+
+    SELECT sf.flow_slug, sf.step_slug INTO v_parent_flow, v_parent_step
+    FROM pgflow.step_subflows AS sf
+    WHERE sf.subflow = delete_flow.flow_slug
+    ORDER BY sf.flow_slug, sf.step_slug
+    LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'flow "%" is used as a sub-flow by step "%" of flow "%"',
+                delete_flow.flow_slug, v_parent_step, v_parent_flow
+            USING ERRCODE = 'dependent_objects_still_exist',
+                  HINT = format('delete flow "%s" first (or every flow using "%s")',
+                                v_parent_flow, delete_flow.flow_slug);
     END IF;
 
     IF NOT delete_flow.force THEN

@@ -31,8 +31,8 @@ CREATE TEMP TABLE doc AS SELECT pgflow.get_run('00000000-0000-0000-0000-00000000
 
 SELECT is(
     (SELECT array_agg(k ORDER BY k) FROM doc, jsonb_object_keys(d) AS k),
-    ARRAY['cancelled_at', 'completed_at', 'error_message', 'failed_at', 'flow_name', 'flow_slug', 'input',
-          'output', 'remaining_steps', 'retries', 'run_id', 'started_at', 'status', 'steps', 'version'],
+    ARRAY['cancelled_at', 'children', 'completed_at', 'depth', 'error_message', 'failed_at', 'flow_name',
+          'flow_slug', 'input', 'output', 'parent', 'remaining_steps', 'retries', 'run_id', 'started_at', 'status', 'steps', 'version'],
     'the document has the run''s fields and its steps'
 );
 SELECT is(
@@ -42,7 +42,8 @@ SELECT is(
         'version', 1, 'status', 'started',
         'input', '{"go": false}'::jsonb, 'output', NULL, 'error_message', NULL,
         'remaining_steps', 2, 'retries', 0,
-        'completed_at', NULL, 'failed_at', NULL, 'cancelled_at', NULL),
+        'completed_at', NULL, 'failed_at', NULL, 'cancelled_at', NULL,
+        'depth', 0, 'parent', NULL, 'children', '[]'::jsonb),
     'run fields are as stored, absent ones JSON null'
 );
 SELECT is((SELECT (d ->> 'started_at')::timestamptz FROM doc), now(), 'timestamps are ISO 8601');
@@ -55,7 +56,7 @@ SELECT is(
     (SELECT array_agg(k ORDER BY k) FROM doc, jsonb_object_keys(d -> 'steps' -> 0) AS k),
     ARRAY['attempts', 'completed_at', 'created_at', 'error_message', 'failed_at', 'initial_tasks',
           'output', 'remaining_deps', 'remaining_tasks', 'skip_reason', 'skipped_at', 'started_at',
-          'status', 'step_slug', 'step_type', 'tasks', 'waiting_for'],
+          'status', 'step_slug', 'step_type', 'subflow', 'tasks', 'waiting_for'],
     'each step has its state, counts, times and output'
 );
 SELECT is(
@@ -64,7 +65,7 @@ SELECT is(
       "remaining_deps": 0, "initial_tasks": 1, "remaining_tasks": 0,
       "tasks": {"queued": 0, "started": 0, "completed": 1, "failed": 0, "cancelled": 0},
       "output": [1, null, 3], "error_message": null, "skip_reason": null,
-      "failed_at": null, "skipped_at": null, "waiting_for": null}'::jsonb,
+      "failed_at": null, "skipped_at": null, "waiting_for": null, "subflow": null}'::jsonb,
     'a completed step shows its attempts and its output (nulls inside outputs kept)'
 );
 SELECT is(
@@ -77,7 +78,7 @@ SELECT is(
     '{"step_slug": "m", "step_type": "map", "status": "started", "attempts": 2,
       "remaining_deps": 0, "initial_tasks": 3, "remaining_tasks": 2, "output": null,
       "error_message": null, "skip_reason": null, "completed_at": null, "failed_at": null,
-      "skipped_at": null, "waiting_for": null}'::jsonb,
+      "skipped_at": null, "waiting_for": null, "subflow": null}'::jsonb,
     'a running map step shows its progress'
 );
 SELECT is(
