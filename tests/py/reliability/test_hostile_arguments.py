@@ -46,6 +46,7 @@ PROPS = settings(
 ALLOWED: dict[str, set[str]] = {
     "create_flow": {"22004", "22023"},
     "add_step": {"22004", "22023", "42704", "42P17", "55000"},
+    "add_subflow_step": {"22004", "22023", "42704", "42P17", "55000"},
     "start_flow": {"22004", "22023", "42704", "23505"},
     "check_flow_steps": {"22004", "22023", "42704", "42P17"},
     "set_current_version": {"22004", "22023", "42704"},
@@ -64,7 +65,7 @@ ALLOWED: dict[str, set[str]] = {
     "retry_run": {"22004", "42704", "55000"},
     "prune_runs": {"22004", "22023"},
     "get_run": set(),
-    "delete_flow": {"22004", "22023", "42704", "55000"},
+    "delete_flow": {"22004", "22023", "42704", "55000", "2BP01"},
     "list_runs": {"22023"},
     "register_worker": {"22004"},
     "worker_heartbeat": set(),
