@@ -187,7 +187,13 @@ OPTION_MINIMUMS: Final[Mapping[str, int]] = {
 #: Keys of a flow in YAML, ``flow`` and ``steps`` included.
 FLOW_KEYS: Final = ("flow", *(o.yaml for o in FLOW_OPTIONS), "steps")
 #: Keys of a step in YAML, ``slug`` and ``handler`` included.
-STEP_KEYS: Final = ("slug", *(o.yaml for o in STEP_OPTIONS), "handler", "wait_for")
+STEP_KEYS: Final = ("slug", *(o.yaml for o in STEP_OPTIONS), "handler", "wait_for", "flow")
+#: The step options a sub-flow step (``flow: <name>``) takes: the others tune
+#: tasks that run a handler (``pgflow.add_subflow_step`` has no argument for them).
+SUBFLOW_STEP_OPTIONS: Final = (
+    "depends_on", "max_attempts", "map", "required_input_pattern", "forbidden_input_pattern",
+    "when_unmet", "when_exhausted",
+)  # fmt: skip
 #: The keys of ``flow_shape`` step objects that make up a step's structure.
 SHAPE_KEYS: Final = tuple(o.shape_key for o in STEP_OPTIONS if o.shape_key is not None)
 

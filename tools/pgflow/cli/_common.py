@@ -88,6 +88,10 @@ def load_all(specs: Sequence[str]) -> list[LoadedFlow]:
                 f'{flow.spec.origin.file}:{flow.spec.line}: flow: flow "{flow.spec.slug}"'
                 f" is also defined in {first.spec.origin.file}:{first.spec.line}"
             )
+    if not problems:
+        from pgflow.spec.validate import subflow_problems  # noqa: PLC0415 - as load above
+
+        problems.extend(subflow_problems([f.spec for f in flows]))
     if problems:
         fail(problems)
     return flows

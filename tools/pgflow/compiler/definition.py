@@ -58,6 +58,8 @@ def of_spec(spec: FlowSpec) -> Definition:
             # a wait step: step_type 'wait' and what it waits for
             "step_type": step.step_type,
             **dict(zip(WAIT_STEP_ARGUMENTS, (step.wait_event, step.wait_key), strict=True)),
+            # a sub-flow step: the flow its tasks run
+            "subflow": step.subflow,
         }
         for step in spec.steps
     }
@@ -144,6 +146,19 @@ def of_migration(text: str) -> Definition | None:
                 step[option.sql] = sorted(value) if option.kind == "deps" else value
             for name in WAIT_STEP_ARGUMENTS:
                 step[name] = args.get(name)
+            step["subflow"] = None
+            steps[str(args["step_slug"])] = step
+        elif func == "pgflow.add_subflow_step":
+            step = {}
+            for option in STEP_OPTIONS:
+                if option.kind == "map":
+                    value = "map" if args.get("map") else "single"
+                else:
+                    value = args.get(option.sql, _default(option))
+                step[option.sql] = sorted(value) if option.kind == "deps" else value
+            for name in WAIT_STEP_ARGUMENTS:
+                step[name] = None
+            step["subflow"] = args.get("subflow")
             steps[str(args["step_slug"])] = step
     if flow is None:
         return None
@@ -166,7 +181,8 @@ def differences(old: Definition, new: Definition) -> tuple[list[str], list[str]]
             continue
         for sql, value in step.items():
             if before.get(sql) != value:
-                option = _STEP_SQL.get(sql)  # None: a wait step's event or key (structure)
+                # None: a wait step's event or key, a sub-flow step's flow (structure)
+                option = _STEP_SQL.get(sql)
                 line = (
                     f'step "{slug}": {sql} is {json.dumps(before.get(sql))} in the migration,'
                     f" {json.dumps(value)} in the spec"

@@ -46,6 +46,8 @@ def _node(step: StepSpec) -> str:
         marks.append(f"waits for {step.wait_event} by {step.wait_key}")
         if step.timeout is not None:
             marks.append(f"timeout {step.timeout} s, then {step.when_exhausted}")
+    if step.subflow is not None:
+        marks.append(f"runs flow {step.subflow}")
     if step.map:
         marks.append("map")
     if step.required_input_pattern is not None:

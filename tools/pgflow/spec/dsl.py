@@ -347,6 +347,43 @@ class Flow:
         self._steps.append(_StepDef(None, slug, _caller_line(), given, deps))
         return slug
 
+    def subflow(
+        self,
+        slug: str,
+        /,
+        *,
+        flow: str,
+        map: bool = False,
+        depends_on: Sequence[Dependency] = (),
+        max_attempts: int | None = None,
+        if_: Mapping[str, Any] | None = None,
+        if_not: Mapping[str, Any] | None = None,
+        when_unmet: str = DEFAULT_WHEN_UNMET,
+        when_exhausted: str = DEFAULT_WHEN_EXHAUSTED,
+    ) -> str:
+        """Declare a sub-flow step: no handler; each of its tasks is a run of ``flow``
+        (a flow name, or a definition such as ``"ingest@2"``).
+
+        Without ``map`` one child run gets the step input and the step's output is
+        the child's output; with ``map=True`` one child run starts per element of
+        the source array and the output is the children's outputs in element
+        order.  ``max_attempts`` is how many child runs one task may use up.
+        Returns ``slug``, for ``depends_on`` of later steps.
+        """
+        options = {
+            "flow": flow,
+            "map": map or None,
+            "max_attempts": max_attempts,
+            "if": if_,
+            "if_not": if_not,
+            "when_unmet": when_unmet,
+            "when_exhausted": when_exhausted,
+        }
+        deps = tuple(depends_on) if isinstance(depends_on, list | tuple) else depends_on
+        given = {k: v for k, v in options.items() if v is not None}
+        self._steps.append(_StepDef(None, slug, _caller_line(), given, deps))
+        return slug
+
     def _decorator(
         self,
         slug: str | None,

@@ -68,8 +68,13 @@ class LoadedFlow:
     def handlers(self) -> dict[str, Handler]:
         """Every step's handler, by step slug (raises HandlerError for the first missing one).
 
-        Wait steps have none: ``emit_event`` completes them, no worker claims them."""
-        return {step.slug: self.handler(step.slug) for step in self.spec.steps if not step.waits}
+        Wait steps have none: ``emit_event`` completes them, no worker claims them;
+        nor do sub-flow steps: their tasks are child runs of another flow."""
+        return {
+            step.slug: self.handler(step.slug)
+            for step in self.spec.steps
+            if not step.waits and not step.runs_subflow
+        }
 
 
 def load(spec: str) -> list[LoadedFlow]:

@@ -101,6 +101,9 @@ class StepSpec:
     #: for and the dotted path of its key in the step input (``run.order_id``)
     wait_event: str | None = None
     wait_key: str | None = None
+    #: a sub-flow step (YAML ``flow``, :meth:`Flow.subflow`): the flow each of
+    #: its tasks runs (a name, or a definition slug such as ``ingest@2``)
+    subflow: str | None = None
     handler: str | None = field(default=None, compare=False)
     line: int | None = field(default=None, compare=False)
 
@@ -115,6 +118,11 @@ class StepSpec:
     def waits(self) -> bool:
         """Whether this is a wait step (no handler; completed by ``emit_event``)."""
         return self.wait_event is not None
+
+    @property
+    def runs_subflow(self) -> bool:
+        """Whether this is a sub-flow step (no handler; each task is a child run)."""
+        return self.subflow is not None
 
     @property
     def if_(self) -> dict[str, Any] | None:

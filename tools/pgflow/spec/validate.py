@@ -24,7 +24,9 @@ from pgflow.options import (
     OPTION_MINIMUMS,
     STEP_KEYS,
     STEP_OPTIONS,
+    SUBFLOW_STEP_OPTIONS,
     Option,
+    step_option,
 )
 from pgflow.spec.model import (
     HANDLER_RE,
@@ -243,6 +245,8 @@ def _check_step(check: _Checker, raw: RawStep, index: int) -> _Draft:
     deps = check.depends_on(fields)
     if "wait_for" in fields:
         _check_wait(check, raw, step, [dep for dep, _ in deps])
+    if "flow" in fields:
+        _check_subflow(check, raw, step)
     return _Draft(raw=raw, index=index, slug=slug, deps=deps, step=step)
 
 
@@ -339,6 +343,75 @@ def _check_wait(check: _Checker, raw: RawStep, step: dict[str, Any], deps: list[
             )
     step["wait_event"], step["wait_key"], step["timeout"] = event, key, timeout
     step["handler"] = None
+
+
+SUBFLOW_RE: Final = re.compile(r"[a-zA-Z][a-zA-Z0-9_]{0,127}(@[1-9][0-9]{0,8})?")
+
+
+def _check_subflow(check: _Checker, raw: RawStep, step: dict[str, Any]) -> None:
+    """``flow: <name>``: a sub-flow step (no handler; each task is a run of that flow)."""
+    value = raw.fields["flow"]
+    name = value.value
+    if not isinstance(name, str) or not SUBFLOW_RE.fullmatch(name) or name.split("@")[0] == "run":
+        shown = show(name) if isinstance(name, str) else describe(name)
+        check.error(
+            value.line,
+            value.key,
+            f"invalid flow {shown}: the name of another flow (a letter, then letters, digits"
+            " or _), optionally with a version: ingest or ingest@2",
+        )
+        name = None
+    if "wait_for" in raw.fields:
+        check.error(value.line, value.key, "a step either waits for an event or runs a flow")
+    if raw.handler is not None or "handler" in raw.fields:
+        line = raw.fields["handler"].line if "handler" in raw.fields else raw.line
+        check.error(
+            line,
+            f"{raw.key}.handler",
+            "a sub-flow step has no handler: its tasks are runs of"
+            f" flow {show(name) if name else 'it names'}",
+        )
+    allowed = {step_option(o).yaml for o in SUBFLOW_STEP_OPTIONS}
+    for option in STEP_OPTIONS:
+        if option.yaml in raw.fields and option.yaml not in allowed:
+            check.error(
+                raw.fields[option.yaml].line,
+                raw.fields[option.yaml].key,
+                "does not apply to a sub-flow step (its child run's steps have their own)",
+            )
+    step["subflow"] = name
+    step["handler"] = None
+
+
+def subflow_problems(flows: Sequence[FlowSpec]) -> list[str]:
+    """Cycles of sub-flows among the flows of one build (by flow name, every version),
+    as messages naming the step that closes each and the cycle (``c -> a -> b -> c``)."""
+    edges: dict[str, list[tuple[str, FlowSpec, StepSpec]]] = {}
+    for flow in flows:
+        for step in flow.steps:
+            if step.subflow is not None:
+                edges.setdefault(flow.slug, []).append((step.subflow.split("@")[0], flow, step))
+    problems: list[str] = []
+    reported: set[frozenset[str]] = set()
+    for start in sorted(edges):
+        # depth-first from start: a path back to it is a cycle
+        stack: list[tuple[str, list[str]]] = [(start, [start])]
+        while stack:
+            name, path = stack.pop()
+            for child, flow, step in edges.get(name, ()):
+                if child == start:
+                    cycle = [*path, start]
+                    if frozenset(cycle) not in reported:
+                        reported.add(frozenset(cycle))
+                        where = f"{flow.origin.file}:{step.line}" if step.line else flow.origin.file
+                        problems.append(
+                            f"{where}: step {show(step.slug)} of flow {show(flow.slug)} closes a"
+                            f" cycle of sub-flows: {' -> '.join(cycle)} (a flow cannot run"
+                            " itself, directly or through other flows)"
+                        )
+                elif child not in path:
+                    stack.append((child, [*path, child]))
+    return problems
 
 
 def _checked(check: _Checker, fields: Mapping[str, Value], option: Option) -> object:
