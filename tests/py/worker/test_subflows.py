@@ -1,0 +1,73 @@
+"""Sub-flows with real workers: a three-level nesting and a 1 000-element map
+over a two-step sub-flow."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import psycopg
+import pytest
+from worker_helpers import Workers, apply_spec, run_status, start, wait_until
+
+pytestmark = pytest.mark.db
+
+SPEC = "tests/py/worker/subflow_flows.py"
+
+
+def finished(db: str, run_id: str) -> tuple[object, ...] | None:
+    status = run_status(db, run_id)
+    return status if status[0] != "started" else None
+
+
+def test_three_levels_of_sub_flows_complete_through_workers(db: str, workers: Workers) -> None:
+    apply_spec(db, SPEC)
+    workers.start(db, spec=SPEC)
+    run_id = start(db, "sf_top", '{"n": 5}')
+    status, output, error = wait_until(lambda: finished(db, run_id), 60, "sf_top to finish")
+    assert (status, error) == ("completed", None)
+    assert output == {"report": {"total": sum(2 * i for i in range(5))}}
+    with psycopg.connect(db) as conn:
+        tree = conn.execute(
+            """
+            WITH RECURSIVE t AS (
+                SELECT run_id, flow_slug, status, depth FROM pgflow.runs WHERE run_id = %s
+                UNION ALL
+                SELECT r.run_id, r.flow_slug, r.status, r.depth
+                FROM pgflow.runs AS r JOIN t ON r.parent_run_id = t.run_id
+            )
+            SELECT flow_slug, depth, status, count(*) FROM t GROUP BY 1, 2, 3 ORDER BY 2
+            """,
+            (run_id,),
+        ).fetchall()
+        doc = conn.execute("SELECT pgflow.get_run(%s)", (run_id,)).fetchone()
+    assert tree == [
+        ("sf_top", 0, "completed", 1),
+        ("sf_mid", 1, "completed", 1),
+        ("sf_leaf", 2, "completed", 5),
+    ]
+    assert doc is not None
+    (child,) = doc[0]["children"]
+    assert (child["flow_slug"], child["status"], child["step_slug"]) == (
+        "sf_mid", "completed", "mid",
+    )  # fmt: skip
+
+
+def test_a_thousand_element_map_over_a_two_step_sub_flow(db: str, workers: Workers) -> None:
+    apply_spec(db, SPEC)
+    workers.start(db, "--concurrency", "20", spec=SPEC)
+    began = time.monotonic()
+    run_id = start(db, "sf_fan", json.dumps(list(range(1000))))
+    status, output, error = wait_until(lambda: finished(db, run_id), 300, "sf_fan to finish")
+    elapsed = time.monotonic() - began
+    assert (status, error) == ("completed", None)
+    assert isinstance(output, dict)
+    assert output["each"] == [{"times_ten": (i + 1) * 10} for i in range(1000)]
+    with psycopg.connect(db) as conn:
+        row = conn.execute(
+            "SELECT count(*), count(DISTINCT (parent_task_index, parent_attempt)),"
+            " bool_and(status = 'completed') FROM pgflow.runs WHERE parent_run_id = %s",
+            (run_id,),
+        ).fetchone()
+    assert row == (1000, 1000, True)  # one child per element and attempt, none left over
+    print(f"1 000-element map over a 2-step sub-flow: {elapsed:.1f} s")
