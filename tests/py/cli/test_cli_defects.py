@@ -113,7 +113,8 @@ def test_status_of_a_deeply_nested_run_works(db: str, deep_run: str) -> None:
 
     as_json = pgflow(db, "status", deep_run, "--json")
     assert as_json.exit_code == 0, as_json.output
-    assert as_json.stdout.startswith('{"input": {"a": {"a": ')
+    # (jsonb orders keys by length: "depth" of a sub-flow child comes first)
+    assert as_json.stdout.startswith('{"depth": 0, "input": {"a": {"a": ')
     assert as_json.stdout.count('{"a": ') == 3 * DEPTH, "input, run output, step output"
 
     missing = pgflow(db, "status", str(uuid.uuid4()), "--json")

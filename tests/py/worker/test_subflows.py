@@ -4,11 +4,12 @@ over a two-step sub-flow."""
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 
 import psycopg
 import pytest
-from worker_helpers import Workers, apply_spec, run_status, start, wait_until
+from worker_helpers import PGFLOW, ROOT, Workers, apply_spec, run_status, start, wait_until
 
 pytestmark = pytest.mark.db
 
@@ -52,6 +53,18 @@ def test_three_levels_of_sub_flows_complete_through_workers(db: str, workers: Wo
         "sf_mid", "completed", "mid",
     )  # fmt: skip
 
+    # pgflow status nests the children under their sub-flow steps
+    shown = subprocess.run(
+        [PGFLOW, "status", run_id, "--dsn", db],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    lines = shown.splitlines()
+    assert lines[0].startswith(f"run {run_id}  flow sf_top  completed")
+    assert any(line.startswith("├─ mid ") for line in lines)
+    assert any(line.startswith("│    run ") and "flow sf_mid  completed" in line for line in lines)
+    assert sum("flow sf_leaf  completed" in line for line in lines) == 5
+    assert any(line.startswith("│    ├─ each ") for line in lines)
+
 
 def test_a_thousand_element_map_over_a_two_step_sub_flow(db: str, workers: Workers) -> None:
     apply_spec(db, SPEC)
@@ -70,4 +83,10 @@ def test_a_thousand_element_map_over_a_two_step_sub_flow(db: str, workers: Worke
             (run_id,),
         ).fetchone()
     assert row == (1000, 1000, True)  # one child per element and attempt, none left over
+    shown = subprocess.run(
+        [PGFLOW, "status", run_id, "--dsn", db],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert "… 995 more child runs (995 completed)" in shown
+    assert sum("flow sf_item  completed" in line for line in shown.splitlines()) == 5
     print(f"1 000-element map over a 2-step sub-flow: {elapsed:.1f} s")

@@ -7,6 +7,9 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Final
 
+#: Child runs of one sub-flow step shown in a run's tree (the others are counted).
+CHILDREN_SHOWN: Final = 5
+
 #: Shown instead of a value that is nested too deeply for Python's json module.
 TOO_DEEP: Final = "(nested too deeply to show here: pgflow status --json prints it)"
 
@@ -48,6 +51,10 @@ def render_run(run: dict[str, Any]) -> str:
 
     A completed run ends with its output; a run read without its output
     (``run_summary``: values too deep for Python) says where to find it.
+    Under a sub-flow step come its child runs: the ones in
+    ``run["child_runs"]`` (run id -> get_run document, as ``pgflow status``
+    fetches them, depth-limited) as trees of their own, the others as one
+    line; at most :data:`CHILDREN_SHOWN` per step, the rest counted by status.
     """
     end = run.get("completed_at") or run.get("failed_at") or run.get("cancelled_at")
     lines = [
@@ -83,9 +90,35 @@ def render_run(run: dict[str, Any]) -> str:
         lines.append(
             f"{branch} {step['step_slug']:<{width}}  {step['status']:<9}  {'  '.join(detail)}"
         )
+        pad = "   " if i == len(steps) - 1 else "│  "
         if step.get("error_message"):
-            pad = "   " if i == len(steps) - 1 else "│  "
             lines.append(f"{pad}  error: {step['error_message']}")
+        if step.get("subflow"):
+            lines.extend(f"{pad}  {line}" for line in _children(run, step["step_slug"]))
     if run["status"] == "completed":
         lines.append(f"output: {to_json(run['output']) if 'output' in run else TOO_DEEP}")
     return "\n".join(lines)
+
+
+def _children(run: dict[str, Any], step_slug: str) -> list[str]:
+    """The lines of the child runs of one sub-flow step of ``run``."""
+    kids = [c for c in run.get("children", []) if c.get("step_slug") == step_slug]
+    fetched: dict[str, Any] = run.get("child_runs", {})
+    lines: list[str] = []
+    for kid in kids[:CHILDREN_SHOWN]:
+        doc = fetched.get(str(kid["run_id"]))
+        if doc is not None:
+            lines.extend(render_run(doc).splitlines())
+        else:
+            lines.append(
+                f"run {kid['run_id']}  flow {kid['flow_slug']}  {kid['status']}"
+                f"  (task {kid['task_index']}, attempt {kid['attempt']})"
+            )
+    rest = kids[CHILDREN_SHOWN:]
+    if rest:
+        counts: dict[str, int] = {}
+        for kid in rest:
+            counts[kid["status"]] = counts.get(kid["status"], 0) + 1
+        summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+        lines.append(f"… {len(rest)} more child runs ({summary})")
+    return lines

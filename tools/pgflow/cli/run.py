@@ -26,7 +26,7 @@ from pgflow.cli._common import (
     unknown_flow,
 )
 from pgflow.cli._db import connected
-from pgflow.cli.render import duration, render_run, table
+from pgflow.cli.render import CHILDREN_SHOWN, duration, render_run, table
 from pgflow.db.client import (
     flow_exists,
     get_run,
@@ -395,7 +395,9 @@ STATUS_EPILOG: Final = """\b
 Reads pgflow.get_run: any role given pgflow.grant_client may use it.  --json prints
 that document as it is (run fields, then "steps" in definition order), whatever its
 depth; the text view of a run whose values are nested too deeply for Python's json
-module leaves them out.
+module leaves them out.  The child runs of sub-flow steps are nested under their
+step, 3 levels deep and 5 per step at most (the others in one line or counted);
+--json shows a run's "children" and "parent" (pgflow status CHILD_ID for more).
 
 \b
 Examples:
@@ -423,7 +425,33 @@ def status(run_id: uuid.UUID, as_json: bool, dsn: str) -> None:
             run = run_summary(conn, run_id)
         if run is None:
             fail([f"error: run {run_id} does not exist"])
+        _attach_children(conn, run, STATUS_DEPTH)
         click.echo(render_run(run))
+
+
+#: How many levels of child runs `pgflow status` nests under a run.
+STATUS_DEPTH: Final = 3
+
+
+def _attach_children(conn: Any, run: dict[str, Any], depth: int) -> None:
+    """Fetch the child runs `render_run` shows as trees into ``run["child_runs"]``."""
+    if depth <= 0:
+        return
+    shown: dict[str, int] = {}
+    fetched: dict[str, Any] = {}
+    for kid in run.get("children", []):
+        step = str(kid.get("step_slug"))
+        shown[step] = shown.get(step, 0) + 1
+        if shown[step] > CHILDREN_SHOWN:
+            continue
+        try:
+            doc = get_run(conn, uuid.UUID(str(kid["run_id"])))
+        except JsonTooDeep:
+            continue
+        if doc is not None:
+            _attach_children(conn, doc, depth - 1)
+            fetched[str(kid["run_id"])] = doc
+    run["child_runs"] = fetched
 
 
 RUNS_EPILOG: Final = """\b
