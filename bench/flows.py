@@ -105,4 +105,21 @@ def plain_hold(inp: dict[str, Any], ctx: Any) -> dict[str, Any]:
 waits = Flow("waits")
 waits.wait_for("w", event="bench_event", key="run.k")
 
-FLOWS = (chain3, diamond, fanout, single, lease_beat, lease_plain, waits)
+# a map over a two-step sub-flow: one child run of sub_item per element
+sub_item = Flow("sub_item")
+
+
+@sub_item.step()
+def first(inp: dict[str, Any]) -> dict[str, Any]:
+    return {}
+
+
+@sub_item.step(depends_on=[first])
+def second(inp: dict[str, Any]) -> dict[str, Any]:
+    return {}
+
+
+sub_fanout = Flow("sub_fanout")
+sub_fanout.subflow("each", flow="sub_item", map=True)
+
+FLOWS = (chain3, diamond, fanout, single, lease_beat, lease_plain, waits, sub_item, sub_fanout)

@@ -36,6 +36,7 @@ BENCHMARKS = (
     "events",
     "diamond",
     "fanout",
+    "subflow",
     "idle",
     "ceiling",
     "reference",
@@ -56,6 +57,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, help="repeats of each benchmark (default 5)")
     p.add_argument("--runs", type=int, help="runs of chain3 / diamond (default 1000)")
     p.add_argument("--fanout", type=int, default=5000, help="map elements (default 5000)")
+    p.add_argument("--subflow", type=int, default=1000, help="sub-flow map elements (default 1000)")
     p.add_argument("--samples", type=int, help="idle-latency samples per repeat (default 50)")
     p.add_argument("--pgbench-seconds", type=int, help="pgbench duration (default 20)")
     p.add_argument("--history-runs", type=int, help="finished runs for history (default 1e6)")
@@ -133,6 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ("diamond", lambda: workloads.drive(conninfo, "diamond", runs, processes=procs)),
             ("events", lambda: workloads.events(conninfo, runs, procs)),
             ("fanout", lambda: workloads.fanout(conninfo, args.fanout)),
+            ("subflow", lambda: workloads.subflow_fanout(conninfo, args.subflow)),
             ("idle", lambda: workloads.idle_latency(conninfo, args.samples, procs)),
         ]
         # repeats interleaved (round by round), so that a change in the
@@ -251,6 +254,18 @@ def build_rows(results: dict[str, Any], args: argparse.Namespace) -> list[Row]:
         Row(
             "  fanout: of which start_flow (5 000 tasks queued)",
             _values(results, "fanout", "start_flow_s"),
+            "s",
+            digits=3,
+        ),
+        Row(
+            f"subflow: {args.subflow}-element map over a 2-step sub-flow (s)",
+            _values(results, "subflow", "completion_s"),
+            "s",
+            digits=3,
+        ),
+        Row(
+            f"  subflow: of which start_flow ({args.subflow} child runs started)",
+            _values(results, "subflow", "start_flow_s"),
             "s",
             digits=3,
         ),

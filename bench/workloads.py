@@ -137,6 +137,40 @@ def fanout(conninfo: str, elements: int) -> dict[str, Any]:
     return result
 
 
+def subflow_fanout(conninfo: str, elements: int) -> dict[str, Any]:
+    """One run of sub_fanout: a map sub-flow step starting ``elements`` child runs of
+    the two-step flow sub_item, drained by protocol drivers of sub_item; seconds
+    from start_flow's transaction to the parent run's completion."""
+    flow_input = json.dumps(list(range(elements)))
+    with db.connect(conninfo) as conn:
+        db.reset(conn)
+        conn.execute("CHECKPOINT")
+        drivers = Drivers(conninfo, "sub_item", processes=4, batch=FANOUT_BATCH)
+        try:
+            drivers.start_drain(2 * elements)
+            since = db.db_now(conn)
+            start_s = db.start_runs(conninfo, "sub_fanout", 1, flow_input)
+            drivers.go.set()
+            calls = drivers.finish()
+        finally:
+            drivers.kill()
+        row = conn.execute(
+            "SELECT status, extract(epoch FROM completed_at - started_at)::float8,"
+            " (SELECT count(*) FROM pgflow.runs AS c WHERE c.parent_run_id = r.run_id)"
+            " FROM pgflow.runs AS r WHERE r.flow_slug = 'sub_fanout' AND r.started_at >= %s",
+            (since,),
+        ).fetchone()
+    if row is None or row[0] != "completed" or row[2] != elements:
+        raise RuntimeError(f"sub_fanout: the parent run is {row}")
+    return {
+        "elements": elements,
+        "tasks": calls.tasks,
+        "start_flow_s": start_s,
+        "completion_s": float(row[1]),
+        "calls": asdict(calls),
+    }
+
+
 # ------------------------------------------------------------------ idle latency
 
 
