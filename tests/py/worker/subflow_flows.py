@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from pgflow import Flow
@@ -55,3 +56,23 @@ def times_ten(inp: dict[str, Any]) -> int:
 
 fan = Flow("sf_fan", timeout=30)
 fan.subflow("each", flow="sf_item", map=True)
+
+
+# under worker kills: each item sleeps a little (kills land mid-task); a 3 s
+# timeout lets the task of a killed worker be claimed again within 5 s
+slow_item = Flow("sf_slow_item", timeout=3, max_attempts=10, base_delay=1, max_delay=2)
+
+
+@slow_item.step()
+def nap(inp: dict[str, Any]) -> int:
+    time.sleep(0.05 + (int(inp["run"]) % 7) * 0.03)
+    return int(inp["run"])
+
+
+@slow_item.step(depends_on=[nap])
+def square(inp: dict[str, Any]) -> int:
+    return int(inp["nap"]) ** 2
+
+
+slow_fan = Flow("sf_slow_fan", timeout=3)
+slow_fan.subflow("each", flow="sf_slow_item", map=True)

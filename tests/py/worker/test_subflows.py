@@ -4,6 +4,8 @@ over a two-step sub-flow."""
 from __future__ import annotations
 
 import json
+import random
+import signal
 import subprocess
 import time
 
@@ -90,3 +92,53 @@ def test_a_thousand_element_map_over_a_two_step_sub_flow(db: str, workers: Worke
     assert "… 995 more child runs (995 completed)" in shown
     assert sum("flow sf_item  completed" in line for line in shown.splitlines()) == 5
     print(f"1 000-element map over a 2-step sub-flow: {elapsed:.1f} s")
+
+
+def test_sub_flows_survive_worker_kills(db: str, workers: Workers) -> None:
+    """Workers killed (SIGKILL) and replaced while 20 runs map over a sub-flow: every
+    parent completes with its children's outputs in element order, no child is left
+    without its parent, and no task attempt has two children."""
+    apply_spec(db, SPEC)
+    rng = random.Random(20)
+    procs = [workers.start(db, "--concurrency", "4", spec=SPEC) for _ in range(3)]
+    sizes = [rng.randint(0, 12) for _ in range(20)]
+    runs = [start(db, "sf_slow_fan", json.dumps(list(range(n)))) for n in sizes]
+    deadline = time.monotonic() + 8
+    kills = 0
+    while time.monotonic() < deadline:
+        time.sleep(rng.uniform(0.2, 0.5))
+        victim = procs.pop(rng.randrange(len(procs)))
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(timeout=10)
+        kills += 1
+        procs.append(workers.start(db, "--concurrency", "4", spec=SPEC))
+    assert kills >= 10
+
+    def all_done() -> bool:
+        return all(run_status(db, r)[0] != "started" for r in runs)
+
+    wait_until(all_done, 120, "every sf_slow_fan run to finish after the kills")
+    for run_id, n in zip(runs, sizes, strict=True):
+        status, output, error = run_status(db, run_id)
+        assert (status, error) == ("completed", None), run_id
+        assert output == {"each": [{"square": i * i} for i in range(n)]}
+    with psycopg.connect(db) as conn:
+        orphans = conn.execute(
+            "SELECT count(*) FROM pgflow.runs AS c WHERE c.parent_run_id IS NOT NULL"
+            " AND NOT EXISTS (SELECT 1 FROM pgflow.step_tasks AS t WHERE t.run_id ="
+            " c.parent_run_id AND t.step_slug = c.parent_step_slug"
+            " AND t.task_index = c.parent_task_index)"
+        ).fetchone()
+        duplicates = conn.execute(
+            "SELECT count(*) FROM (SELECT 1 FROM pgflow.runs WHERE parent_run_id IS NOT NULL"
+            " GROUP BY parent_run_id, parent_step_slug, parent_task_index, parent_attempt"
+            " HAVING count(*) > 1) AS d"
+        ).fetchone()
+        children = conn.execute(
+            "SELECT count(*), count(*) FILTER (WHERE status = 'completed')"
+            " FROM pgflow.runs WHERE flow_slug = 'sf_slow_item'"
+        ).fetchone()
+    assert orphans == (0,)
+    assert duplicates == (0,)
+    # a child is a fresh run per attempt of its task; none failed, so one per element
+    assert children == (sum(sizes), sum(sizes))
