@@ -142,3 +142,25 @@ def test_sub_flows_survive_worker_kills(db: str, workers: Workers) -> None:
     assert duplicates == (0,)
     # a child is a fresh run per attempt of its task; none failed, so one per element
     assert children == (sum(sizes), sum(sizes))
+
+
+def test_events_of_a_child_run_carry_its_parent(db: str) -> None:
+    apply_spec(db, SPEC)
+    with psycopg.connect(db, autocommit=True) as events:
+        events.execute("LISTEN pgflow_events")
+        events.execute("SELECT pgflow.listen_events()")
+        run_id = start(db, "sf_top", '{"n": 1}')
+        seen = [json.loads(n.payload) for n in events.notifies(timeout=2, stop_after=2)]
+    with psycopg.connect(db) as conn:
+        row = conn.execute("SELECT run_id FROM pgflow.runs WHERE parent_run_id = %s", (run_id,))
+        (child,) = row.fetchall()
+    assert seen == [
+        {"event": "run:started", "flow_slug": "sf_top", "run_id": run_id, "status": "started"},
+        {
+            "event": "run:started",
+            "flow_slug": "sf_mid",
+            "run_id": str(child[0]),
+            "status": "started",
+            "parent_run_id": run_id,
+        },
+    ]
