@@ -86,6 +86,9 @@ def test_golden_migration_applies_and_reapplies_as_a_no_op(
 ) -> None:
     (flow,) = load(f"tests/py/golden/{case}/flow.yaml")
     migration = (GOLDEN / case / "expected.sql").read_text(encoding="utf-8")
+    requires = GOLDEN / case / "requires.sql"  # the sub-flows a case runs
+    if requires.is_file():
+        conn.execute(requires.read_bytes())
     conn.execute(migration.encode())
     assert_definition(conn, flow.spec)
     before = snapshot(conn, flow.spec.slug)

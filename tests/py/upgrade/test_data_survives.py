@@ -131,8 +131,11 @@ def test_runs_survive_the_upgrade_and_running_ones_complete(
         after = {r: _run(conn, r) for r in (done, failed)}
         for run in after.values():  # 0.3.0 names the flow and version a run uses
             assert (run.pop("flow_name"), run.pop("version")) == (run["flow_slug"], 1)
+            # 0.3.0 links child runs of sub-flows to their parent
+            assert (run.pop("depth"), run.pop("parent"), run.pop("children")) == (0, None, [])
             for step in run["steps"]:  # 0.3.0 says what a wait step waits for
                 assert step.pop("waiting_for") is None
+                assert step.pop("subflow") is None  # and which flow a sub-flow step runs
         assert after == before
         for task in held:  # the worker that held the leases reports after the upgrade
             _complete(conn, task)
