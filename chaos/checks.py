@@ -49,7 +49,10 @@ _LOST: Final = f"""
                    AS explained
         FROM ev
         WHERE ev.prev_status = 'started'
-          AND ((ev.new_status = 'started')
+          -- (a sub-flow task goes from one attempt to the next when its child
+          -- run fails: a new child, not a lost attempt)
+          AND ((ev.new_status = 'started'
+                AND coalesce(ev.error_message, '') NOT LIKE 'sub-flow run %')
                OR (ev.new_status = 'failed'
                    AND ev.error_message LIKE 'lease expired on the last attempt%'))
     )"""
@@ -101,6 +104,12 @@ CHECKS: Final[dict[str, str]] = {
                     AND te.attempts_count <= (sc.behaviour ->> 'raise')::int
                 WHEN te.error_message LIKE 'timeout:%' THEN
                     sc.behaviour ? 'overrun' AND te.attempts_count = 1
+                -- a sub-flow task's attempt fails with its child run (checked
+                -- as a run of its own)
+                WHEN te.error_message LIKE 'sub-flow run % (chaos_chain) failed: %' THEN
+                    EXISTS (SELECT 1 FROM pgflow.runs AS c
+                            WHERE c.parent_run_id = te.run_id AND c.parent_step_slug = te.step_slug
+                              AND c.parent_task_index = te.task_index AND c.status = 'failed')
                 ELSE false
               END, false)""",
     "every lost attempt is explained by a kill of its worker or a server restart": f"""
@@ -133,10 +142,37 @@ CHECKS: Final[dict[str, str]] = {
         SELECT t.run_id, t.step_slug, t.task_index, t.output -> 'a' AS attempt
         FROM pgflow.step_tasks AS t
         WHERE t.status = 'completed' AND jsonb_typeof(t.output) = 'object'
+          -- (a sub-flow task's output is its child run's: checked below)
+          AND NOT EXISTS (SELECT 1 FROM pgflow.step_subflows AS sf
+                          WHERE sf.flow_slug = t.flow_slug AND sf.step_slug = t.step_slug)
           AND NOT EXISTS (
               SELECT 1 FROM chaos.executions AS x
               WHERE x.run_id = t.run_id AND x.step_slug = t.step_slug
                 AND x.task_index = t.task_index AND x.attempt = (t.output ->> 'a')::int)""",
+    "sub-flows: a task's output is its child run's, no orphan child, one child per attempt": """
+        SELECT 'output' AS what, t.run_id, t.step_slug, t.task_index, t.attempts_count
+        FROM pgflow.step_tasks AS t
+        JOIN pgflow.step_subflows AS sf USING (flow_slug, step_slug)
+        WHERE t.status = 'completed'
+          AND t.output IS DISTINCT FROM (
+              SELECT c.output FROM pgflow.runs AS c
+              WHERE c.parent_run_id = t.run_id AND c.parent_step_slug = t.step_slug
+                AND c.parent_task_index = t.task_index AND c.parent_attempt = t.attempts_count
+                AND c.status = 'completed')
+        UNION ALL
+        SELECT 'orphan', c.run_id, c.parent_step_slug, c.parent_task_index, c.parent_attempt
+        FROM pgflow.runs AS c
+        WHERE c.parent_run_id IS NOT NULL
+          AND NOT EXISTS (SELECT 1 FROM pgflow.step_tasks AS t
+                          WHERE t.run_id = c.parent_run_id AND t.step_slug = c.parent_step_slug
+                            AND t.task_index = c.parent_task_index
+                            AND t.attempts_count >= c.parent_attempt)
+        UNION ALL
+        SELECT 'duplicate', c.parent_run_id, c.parent_step_slug, c.parent_task_index,
+               c.parent_attempt
+        FROM pgflow.runs AS c WHERE c.parent_run_id IS NOT NULL
+        GROUP BY c.parent_run_id, c.parent_step_slug, c.parent_task_index, c.parent_attempt
+        HAVING count(*) > 1""",
     "attempts_count <= max_attempts": """
         SELECT t.run_id, t.step_slug, t.task_index, t.attempts_count,
                coalesce(s.opt_max_attempts, f.opt_max_attempts) AS max_attempts
@@ -255,9 +291,13 @@ FIGURES: Final = f"""
         (SELECT extract(epoch FROM max(recovery)) FROM recoveries) AS worst_recovery_s,
         (SELECT count(*) FROM recoveries WHERE recovery IS NULL) AS never_recovered,
         (SELECT count(*) FROM ev WHERE prev_status = 'started'
-            AND (new_status = 'started' OR (new_status = 'failed'
-                 AND error_message LIKE 'lease expired on the last attempt%')))
+            AND ((new_status = 'started'
+                  AND coalesce(error_message, '') NOT LIKE 'sub-flow run %')
+                 OR (new_status = 'failed'
+                     AND error_message LIKE 'lease expired on the last attempt%')))
             AS lost_attempts,
+        (SELECT count(*) FROM pgflow.runs WHERE parent_run_id IS NOT NULL) AS child_runs,
+        (SELECT count(*) FROM pgflow.runs WHERE parent_attempt > 1) AS child_retries,
         (SELECT count(DISTINCT te.run_id) FROM chaos.task_events AS te
          JOIN chaos.scripts AS sc USING (run_id, step_slug, task_index)
          WHERE te.error_message LIKE 'lease expired on the last attempt%'

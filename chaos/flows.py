@@ -183,3 +183,22 @@ def double(elem: dict[str, Any], ctx: Any) -> dict[str, Any]:
 def double_sum(inp: dict[str, Any], ctx: Any) -> dict[str, Any]:
     _act(_plan(inp, "double_sum"), ctx)
     return _done(ctx, sum(d["v"] for d in inp["double"]))
+
+
+# ---------------------------------------------------------------- sub-flows
+#
+#   pick -> each (a map sub-flow step: one chaos_chain run per element)
+
+nest = Flow("chaos_nest", max_attempts=MAX_ATTEMPTS, base_delay=1, timeout=TIMEOUT)
+
+
+@nest.step()
+def pick(inp: dict[str, Any], ctx: Any) -> list[dict[str, Any]]:
+    _act(_plan(inp, "pick"), ctx)
+    chains: list[dict[str, Any]] = inp["run"]["chains"]
+    _done(ctx, None)
+    return chains
+
+
+#: a failed child fails one attempt; the second attempt is a new child run
+nest.subflow("each", flow="chaos_chain", map=True, depends_on=[pick], max_attempts=2)

@@ -243,6 +243,33 @@ class Harness:
                     "INSERT INTO chaos.scripts VALUES (%s, %s, %s, %s)",
                     [(run_id, step, index, json.dumps(b)) for step, index, b in rows],
                 )
+            # the child runs of its sub-flow steps, one per attempt: their ids are
+            # derived from (parent run, step, task, attempt)
+            for step, index, child in model.children(flow, inp):
+                child_exp = model.expect("chaos_chain", child)
+                for attempt in range(1, model.NEST_ATTEMPTS + 1):
+                    (child_id,) = conn.execute(
+                        "SELECT pgflow._subflow_child_id(%s, %s, %s, %s)::text",
+                        (run_id, step, index, attempt),
+                    ).fetchone() or (None,)
+                    conn.execute(
+                        "INSERT INTO chaos.expected VALUES (%s, %s, %s, %s, %s)",
+                        (
+                            child_id,
+                            "chaos_chain",
+                            child_exp.status,
+                            None if child_exp.output is None else json.dumps(child_exp.output),
+                            list(child_exp.fatal_steps),
+                        ),
+                    )
+                    with conn.cursor() as cur:
+                        cur.executemany(
+                            "INSERT INTO chaos.scripts VALUES (%s, %s, %s, %s)",
+                            [
+                                (child_id, s, i, json.dumps(b))
+                                for s, i, b in model.scripts("chaos_chain", child)
+                            ],
+                        )
             conn.execute(
                 "SELECT pgflow.start_flow(flow_slug => %s, input => %s::jsonb, run_id => %s)",
                 (flow, json.dumps(inp), run_id),
@@ -401,7 +428,8 @@ def _print_report(
         "chaos: "
         f"runs={figures['runs']} (completed {figures['completed']}, failed {figures['failed']})"
         f" tasks={figures['tasks']} attempts={figures['attempts']}"
-        f" handler_executions={figures['executions']}",
+        f" handler_executions={figures['executions']}"
+        f" child_runs={figures['child_runs']} (retries {figures['child_retries']})",
         f"chaos: kills={figures['kills']} (holding tasks: {figures['kills_holding_tasks']},"
         f" tasks held: {figures['tasks_held_at_kills']}) restarts={figures['restarts']}"
         f" lost_attempts={figures['lost_attempts']}"

@@ -15,7 +15,9 @@ from typing import Any
 CHAIN = ("s1", "s2", "s3", "s4")
 DIAMOND = ("top", "left", "right", "bottom")
 FANOUT_SINGLE = ("items", "summary", "audit", "double_sum")
-FLOWS = ("chaos_chain", "chaos_diamond", "chaos_fanout")
+FLOWS = ("chaos_chain", "chaos_diamond", "chaos_fanout", "chaos_nest")
+#: attempts (child runs) of a chaos_nest "each" task
+NEST_ATTEMPTS = 2
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,21 @@ def make_input(flow: str, rng: random.Random) -> dict[str, Any]:
             "plan": {s: behaviour(rng) for s in FANOUT_SINGLE},
             "elems": [{"w": behaviour(rng), "d": behaviour(rng)} for _ in range(n)],
         }
+    if flow == "chaos_nest":
+        n = rng.randint(0, 3)
+        return {
+            "plan": {"pick": behaviour(rng)},
+            "chains": [make_input("chaos_chain", rng) for _ in range(n)],
+        }
     raise ValueError(f"unknown chaos flow {flow!r}")
+
+
+def children(flow: str, inp: dict[str, Any]) -> list[tuple[str, int, dict[str, Any]]]:
+    """(sub-flow step, task_index, child run input) of every child run a run may start
+    (one per attempt: the harness scripts each of them)."""
+    if flow == "chaos_nest":
+        return [("each", i, c) for i, c in enumerate(inp["chains"])]
+    return []
 
 
 def scripts(flow: str, inp: dict[str, Any]) -> list[tuple[str, int, dict[str, Any]]]:
@@ -114,4 +130,11 @@ def expect(flow: str, inp: dict[str, Any]) -> Expectation:
         if not inp["lite"]:
             output["double_sum"] = {"v": sum(2 * i for i in range(n))}
         return Expectation("completed", output, ())
+    if flow == "chaos_nest":
+        if _fails(plan["pick"]):
+            return Expectation("failed", None, ("pick",))
+        outcomes = [expect("chaos_chain", c) for c in inp["chains"]]
+        if any(o.status == "failed" for o in outcomes):
+            return Expectation("failed", None, ("each",))
+        return Expectation("completed", {"each": [o.output for o in outcomes]}, ())
     raise ValueError(f"unknown chaos flow {flow!r}")
