@@ -63,7 +63,11 @@ CHECKS: Final[dict[str, str]] = {
         LEFT JOIN pgflow.runs AS r USING (run_id) WHERE r.run_id IS NULL""",
     "every run finished (completed or failed)": """
         SELECT r.run_id, r.status FROM pgflow.runs AS r
-        WHERE r.status NOT IN ('completed', 'failed')""",
+        WHERE r.status NOT IN ('completed', 'failed')
+          -- a child run still running when its parent failed is cancelled
+          AND NOT (r.status = 'cancelled' AND EXISTS (
+                       SELECT 1 FROM pgflow.runs AS p
+                       WHERE p.run_id = r.parent_run_id AND p.status = 'failed'))""",
     "no task left queued or started (and none with an expired lease)": """
         SELECT t.run_id, t.step_slug, t.task_index, t.status, t.vt FROM pgflow.step_tasks AS t
         WHERE t.status IN ('queued', 'started')
