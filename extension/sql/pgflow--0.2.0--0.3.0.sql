@@ -3383,6 +3383,371 @@ REVOKE ALL ON FUNCTION pgflow.dashboard_snapshot(boolean) FROM PUBLIC;
 REVOKE ALL ON FUNCTION pgflow.grant_dashboard(text) FROM PUBLIC;
 -- ============================================================ end of 0.3.0: dashboard reads
 
+-- ============================================================ 0.3.0: flow control
+-- Pause and resume (pgflow.paused_flows, pause_flow, resume_flow): claims
+-- return nothing for a paused flow; get_run and list_flows say "paused".
+
+-- Pause and resume: a paused flow's tasks are not claimed (read_with_poll,
+-- claim_tasks and start_tasks return nothing for it); start_flow still
+-- queues runs, and tasks already started finish and report normally.
+-- A row here is a flow's pause (definition data: dumped with pg_dump).
+CREATE TABLE pgflow.paused_flows (
+    flow_slug text        NOT NULL,
+    paused_at timestamptz NOT NULL DEFAULT now(),
+    paused_by text        NOT NULL DEFAULT current_user,
+    CONSTRAINT paused_flows_pkey PRIMARY KEY (flow_slug),
+    CONSTRAINT paused_flows_flow_slug_fkey FOREIGN KEY (flow_slug)
+        REFERENCES pgflow.flows (flow_slug) ON DELETE CASCADE
+);
+
+COMMENT ON TABLE pgflow.paused_flows IS
+    'flows whose tasks are not claimed until resume_flow (pause_flow adds the row)';
+
+SELECT pg_catalog.pg_extension_config_dump('pgflow.paused_flows', '');
+
+-- pause_flow: stops claims of the flow's tasks until resume_flow.  Runs
+-- still start (their tasks queue); tasks already started finish and report.
+-- A claim that began before the pause committed may still return tasks
+-- (the pause does not wait for claims in flight).  Pausing a paused flow
+-- keeps its first paused_at.  Returns true when the flow was not paused.
+-- Owner only by default: GRANT EXECUTE ON FUNCTION pgflow.pause_flow(text)
+-- (and resume_flow) TO an operator role to delegate it.
+-- Locks: the flow's row FOR SHARE (a concurrent delete_flow waits).
+-- Errors: 22004 NULL slug; 22023 invalid slug; 42704 unknown flow.
+CREATE FUNCTION pgflow.pause_flow(flow_slug text)
+RETURNS boolean
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_new boolean;
+BEGIN
+    PERFORM pgflow._check_slug('flow slug', pause_flow.flow_slug);
+    PERFORM 1 FROM pgflow.flows AS f WHERE f.flow_slug = pause_flow.flow_slug FOR SHARE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'flow "%" does not exist', pause_flow.flow_slug
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'pgflow.list_flows() lists the flows';
+    END IF;
+    INSERT INTO pgflow.paused_flows (flow_slug, paused_by)
+    VALUES (pause_flow.flow_slug, session_user)
+    ON CONFLICT ON CONSTRAINT paused_flows_pkey DO NOTHING;
+    GET DIAGNOSTICS v_new = ROW_COUNT;
+    RETURN v_new;
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow.pause_flow(text) IS
+    'stop claims of a flow''s tasks until resume_flow (starts still queue); true when it was not paused';
+
+-- resume_flow: lets claims take the flow's tasks again.  Tasks leased by
+-- read_with_poll but refused by start_tasks during the pause are claimable
+-- again when their lease (vt) has passed.  Returns true when it was paused.
+-- Locks: the pause row.
+-- Errors: 22004 NULL slug; 22023 invalid slug; 42704 unknown flow.
+CREATE FUNCTION pgflow.resume_flow(flow_slug text)
+RETURNS boolean
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_was boolean;
+BEGIN
+    PERFORM pgflow._check_slug('flow slug', resume_flow.flow_slug);
+    IF NOT EXISTS (SELECT 1 FROM pgflow.flows AS f WHERE f.flow_slug = resume_flow.flow_slug) THEN
+        RAISE EXCEPTION 'flow "%" does not exist', resume_flow.flow_slug
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'pgflow.list_flows() lists the flows';
+    END IF;
+    DELETE FROM pgflow.paused_flows AS p WHERE p.flow_slug = resume_flow.flow_slug;
+    GET DIAGNOSTICS v_was = ROW_COUNT;
+    IF v_was THEN
+        -- idle workers wait for a NOTIFY: tell them the tasks are claimable
+        PERFORM pgflow._wake_workers(resume_flow.flow_slug);
+    END IF;
+    RETURN v_was;
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow.resume_flow(text) IS
+    'let claims take a paused flow''s tasks again; true when it was paused';
+
+REVOKE ALL ON FUNCTION pgflow.pause_flow(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION pgflow.resume_flow(text) FROM PUBLIC;
+REVOKE ALL ON TABLE pgflow.paused_flows FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION pgflow.read_with_poll(
+    flow_slug text,
+    vt integer,
+    qty integer,
+    max_poll_seconds integer DEFAULT 0,
+    poll_interval_ms integer DEFAULT 100
+)
+RETURNS SETOF pgflow.message_record
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_now timestamptz;
+    v_deadline timestamptz;
+BEGIN
+    PERFORM pgflow._check_slug('flow slug', read_with_poll.flow_slug);
+    PERFORM pgflow._check_option('vt', read_with_poll.vt, 1, false);
+    PERFORM pgflow._check_option('qty', read_with_poll.qty, 1, false);
+    PERFORM pgflow._check_option('max_poll_seconds', read_with_poll.max_poll_seconds, 0, false);
+    PERFORM pgflow._check_option('poll_interval_ms', read_with_poll.poll_interval_ms, 1, false);
+    v_deadline := clock_timestamp() + make_interval(secs => read_with_poll.max_poll_seconds);
+    -- Losing this lease in a crash only makes the task claimable again: the
+    -- commit need not wait for its WAL flush (see claim_tasks).
+    PERFORM set_config('synchronous_commit', 'off', true);
+
+    LOOP
+        v_now := clock_timestamp();
+        -- a paused flow (pause_flow) has nothing claimable
+        IF EXISTS (SELECT 1 FROM pgflow.paused_flows AS p
+                   WHERE p.flow_slug = read_with_poll.flow_slug) THEN
+            IF clock_timestamp() >= v_deadline THEN
+                RETURN;
+            END IF;
+            PERFORM pg_sleep(read_with_poll.poll_interval_ms / 1000.0);
+            CONTINUE;
+        END IF;
+        RETURN QUERY
+        WITH claimable AS (
+            SELECT t.run_id, t.step_slug, t.task_index
+            FROM pgflow.step_tasks AS t
+            WHERE t.flow_slug = read_with_poll.flow_slug
+              AND t.status IN ('queued', 'started')
+              AND t.vt <= v_now
+            ORDER BY t.vt
+            LIMIT read_with_poll.qty
+            FOR UPDATE SKIP LOCKED
+        )
+        UPDATE pgflow.step_tasks AS t
+        SET status = 'queued',
+            vt = v_now + make_interval(secs => read_with_poll.vt),
+            read_ct = t.read_ct + 1
+        FROM claimable AS c
+        WHERE t.run_id = c.run_id AND t.step_slug = c.step_slug AND t.task_index = c.task_index
+        RETURNING t.message_id, t.read_ct, t.queued_at, t.vt,
+                  jsonb_build_object('run_id', t.run_id, 'step_slug', t.step_slug,
+                                     'task_index', t.task_index);
+        IF FOUND OR clock_timestamp() >= v_deadline THEN
+            RETURN;
+        END IF;
+        PERFORM pg_sleep(read_with_poll.poll_interval_ms / 1000.0);
+    END LOOP;
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION pgflow.claim_tasks(flow_slug text, qty integer, worker_id uuid)
+RETURNS SETOF pgflow.step_task_record
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_ids bigint[];
+    v_exhausted bigint[];
+    v_id bigint;
+BEGIN
+    PERFORM pgflow._check_slug('flow slug', claim_tasks.flow_slug);
+    PERFORM pgflow._check_option('qty', claim_tasks.qty, 1, false);
+    -- A claim need not wait for its WAL flush: lost in a crash, it leaves the
+    -- task claimable again (at-least-once already allows the re-run), and the
+    -- task's completion, committed synchronously later, flushes it anyway.
+    -- This makes the rest of the caller's transaction asynchronous too: call
+    -- claim_tasks in a transaction of its own.
+    PERFORM set_config('synchronous_commit', 'off', true);
+    -- a paused flow (pause_flow) has nothing claimable
+    IF EXISTS (SELECT 1 FROM pgflow.paused_flows AS p WHERE p.flow_slug = claim_tasks.flow_slug) THEN
+        RETURN;
+    END IF;
+
+    SELECT array_agg(c.message_id) FILTER (WHERE NOT c.exhausted),
+           array_agg(c.message_id) FILTER (WHERE c.exhausted)
+    INTO v_ids, v_exhausted
+    FROM (
+        SELECT t.message_id,
+               t.attempts_count - t.retried_attempts
+                   >= coalesce(s.opt_max_attempts, f.opt_max_attempts) AS exhausted
+        FROM pgflow.step_tasks AS t
+        JOIN pgflow.steps AS s ON s.flow_slug = t.flow_slug AND s.step_slug = t.step_slug
+        JOIN pgflow.flows AS f ON f.flow_slug = t.flow_slug
+        WHERE t.flow_slug = claim_tasks.flow_slug
+          AND t.status IN ('queued', 'started')
+          AND t.vt <= clock_timestamp()
+        ORDER BY t.vt
+        LIMIT claim_tasks.qty
+        FOR UPDATE OF t SKIP LOCKED
+    ) AS c;
+
+    FOREACH v_id IN ARRAY coalesce(v_exhausted, '{}') LOOP
+        PERFORM pgflow._expire_lease(v_id);
+    END LOOP;
+    IF v_ids IS NULL THEN
+        RETURN;
+    END IF;
+    -- an exhausted task may have failed the run and cancelled the others
+    RETURN QUERY
+    SELECT * FROM pgflow._start_tasks(claim_tasks.flow_slug, v_ids, claim_tasks.worker_id,
+                                      ARRAY['queued', 'started'], true);
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION pgflow.start_tasks(flow_slug text, msg_ids bigint[], worker_id uuid)
+RETURNS SETOF pgflow.step_task_record
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_id bigint;
+BEGIN
+    PERFORM pgflow._check_slug('flow slug', start_tasks.flow_slug);
+    IF start_tasks.msg_ids IS NULL THEN
+        RAISE EXCEPTION 'msg_ids must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'pass the msg_id values read_with_poll returned';
+    END IF;
+
+    -- Losing this lease in a crash only makes the task claimable again: the
+    -- commit need not wait for its WAL flush (see claim_tasks).
+    PERFORM set_config('synchronous_commit', 'off', true);
+    -- a paused flow (pause_flow) starts nothing: the leases run out and the
+    -- tasks are claimable again after resume_flow
+    IF EXISTS (SELECT 1 FROM pgflow.paused_flows AS p WHERE p.flow_slug = start_tasks.flow_slug) THEN
+        RETURN;
+    END IF;
+    FOR v_id IN
+        SELECT t.message_id
+        FROM unnest(start_tasks.msg_ids) AS m(id)
+        JOIN pgflow.step_tasks AS t ON t.message_id = m.id
+        JOIN pgflow.steps AS s ON s.flow_slug = t.flow_slug AND s.step_slug = t.step_slug
+        JOIN pgflow.flows AS f ON f.flow_slug = t.flow_slug
+        WHERE t.flow_slug = start_tasks.flow_slug
+          AND t.status = 'queued'
+          AND t.attempts_count - t.retried_attempts >= coalesce(s.opt_max_attempts, f.opt_max_attempts)
+        ORDER BY t.message_id
+        FOR UPDATE OF t
+    LOOP
+        PERFORM pgflow._expire_lease(v_id);
+    END LOOP;
+
+    RETURN QUERY
+    SELECT * FROM pgflow._start_tasks(start_tasks.flow_slug, start_tasks.msg_ids,
+                                      start_tasks.worker_id, ARRAY['queued'], false);
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION pgflow.get_run(run_id uuid)
+RETURNS jsonb
+LANGUAGE sql
+STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT jsonb_build_object(
+        'run_id', r.run_id,
+        'flow_slug', r.flow_slug,
+        'flow_name', (SELECT f.flow_name FROM pgflow.flows AS f WHERE f.flow_slug = r.flow_slug),
+        'version', (SELECT f.version FROM pgflow.flows AS f WHERE f.flow_slug = r.flow_slug),
+        'status', r.status,
+        'input', r.input,
+        'output', r.output,
+        'error_message', r.error_message,
+        'remaining_steps', r.remaining_steps,
+        'retries', (SELECT count(*) FROM pgflow.run_retries AS rr WHERE rr.run_id = r.run_id),
+        'started_at', r.started_at,
+        'completed_at', r.completed_at,
+        'failed_at', r.failed_at,
+        'cancelled_at', r.cancelled_at,
+        'paused', EXISTS (SELECT 1 FROM pgflow.paused_flows AS p WHERE p.flow_slug = r.flow_slug),
+        'steps', coalesce((
+            SELECT jsonb_agg(jsonb_build_object(
+                       'step_slug', ss.step_slug,
+                       'step_type', s.step_type,
+                       'status', ss.status,
+                       'attempts', coalesce(tc.attempts, 0),
+                       'remaining_deps', ss.remaining_deps,
+                       'initial_tasks', ss.initial_tasks,
+                       'remaining_tasks', ss.remaining_tasks,
+                       'tasks', jsonb_build_object(
+                           'queued', coalesce(tc.queued, 0),
+                           'started', coalesce(tc.started, 0),
+                           'completed', coalesce(tc.completed, 0),
+                           'failed', coalesce(tc.failed, 0),
+                           'cancelled', coalesce(tc.cancelled, 0)),
+                       'output', ss.output,
+                       'error_message', ss.error_message,
+                       'skip_reason', ss.skip_reason,
+                       'created_at', ss.created_at,
+                       'started_at', ss.started_at,
+                       'completed_at', ss.completed_at,
+                       'failed_at', ss.failed_at,
+                       'skipped_at', ss.skipped_at,
+                       'waiting_for', (
+                           SELECT jsonb_build_object('event', w.event_name, 'key', w.event_key,
+                                                     'until', w.deadline)
+                           FROM pgflow.waits AS w
+                           WHERE w.run_id = ss.run_id AND w.step_slug = ss.step_slug
+                             AND ss.status = 'started'))
+                   ORDER BY s.step_index)
+            FROM pgflow.step_states AS ss
+            JOIN pgflow.steps AS s ON s.flow_slug = ss.flow_slug AND s.step_slug = ss.step_slug
+            LEFT JOIN (
+                SELECT t.step_slug,
+                       sum(t.attempts_count - t.retried_attempts) AS attempts,
+                       count(*) FILTER (WHERE t.status = 'queued') AS queued,
+                       count(*) FILTER (WHERE t.status = 'started') AS started,
+                       count(*) FILTER (WHERE t.status = 'completed') AS completed,
+                       count(*) FILTER (WHERE t.status = 'failed') AS failed,
+                       count(*) FILTER (WHERE t.status = 'cancelled') AS cancelled
+                FROM pgflow.step_tasks AS t
+                WHERE t.run_id = r.run_id
+                GROUP BY t.step_slug
+            ) AS tc ON tc.step_slug = ss.step_slug
+            WHERE ss.run_id = r.run_id
+        ), '[]'::jsonb)
+    )
+    FROM pgflow.runs AS r
+    WHERE r.run_id = get_run.run_id;
+$$;
+
+CREATE OR REPLACE FUNCTION pgflow.list_flows()
+RETURNS SETOF jsonb
+LANGUAGE sql
+STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT jsonb_build_object(
+        'flow_slug', f.flow_slug,
+        'flow_name', f.flow_name,
+        'version', f.version,
+        'current', f.flow_slug = pgflow._resolve_flow(f.flow_name, NULL),
+        'pinned', c.version IS NOT NULL,
+        'runs_in_flight', (SELECT count(*) FROM pgflow.runs AS r
+                           WHERE r.flow_slug = f.flow_slug AND r.status = 'started'),
+        'runs', (SELECT count(*) FROM pgflow.runs AS r WHERE r.flow_slug = f.flow_slug),
+        'drained', NOT EXISTS (SELECT 1 FROM pgflow.runs AS r
+                               WHERE r.flow_slug = f.flow_slug AND r.status = 'started'),
+        'steps', (SELECT count(*) FROM pgflow.steps AS s WHERE s.flow_slug = f.flow_slug),
+        'created_at', f.created_at,
+        'paused', EXISTS (SELECT 1 FROM pgflow.paused_flows AS p WHERE p.flow_slug = f.flow_slug))
+    FROM pgflow.flows AS f
+    LEFT JOIN pgflow.current_versions AS c ON c.flow_name = f.flow_name
+    ORDER BY f.flow_name, f.version;
+$$;
+
+-- ============================================================ end of 0.3.0: flow control
+
 -- ============================================================ 0.3.0: sub-flows
 -- Sub-flow steps (add_subflow_step, pgflow.step_subflows): a step whose tasks are
 -- child runs of another flow; runs.parent_* link a child to its parent task;
@@ -4101,6 +4466,7 @@ AS $$
         'completed_at', r.completed_at,
         'failed_at', r.failed_at,
         'cancelled_at', r.cancelled_at,
+        'paused', EXISTS (SELECT 1 FROM pgflow.paused_flows AS p WHERE p.flow_slug = r.flow_slug),
         'depth', r.depth,
         'parent', CASE WHEN r.parent_run_id IS NOT NULL THEN jsonb_build_object(
             'run_id', r.parent_run_id, 'step_slug', r.parent_step_slug,
@@ -4866,3 +5232,4 @@ REVOKE ALL ON FUNCTION pgflow._restart_subflow_tasks(uuid) FROM PUBLIC;
 REVOKE ALL ON TABLE pgflow.step_subflows FROM PUBLIC;
 
 -- ============================================================ end of 0.3.0: sub-flows
+

@@ -62,6 +62,39 @@ BEGIN
 END
 $refuse_waits$;
 
+-- pause and resume (0.3.0): 0.2.0 cannot pause a flow (it would be resumed
+-- silently by the downgrade)
+DO $refuse_paused$
+DECLARE
+    v_list text;
+BEGIN
+    SELECT string_agg(p.flow_slug, ', ' ORDER BY p.flow_slug) INTO v_list FROM pgflow.paused_flows AS p;
+    IF v_list IS NOT NULL THEN
+        RAISE EXCEPTION 'cannot downgrade pgflow to 0.2.0: paused flows exist: %', v_list
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'resume them with pgflow.resume_flow(''<flow>'') (or pgflow resume FLOW), or stay on 0.3.0';
+    END IF;
+END
+$refuse_paused$;
+
+-- sub-flows (0.3.0): 0.2.0 has no sub-flow step (its tasks would wait
+-- forever) nor child runs (they go with their parents' flows)
+DO $refuse_subflows$
+DECLARE
+    v_list text;
+BEGIN
+    SELECT string_agg(format('%s.%s (runs %s)', sf.flow_slug, sf.step_slug, sf.subflow), ', '
+                      ORDER BY sf.flow_slug, sf.step_slug)
+    INTO v_list
+    FROM pgflow.step_subflows AS sf;
+    IF v_list IS NOT NULL THEN
+        RAISE EXCEPTION 'cannot downgrade pgflow to 0.2.0: sub-flow steps exist: %', v_list
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'delete their flows with pgflow.delete_flow() once their runs are finished and pruned (child runs go with them), or stay on 0.3.0';
+    END IF;
+END
+$refuse_subflows$;
+
 -- 0.2.0 counts a task's attempts from its last retry_run
 UPDATE pgflow.step_tasks AS t
 SET attempts_count = t.attempts_count - t.retried_attempts, retried_attempts = 0
@@ -686,30 +719,45 @@ $grants$;
 
 DROP TABLE pgflow.current_versions;
 DROP TABLE pgflow.events;
+DROP TABLE pgflow.paused_flows;
+DROP TABLE pgflow.step_subflows;
 DROP TABLE pgflow.step_waits;
 DROP TABLE pgflow.waits;
 ALTER TABLE pgflow.flows DROP CONSTRAINT flows_flow_name_version_key;
 ALTER TABLE pgflow.flows DROP CONSTRAINT flows_flow_slug_check;
 ALTER TABLE pgflow.flows DROP CONSTRAINT flows_opt_heartbeat_check;
 ALTER TABLE pgflow.flows DROP CONSTRAINT flows_opt_max_delay_check;
+ALTER TABLE pgflow.runs DROP CONSTRAINT runs_parent_check;
+ALTER TABLE pgflow.runs DROP CONSTRAINT runs_parent_fkey;
 ALTER TABLE pgflow.step_states DROP CONSTRAINT step_states_skip_reason_check;
 ALTER TABLE pgflow.step_tasks DROP CONSTRAINT step_tasks_retried_attempts_check;
 ALTER TABLE pgflow.steps DROP CONSTRAINT steps_deps_count_check;
 ALTER TABLE pgflow.steps DROP CONSTRAINT steps_opt_heartbeat_check;
 ALTER TABLE pgflow.steps DROP CONSTRAINT steps_opt_max_delay_check;
 ALTER TABLE pgflow.steps DROP CONSTRAINT steps_step_type_check;
+DROP INDEX pgflow.runs_parent_idx;
+DROP FUNCTION pgflow._cancel_children(uuid,boolean);
+DROP FUNCTION pgflow._cancel_run(uuid,boolean);
 DROP FUNCTION pgflow._check_event_key(jsonb);
 DROP FUNCTION pgflow._check_wait(text,text,text,text[],integer[],boolean);
+DROP FUNCTION pgflow._child_finished(uuid);
 DROP FUNCTION pgflow._complete_tasks(uuid[],text[],integer[],jsonb[],integer[]);
 DROP FUNCTION pgflow._event_lock_key(text,jsonb);
 DROP FUNCTION pgflow._event_retention();
 DROP FUNCTION pgflow._exhaust_wait(uuid,text,text,jsonb);
 DROP FUNCTION pgflow._fail_tasks(uuid[],text[],integer[],text[],integer[],boolean[],double precision[]);
 DROP FUNCTION pgflow._next_version_hint(text,text);
+DROP FUNCTION pgflow._queue_subflow_tasks(uuid,text,text,integer);
 DROP FUNCTION pgflow._resolve_flow(text,integer);
+DROP FUNCTION pgflow._restart_subflow_tasks(uuid);
 DROP FUNCTION pgflow._retry_wait(integer,integer,integer,boolean,double precision);
+DROP FUNCTION pgflow._start_children(uuid,text[],integer);
+DROP FUNCTION pgflow._start_run(text,integer,text,jsonb,uuid,uuid,text,integer,integer,integer);
 DROP FUNCTION pgflow._start_wait(uuid,text,text,jsonb);
+DROP FUNCTION pgflow._subflow_child_id(uuid,text,integer,integer);
+DROP FUNCTION pgflow._subflow_cycle(text,text);
 DROP FUNCTION pgflow.add_step(text,text,text[],integer,integer,integer,integer,text,jsonb,jsonb,text,text,integer,integer,boolean,text,text);
+DROP FUNCTION pgflow.add_subflow_step(text,text,text,text[],boolean,integer,jsonb,jsonb,text,text);
 DROP FUNCTION pgflow.check_flow_steps(text,text[]);
 DROP FUNCTION pgflow.complete_task(uuid,text,integer,jsonb,integer);
 DROP FUNCTION pgflow.complete_tasks(uuid[],text[],integer[],jsonb[],integer[]);
@@ -722,6 +770,8 @@ DROP FUNCTION pgflow.fail_task(uuid,text,integer,text,integer,boolean,double pre
 DROP FUNCTION pgflow.fail_tasks(uuid[],text[],integer[],text[],integer[],boolean[],double precision[]);
 DROP FUNCTION pgflow.grant_dashboard(text);
 DROP FUNCTION pgflow.list_flows();
+DROP FUNCTION pgflow.pause_flow(text);
+DROP FUNCTION pgflow.resume_flow(text);
 DROP FUNCTION pgflow.set_current_version(text,integer);
 DROP FUNCTION pgflow.start_flow(text,jsonb,uuid,integer);
 ALTER TABLE pgflow.flows DROP COLUMN flow_name;
@@ -729,6 +779,11 @@ ALTER TABLE pgflow.flows DROP COLUMN opt_heartbeat;
 ALTER TABLE pgflow.flows DROP COLUMN opt_jitter;
 ALTER TABLE pgflow.flows DROP COLUMN opt_max_delay;
 ALTER TABLE pgflow.flows DROP COLUMN version;
+ALTER TABLE pgflow.runs DROP COLUMN depth;
+ALTER TABLE pgflow.runs DROP COLUMN parent_attempt;
+ALTER TABLE pgflow.runs DROP COLUMN parent_run_id;
+ALTER TABLE pgflow.runs DROP COLUMN parent_step_slug;
+ALTER TABLE pgflow.runs DROP COLUMN parent_task_index;
 ALTER TABLE pgflow.step_tasks DROP COLUMN retried_attempts;
 ALTER TABLE pgflow.steps DROP COLUMN opt_heartbeat;
 ALTER TABLE pgflow.steps DROP COLUMN opt_jitter;
@@ -796,6 +851,141 @@ BEGIN
 END;
 $function$;
 COMMENT ON FUNCTION pgflow._check_slug(text,text) IS 'raises 22004/22023 unless the value is a valid flow or step slug';
+
+CREATE OR REPLACE FUNCTION pgflow._complete_run(run_id uuid)
+ RETURNS void
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    v_flow_slug text;
+BEGIN
+    UPDATE pgflow.runs AS r
+    SET status = 'completed',
+        completed_at = now(),
+        output = pgflow._run_output(r.run_id)
+    WHERE r.run_id = _complete_run.run_id AND r.status = 'started'
+    RETURNING r.flow_slug INTO v_flow_slug;
+    IF FOUND THEN
+        PERFORM pgflow._emit('run:completed', v_flow_slug, _complete_run.run_id, NULL, 'completed');
+    END IF;
+END;
+$function$;
+COMMENT ON FUNCTION pgflow._complete_run(uuid) IS 'mark a run completed with {leaf_step: output} over its completed leaves';
+
+CREATE OR REPLACE FUNCTION pgflow._emit(event text, flow_slug text, run_id uuid, step_slug text, status text)
+ RETURNS void
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+BEGIN
+    IF pg_try_advisory_lock(1885824632, 0) THEN
+        PERFORM pg_advisory_unlock(1885824632, 0);
+        IF NOT 'pgflow_events' = ANY (ARRAY(SELECT pg_listening_channels())) THEN
+            RETURN;
+        END IF;
+    END IF;
+    PERFORM pg_notify('pgflow_events', jsonb_strip_nulls(
+        jsonb_build_object(
+            'event', event, 'flow_slug', flow_slug, 'run_id', run_id,
+            'step_slug', step_slug, 'status', status))::text);
+END;
+$function$;
+COMMENT ON FUNCTION pgflow._emit(text,text,uuid,text,text) IS 'NOTIFY pgflow_events with {"event", "flow_slug", "run_id", "step_slug"?, "status"} if subscribed';
+
+CREATE OR REPLACE FUNCTION pgflow._fail_run(run_id uuid, step_slug text, error_message text)
+ RETURNS void
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    v_flow_slug text;
+BEGIN
+    UPDATE pgflow.step_states AS ss
+    SET status = 'failed', failed_at = now(), error_message = _fail_run.error_message
+    WHERE ss.run_id = _fail_run.run_id
+      AND ss.step_slug = _fail_run.step_slug
+      AND ss.status IN ('created', 'started');
+
+    UPDATE pgflow.runs AS r
+    SET status = 'failed',
+        failed_at = now(),
+        error_message = format('step "%s" failed: %s', _fail_run.step_slug, _fail_run.error_message)
+    WHERE r.run_id = _fail_run.run_id AND r.status = 'started'
+    RETURNING r.flow_slug INTO v_flow_slug;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+
+    UPDATE pgflow.step_tasks AS t
+    SET status = 'cancelled'
+    WHERE t.run_id = _fail_run.run_id AND t.status IN ('queued', 'started');
+
+    UPDATE pgflow.step_states AS ss
+    SET status = 'cancelled'
+    WHERE ss.run_id = _fail_run.run_id AND ss.status = 'started';
+
+    PERFORM pgflow._emit_step(v_flow_slug, _fail_run.run_id, _fail_run.step_slug, 'failed');
+    PERFORM pgflow._emit('run:failed', v_flow_slug, _fail_run.run_id, NULL, 'failed');
+END;
+$function$;
+COMMENT ON FUNCTION pgflow._fail_run(uuid,text,text) IS 'fail a run because of one step and cancel everything of it still open';
+
+CREATE OR REPLACE FUNCTION pgflow._skip_steps(run_id uuid, step_slug text, reason text, cascade boolean)
+ RETURNS text[]
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    v_flow_slug text;
+    v_targets text[];
+    v_skipped text[];
+BEGIN
+    SELECT ss.flow_slug INTO v_flow_slug
+    FROM pgflow.step_states AS ss
+    WHERE ss.run_id = _skip_steps.run_id AND ss.step_slug = _skip_steps.step_slug;
+
+    IF cascade THEN
+        WITH RECURSIVE downstream(step_slug) AS (
+            SELECT _skip_steps.step_slug
+            UNION
+            SELECT d.step_slug
+            FROM pgflow.deps AS d
+            JOIN downstream AS ds ON d.dep_slug = ds.step_slug
+            WHERE d.flow_slug = v_flow_slug
+        )
+        SELECT array_agg(ds.step_slug) INTO v_targets FROM downstream AS ds;
+    ELSE
+        v_targets := ARRAY[_skip_steps.step_slug];
+    END IF;
+
+    WITH skipped AS (
+        UPDATE pgflow.step_states AS ss
+        SET status = 'skipped',
+            skip_reason = CASE WHEN ss.step_slug = _skip_steps.step_slug
+                               THEN _skip_steps.reason ELSE 'dependency_skipped' END,
+            skipped_at = now()
+        WHERE ss.run_id = _skip_steps.run_id
+          AND ss.step_slug = ANY (v_targets)
+          AND ss.status IN ('created', 'started')
+        RETURNING ss.step_slug
+    )
+    SELECT coalesce(array_agg(s.step_slug), '{}') INTO v_skipped FROM skipped AS s;
+
+    UPDATE pgflow.step_tasks AS t
+    SET status = 'cancelled'
+    WHERE t.run_id = _skip_steps.run_id
+      AND t.step_slug = ANY (v_skipped)
+      AND t.status IN ('queued', 'started');
+
+    PERFORM pgflow._emit_step(v_flow_slug, _skip_steps.run_id, s, 'skipped')
+    FROM unnest(v_skipped) AS s;
+    PERFORM pgflow._steps_finished(array_fill(_skip_steps.run_id, ARRAY[cardinality(v_skipped)]),
+                                   v_skipped);
+    RETURN v_skipped;
+END;
+$function$;
+COMMENT ON FUNCTION pgflow._skip_steps(uuid,text,text,boolean) IS 'skip a step (and with cascade everything downstream of it) and update counters';
 
 CREATE OR REPLACE FUNCTION pgflow._start_ready_steps(run_id uuid)
  RETURNS void
@@ -1001,6 +1191,122 @@ END;
 $function$;
 COMMENT ON FUNCTION pgflow._start_tasks(text,bigint[],uuid,text[],boolean) IS 'start tasks by message id (count the attempt, set the lease) and return their inputs';
 
+CREATE OR REPLACE FUNCTION pgflow._steps_finished(run_ids uuid[], step_slugs text[])
+ RETURNS uuid[]
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    v_run uuid;
+    v_n integer;
+    v_remaining integer;
+    v_status text;
+    v_flow_slug text;
+    v_live uuid[] := '{}';
+    v_pending uuid[];
+    v_wake text[];
+    v_event_runs uuid[];
+    v_event_steps text[];
+    v_event_flows text[];
+BEGIN
+    IF cardinality(_steps_finished.run_ids) = 0 THEN
+        RETURN '{}';
+    END IF;
+    -- Run by run, in run_id order (the lock order): the row is locked and
+    -- read first, then updated by a statement of its own, whose snapshot is
+    -- taken after every sibling completion the lock waited for had
+    -- committed, so a run's output sees every leaf (in the locking statement
+    -- it would still read the old rows).  Single-row statements keep the
+    -- plans on the primary key whatever the statistics say.
+    FOR v_run, v_n IN
+        SELECT f.run_id, count(DISTINCT f.step_slug)::integer
+        FROM unnest(_steps_finished.run_ids, _steps_finished.step_slugs) AS f(run_id, step_slug)
+        GROUP BY f.run_id
+        ORDER BY f.run_id
+    LOOP
+        SELECT r.remaining_steps, r.status, r.flow_slug INTO v_remaining, v_status, v_flow_slug
+        FROM pgflow.runs AS r
+        WHERE r.run_id = v_run
+        FOR UPDATE;
+        CONTINUE WHEN v_status IS DISTINCT FROM 'started';
+        IF v_remaining <> v_n THEN
+            UPDATE pgflow.runs AS r
+            SET remaining_steps = r.remaining_steps - v_n
+            WHERE r.run_id = v_run;
+            v_live := v_live || v_run;
+        ELSE
+            UPDATE pgflow.runs AS r
+            SET remaining_steps = 0, status = 'completed', completed_at = now(),
+                output = pgflow._run_output(r.run_id)
+            WHERE r.run_id = v_run;
+            PERFORM pgflow._emit('run:completed', v_flow_slug, v_run, NULL, 'completed');
+        END IF;
+    END LOOP;
+
+    IF cardinality(v_live) = 0 THEN
+        RETURN '{}';
+    END IF;
+
+    WITH fin AS (
+        SELECT DISTINCT f.run_id, f.step_slug, ss.flow_slug
+        FROM unnest(_steps_finished.run_ids, _steps_finished.step_slugs) AS f(run_id, step_slug)
+        JOIN pgflow.step_states AS ss ON ss.run_id = f.run_id AND ss.step_slug = f.step_slug
+        WHERE f.run_id = ANY (v_live)
+    ), waiting AS (
+        SELECT fin.run_id, d.step_slug, count(*)::integer AS n,
+               bool_and(s.step_type = 'single' AND s.required_input_pattern IS NULL
+                        AND s.forbidden_input_pattern IS NULL) AS simple,
+               max(coalesce(s.opt_start_delay, 0)) AS start_delay
+        FROM fin
+        JOIN pgflow.deps AS d ON d.flow_slug = fin.flow_slug AND d.dep_slug = fin.step_slug
+        JOIN pgflow.steps AS s ON s.flow_slug = d.flow_slug AND s.step_slug = d.step_slug
+        GROUP BY fin.run_id, d.step_slug
+    ), updated AS (
+        -- no lock is taken first: a step that waits is only ever changed by a
+        -- transaction holding its run's row, as this one does
+        UPDATE pgflow.step_states AS ss
+        SET remaining_deps = ss.remaining_deps - w.n,
+            status = CASE WHEN ss.remaining_deps = w.n AND w.simple THEN 'started' ELSE ss.status END,
+            started_at = CASE WHEN ss.remaining_deps = w.n AND w.simple THEN now() ELSE ss.started_at END,
+            initial_tasks = CASE WHEN ss.remaining_deps = w.n AND w.simple THEN 1 ELSE ss.initial_tasks END,
+            remaining_tasks = CASE WHEN ss.remaining_deps = w.n AND w.simple THEN 1 ELSE ss.remaining_tasks END
+        FROM waiting AS w
+        WHERE ss.run_id = w.run_id AND ss.step_slug = w.step_slug
+          AND ss.status = 'created'
+        RETURNING ss.run_id, ss.step_slug, ss.flow_slug, ss.status, ss.remaining_deps, w.start_delay
+    ), queued AS (
+        INSERT INTO pgflow.step_tasks (run_id, step_slug, task_index, flow_slug, vt)
+        SELECT u.run_id, u.step_slug, 0, u.flow_slug, now() + make_interval(secs => u.start_delay)
+        FROM updated AS u
+        WHERE u.status = 'started'
+        RETURNING run_id, step_slug, flow_slug, vt <= now() AS ready
+    )
+    SELECT (SELECT array_agg(DISTINCT u.run_id ORDER BY u.run_id) FROM updated AS u
+            WHERE u.status = 'created' AND u.remaining_deps = 0),
+           (SELECT array_agg(DISTINCT q.flow_slug) FROM queued AS q WHERE q.ready),
+           e.runs, e.steps, e.flows
+    INTO v_pending, v_wake, v_event_runs, v_event_steps, v_event_flows
+    FROM (
+        -- the started steps of flows that send step events
+        SELECT array_agg(q.run_id ORDER BY q.run_id, q.step_slug) AS runs,
+               array_agg(q.step_slug ORDER BY q.run_id, q.step_slug) AS steps,
+               array_agg(q.flow_slug ORDER BY q.run_id, q.step_slug) AS flows
+        FROM queued AS q
+        JOIN pgflow.flows AS f ON f.flow_slug = q.flow_slug AND f.opt_step_events
+    ) AS e;
+
+    IF v_wake IS NOT NULL THEN
+        PERFORM pgflow._wake_workers(w) FROM unnest(v_wake) AS w;
+    END IF;
+    IF v_event_runs IS NOT NULL THEN
+        PERFORM pgflow._emit_step(e.flow_slug, e.run_id, e.step_slug, 'started')
+        FROM unnest(v_event_runs, v_event_steps, v_event_flows) AS e(run_id, step_slug, flow_slug);
+    END IF;
+    RETURN coalesce(v_pending, '{}');
+END;
+$function$;
+COMMENT ON FUNCTION pgflow._steps_finished(uuid[],text[]) IS 'after steps completed or were skipped: update their runs and dependents; start simple ones';
+
 CREATE OR REPLACE FUNCTION pgflow._wake_workers(flow_slug text)
  RETURNS void
  LANGUAGE plpgsql
@@ -1022,6 +1328,78 @@ BEGIN
 END;
 $function$;
 COMMENT ON FUNCTION pgflow._wake_workers(text) IS 'NOTIFY pgflow_tasks with the flow slug if a worker waits (at most once per transaction)';
+
+CREATE OR REPLACE FUNCTION pgflow.cancel_run(run_id uuid)
+ RETURNS pgflow.runs
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    v_run pgflow.runs;
+    v_cancelled text[];
+BEGIN
+    IF cancel_run.run_id IS NULL THEN
+        RAISE EXCEPTION 'run_id must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'pass the run_id start_flow returned';
+    END IF;
+
+    SELECT * INTO v_run FROM pgflow.runs AS r WHERE r.run_id = cancel_run.run_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'run % does not exist', cancel_run.run_id
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'check the run_id (pgflow.runs lists the runs; pruned runs are gone)';
+    END IF;
+
+    IF v_run.status = 'started' THEN
+        -- task -> step_state -> run, like complete_task and fail_task
+        PERFORM 1 FROM pgflow.step_tasks AS t
+        WHERE t.run_id = cancel_run.run_id AND t.status IN ('queued', 'started')
+        ORDER BY t.message_id
+        FOR UPDATE;
+        PERFORM 1 FROM pgflow.step_states AS ss
+        WHERE ss.run_id = cancel_run.run_id AND ss.status = 'started'
+        ORDER BY ss.step_slug
+        FOR UPDATE;
+        SELECT * INTO STRICT v_run FROM pgflow.runs AS r
+        WHERE r.run_id = cancel_run.run_id
+        FOR UPDATE;
+    END IF;
+
+    -- the run may have finished while we waited for the locks
+    IF v_run.status <> 'started' THEN
+        RAISE NOTICE 'run % is already %; nothing to cancel', v_run.run_id, v_run.status;
+        RETURN v_run;
+    END IF;
+
+    -- tasks queued by a transaction that committed while we waited are
+    -- caught here: every statement sees the latest committed rows
+    UPDATE pgflow.step_tasks AS t
+    SET status = 'cancelled'
+    WHERE t.run_id = cancel_run.run_id AND t.status IN ('queued', 'started');
+
+    WITH cancelled AS (
+        UPDATE pgflow.step_states AS ss
+        SET status = 'cancelled'
+        WHERE ss.run_id = cancel_run.run_id AND ss.status = 'started'
+        RETURNING ss.step_slug
+    )
+    SELECT coalesce(array_agg(c.step_slug ORDER BY c.step_slug), '{}') INTO v_cancelled
+    FROM cancelled AS c;
+
+    UPDATE pgflow.runs AS r
+    SET status = 'cancelled', cancelled_at = now()
+    WHERE r.run_id = cancel_run.run_id
+    RETURNING * INTO STRICT v_run;
+
+    PERFORM pgflow._emit_step(v_run.flow_slug, v_run.run_id, s, 'cancelled')
+    FROM unnest(v_cancelled) AS s;
+    PERFORM pgflow._emit('run:cancelled', v_run.flow_slug, v_run.run_id, NULL, 'cancelled');
+    RETURN v_run;
+END;
+$function$;
+COMMENT ON FUNCTION pgflow.cancel_run(uuid) IS 'cancel a started run and its open tasks and steps; a finished run is returned unchanged';
 
 CREATE OR REPLACE FUNCTION pgflow.claim_tasks(flow_slug text, qty integer, worker_id uuid)
  RETURNS SETOF pgflow.step_task_record
@@ -1073,6 +1451,47 @@ BEGIN
 END;
 $function$;
 COMMENT ON FUNCTION pgflow.claim_tasks(text,integer,uuid) IS 'lease and start up to qty claimable tasks of a flow in one call (read_with_poll + start_tasks)';
+
+CREATE OR REPLACE FUNCTION pgflow.delete_flow(flow_slug text, force boolean DEFAULT false)
+ RETURNS bigint
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    v_runs bigint;
+BEGIN
+    PERFORM pgflow._check_slug('flow slug', delete_flow.flow_slug);
+    IF delete_flow.force IS NULL THEN
+        RAISE EXCEPTION 'force must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'pass force => true to delete the flow''s runs too, or leave it out';
+    END IF;
+
+    PERFORM 1 FROM pgflow.flows AS f WHERE f.flow_slug = delete_flow.flow_slug FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'flow "%" does not exist', delete_flow.flow_slug
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'check the slug: pgflow.flows lists the flows';
+    END IF;
+
+    IF NOT delete_flow.force THEN
+        IF EXISTS (SELECT 1 FROM pgflow.runs AS r WHERE r.flow_slug = delete_flow.flow_slug) THEN
+            RAISE EXCEPTION 'flow "%" has runs', delete_flow.flow_slug
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      HINT = 'prune them first with pgflow.prune_runs(), or pass force => true to delete them with the flow';
+        END IF;
+        v_runs := 0;
+    ELSE
+        DELETE FROM pgflow.runs AS r WHERE r.flow_slug = delete_flow.flow_slug;
+        GET DIAGNOSTICS v_runs = ROW_COUNT;
+    END IF;
+
+    -- steps and deps go with the flow (ON DELETE CASCADE)
+    DELETE FROM pgflow.flows AS f WHERE f.flow_slug = delete_flow.flow_slug;
+    RETURN v_runs;
+END;
+$function$;
+COMMENT ON FUNCTION pgflow.delete_flow(text,boolean) IS 'delete a flow definition; with force => true also its runs (refused otherwise while runs exist)';
 
 CREATE OR REPLACE FUNCTION pgflow.flow_shape(flow_slug text)
  RETURNS jsonb
@@ -1203,6 +1622,109 @@ BEGIN
 END;
 $function$;
 COMMENT ON FUNCTION pgflow.list_runs(text,text,integer) IS 'the most recent runs (optionally of one flow / status) as small JSON documents';
+
+CREATE OR REPLACE FUNCTION pgflow.prune_runs(older_than interval, batch_size integer DEFAULT 10000)
+ RETURNS bigint
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    v_cutoff timestamptz;
+    v_flow text;
+    v_deleted bigint := 0;
+    v_n bigint;
+BEGIN
+    IF prune_runs.older_than IS NULL THEN
+        RAISE EXCEPTION 'older_than must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'pass an interval, e.g. older_than => interval ''7 days''';
+    END IF;
+    IF prune_runs.older_than < interval '0' THEN
+        RAISE EXCEPTION 'older_than must not be negative, got %', prune_runs.older_than
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'pass an interval >= 0, e.g. older_than => interval ''7 days''';
+    END IF;
+    PERFORM pgflow._check_option('batch_size', prune_runs.batch_size, 1, false);
+    -- an interval reaching before the first representable instant prunes nothing
+    v_cutoff := CASE
+        WHEN prune_runs.older_than > now() - '4713-01-01 00:00:00+00 BC'::timestamptz THEN '-infinity'
+        ELSE now() - prune_runs.older_than
+    END;
+
+    FOR v_flow IN SELECT f.flow_slug FROM pgflow.flows AS f ORDER BY f.flow_slug LOOP
+        WITH due AS (
+            SELECT r.run_id
+            FROM pgflow.runs AS r
+            WHERE r.flow_slug = v_flow
+              AND r.started_at < v_cutoff
+              AND r.status IN ('completed', 'failed', 'cancelled')
+              AND coalesce(r.completed_at, r.failed_at, r.cancelled_at) < v_cutoff
+            ORDER BY r.started_at
+            LIMIT prune_runs.batch_size - v_deleted
+            FOR UPDATE SKIP LOCKED
+        )
+        DELETE FROM pgflow.runs AS r
+        USING due AS d
+        WHERE r.run_id = d.run_id;
+        GET DIAGNOSTICS v_n = ROW_COUNT;
+        v_deleted := v_deleted + v_n;
+        EXIT WHEN v_deleted >= prune_runs.batch_size;
+    END LOOP;
+    RETURN v_deleted;
+END;
+$function$;
+COMMENT ON FUNCTION pgflow.prune_runs(interval,integer) IS 'delete up to batch_size runs finished longer than older_than ago, with all their rows';
+
+CREATE OR REPLACE FUNCTION pgflow.read_with_poll(flow_slug text, vt integer, qty integer, max_poll_seconds integer DEFAULT 0, poll_interval_ms integer DEFAULT 100)
+ RETURNS SETOF pgflow.message_record
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    v_now timestamptz;
+    v_deadline timestamptz;
+BEGIN
+    PERFORM pgflow._check_slug('flow slug', read_with_poll.flow_slug);
+    PERFORM pgflow._check_option('vt', read_with_poll.vt, 1, false);
+    PERFORM pgflow._check_option('qty', read_with_poll.qty, 1, false);
+    PERFORM pgflow._check_option('max_poll_seconds', read_with_poll.max_poll_seconds, 0, false);
+    PERFORM pgflow._check_option('poll_interval_ms', read_with_poll.poll_interval_ms, 1, false);
+    v_deadline := clock_timestamp() + make_interval(secs => read_with_poll.max_poll_seconds);
+    -- Losing this lease in a crash only makes the task claimable again: the
+    -- commit need not wait for its WAL flush (see claim_tasks).
+    PERFORM set_config('synchronous_commit', 'off', true);
+
+    LOOP
+        v_now := clock_timestamp();
+        RETURN QUERY
+        WITH claimable AS (
+            SELECT t.run_id, t.step_slug, t.task_index
+            FROM pgflow.step_tasks AS t
+            WHERE t.flow_slug = read_with_poll.flow_slug
+              AND t.status IN ('queued', 'started')
+              AND t.vt <= v_now
+            ORDER BY t.vt
+            LIMIT read_with_poll.qty
+            FOR UPDATE SKIP LOCKED
+        )
+        UPDATE pgflow.step_tasks AS t
+        SET status = 'queued',
+            vt = v_now + make_interval(secs => read_with_poll.vt),
+            read_ct = t.read_ct + 1
+        FROM claimable AS c
+        WHERE t.run_id = c.run_id AND t.step_slug = c.step_slug AND t.task_index = c.task_index
+        RETURNING t.message_id, t.read_ct, t.queued_at, t.vt,
+                  jsonb_build_object('run_id', t.run_id, 'step_slug', t.step_slug,
+                                     'task_index', t.task_index);
+        IF FOUND OR clock_timestamp() >= v_deadline THEN
+            RETURN;
+        END IF;
+        PERFORM pg_sleep(read_with_poll.poll_interval_ms / 1000.0);
+    END LOOP;
+END;
+$function$;
+COMMENT ON FUNCTION pgflow.read_with_poll(text,integer,integer,integer,integer) IS 'lease up to qty claimable tasks of a flow for vt seconds (SKIP LOCKED); optional polling';
 
 CREATE OR REPLACE FUNCTION pgflow.retry_run(run_id uuid)
  RETURNS pgflow.runs

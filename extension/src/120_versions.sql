@@ -179,8 +179,8 @@ COMMENT ON FUNCTION pgflow.set_current_version(text, integer) IS
 
 -- list_flows: every flow definition as a small JSON document: flow_slug,
 -- flow_name, version, current (what start_flow(flow_name) starts), pinned,
--- runs_in_flight, runs, drained (no run in flight), created_at.  For
--- `pgflow flows` and dashboards.  Locks nothing.
+-- runs_in_flight, runs, drained (no run in flight), created_at, paused
+-- (pause_flow).  For `pgflow flows` and dashboards.  Locks nothing.
 CREATE FUNCTION pgflow.list_flows()
 RETURNS SETOF jsonb
 LANGUAGE sql
@@ -200,7 +200,8 @@ AS $$
         'drained', NOT EXISTS (SELECT 1 FROM pgflow.runs AS r
                                WHERE r.flow_slug = f.flow_slug AND r.status = 'started'),
         'steps', (SELECT count(*) FROM pgflow.steps AS s WHERE s.flow_slug = f.flow_slug),
-        'created_at', f.created_at)
+        'created_at', f.created_at,
+        'paused', EXISTS (SELECT 1 FROM pgflow.paused_flows AS p WHERE p.flow_slug = f.flow_slug))
     FROM pgflow.flows AS f
     LEFT JOIN pgflow.current_versions AS c ON c.flow_name = f.flow_name
     ORDER BY f.flow_name, f.version;

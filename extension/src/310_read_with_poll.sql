@@ -5,6 +5,7 @@
 -- With max_poll_seconds = 0 (what workers should use: they wait on NOTIFY
 -- pgflow_tasks, not in SQL) it returns at once; otherwise it retries every
 -- poll_interval_ms until something is claimable or the time is up.
+-- A paused flow (pause_flow) has nothing claimable.
 -- Locks: the leased task rows (FOR UPDATE SKIP LOCKED: concurrent readers
 -- never wait for each other nor get the same task).
 -- Errors: 22004 NULL argument; 22023 invalid slug or out-of-range number.
@@ -37,6 +38,15 @@ BEGIN
 
     LOOP
         v_now := clock_timestamp();
+        -- a paused flow (pause_flow) has nothing claimable
+        IF EXISTS (SELECT 1 FROM pgflow.paused_flows AS p
+                   WHERE p.flow_slug = read_with_poll.flow_slug) THEN
+            IF clock_timestamp() >= v_deadline THEN
+                RETURN;
+            END IF;
+            PERFORM pg_sleep(read_with_poll.poll_interval_ms / 1000.0);
+            CONTINUE;
+        END IF;
         RETURN QUERY
         WITH claimable AS (
             SELECT t.run_id, t.step_slug, t.task_index

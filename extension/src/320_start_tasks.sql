@@ -8,7 +8,8 @@
 -- A leased task whose attempts are already used up (its lease expired on the
 -- last attempt) is failed instead of returned (when_exhausted applies).
 -- Tasks not queued any more (started by another worker, cancelled) are
--- silently left out: the caller only runs what is returned.
+-- silently left out: the caller only runs what is returned.  A paused flow
+-- (pause_flow) starts nothing.
 -- Locks: the task rows; for exhausted ones also as fail_task.
 -- Errors: 22004 NULL flow_slug or msg_ids; 22023 invalid slug.
 CREATE FUNCTION pgflow.start_tasks(flow_slug text, msg_ids bigint[], worker_id uuid)
@@ -31,6 +32,11 @@ BEGIN
     -- Losing this lease in a crash only makes the task claimable again: the
     -- commit need not wait for its WAL flush (see claim_tasks).
     PERFORM set_config('synchronous_commit', 'off', true);
+    -- a paused flow (pause_flow) starts nothing: the leases run out and the
+    -- tasks are claimable again after resume_flow
+    IF EXISTS (SELECT 1 FROM pgflow.paused_flows AS p WHERE p.flow_slug = start_tasks.flow_slug) THEN
+        RETURN;
+    END IF;
     FOR v_id IN
         SELECT t.message_id
         FROM unnest(start_tasks.msg_ids) AS m(id)

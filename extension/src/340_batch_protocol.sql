@@ -40,7 +40,7 @@ COMMENT ON FUNCTION pgflow._expire_lease(bigint) IS
 -- first; each is started with its attempt counted, its claim counted in
 -- read_ct (as read_with_poll counts it) and a lease of the step timeout + 2 s
 -- (heartbeat + 2 s with a heartbeat).  Tasks out of attempts are failed
--- instead of returned.
+-- instead of returned.  A paused flow (pause_flow) has nothing claimable.
 -- Locks: the claimed task rows (FOR UPDATE SKIP LOCKED: concurrent claimers
 -- never wait for each other nor get the same task).
 -- Errors: 22004 NULL argument; 22023 invalid slug or qty < 1.
@@ -64,6 +64,10 @@ BEGIN
     -- This makes the rest of the caller's transaction asynchronous too: call
     -- claim_tasks in a transaction of its own.
     PERFORM set_config('synchronous_commit', 'off', true);
+    -- a paused flow (pause_flow) has nothing claimable
+    IF EXISTS (SELECT 1 FROM pgflow.paused_flows AS p WHERE p.flow_slug = claim_tasks.flow_slug) THEN
+        RETURN;
+    END IF;
 
     SELECT array_agg(c.message_id) FILTER (WHERE NOT c.exhausted),
            array_agg(c.message_id) FILTER (WHERE c.exhausted)

@@ -2,7 +2,7 @@
 -- follow a run without privileges on the tables:
 --   {"run_id", "flow_slug", "flow_name", "version", "status", "input", "output", "error_message",
 --    "remaining_steps", "retries", "started_at", "completed_at", "failed_at",
---    "cancelled_at",
+--    "cancelled_at", "paused",
 --    "steps": [{"step_slug", "step_type", "status", "attempts", "remaining_deps",
 --               "initial_tasks", "remaining_tasks",
 --               "tasks": {"queued", "started", "completed", "failed", "cancelled"},
@@ -11,7 +11,8 @@
 --               "waiting_for", "subflow"}, ...],
 --    "depth", "parent", "children"}
 -- "waiting_for" is {"event", "key", "until"} for a wait step that waits
--- (until: its deadline, null for none), else null.
+-- (until: its deadline, null for none), else null.  "paused" is true while
+-- the run's flow is paused (pause_flow): its queued tasks wait for resume_flow.
 -- Sub-flows: a step's "subflow" is the flow it runs (null for task steps);
 -- "parent" is {"run_id", "step_slug", "task_index", "attempt"} for a child
 -- run (null otherwise), "depth" how many sub-flows deep it is, "children"
@@ -45,6 +46,7 @@ AS $$
         'completed_at', r.completed_at,
         'failed_at', r.failed_at,
         'cancelled_at', r.cancelled_at,
+        'paused', EXISTS (SELECT 1 FROM pgflow.paused_flows AS p WHERE p.flow_slug = r.flow_slug),
         'depth', r.depth,
         'parent', CASE WHEN r.parent_run_id IS NOT NULL THEN jsonb_build_object(
             'run_id', r.parent_run_id, 'step_slug', r.parent_step_slug,

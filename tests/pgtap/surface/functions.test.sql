@@ -6,8 +6,8 @@ SELECT is(
           WHERE p.pronamespace = 'pgflow'::regnamespace AND p.proname !~ '^_'
           ORDER BY 1),
     ARRAY['add_step', 'add_subflow_step', 'cancel_run', 'check_flow_steps', 'claim_tasks', 'complete_task', 'complete_tasks', 'create_flow', 'dashboard_snapshot', 'delete_flow',
-          'emit_event', 'expire_waits', 'extend_leases', 'fail_task', 'fail_tasks', 'flow_shape', 'get_run', 'grant_client', 'grant_dashboard', 'grant_worker', 'list_flows', 'list_runs', 'listen_events', 'prune_runs', 'read_with_poll',
-          'register_worker', 'retry_run', 'run_input', 'set_current_version', 'start_flow', 'start_tasks', 'stop_worker',
+          'emit_event', 'expire_waits', 'extend_leases', 'fail_task', 'fail_tasks', 'flow_shape', 'get_run', 'grant_client', 'grant_dashboard', 'grant_worker', 'list_flows', 'list_runs', 'listen_events', 'pause_flow', 'prune_runs', 'read_with_poll',
+          'register_worker', 'resume_flow', 'retry_run', 'run_input', 'set_current_version', 'start_flow', 'start_tasks', 'stop_worker',
           'worker_heartbeat', 'worker_idle'],
     'the public functions are exactly these'
 );
@@ -66,7 +66,7 @@ SELECT is(
     ARRAY(SELECT c.relname::text FROM pg_extension AS e, unnest(e.extconfig) AS cfg(oid)
           JOIN pg_class AS c ON c.oid = cfg.oid
           WHERE e.extname = 'pgflow' ORDER BY 1),
-    ARRAY['current_versions', 'deps', 'events', 'events_event_seq_seq', 'flows', 'run_retries', 'runs',
+    ARRAY['current_versions', 'deps', 'events', 'events_event_seq_seq', 'flows', 'paused_flows', 'run_retries', 'runs',
           'step_states', 'step_subflows', 'step_tasks', 'step_tasks_message_id_seq', 'step_waits', 'steps', 'task_attempts',
           'waits', 'workers'],
     'every user-data table and sequence is dumped by pg_dump'

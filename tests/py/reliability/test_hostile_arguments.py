@@ -50,6 +50,8 @@ ALLOWED: dict[str, set[str]] = {
     "start_flow": {"22004", "22023", "42704", "23505"},
     "check_flow_steps": {"22004", "22023", "42704", "42P17"},
     "set_current_version": {"22004", "22023", "42704"},
+    "pause_flow": {"22004", "22023", "42704"},
+    "resume_flow": {"22004", "22023", "42704"},
     "list_flows": set(),
     "read_with_poll": {"22004", "22023"},
     "start_tasks": {"22004", "22023"},

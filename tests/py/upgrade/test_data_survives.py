@@ -133,6 +133,7 @@ def test_runs_survive_the_upgrade_and_running_ones_complete(
             assert (run.pop("flow_name"), run.pop("version")) == (run["flow_slug"], 1)
             # 0.3.0 links child runs of sub-flows to their parent
             assert (run.pop("depth"), run.pop("parent"), run.pop("children")) == (0, None, [])
+            assert run.pop("paused") is False  # 0.3.0 says when the run's flow is paused
             for step in run["steps"]:  # 0.3.0 says what a wait step waits for
                 assert step.pop("waiting_for") is None
                 assert step.pop("subflow") is None  # and which flow a sub-flow step runs

@@ -154,6 +154,7 @@ def test_runs_written_at_the_new_version_finish_on_the_old_one(new_db: NewDb, ta
         before = _run(conn, done)
         for step in before["steps"]:  # 0.3.0 says what a wait step waits for
             assert step.pop("waiting_for") is None
+            assert step.pop("subflow") is None  # and which flow a sub-flow step runs
 
         conn.execute(f"ALTER EXTENSION pgflow UPDATE TO '{target}'".encode())
 
@@ -201,6 +202,24 @@ def test_runs_written_at_the_new_version_finish_on_the_old_one(new_db: NewDb, ta
                 " wait_event => 'approved', wait_key => 'run.id')",
             ],
             "wait steps exist: approve.ok",
+        ),
+        (
+            [
+                "SELECT pgflow.create_flow('held')",
+                "SELECT pgflow.add_step('held', 'a')",
+                "SELECT pgflow.pause_flow('held')",
+            ],
+            "paused flows exist: held",
+        ),
+        (
+            [
+                "SELECT pgflow.create_flow('inner')",
+                "SELECT pgflow.add_step('inner', 'a')",
+                "SELECT pgflow.create_flow('outer')",
+                "SELECT pgflow.add_subflow_step('outer', 'sub', 'inner')",
+                "SELECT pgflow.start_flow('outer', '{}')",
+            ],
+            "sub-flow steps exist: outer.sub (runs inner)",
         ),
     ],
 )

@@ -5,7 +5,8 @@ stderr, no traceback) and 2 on a usage error.
 
 Commands live one group per module -- :mod:`~pgflow.cli.build` (build, graph,
 new), :mod:`~pgflow.cli.run` (worker, start, status, runs),
-:mod:`~pgflow.cli.ops` (cancel, retry, prune, stats), :mod:`~pgflow.cli.ui` (ui) and
+:mod:`~pgflow.cli.ops` (cancel, retry, pause, resume, prune, stats, flows),
+:mod:`~pgflow.cli.ui` (ui) and
 :mod:`~pgflow.cli.install` (install, upgrade) -- and are imported when they
 are used: ``pgflow graph`` and ``pgflow-build`` never load psycopg or the
 worker.  A new command is a function in one of those modules and a line in
@@ -38,6 +39,8 @@ COMMANDS: Final[Mapping[str, str]] = {
     "prune": "pgflow.cli.ops:prune",
     "stats": "pgflow.cli.ops:stats",
     "flows": "pgflow.cli.ops:flows",
+    "pause": "pgflow.cli.ops:pause",
+    "resume": "pgflow.cli.ops:resume",
     "ui": "pgflow.cli.ui:ui",
     "install": "pgflow.cli.install:install",
     "upgrade": "pgflow.cli.install:upgrade",

@@ -15,7 +15,7 @@ from pgflow.db.queries import Queries, connect
 from pgflow.errors import PermissionDenied
 
 #: What a command's role needs: the client functions, an operator function, the stats views.
-Needs = Literal["client", "retry_run", "prune_runs", "stats"]
+Needs = Literal["client", "retry_run", "prune_runs", "pause_flow", "resume_flow", "stats"]
 
 #: The functions pgflow.grant_client and pgflow.grant_worker grant (extension/src/800_grants.sql).
 CLIENT_FUNCTIONS: Final = frozenset(
@@ -33,6 +33,8 @@ OPERATOR_FUNCTIONS: Final = {
     "retry_run": "pgflow.retry_run(uuid)",
     "prune_runs": "pgflow.prune_runs(interval, integer)",
     "delete_flow": "pgflow.delete_flow(text, boolean)",
+    "pause_flow": "pgflow.pause_flow(text)",
+    "resume_flow": "pgflow.resume_flow(text)",
 }
 STATS_VIEWS: Final = ("run_stats", "step_stats", "active_tasks", "stalled_tasks")
 

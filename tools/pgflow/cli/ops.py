@@ -155,6 +155,56 @@ def retry(run_id: uuid.UUID, as_json: bool, dsn: str) -> None:
     click.echo(f"run {run_id} {run['status']} again (retry {retries}){what}")
 
 
+# --------------------------------------------------------------------------- pause / resume
+
+PAUSE_EPILOG: Final = """\b
+While a flow is paused, claims (claim_tasks, read_with_poll, start_tasks) return
+none of its tasks: its workers idle.  pgflow start still queues runs, and tasks
+already started finish and report normally.  A claim already running when the
+pause commits may still hand out tasks.  FLOW is a definition slug (order, or
+order@3 for one version).  `pgflow flows` shows PAUSED; pgflow resume FLOW lets
+the work go on.  Needs the extension owner's rights (pause_flow is an operator
+function; GRANT EXECUTE ON FUNCTION pgflow.pause_flow(text) delegates it).
+
+\b
+Examples:
+  pgflow pause order        # e.g. while the payment API is down
+  pgflow resume order
+"""
+
+RESUME_EPILOG: Final = """\b
+Idle workers are woken at once.  Tasks a per-task worker leased during the pause
+(read_with_poll then start_tasks, which refused them) are claimable again when
+their short lease ends.  Resuming a flow that is not paused changes nothing and
+is not an error.  Needs the extension owner's rights (resume_flow is an operator
+function).
+
+\b
+Examples:
+  pgflow resume order
+"""
+
+
+@click.command("pause", context_settings=CONTEXT_SETTINGS, epilog=PAUSE_EPILOG)
+@click.argument("flow_slug", metavar="FLOW")
+@dsn_option
+def pause(flow_slug: str, dsn: str) -> None:
+    """Stop workers from taking a flow's tasks until resumed (pgflow.pause_flow)."""
+    with connected(dsn, needs="pause_flow") as conn:
+        changed = conn.pause_flow(flow_slug)
+    click.echo(f"flow {flow_slug} paused" if changed else f"flow {flow_slug} was already paused")
+
+
+@click.command("resume", context_settings=CONTEXT_SETTINGS, epilog=RESUME_EPILOG)
+@click.argument("flow_slug", metavar="FLOW")
+@dsn_option
+def resume(flow_slug: str, dsn: str) -> None:
+    """Let workers take a paused flow's tasks again (pgflow.resume_flow)."""
+    with connected(dsn, needs="resume_flow") as conn:
+        changed = conn.resume_flow(flow_slug)
+    click.echo(f"flow {flow_slug} resumed" if changed else f"flow {flow_slug} was not paused")
+
+
 # --------------------------------------------------------------------------- prune
 
 PRUNE_EPILOG: Final = """\b
@@ -364,7 +414,8 @@ version N the definition <name>@N that workers of a `version: N` spec serve),
 whether `pgflow start NAME` starts it (current; "pinned" when set with
 pgflow.set_current_version), its runs in flight and in all, and whether it is
 drained (no run in flight: its workers may stop, pgflow.delete_flow('<name>@N')
-may remove it).  Reads pgflow.list_flows: any role given pgflow.grant_client may.
+may remove it), and whether it is paused (pgflow pause).  Reads pgflow.list_flows:
+any role given pgflow.grant_client may.
 
 \b
 Examples:
@@ -386,7 +437,7 @@ def flows(as_json: bool, dsn: str) -> None:
     if not rows:
         click.echo("no flows")
         return
-    headers = ("FLOW", "VERSION", "SLUG", "CURRENT", "IN FLIGHT", "RUNS", "DRAINED")
+    headers = ("FLOW", "VERSION", "SLUG", "CURRENT", "IN FLIGHT", "RUNS", "DRAINED", "PAUSED")
     lines = table(
         headers,
         [
@@ -398,6 +449,7 @@ def flows(as_json: bool, dsn: str) -> None:
                 str(r["runs_in_flight"]),
                 str(r["runs"]),
                 "yes" if r["drained"] else "no",
+                "yes" if r.get("paused") else "",
             ]
             for r in rows
         ],

@@ -63,6 +63,8 @@ def render_run(run: dict[str, Any]) -> str:
     ]
     if run.get("error_message"):
         lines.append(f"  error: {run['error_message']}")
+    if run.get("paused") and run.get("status") == "started":
+        lines.append(f"  flow paused: queued tasks wait for pgflow resume {run['flow_slug']}")
     steps = run.get("steps", [])
     width = max((len(s["step_slug"]) for s in steps), default=4)
     for i, step in enumerate(steps):

@@ -721,6 +721,21 @@ class Client:
         with self._source.queries() as queries:
             return queries.set_current_version(flow_name, version)
 
+    def pause(self, flow: FlowRef) -> bool:
+        """Stop claims of the flow's tasks until :meth:`resume` (``pgflow.pause_flow``).
+
+        Runs still start and queue; tasks already started finish and report.
+        True when the flow was not paused.  Operator rights (the extension
+        owner, or a role granted EXECUTE on ``pgflow.pause_flow(text)``).
+        """
+        with self._source.queries() as queries:
+            return queries.pause_flow(slug_of(flow))
+
+    def resume(self, flow: FlowRef) -> bool:
+        """Let claims take a paused flow's tasks again; true when it was paused."""
+        with self._source.queries() as queries:
+            return queries.resume_flow(slug_of(flow))
+
     def handle(self, run_id: RunId) -> RunHandle:
         """A handle to a run started elsewhere (nothing is read yet)."""
         return RunHandle(self, as_run_id(run_id))
@@ -1080,6 +1095,14 @@ class AsyncClient:
     async def flows(self) -> list[dict[str, Any]]:
         """Every flow definition (see :meth:`Client.flows`)."""
         return await self._call(lambda q: q.list_flows())
+
+    async def pause(self, flow: FlowRef) -> bool:
+        """Stop claims of the flow's tasks (see :meth:`Client.pause`)."""
+        return await self._call(lambda q: q.pause_flow(slug_of(flow)))
+
+    async def resume(self, flow: FlowRef) -> bool:
+        """Let claims take a paused flow's tasks again (see :meth:`Client.resume`)."""
+        return await self._call(lambda q: q.resume_flow(slug_of(flow)))
 
     async def set_current_version(self, flow_name: str, version: int | None) -> int:
         """Pin the version ``start(flow_name)`` starts (see :meth:`Client.set_current_version`)."""

@@ -353,6 +353,14 @@ class Queries:
         params = {"flow_name": flow_name, "version": version}
         return int(self._value("set_current_version", params, not_found=FlowNotFound))
 
+    def pause_flow(self, flow_slug: str) -> bool:
+        """Stop claims of the flow's tasks (``pgflow.pause_flow``); true when it was not paused."""
+        return bool(self._value("pause_flow", {"flow_slug": flow_slug}, not_found=FlowNotFound))
+
+    def resume_flow(self, flow_slug: str) -> bool:
+        """Let claims take the flow's tasks again (``pgflow.resume_flow``); true if it was."""
+        return bool(self._value("resume_flow", {"flow_slug": flow_slug}, not_found=FlowNotFound))
+
     def run_input(self, run_id: RunId) -> Any:
         return self._value("run_input", {"run_id": run_id})
 
@@ -614,6 +622,14 @@ class AsyncQueries:
     async def set_current_version(self, flow_name: str, version: int | None) -> int:
         params = {"flow_name": flow_name, "version": version}
         return int(await self._value("set_current_version", params, not_found=FlowNotFound))
+
+    async def pause_flow(self, flow_slug: str) -> bool:
+        params = {"flow_slug": flow_slug}
+        return bool(await self._value("pause_flow", params, not_found=FlowNotFound))
+
+    async def resume_flow(self, flow_slug: str) -> bool:
+        params = {"flow_slug": flow_slug}
+        return bool(await self._value("resume_flow", params, not_found=FlowNotFound))
 
     async def flow_exists(self, flow_slug: str) -> bool:
         return bool(await self._value("flow_exists", {"flow_slug": flow_slug}))

@@ -75,6 +75,14 @@ SELECT pgflow.list_flows();
 -- Pin the version start_flow(flow_name) starts (NULL: the highest); the version now current.
 SELECT pgflow.set_current_version(%(flow_name)s, %(version)s);
 
+-- name: pause_flow
+-- Stop claims of a flow's tasks until resume_flow; true when it was not paused.
+SELECT pgflow.pause_flow(%(flow_slug)s);
+
+-- name: resume_flow
+-- Let claims take a paused flow's tasks again; true when it was paused.
+SELECT pgflow.resume_flow(%(flow_slug)s);
+
 -- name: run_input
 -- The input of a run (a map task's context needs it); NULL for an unknown run.
 SELECT pgflow.run_input(%(run_id)s);

@@ -32,7 +32,7 @@ CREATE TEMP TABLE doc AS SELECT pgflow.get_run('00000000-0000-0000-0000-00000000
 SELECT is(
     (SELECT array_agg(k ORDER BY k) FROM doc, jsonb_object_keys(d) AS k),
     ARRAY['cancelled_at', 'children', 'completed_at', 'depth', 'error_message', 'failed_at', 'flow_name',
-          'flow_slug', 'input', 'output', 'parent', 'remaining_steps', 'retries', 'run_id', 'started_at', 'status', 'steps', 'version'],
+          'flow_slug', 'input', 'output', 'parent', 'paused', 'remaining_steps', 'retries', 'run_id', 'started_at', 'status', 'steps', 'version'],
     'the document has the run''s fields and its steps'
 );
 SELECT is(
@@ -42,7 +42,7 @@ SELECT is(
         'version', 1, 'status', 'started',
         'input', '{"go": false}'::jsonb, 'output', NULL, 'error_message', NULL,
         'remaining_steps', 2, 'retries', 0,
-        'completed_at', NULL, 'failed_at', NULL, 'cancelled_at', NULL,
+        'completed_at', NULL, 'failed_at', NULL, 'cancelled_at', NULL, 'paused', false,
         'depth', 0, 'parent', NULL, 'children', '[]'::jsonb),
     'run fields are as stored, absent ones JSON null'
 );
