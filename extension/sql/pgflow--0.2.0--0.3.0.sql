@@ -3394,7 +3394,7 @@ REVOKE ALL ON FUNCTION pgflow.grant_dashboard(text) FROM PUBLIC;
 CREATE TABLE pgflow.paused_flows (
     flow_slug text        NOT NULL,
     paused_at timestamptz NOT NULL DEFAULT now(),
-    paused_by text        NOT NULL DEFAULT current_user,
+    paused_by text        NOT NULL DEFAULT session_user,
     CONSTRAINT paused_flows_pkey PRIMARY KEY (flow_slug),
     CONSTRAINT paused_flows_flow_slug_fkey FOREIGN KEY (flow_slug)
         REFERENCES pgflow.flows (flow_slug) ON DELETE CASCADE
@@ -3430,8 +3430,8 @@ BEGIN
             USING ERRCODE = 'undefined_object',
                   HINT = 'pgflow.list_flows() lists the flows';
     END IF;
-    INSERT INTO pgflow.paused_flows (flow_slug, paused_by)
-    VALUES (pause_flow.flow_slug, session_user)
+    INSERT INTO pgflow.paused_flows (flow_slug)
+    VALUES (pause_flow.flow_slug)
     ON CONFLICT ON CONSTRAINT paused_flows_pkey DO NOTHING;
     GET DIAGNOSTICS v_new = ROW_COUNT;
     RETURN v_new;
@@ -3507,15 +3507,6 @@ BEGIN
 
     LOOP
         v_now := clock_timestamp();
-        -- a paused flow (pause_flow) has nothing claimable
-        IF EXISTS (SELECT 1 FROM pgflow.paused_flows AS p
-                   WHERE p.flow_slug = read_with_poll.flow_slug) THEN
-            IF clock_timestamp() >= v_deadline THEN
-                RETURN;
-            END IF;
-            PERFORM pg_sleep(read_with_poll.poll_interval_ms / 1000.0);
-            CONTINUE;
-        END IF;
         RETURN QUERY
         WITH claimable AS (
             SELECT t.run_id, t.step_slug, t.task_index
@@ -3523,6 +3514,9 @@ BEGIN
             WHERE t.flow_slug = read_with_poll.flow_slug
               AND t.status IN ('queued', 'started')
               AND t.vt <= v_now
+              -- a paused flow (pause_flow) has nothing claimable: polled as usual
+              AND NOT EXISTS (SELECT 1 FROM pgflow.paused_flows AS p
+                              WHERE p.flow_slug = read_with_poll.flow_slug)
             ORDER BY t.vt
             LIMIT read_with_poll.qty
             FOR UPDATE SKIP LOCKED

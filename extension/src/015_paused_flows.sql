@@ -5,7 +5,7 @@
 CREATE TABLE pgflow.paused_flows (
     flow_slug text        NOT NULL,
     paused_at timestamptz NOT NULL DEFAULT now(),
-    paused_by text        NOT NULL DEFAULT current_user,
+    paused_by text        NOT NULL DEFAULT session_user,
     CONSTRAINT paused_flows_pkey PRIMARY KEY (flow_slug),
     CONSTRAINT paused_flows_flow_slug_fkey FOREIGN KEY (flow_slug)
         REFERENCES pgflow.flows (flow_slug) ON DELETE CASCADE
@@ -41,8 +41,8 @@ BEGIN
             USING ERRCODE = 'undefined_object',
                   HINT = 'pgflow.list_flows() lists the flows';
     END IF;
-    INSERT INTO pgflow.paused_flows (flow_slug, paused_by)
-    VALUES (pause_flow.flow_slug, session_user)
+    INSERT INTO pgflow.paused_flows (flow_slug)
+    VALUES (pause_flow.flow_slug)
     ON CONFLICT ON CONSTRAINT paused_flows_pkey DO NOTHING;
     GET DIAGNOSTICS v_new = ROW_COUNT;
     RETURN v_new;

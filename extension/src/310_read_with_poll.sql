@@ -38,15 +38,6 @@ BEGIN
 
     LOOP
         v_now := clock_timestamp();
-        -- a paused flow (pause_flow) has nothing claimable
-        IF EXISTS (SELECT 1 FROM pgflow.paused_flows AS p
-                   WHERE p.flow_slug = read_with_poll.flow_slug) THEN
-            IF clock_timestamp() >= v_deadline THEN
-                RETURN;
-            END IF;
-            PERFORM pg_sleep(read_with_poll.poll_interval_ms / 1000.0);
-            CONTINUE;
-        END IF;
         RETURN QUERY
         WITH claimable AS (
             SELECT t.run_id, t.step_slug, t.task_index
@@ -54,6 +45,9 @@ BEGIN
             WHERE t.flow_slug = read_with_poll.flow_slug
               AND t.status IN ('queued', 'started')
               AND t.vt <= v_now
+              -- a paused flow (pause_flow) has nothing claimable: polled as usual
+              AND NOT EXISTS (SELECT 1 FROM pgflow.paused_flows AS p
+                              WHERE p.flow_slug = read_with_poll.flow_slug)
             ORDER BY t.vt
             LIMIT read_with_poll.qty
             FOR UPDATE SKIP LOCKED
