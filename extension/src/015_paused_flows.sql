@@ -21,8 +21,9 @@ SELECT pg_catalog.pg_extension_config_dump('pgflow.paused_flows', '');
 -- A claim that began before the pause committed may still return tasks
 -- (the pause does not wait for claims in flight).  Pausing a paused flow
 -- keeps its first paused_at.  Returns true when the flow was not paused.
--- Owner only by default: GRANT EXECUTE ON FUNCTION pgflow.pause_flow(text)
--- (and resume_flow) TO an operator role to delegate it.
+-- Owner only; it runs as its caller (like retry_run), so an operator role
+-- needs EXECUTE on it (and resume_flow), SELECT on pgflow.flows and INSERT,
+-- DELETE on pgflow.paused_flows.
 -- Locks: the flow's row FOR SHARE (a concurrent delete_flow waits).
 -- Errors: 22004 NULL slug; 22023 invalid slug; 42704 unknown flow.
 CREATE FUNCTION pgflow.pause_flow(flow_slug text)

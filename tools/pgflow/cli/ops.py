@@ -164,7 +164,8 @@ already started finish and report normally.  A claim already running when the
 pause commits may still hand out tasks.  FLOW is a definition slug (order, or
 order@3 for one version).  `pgflow flows` shows PAUSED; pgflow resume FLOW lets
 the work go on.  Needs the extension owner's rights (pause_flow is an operator
-function; GRANT EXECUTE ON FUNCTION pgflow.pause_flow(text) delegates it).
+function running as its caller: a delegated role needs EXECUTE on it, SELECT on
+pgflow.flows and INSERT, DELETE on pgflow.paused_flows).
 
 \b
 Examples:
