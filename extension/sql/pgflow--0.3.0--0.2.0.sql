@@ -603,6 +603,49 @@ BEGIN
 END
 $grants$;
 
+CREATE OR REPLACE FUNCTION pgflow.list_runs(flow_slug text DEFAULT NULL::text, status text DEFAULT NULL::text, max_rows integer DEFAULT 20)
+ RETURNS SETOF jsonb
+ LANGUAGE plpgsql
+ STABLE SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+BEGIN
+    IF list_runs.status IS NOT NULL THEN
+        PERFORM pgflow._check_choice('status', list_runs.status,
+                                     ARRAY['started', 'completed', 'failed', 'cancelled']);
+    END IF;
+    IF max_rows IS NULL OR max_rows < 1 OR max_rows > 10000 THEN
+        RAISE EXCEPTION 'max_rows must be between 1 and 10000, got %', coalesce(max_rows::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'pass max_rows => 20, for example';
+    END IF;
+    RETURN QUERY
+    SELECT jsonb_build_object(
+        'run_id', r.run_id, 'flow_slug', r.flow_slug, 'status', r.status,
+        'remaining_steps', r.remaining_steps, 'error_message', r.error_message,
+        'started_at', r.started_at,
+        'finished_at', coalesce(r.completed_at, r.failed_at, r.cancelled_at))
+    FROM pgflow.runs AS r
+    WHERE (list_runs.flow_slug IS NULL OR r.flow_slug = list_runs.flow_slug)
+      AND (list_runs.status IS NULL OR r.status = list_runs.status)
+    ORDER BY r.started_at DESC, r.run_id
+    LIMIT list_runs.max_rows;
+END;
+$function$;
+COMMENT ON FUNCTION pgflow.list_runs(text,text,integer) IS 'the most recent runs (optionally of one flow / status) as small JSON documents';
+REVOKE ALL ON FUNCTION pgflow.list_runs(text,text,integer) FROM PUBLIC;
+DO $grants$
+DECLARE v_role text;
+BEGIN
+    FOR v_role IN SELECT DISTINCT a.grantee::regrole::text
+                  FROM pg_catalog.pg_proc AS p, pg_catalog.aclexplode(p.proacl) AS a
+                  WHERE p.pronamespace = 'pgflow'::regnamespace AND p.proname = 'list_runs'
+                    AND a.privilege_type = 'EXECUTE' AND a.grantee <> 0
+                    AND a.grantee <> p.proowner LOOP
+        EXECUTE format('GRANT EXECUTE ON FUNCTION pgflow.list_runs(text,text,integer) TO %I', v_role);
+    END LOOP;
+END
+$grants$;
+
 CREATE OR REPLACE FUNCTION pgflow.start_flow(flow_slug text, input jsonb, run_id uuid DEFAULT NULL::uuid)
  RETURNS pgflow.runs
  LANGUAGE plpgsql
@@ -735,7 +778,10 @@ ALTER TABLE pgflow.steps DROP CONSTRAINT steps_deps_count_check;
 ALTER TABLE pgflow.steps DROP CONSTRAINT steps_opt_heartbeat_check;
 ALTER TABLE pgflow.steps DROP CONSTRAINT steps_opt_max_delay_check;
 ALTER TABLE pgflow.steps DROP CONSTRAINT steps_step_type_check;
+DROP INDEX pgflow.runs_child_started_idx;
+DROP INDEX pgflow.runs_open_status_idx;
 DROP INDEX pgflow.runs_parent_idx;
+DROP INDEX pgflow.runs_top_started_idx;
 DROP FUNCTION pgflow._cancel_children(uuid,boolean);
 DROP FUNCTION pgflow._cancel_run(uuid,boolean);
 DROP FUNCTION pgflow._check_event_key(jsonb);
@@ -770,6 +816,7 @@ DROP FUNCTION pgflow.fail_task(uuid,text,integer,text,integer,boolean,double pre
 DROP FUNCTION pgflow.fail_tasks(uuid[],text[],integer[],text[],integer[],boolean[],double precision[]);
 DROP FUNCTION pgflow.grant_dashboard(text);
 DROP FUNCTION pgflow.list_flows();
+DROP FUNCTION pgflow.list_runs(text,text,integer,jsonb,text,timestamp with time zone,timestamp with time zone,boolean);
 DROP FUNCTION pgflow.pause_flow(text);
 DROP FUNCTION pgflow.resume_flow(text);
 DROP FUNCTION pgflow.set_current_version(text,integer);
@@ -1593,36 +1640,6 @@ $function$;
 COMMENT ON FUNCTION pgflow.get_run(uuid) IS 'a run with its steps (status, attempts, times, errors, outputs, task counts) as JSON; NULL if unknown';
 
 COMMENT ON FUNCTION pgflow.grant_client(text) IS 'grant a role what an application needs to start, follow and cancel runs (no table access)';
-CREATE OR REPLACE FUNCTION pgflow.list_runs(flow_slug text DEFAULT NULL::text, status text DEFAULT NULL::text, max_rows integer DEFAULT 20)
- RETURNS SETOF jsonb
- LANGUAGE plpgsql
- STABLE SECURITY DEFINER
- SET search_path TO 'pg_catalog', 'pg_temp'
-AS $function$
-BEGIN
-    IF list_runs.status IS NOT NULL THEN
-        PERFORM pgflow._check_choice('status', list_runs.status,
-                                     ARRAY['started', 'completed', 'failed', 'cancelled']);
-    END IF;
-    IF max_rows IS NULL OR max_rows < 1 OR max_rows > 10000 THEN
-        RAISE EXCEPTION 'max_rows must be between 1 and 10000, got %', coalesce(max_rows::text, 'NULL')
-            USING ERRCODE = 'invalid_parameter_value', HINT = 'pass max_rows => 20, for example';
-    END IF;
-    RETURN QUERY
-    SELECT jsonb_build_object(
-        'run_id', r.run_id, 'flow_slug', r.flow_slug, 'status', r.status,
-        'remaining_steps', r.remaining_steps, 'error_message', r.error_message,
-        'started_at', r.started_at,
-        'finished_at', coalesce(r.completed_at, r.failed_at, r.cancelled_at))
-    FROM pgflow.runs AS r
-    WHERE (list_runs.flow_slug IS NULL OR r.flow_slug = list_runs.flow_slug)
-      AND (list_runs.status IS NULL OR r.status = list_runs.status)
-    ORDER BY r.started_at DESC, r.run_id
-    LIMIT list_runs.max_rows;
-END;
-$function$;
-COMMENT ON FUNCTION pgflow.list_runs(text,text,integer) IS 'the most recent runs (optionally of one flow / status) as small JSON documents';
-
 CREATE OR REPLACE FUNCTION pgflow.prune_runs(older_than interval, batch_size integer DEFAULT 10000)
  RETURNS bigint
  LANGUAGE plpgsql

@@ -39,7 +39,7 @@ AS $$
             'pgflow.start_flow(text, jsonb, uuid, integer)',
             'pgflow.list_flows()',
             'pgflow.get_run(uuid)',
-            'pgflow.list_runs(text, text, integer)',
+            'pgflow.list_runs(text, text, integer, jsonb, text, timestamptz, timestamptz, boolean)',
             'pgflow.listen_events(boolean)',
             'pgflow.cancel_run(uuid)',
             'pgflow.emit_event(text, jsonb, jsonb, text)']

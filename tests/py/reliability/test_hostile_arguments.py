@@ -68,7 +68,7 @@ ALLOWED: dict[str, set[str]] = {
     "prune_runs": {"22004", "22023"},
     "get_run": set(),
     "delete_flow": {"22004", "22023", "42704", "55000", "2BP01"},
-    "list_runs": {"22023"},
+    "list_runs": {"22004", "22023"},
     "register_worker": {"22004"},
     "worker_heartbeat": set(),
     "stop_worker": set(),
@@ -241,6 +241,29 @@ intervals = st.one_of(
 )
 
 
+timestamps = st.one_of(
+    st.none(),
+    st.sampled_from(
+        ["infinity", "-infinity", "4713-01-01 00:00+00 BC", "294276-12-31 23:59+00", "2026-01-01"]
+    ),
+    st.datetimes().map(lambda d: d.isoformat() + "+00:00"),
+    st.sampled_from(["", "soon", "2026-13-01", "epoch'"]).map(Raw),
+)
+#: list_runs' cursor: rows of list_runs, near misses and nonsense
+cursors = st.one_of(
+    jsons,
+    st.fixed_dictionaries(
+        {
+            "started_at": st.one_of(
+                st.sampled_from(["infinity", "-infinity", "2026-01-01T00:00:00+00:00", "x", ""]),
+                json_leaves,
+            ),
+            "run_id": st.one_of(st.uuids().map(str), json_leaves),
+        }
+    ).map(lambda v: Raw(json.dumps(v))),
+)
+
+
 #: seconds as double precision (retry_delay): negative, huge and non-finite included
 doubles = st.one_of(
     st.none(),
@@ -265,6 +288,10 @@ def strategy_for(function: str, param: Param, seed: Seed) -> st.SearchStrategy[A
         return st.one_of(texts(seed), st.sampled_from(["single", "map", "MAP", "map "]))
     if param.name in {"when_unmet", "when_exhausted"}:
         return st.one_of(texts(seed), st.sampled_from(["skip", "skip-cascade", "fail"]))
+    if function == "list_runs" and param.name == "cursor":
+        return cursors
+    if function == "list_runs" and param.name == "direction":
+        return st.one_of(texts(seed), st.sampled_from(["older", "newer", "OLDER"]))
     if param.name == "status":
         return st.one_of(texts(seed), st.sampled_from(["started", "completed", "failed"]))
     by_type: dict[str, st.SearchStrategy[Any]] = {
@@ -275,6 +302,7 @@ def strategy_for(function: str, param: Param, seed: Seed) -> st.SearchStrategy[A
         "uuid": uuids(seed),
         "boolean": booleans,
         "interval": intervals,
+        "timestamp with time zone": timestamps,
         "text[]": arrays_of(texts(seed)),
         "bigint[]": arrays_of(st.one_of(st.none(), bigints)),
         "integer[]": arrays_of(integers),

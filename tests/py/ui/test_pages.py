@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import re
 import uuid
 from typing import Any
@@ -79,29 +80,125 @@ def test_runs_filter_by_flow_and_status_and_search_by_id(
     assert "is not a run id" in bad.text
 
 
-def test_runs_paging_walks_back_through_all_runs_newest_first(
+def _rows(page: Any) -> list[str]:
+    assert page.status_code == 200, page.text
+    return re.findall(r'<tr data-run="([0-9a-f-]+)">', page.text)
+
+
+def _link(page: Any, rel: str) -> str | None:
+    found = re.search(rf'<a rel="{rel}" href="([^"]+)">', page.text)
+    return html.unescape(found.group(1)) if found else None
+
+
+def test_runs_paging_walks_back_and_forth_through_runs_of_one_instant(
     ui: TestClient, conn: Conn, pipe: str
 ) -> None:
+    # one statement: all 120 runs have the same started_at; the run id decides
     conn.execute(
         "SELECT pgflow.start_flow('pipe', jsonb_build_object('i', i))"
         " FROM generate_series(1, 120) AS i"
     )
+    assert conn.execute("SELECT count(DISTINCT started_at) FROM pgflow.runs").fetchone() == (1,)
     expected = [
         str(r[0])
         for r in conn.execute(
-            "SELECT run_id FROM pgflow.runs ORDER BY started_at DESC, run_id"
+            "SELECT run_id FROM pgflow.runs ORDER BY started_at DESC, run_id DESC"
         ).fetchall()
     ]
-    seen: list[str] = []
-    page_no = 0
+    pages = [ui.get("/runs")]
+    while (older := _link(pages[-1], "next")) is not None:
+        pages.append(ui.get(older))
+    assert [len(_rows(p)) for p in pages] == [50, 50, 20]
+    assert [r for p in pages for r in _rows(p)] == expected
+    assert _link(pages[0], "prev") is None
+    # and back: each "newer" link gives the page before, row for row
+    back = [pages[-1]]
+    while (newer := _link(back[-1], "prev")) is not None:
+        back.append(ui.get(newer))
+    assert [_rows(p) for p in reversed(back)] == [_rows(p) for p in pages]
+
+
+def test_runs_paging_keeps_the_filters_and_time_range(
+    ui: TestClient, conn: Conn, pipe: str
+) -> None:
+    conn.execute("SELECT pgflow.create_flow('other')")
+    conn.execute("SELECT pgflow.add_step('other', 'only')")
+    conn.execute(
+        "SELECT pgflow.start_flow(CASE WHEN i % 3 = 0 THEN 'other' ELSE 'pipe' END, '{}')"
+        " FROM generate_series(1, 240) AS i"
+    )
+    # spread them over time and give some a status, as the engine would
+    conn.execute(
+        "UPDATE pgflow.runs SET started_at = timestamptz '2026-01-01 00:00+00'"
+        " + (SELECT count(*) FROM pgflow.runs AS o WHERE o.run_id < runs.run_id) / 7"
+        " * interval '1 minute'"
+    )
+    conn.execute(
+        "UPDATE pgflow.runs SET status = 'failed', failed_at = started_at"
+        " WHERE run_id IN (SELECT run_id FROM pgflow.runs ORDER BY run_id LIMIT 170)"
+        " AND (SELECT count(*) FROM pgflow.runs AS o WHERE o.run_id < runs.run_id) % 2 = 0"
+    )
+
+    def walk(query: str) -> list[str]:
+        pages = [ui.get("/runs" + query)]
+        while (older := _link(pages[-1], "next")) is not None:
+            pages.append(ui.get(older))
+        return [r for p in pages for r in _rows(p)]
+
+    def expected(where: str) -> list[str]:
+        rows = conn.execute(
+            f"SELECT run_id FROM pgflow.runs WHERE {where} ORDER BY started_at DESC, run_id DESC"
+        ).fetchall()
+        return [str(r[0]) for r in rows]
+
+    assert walk("?status=failed") == expected("status = 'failed'")
+    assert walk("?flow=pipe&status=started") == expected(
+        "flow_slug = 'pipe' AND status = 'started'"
+    )
+    since, until = "2026-01-01T00:10", "2026-01-01T00:25"
+    got = walk(f"?flow=pipe&since={since}&until={until}")
+    assert got == expected(
+        "flow_slug = 'pipe' AND started_at >= '2026-01-01 00:10+00'"
+        " AND started_at < '2026-01-01 00:25+00'"
+    )
+    assert 50 < len(got) < 150
+    assert ui.get("/runs?cursor=nonsense").status_code == 400
+    assert ui.get("/runs?since=yesterday").status_code == 400
+
+
+def test_runs_hide_sub_flow_children_unless_asked_and_run_pages_link_them(
+    ui: TestClient, conn: Conn, pipe: str, start: Start
+) -> None:
+    parent = start()
+    # children of the parent's fetch task, as a sub-flow step would start them
+    kids = [
+        str(r[0])
+        for r in conn.execute(
+            "INSERT INTO pgflow.runs (run_id, flow_slug, input, remaining_steps, parent_run_id,"
+            " parent_step_slug, parent_task_index, parent_attempt, depth)"
+            " SELECT gen_random_uuid(), 'pipe', '{}', 2, %s, 'fetch', 0, a, 1"
+            " FROM generate_series(1, 60) AS a RETURNING run_id",
+            (parent,),
+        ).fetchall()
+    ]
+    assert _rows(ui.get("/runs")) == [str(parent)]
+    shown: list[str] = []
+    page = ui.get("/runs?children=1")
     while True:
-        page = ui.get(f"/runs?page={page_no}")
-        seen += re.findall(r'<tr data-run="([0-9a-f-]+)">', page.text)
-        if 'rel="next"' not in page.text:
+        shown += _rows(page)
+        older = _link(page, "next")
+        if older is None:
             break
-        page_no += 1
-    assert page_no == 2
-    assert seen == expected
+        assert "children=1" in older, "the toggle is kept across pages"
+        page = ui.get(older)
+    assert sorted(shown) == sorted([*kids, str(parent)])
+    assert f'class="parent" href="/runs/{parent}"' in ui.get("/runs?children=1").text
+    child_page = ui.get(f"/runs/{kids[0]}")
+    assert 'id="parent-run"' in child_page.text
+    assert f'href="/runs/{parent}"' in child_page.text
+    parent_page = ui.get(f"/runs/{parent}")
+    assert "60 child runs" in parent_page.text
+    assert all(f'href="/runs/{k}"' in parent_page.text for k in kids)
 
 
 def test_run_page_shows_steps_errors_and_outputs(

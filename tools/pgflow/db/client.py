@@ -40,14 +40,21 @@ from contextlib import (
     contextmanager,
 )
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, cast
 
 import psycopg
 from psycopg.pq import TransactionStatus
 
-from pgflow.db.queries import AsyncQueries, Queries, async_connect, connect, translated
+from pgflow.db.queries import (
+    AsyncQueries,
+    Queries,
+    RunsPage,
+    async_connect,
+    connect,
+    translated,
+)
 from pgflow.errors import (
     InvalidArgument,
     PgflowError,
@@ -230,10 +237,28 @@ async def async_wait_for_run(
 
 
 def list_runs(
-    db: Database, flow_slug: str | None = None, status: str | None = None, limit: int = 20
+    db: Database,
+    flow_slug: str | None = None,
+    status: str | None = None,
+    limit: int = 20,
+    *,
+    top_level: bool = False,
+    cursor: Mapping[str, Any] | None = None,
+    direction: Literal["older", "newer"] = "older",
+    started_after: datetime | None = None,
+    started_before: datetime | None = None,
 ) -> list[dict[str, Any]]:
-    """The newest runs, newest first: ids, status and times (never inputs or outputs)."""
-    return queries_of(db).list_runs(flow_slug, status, limit)
+    """A page of runs, newest first: ids, status and times (never inputs or outputs).
+
+    Pass the last row of a page as ``cursor`` for the next (older) page, the
+    first one with ``direction="newer"`` for the previous page.
+    """
+    return queries_of(db).list_runs(
+        flow_slug,
+        status,
+        limit,
+        RunsPage(cursor, direction, started_after, started_before, top_level),
+    )
 
 
 def flow_exists(db: Database, flow_slug: str) -> bool:
@@ -746,12 +771,28 @@ class Client:
             return queries.get_run(as_run_id(run_id))
 
     def list_runs(
-        self, flow: FlowRef | None = None, status: str | None = None, limit: int = 20
+        self,
+        flow: FlowRef | None = None,
+        status: str | None = None,
+        limit: int = 20,
+        *,
+        top_level: bool = False,
+        cursor: Mapping[str, Any] | None = None,
+        direction: Literal["older", "newer"] = "older",
+        started_after: datetime | None = None,
+        started_before: datetime | None = None,
     ) -> list[dict[str, Any]]:
-        """The newest runs first (ids, status, times; never inputs or outputs)."""
+        """A page of runs, newest first (ids, status, times; never inputs or outputs).
+
+        ``cursor``: a row of a page (its last for the next, older page; its
+        first with ``direction="newer"`` for the previous one);
+        ``top_level`` leaves sub-flow children out; ``started_after`` /
+        ``started_before`` bound ``started_at``.
+        """
         slug = None if flow is None else slug_of(flow)
+        page = RunsPage(cursor, direction, started_after, started_before, top_level)
         with self._source.queries() as queries:
-            return queries.list_runs(slug, status, limit)
+            return queries.list_runs(slug, status, limit, page)
 
     def cancel(self, run_id: RunId) -> CancelResult:
         """Cancel a running run; a finished one is left as it is (``already_finished``)."""
@@ -1118,11 +1159,21 @@ class AsyncClient:
         return await self._call(lambda q: q.get_run(rid))
 
     async def list_runs(
-        self, flow: FlowRef | None = None, status: str | None = None, limit: int = 20
+        self,
+        flow: FlowRef | None = None,
+        status: str | None = None,
+        limit: int = 20,
+        *,
+        top_level: bool = False,
+        cursor: Mapping[str, Any] | None = None,
+        direction: Literal["older", "newer"] = "older",
+        started_after: datetime | None = None,
+        started_before: datetime | None = None,
     ) -> list[dict[str, Any]]:
-        """The newest runs first (ids, status, times; never inputs or outputs)."""
+        """A page of runs, newest first; the arguments as for ``Client.list_runs``."""
         slug = None if flow is None else slug_of(flow)
-        return await self._call(lambda q: q.list_runs(slug, status, limit))
+        page = RunsPage(cursor, direction, started_after, started_before, top_level)
+        return await self._call(lambda q: q.list_runs(slug, status, limit, page))
 
     async def cancel(self, run_id: RunId) -> CancelResult:
         """Cancel a running run; a finished one is left as it is (``already_finished``)."""

@@ -23,9 +23,9 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from importlib import resources
-from typing import Any, Final, NamedTuple
+from typing import Any, Final, Literal, NamedTuple
 
 import psycopg
 from psycopg import sql
@@ -138,6 +138,53 @@ def json_text(value: Any, what: str = "the input") -> str:
             f"{what} is nested too deeply for Python's json module"
             f" (at most about {sys.getrecursionlimit()} levels)"
         ) from None
+
+
+@dataclass(frozen=True)
+class RunsPage:
+    """Which page ``list_runs`` reads, beside its flow / status / limit filters.
+
+    ``cursor`` is a row ``list_runs`` returned (its ``started_at`` and
+    ``run_id`` are what count); ``direction`` ``"older"`` gives the runs after
+    it (the next page), ``"newer"`` the ones before it (the previous page),
+    both newest first.  ``started_after`` / ``started_before`` bound
+    ``started_at`` (``>=`` / ``<``); ``top_level`` leaves sub-flow children out.
+    """
+
+    cursor: Mapping[str, Any] | None = None
+    direction: Literal["older", "newer"] = "older"
+    started_after: datetime | None = None
+    started_before: datetime | None = None
+    top_level: bool = False
+
+
+def _plain_json(value: Any) -> Any:
+    """A cursor value as JSON holds it: datetimes in ISO 8601, UUIDs as text."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    return value
+
+
+def _list_runs_params(
+    flow_slug: str | None, status: str | None, max_rows: int, page: RunsPage
+) -> dict[str, Any]:
+    cursor = page.cursor
+    return {
+        "flow_slug": flow_slug,
+        "status": status,
+        "max_rows": max_rows,
+        "cursor": None
+        if cursor is None
+        else json_text(
+            {k: _plain_json(cursor.get(k)) for k in ("started_at", "run_id")}, "the cursor"
+        ),
+        "direction": page.direction,
+        "started_after": page.started_after,
+        "started_before": page.started_before,
+        "top_level": page.top_level,
+    }
 
 
 def statement(name: str, identifiers: Mapping[str, str] | None = None) -> sql.Composed | str:
@@ -418,9 +465,9 @@ class Queries:
         return bool(self._value("flow_exists", {"flow_slug": flow_slug}))
 
     def list_runs(
-        self, flow_slug: str | None, status: str | None, max_rows: int
+        self, flow_slug: str | None, status: str | None, max_rows: int, page: RunsPage | None = None
     ) -> list[dict[str, Any]]:
-        params = {"flow_slug": flow_slug, "status": status, "max_rows": max_rows}
+        params = _list_runs_params(flow_slug, status, max_rows, page or RunsPage())
         return [row[0] for row in self._rows("list_runs", params)]
 
     def listen_events(self) -> None:
@@ -611,9 +658,9 @@ class AsyncQueries:
         return run
 
     async def list_runs(
-        self, flow_slug: str | None, status: str | None, max_rows: int
+        self, flow_slug: str | None, status: str | None, max_rows: int, page: RunsPage | None = None
     ) -> list[dict[str, Any]]:
-        params = {"flow_slug": flow_slug, "status": status, "max_rows": max_rows}
+        params = _list_runs_params(flow_slug, status, max_rows, page or RunsPage())
         return [row[0] for row in await self._rows("list_runs", params)]
 
     async def list_flows(self) -> list[dict[str, Any]]:

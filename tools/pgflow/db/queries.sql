@@ -129,8 +129,11 @@ SELECT d - 'input' - 'output' || jsonb_build_object('steps', coalesce(
 FROM pgflow.get_run(%(run_id)s) AS d;
 
 -- name: list_runs
--- The newest runs (ids, status, times; never inputs or outputs).
-SELECT pgflow.list_runs(%(flow_slug)s, %(status)s, %(max_rows)s);
+-- A page of runs, newest first (ids, status, times; never inputs or
+-- outputs): after (direction older) or before (newer) the cursor row.
+SELECT pgflow.list_runs(%(flow_slug)s, %(status)s, %(max_rows)s, cursor => %(cursor)s::jsonb,
+                        direction => %(direction)s, started_after => %(started_after)s,
+                        started_before => %(started_before)s, top_level => %(top_level)s);
 
 -- name: flow_exists
 -- Whether a flow of this name exists (flow_shape is NULL for an unknown

@@ -14,12 +14,15 @@ import threading
 import urllib.parse
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
 import jinja2
 import psycopg
 from psycopg import errors as pg_errors
+from psycopg.types.json import Jsonb
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import (
@@ -41,8 +44,6 @@ log = logging.getLogger("pgflow.ui")
 HERE: Final = Path(__file__).resolve().parent
 STATUSES: Final = ("started", "completed", "failed", "cancelled")
 PAGE_SIZE: Final = 50
-#: list_runs returns at most this many rows: paging reaches this far back.
-MAX_ROWS: Final = 10000
 #: Outputs and inputs longer than this are cut on the page (the full text is one click away).
 TRUNCATE: Final = 2000
 SESSION_COOKIE: Final = "pgflow_ui"
@@ -317,6 +318,49 @@ def _cut(value: Any, show: bool) -> dict[str, Any] | None:
     return {"hidden": False, "text": text[:TRUNCATE], "full": text, "cut": len(text) > TRUNCATE}
 
 
+@dataclass(frozen=True)
+class Page:
+    """Where a Runs page starts: a cursor (a row of list_runs) and a direction, a time range."""
+
+    cursor: dict[str, str] | None = None
+    direction: str = "older"
+    since: datetime | None = None
+    until: datetime | None = None
+    #: leave sub-flow children out (the Runs page's default)
+    top_level: bool = True
+
+
+@dataclass(frozen=True)
+class RunsPage:
+    """The runs of one page and whether a newer / an older page exists."""
+
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    newer: bool = False
+    older: bool = False
+
+
+def cursor_text(row: Mapping[str, Any]) -> str:
+    """The cursor of a list_runs row as the pager's links carry it: ``started_at,run_id``."""
+    return f"{row['started_at']},{row['run_id']}"
+
+
+def parse_cursor(text: str) -> dict[str, str]:
+    """``started_at,run_id`` back into a list_runs cursor; ValueError when it is not one."""
+    at, sep, run_id = text.rpartition(",")
+    if not sep:
+        raise ValueError(text)
+    datetime.fromisoformat(at)
+    return {"started_at": at, "run_id": str(uuid.UUID(run_id))}
+
+
+def _moment(text: str | None) -> datetime | None:
+    """A time filter from the form (ISO 8601; without an offset it is UTC)."""
+    if not text or not text.strip():
+        return None
+    value = datetime.fromisoformat(text.strip())
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
 class Dashboard:
     """The state of one dashboard application."""
 
@@ -341,17 +385,34 @@ class Dashboard:
             return None
         return value if isinstance(value, dict) else None
 
-    def runs(
-        self, flow: str | None, status: str | None, page: int
-    ) -> tuple[list[dict[str, Any]], bool]:
-        """One page of runs (newest first) and whether an older page exists."""
-        wanted = min((page + 1) * PAGE_SIZE + 1, MAX_ROWS)
+    def runs(self, flow: str | None, status: str | None, page: Page) -> RunsPage:
+        """One page of runs (newest first), read after or before the page's cursor.
+
+        list_runs reads ``PAGE_SIZE + 1`` rows from the cursor on: the extra
+        row says whether another page lies that way; however deep the page,
+        it is one index range of the runs table (keyset paging).
+        """
         rows = self.db.rows(
-            "SELECT pgflow.list_runs(%(flow)s, %(status)s, %(n)s)",
-            {"flow": flow, "status": status, "n": wanted},
+            "SELECT pgflow.list_runs(%(flow)s, %(status)s, %(n)s,"
+            " cursor => %(cursor)s, direction => %(direction)s,"
+            " started_after => %(since)s, started_before => %(until)s, top_level => %(top)s)",
+            {
+                "flow": flow,
+                "status": status,
+                "n": PAGE_SIZE + 1,
+                "cursor": Jsonb(page.cursor) if page.cursor else None,
+                "direction": page.direction,
+                "since": page.since,
+                "until": page.until,
+                "top": page.top_level,
+            },
         )
-        start = page * PAGE_SIZE
-        return rows[start : start + PAGE_SIZE], len(rows) > start + PAGE_SIZE
+        extra = len(rows) > PAGE_SIZE
+        if page.direction == "newer":
+            # newest first: the extra row is the one farthest from the cursor
+            rows = rows[1:] if extra else rows
+            return RunsPage(rows, newer=extra, older=True)
+        return RunsPage(rows[:PAGE_SIZE], newer=page.cursor is not None, older=extra)
 
     def run(self, run_id: uuid.UUID) -> dict[str, Any] | None:
         value = self.db.value("SELECT pgflow.get_run(%(r)s)", {"r": run_id})
@@ -456,21 +517,57 @@ def runs_page(dash: Dashboard, request: Request) -> Response:
         return RedirectResponse(f"/runs/{run_id}", status_code=303)
     flow = q.get("flow") or None
     status = _choice(q.get("status"), STATUSES)
+    direction = "newer" if q.get("dir") == "newer" else "older"
     try:
-        page = max(0, int(q.get("page") or 0))
+        cursor = parse_cursor(q["cursor"]) if q.get("cursor") else None
     except ValueError:
-        page = 0
-    page = min(page, MAX_ROWS // PAGE_SIZE - 1)
-    runs, more = dash.runs(flow, status, page)
+        return dash.error(
+            request,
+            400,
+            f"{q.get('cursor')!r} is not a page cursor",
+            "follow the newer / older links of the Runs page, or start from /runs",
+        )
+    try:
+        since, until = _moment(q.get("since")), _moment(q.get("until"))
+    except ValueError:
+        return dash.error(
+            request,
+            400,
+            f"{q.get('since') or q.get('until')!r} is not a time",
+            "write it as 2026-12-03T17:00 (UTC) or with an offset, 2026-12-03T18:00+01:00",
+        )
+    children = q.get("children") == "1"
+    page = dash.runs(
+        flow, status, Page(cursor, direction if cursor else "older", since, until, not children)
+    )
     names = sorted({str(f["flow_name"]) for f in dash.flows()})
+    keep = {"flow": flow or "", "status": status or ""}
+    keep |= {"since": q.get("since") or "", "until": q.get("until") or ""}
+    keep |= {"children": "1" if children else ""}
+    keep = {k: v for k, v in keep.items() if v}
+
+    def link(**more: str) -> str:
+        query = urllib.parse.urlencode(keep | more)
+        return "/runs" + ("?" + query if query else "")
+
+    newer = older = ""
+    if page.runs and page.newer:
+        newer = link(cursor=cursor_text(page.runs[0]), dir="newer")
+    if page.runs and page.older:
+        older = link(cursor=cursor_text(page.runs[-1]))
+    first = link() if cursor else ""
     return dash.render(
         request,
         "runs.html",
-        runs=runs,
-        more=more,
-        page=page,
+        runs=page.runs,
+        newer=newer,
+        older=older,
+        first=first,
         flow=flow or "",
         status=status or "",
+        since=q.get("since") or "",
+        until=q.get("until") or "",
+        children=children,
         statuses=STATUSES,
         names=names,
     )

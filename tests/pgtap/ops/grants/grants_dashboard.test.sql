@@ -6,7 +6,7 @@ CREATE ROLE pgflow_tap_app;
 SELECT pgflow.grant_dashboard('pgflow_tap_ui');
 SELECT pgflow.grant_client('pgflow_tap_app');
 
-SELECT ok(has_function_privilege('pgflow_tap_ui', 'pgflow.list_runs(text, text, integer)', 'EXECUTE'),
+SELECT ok(has_function_privilege('pgflow_tap_ui', 'pgflow.list_runs(text, text, integer, jsonb, text, timestamptz, timestamptz, boolean)', 'EXECUTE'),
           'grant_dashboard gives what grant_client gives');
 SELECT ok(has_function_privilege('pgflow_tap_ui', 'pgflow.dashboard_snapshot(boolean)', 'EXECUTE')
           AND has_function_privilege('pgflow_tap_ui', 'pgflow.flow_shape(text)', 'EXECUTE'),
