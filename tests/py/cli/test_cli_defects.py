@@ -227,6 +227,52 @@ def test_runs_columns_are_as_wide_as_their_widest_cell(db: str, conn: Conn) -> N
     assert all(line == line.rstrip() for line in lines)
 
 
+def test_runs_pages_with_before_and_after_and_hides_children_with_top_level(
+    db: str, conn: Conn
+) -> None:
+    conn.execute("SELECT pgflow.create_flow('f')")
+    conn.execute("SELECT pgflow.add_step('f', 'only')")
+    # 25 runs started at one instant (the run id orders them), one with 5 children
+    conn.execute("SELECT pgflow.start_flow('f', '{}') FROM generate_series(1, 25)")
+    parent = conn.execute("SELECT run_id FROM pgflow.runs ORDER BY run_id LIMIT 1").fetchone()
+    assert parent is not None
+    conn.execute(
+        "INSERT INTO pgflow.runs (run_id, flow_slug, input, remaining_steps, parent_run_id,"
+        " parent_step_slug, parent_task_index, parent_attempt, depth)"
+        " SELECT gen_random_uuid(), 'f', '{}', 1, %s, 'only', 0, a, 1"
+        " FROM generate_series(1, 5) AS a",
+        (parent[0],),
+    )
+
+    def ids(*args: str) -> list[str]:
+        result = pgflow(db, "runs", "--json", *args)
+        assert result.exit_code == 0, result.output
+        return [r["run_id"] for r in json.loads(result.stdout)]
+
+    def expected(where: str) -> list[str]:
+        rows = conn.execute(
+            f"SELECT run_id FROM pgflow.runs WHERE {where} ORDER BY started_at DESC, run_id DESC"
+        ).fetchall()
+        return [str(r[0]) for r in rows]
+
+    walked = ids("--top-level", "--limit", "10")
+    while len(walked) % 10 == 0 and (
+        page := ids("--top-level", "--limit", "10", "--before", walked[-1])
+    ):
+        walked += page
+    assert walked == expected("parent_run_id IS NULL")
+    everything = expected("true")
+    assert len(everything) == 30
+    assert ids("--limit", "7", "--before", everything[9]) == everything[10:17]
+    assert ids("--limit", "4", "--after", everything[9]) == everything[5:9]
+    unknown = pgflow(db, "runs", "--before", str(uuid.uuid4()))
+    assert unknown.exit_code == 1
+    assert "does not exist" in unknown.output
+    both = pgflow(db, "runs", "--before", everything[0], "--after", everything[1])
+    assert both.exit_code == 2
+    assert "not both" in both.output
+
+
 # --------------------------------------------------------------------------- python -m pgflow
 
 

@@ -315,6 +315,7 @@ def test_runs_lists_newest_first_with_filters(flows: str, conn: Conn) -> None:
         "run_id",
         "flow_slug",
         "version",
+        "parent_run_id",
         "status",
         "remaining_steps",
         "error_message",

@@ -465,9 +465,17 @@ apart needs pgflow.flow_shape (the owner and roles given pgflow.grant_worker),
 so for a role given only pgflow.grant_client an unknown flow prints "no runs".
 
 \b
+Sub-flow children are listed like any run; --top-level leaves them out.
+Paging: one call lists at most --limit runs (newest first); --before RUN_ID
+lists the runs older than that run (pass the last run of a page for the next
+page), --after RUN_ID the ones newer than it (the previous page).  Each page
+reads one bounded index range, however deep.
+
+\b
 Examples:
   pgflow runs
   pgflow runs --flow order --status failed --limit 100
+  pgflow runs --top-level --before 0193d6f2-0c1e-7a6b-9f55-3c2d1e0f4a10
   pgflow runs --status started --json | jq -r '.[].run_id'
 """
 
@@ -483,14 +491,50 @@ Examples:
 @click.option(
     "--limit", type=click.IntRange(1, 10000), default=20, show_default=True, help="At most N runs."
 )
+@click.option("--top-level", is_flag=True, help="Leave sub-flow children out.")
+@click.option(
+    "--before",
+    type=click.UUID,
+    metavar="RUN_ID",
+    help="Only runs older than this run (the next page after it).",
+)
+@click.option(
+    "--after",
+    type=click.UUID,
+    metavar="RUN_ID",
+    help="Only runs newer than this run (the page before it).",
+)
 @json_option
 @dsn_option
 def runs(
-    flow_slug: str | None, run_status: str | None, limit: int, as_json: bool, dsn: str
+    flow_slug: str | None,
+    run_status: str | None,
+    limit: int,
+    top_level: bool,
+    before: uuid.UUID | None,
+    after: uuid.UUID | None,
+    as_json: bool,
+    dsn: str,
 ) -> None:
     """List the most recent runs, newest first."""
+    if before is not None and after is not None:
+        raise click.UsageError("pass --before or --after, not both")
     with connected(dsn, needs="client") as conn:
-        rows = list_runs(conn, flow_slug, run_status, limit)
+        cursor = None
+        if (edge := before or after) is not None:
+            found = run_summary(conn, edge)
+            if found is None:
+                fail([f"error: run {edge} does not exist", "hint: pgflow runs lists the runs"])
+            cursor = {"started_at": found["started_at"], "run_id": str(edge)}
+        rows = list_runs(
+            conn,
+            flow_slug,
+            run_status,
+            limit,
+            top_level=top_level,
+            cursor=cursor,
+            direction="newer" if after is not None else "older",
+        )
         if not rows and flow_slug is not None and not _may_exist(conn, flow_slug):
             unknown_flow(flow_slug)
     if as_json:
