@@ -108,8 +108,8 @@ golden: venv ## regenerate golden SQL files and the --help blocks of docs/refere
 screenshots: prereqs venv install ## refresh docs/img/*.png: the dashboard's pages in headless chromium
 	@PGFLOW_REQUIRE_DB=1 PGFLOW_REQUIRE_BROWSER=1 PGFLOW_SCREENSHOTS=docs/img $(CLUSTER) $(PY) -m pytest -q tests/py/ui/test_browser.py
 
-demo: prereqs venv install ## run an example flow end to end on a throwaway cluster
-	@$(CLUSTER) $(PY) examples/demo.py
+demo: prereqs venv install ## run an example flow end to end on a throwaway cluster (UI=1: then serve pgflow ui on it until Ctrl-C)
+	@PGFLOW_DEMO_UI=$(if $(filter 1,$(UI)),1,) $(CLUSTER) $(PY) examples/demo.py
 
 bench: prereqs venv install ## benchmark on a throwaway durable cluster (BENCH_ARGS=--quick)
 	@$(PY) -m bench $(BENCH_ARGS)

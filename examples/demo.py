@@ -6,17 +6,28 @@ the flow's migration with `pgflow-build` and applies it, starts two `pgflow
 worker` processes, starts 100 orders, shows their progress from the
 pgflow_events channel, prints one run as a tree, and stops the workers with
 SIGTERM.
+
+With ``PGFLOW_DEMO_UI=1`` (``make demo UI=1``) it then serves ``pgflow ui``
+on the same throwaway cluster at http://127.0.0.1:8080/ (or the port in
+``PGFLOW_DEMO_UI_PORT``; a free one when that one is taken) until Ctrl-C;
+the cluster goes when the demo exits.  ``PGFLOW_DEMO_UI_ONCE=1`` asks the
+dashboard for its flows page once and stops instead of waiting (what the
+test of this does).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +76,72 @@ def progress(done: int, total: int, failed: int, started: float) -> None:
     rate = done / max(time.monotonic() - started, 1e-6)
     line = f"\r    [{bar}] {done:3d}/{total} runs finished ({failed} failed)  {rate:5.1f} runs/s"
     print(line, end="", flush=True)
+
+
+def _port(wanted: int) -> int:
+    """``wanted`` when it is free on 127.0.0.1, else a free port the system picks."""
+    for port in (wanted, 0):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(probe.getsockname()[1])
+    raise OSError("no free port on 127.0.0.1")
+
+
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(errors="replace")
+
+
+def serve_ui(dsn: str, once: bool, port: int = 8080, flow: str = "order") -> int:
+    """Serve ``pgflow ui`` on 127.0.0.1 until Ctrl-C (``once``: one GET of its flows page).
+
+    Exits 0 when the dashboard answered (and, with ``once``, its flows page
+    lists ``flow``); 1 when it did not start.
+    """
+    port = _port(port)
+    url = f"http://127.0.0.1:{port}/"
+    server = subprocess.Popen(
+        [str(BIN / "pgflow"), "ui", "--dsn", dsn, "--host", "127.0.0.1", "--port", str(port)],
+        cwd=ROOT,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if server.poll() is not None:
+                print(f"pgflow ui exited with {server.returncode}", file=sys.stderr)
+                return 1
+            try:
+                status, body = _get(url)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    print(f"pgflow ui did not answer at {url} within 30 s", file=sys.stderr)
+                    return 1
+                time.sleep(0.2)
+        if once:
+            ok = status == 200 and f'data-flow="{flow}"' in body
+            say(f"dashboard at {url} answered {status}" + ("" if ok else " without the flow"))
+            return 0 if ok else 1
+        say(f"dashboard: {url}  (Ctrl-C stops it and the throwaway cluster)")
+        try:
+            server.wait()
+        except KeyboardInterrupt:
+            print()
+        return 0
+    finally:
+        if server.poll() is None:
+            server.send_signal(signal.SIGINT)
+            try:
+                server.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
 
 
 def main() -> int:
@@ -179,7 +256,14 @@ def main() -> int:
     run = get_run(conn, gold)
     assert run is not None
     print(render_run(run))
-    return 0 if failed == 0 else 1
+    code = 0 if failed == 0 else 1
+    if os.environ.get("PGFLOW_DEMO_UI") == "1":
+        conn.close()
+        events.close()
+        port = int(os.environ.get("PGFLOW_DEMO_UI_PORT") or 8080)
+        served = serve_ui(dsn, os.environ.get("PGFLOW_DEMO_UI_ONCE") == "1", port)
+        code = code or served
+    return code
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import json
 import logging
 import queue
 import threading
+import time
 import urllib.parse
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
@@ -44,6 +45,8 @@ log = logging.getLogger("pgflow.ui")
 HERE: Final = Path(__file__).resolve().parent
 STATUSES: Final = ("started", "completed", "failed", "cancelled")
 PAGE_SIZE: Final = 50
+#: seconds the Runs page's list of flow names is used before it is read again
+NAMES_TTL: Final = 30.0
 #: Outputs and inputs longer than this are cut on the page (the full text is one click away).
 TRUNCATE: Final = 2000
 SESSION_COOKIE: Final = "pgflow_ui"
@@ -371,11 +374,42 @@ class Dashboard:
         self.show_payloads = show_payloads
         self.env = _templates()
         self.metrics: Callable[[], bytes] | None = None
+        self._names: tuple[float, list[str]] | None = None
+        self._names_lock = threading.Lock()
 
     # ------------------------------------------------------------------ reads
 
     def flows(self) -> list[dict[str, Any]]:
         return list(self.db.rows("SELECT pgflow.list_flows()"))
+
+    def flow_names(self) -> list[str]:
+        """The flow names of the Runs page's filter, read at most every NAMES_TTL seconds.
+
+        list_flows counts every flow's runs (a scan of the runs' history),
+        which a Runs page should not pay each time: the first call reads
+        the names, later ones get them at once and, once they are older
+        than NAMES_TTL, refresh them on a thread for the next page.
+        """
+        cached = self._names
+        if cached is None:
+            names = sorted({str(f["flow_name"]) for f in self.flows()})
+            self._names = (time.monotonic(), names)
+            return names
+        if time.monotonic() - cached[0] > NAMES_TTL and self._names_lock.acquire(blocking=False):
+
+            def refresh() -> None:
+                try:
+                    self._names = (
+                        time.monotonic(),
+                        sorted({str(f["flow_name"]) for f in self.flows()}),
+                    )
+                except psycopg.Error:
+                    log.warning("could not refresh the flow names", exc_info=True)
+                finally:
+                    self._names_lock.release()
+
+            threading.Thread(target=refresh, name="pgflow-ui-names", daemon=True).start()
+        return cached[1]
 
     def shape(self, flow_slug: str) -> dict[str, Any] | None:
         """flow_shape of a flow, or None when unknown or when the role may not call it."""
@@ -540,7 +574,7 @@ def runs_page(dash: Dashboard, request: Request) -> Response:
     page = dash.runs(
         flow, status, Page(cursor, direction if cursor else "older", since, until, not children)
     )
-    names = sorted({str(f["flow_name"]) for f in dash.flows()})
+    names = dash.flow_names()
     keep = {"flow": flow or "", "status": status or ""}
     keep |= {"since": q.get("since") or "", "until": q.get("until") or ""}
     keep |= {"children": "1" if children else ""}
