@@ -5286,9 +5286,10 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 -- an ordered index range is the only plan wanted: without statistics (a
 -- fresh or never analysed runs table) the planner takes status = 'completed'
--- for rare and would rather read every row of the range into a bitmap and
--- sort them (hundreds of ms with a million runs)
+-- for rare and would rather read every row of the range (a bitmap of a
+-- million, or the whole table) and sort them: hundreds of ms
 SET enable_bitmapscan = off
+SET enable_seqscan = off
 AS $$
 DECLARE
     v_slugs text[];
