@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -208,6 +208,19 @@ def test_list_cancel_retry_prune_and_stats(db: str, greet: str, later: Later) ->
         assert [r["run_id"] for r in listed] == [str(second.run_id), str(first.run_id)]
         assert "input" not in listed[0]
         assert client.list_runs(limit=1)[0]["run_id"] == str(second.run_id)
+        # keyset pages: after the first row, the second; before the second, the first
+        (newest,) = client.list_runs(limit=1)
+        assert [r["run_id"] for r in client.list_runs(limit=5, cursor=newest)] == [
+            str(first.run_id)
+        ]
+        assert [r["run_id"] for r in client.list_runs(cursor=listed[1], direction="newer")] == [
+            str(second.run_id)
+        ]
+        assert len(client.list_runs(top_level=True)) == 2
+        before_newest = datetime.fromisoformat(newest["started_at"])
+        assert [r["run_id"] for r in client.list_runs(started_before=before_newest)] == [
+            str(first.run_id)
+        ]
 
         cancelled = client.cancel(first.run_id)
         assert isinstance(cancelled, CancelResult)
