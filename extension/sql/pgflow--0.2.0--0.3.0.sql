@@ -5482,3 +5482,1312 @@ COMMENT ON FUNCTION pgflow._api_functions(text) IS
     'the functions grant_worker (kind worker), grant_client (kind client) and grant_dashboard (kind dashboard, with client''s) grant';
 
 -- ============================================================ end of 0.3.0: dashboard paging
+
+-- ============================================================ 0.3.0: concurrency and priorities
+-- Concurrency limits (create_flow/add_step concurrency, concurrency_key;
+-- step_tasks.gate, parked tasks, _gate_refill) and run priorities.
+-- The functions are copies of extension/src (this section comes last).
+
+-- Concurrency limits ("at most N of these at once, per key").
+--
+-- A step's concurrency (add_step(concurrency => N, concurrency_key => path))
+-- lets at most N of its tasks hold a slot at once, per distinct value of the
+-- key; a flow's (create_flow(concurrency => N, concurrency_key => 'run.x'))
+-- does the same for the tasks of all its task steps together, except the
+-- steps that have a limit of their own (one gate per task: a step's limit
+-- replaces the flow's for that step).  Sub-flow and wait steps have no
+-- tasks that workers run and are never gated.
+--
+-- How it stays exact and cheap: a gated task is created *parked* (queued,
+-- vt = 'infinity': outside the vt <= now range every claim reads, so a
+-- blocked backlog is never scanned) and named by its gate (step_tasks.gate,
+-- '<step slug or *>|<key value as JSON text>').  _gate_refill, under a
+-- transaction advisory lock of the gate, counts the gate's tasks that hold a
+-- slot (open, vt finite: ready, delayed for a retry, started or with an
+-- expired lease; at most `limit` rows through step_tasks_gate_idx) and
+-- un-parks the oldest parked ones into the free slots.  It runs when gated
+-- tasks are created, when retry_run re-queues them, when a limit changes,
+-- and, from a trigger, whenever a task holding a slot reaches a final
+-- status (completed, failed, cancelled), whichever function finishes it.
+-- Claims (claim_tasks, read_with_poll) are unchanged: an un-parked task is
+-- an ordinary claimable task.  Exact under READ COMMITTED (the default: each
+-- statement of _gate_refill sees what committed before it took the lock).
+
+ALTER TABLE pgflow.flows ADD COLUMN opt_concurrency integer;
+ALTER TABLE pgflow.flows ADD COLUMN opt_concurrency_key text[];
+ALTER TABLE pgflow.flows ADD CONSTRAINT flows_opt_concurrency_check
+    CHECK (opt_concurrency >= 1 AND (opt_concurrency_key IS NULL OR cardinality(opt_concurrency_key) >= 2));
+ALTER TABLE pgflow.flows ADD CONSTRAINT flows_opt_concurrency_key_check
+    CHECK (opt_concurrency_key IS NULL OR opt_concurrency IS NOT NULL);
+COMMENT ON COLUMN pgflow.flows.opt_concurrency IS
+    'at most this many tasks of the flow''s task steps (without a limit of their own) hold a slot at once, per key (NULL: no limit)';
+COMMENT ON COLUMN pgflow.flows.opt_concurrency_key IS
+    'the path into a task''s input ({run,tenant}) whose value partitions the flow''s limit (NULL: one limit for all)';
+
+ALTER TABLE pgflow.steps ADD COLUMN opt_concurrency integer;
+ALTER TABLE pgflow.steps ADD COLUMN opt_concurrency_key text[];
+ALTER TABLE pgflow.steps ADD CONSTRAINT steps_opt_concurrency_check
+    CHECK (opt_concurrency >= 1 AND (opt_concurrency_key IS NULL OR cardinality(opt_concurrency_key) >= 1));
+ALTER TABLE pgflow.steps ADD CONSTRAINT steps_opt_concurrency_key_check
+    CHECK (opt_concurrency_key IS NULL OR opt_concurrency IS NOT NULL);
+COMMENT ON COLUMN pgflow.steps.opt_concurrency IS
+    'at most this many of the step''s tasks hold a slot at once, per key (NULL: the flow''s limit, if any)';
+COMMENT ON COLUMN pgflow.steps.opt_concurrency_key IS
+    'the path into a task''s input ({run,tenant}, {<dep>,id}, {item,tenant} for a map''s element) partitioning the step''s limit';
+
+ALTER TABLE pgflow.step_tasks ADD COLUMN gate text;
+COMMENT ON COLUMN pgflow.step_tasks.gate IS
+    'the concurrency gate the task passes (''<step slug or *>|<key JSON>''; NULL: ungated); parked while queued with vt = infinity';
+
+-- the tasks of a gate holding a slot (vt finite) and the parked ones
+-- (vt = infinity, oldest first); ungated tasks are not in it
+CREATE INDEX step_tasks_gate_idx ON pgflow.step_tasks (flow_slug, gate, vt, message_id)
+    WHERE gate IS NOT NULL AND status IN ('queued', 'started');
+
+-- _check_concurrency: raises unless a limit and its key are valid; returns
+-- the key as a path array (NULL without a key).  firsts: what the key's
+-- first segment may be (run, the step's dependencies, item for a map).
+-- Errors: 22023 limit below 1, a key without a limit, an invalid path.
+CREATE FUNCTION pgflow._check_concurrency(who text, concurrency integer, concurrency_key text,
+                                          firsts text[])
+RETURNS text[]
+LANGUAGE plpgsql
+IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_path text[];
+BEGIN
+    IF concurrency IS NULL THEN
+        IF concurrency_key IS NOT NULL THEN
+            RAISE EXCEPTION '%: concurrency_key "%" needs a concurrency limit', who, concurrency_key
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'pass concurrency => N (at most N at once per key value) with it';
+        END IF;
+        RETURN NULL;
+    END IF;
+    IF concurrency < 1 THEN
+        RAISE EXCEPTION '%: concurrency must be at least 1, got %', who, concurrency
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'leave it out (NULL) for no limit';
+    END IF;
+    IF concurrency_key IS NULL THEN
+        RETURN NULL;
+    END IF;
+    v_path := string_to_array(concurrency_key, '.');
+    IF array_position(v_path, '') IS NOT NULL
+       OR (cardinality(v_path) < 2 AND v_path[1] IS DISTINCT FROM 'item') THEN
+        RAISE EXCEPTION '%: invalid concurrency_key "%"', who, concurrency_key
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'a dotted path into the task''s input, e.g. run.customer_id';
+    END IF;
+    IF NOT v_path[1] = ANY (firsts) THEN
+        RAISE EXCEPTION '%: concurrency_key "%" starts with "%", not one of [%]',
+                who, concurrency_key, v_path[1], array_to_string(firsts, ', ')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'start it with run (the run''s input), a dependency''s slug, or item (a map task''s element)';
+    END IF;
+    RETURN v_path;
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow._check_concurrency(text, integer, text, text[]) IS
+    'validate a concurrency limit and key; returns the key as a path array';
+
+-- _gate_of: the gate of a task: scope ('*' for the flow's limit, else the
+-- step slug), then the key's value in the task's input (input: {"run",
+-- "<dep>"}; item: a map task's element) as JSON text; a missing key is null
+-- (all tasks without it share one gate).  Values longer than 200 characters
+-- are replaced by the JSON string "md5:<hash of the value>".
+CREATE FUNCTION pgflow._gate_of(scope text, key_path text[], input jsonb, item jsonb)
+RETURNS text
+LANGUAGE sql
+IMMUTABLE
+PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT scope || '|' || CASE WHEN length(v) > 200 THEN to_jsonb('md5:' || md5(v))::text ELSE v END
+    FROM (SELECT CASE
+                     WHEN key_path IS NULL THEN ''
+                     ELSE coalesce(CASE WHEN key_path[1] = 'item' THEN item #> key_path[2:]
+                                        ELSE input #> key_path END::text, 'null')
+                 END AS v) AS k
+$$;
+
+COMMENT ON FUNCTION pgflow._gate_of(text, text[], jsonb, jsonb) IS
+    'the concurrency gate of a task from its scope, key path and input';
+
+-- _gate_refill: un-parks the oldest parked tasks of a gate into its free
+-- slots (limit minus the tasks holding one), at once claimable (or at
+-- queued_at + start_delay, if that is later).  A gate whose limit was
+-- removed un-parks everything.  Wakes idle workers when it un-parked a task.
+-- Returns how many it un-parked.
+-- Locks: the gate's transaction advisory lock (refills of one gate run one
+-- at a time, each counting what the one before committed), then the
+-- un-parked rows (SKIP LOCKED: a parked row another transaction holds is
+-- being finished or re-queued by it, which refills again).
+CREATE FUNCTION pgflow._gate_refill(flow_slug text, gate text)
+RETURNS integer
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_scope text := split_part(_gate_refill.gate, '|', 1);
+    v_limit integer;
+    v_free bigint;
+    v_moved integer;
+BEGIN
+    PERFORM pg_advisory_xact_lock(1885824632, hashtext(_gate_refill.flow_slug || ' ' || _gate_refill.gate));
+    IF v_scope = '*' THEN
+        SELECT f.opt_concurrency INTO v_limit
+        FROM pgflow.flows AS f WHERE f.flow_slug = _gate_refill.flow_slug;
+    ELSE
+        SELECT s.opt_concurrency INTO v_limit
+        FROM pgflow.steps AS s
+        WHERE s.flow_slug = _gate_refill.flow_slug AND s.step_slug = v_scope;
+    END IF;
+    IF v_limit IS NOT NULL THEN
+        SELECT v_limit - count(*) INTO v_free
+        FROM pgflow.step_tasks AS t
+        WHERE t.flow_slug = _gate_refill.flow_slug
+          AND t.gate = _gate_refill.gate
+          AND t.status IN ('queued', 'started')
+          AND t.vt < 'infinity';
+        IF v_free <= 0 THEN
+            RETURN 0;
+        END IF;
+    END IF;
+
+    WITH next AS (
+        SELECT t.ctid
+        FROM pgflow.step_tasks AS t
+        WHERE t.flow_slug = _gate_refill.flow_slug
+          AND t.gate = _gate_refill.gate
+          AND t.status IN ('queued', 'started')
+          AND t.vt = 'infinity'
+        ORDER BY t.message_id
+        LIMIT v_free
+        FOR UPDATE SKIP LOCKED
+    )
+    UPDATE pgflow.step_tasks AS t
+    SET vt = greatest(now(), t.queued_at + make_interval(secs => coalesce((
+                 SELECT s.opt_start_delay FROM pgflow.steps AS s
+                 WHERE s.flow_slug = t.flow_slug AND s.step_slug = t.step_slug), 0)))
+    FROM next
+    WHERE t.ctid = next.ctid;
+    GET DIAGNOSTICS v_moved = ROW_COUNT;
+    IF v_moved > 0 THEN
+        PERFORM pgflow._wake_workers(_gate_refill.flow_slug);
+    END IF;
+    RETURN v_moved;
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow._gate_refill(text, text) IS
+    'un-park the oldest parked tasks of a concurrency gate into its free slots';
+
+-- _gate_refill_flow: refills every gate of a flow that has parked tasks
+-- (after its limits changed).
+CREATE FUNCTION pgflow._gate_refill_flow(flow_slug text)
+RETURNS void
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM pgflow._gate_refill(_gate_refill_flow.flow_slug, g.gate)
+    FROM (SELECT DISTINCT t.gate
+          FROM pgflow.step_tasks AS t
+          WHERE t.flow_slug = _gate_refill_flow.flow_slug
+            AND t.gate IS NOT NULL
+            AND t.status IN ('queued', 'started')
+            AND t.vt = 'infinity'
+          ORDER BY t.gate) AS g;
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow._gate_refill_flow(text) IS
+    'refill every concurrency gate of a flow that has parked tasks';
+
+-- _gate_released: a task holding a slot of its gate reached a final status:
+-- the slot goes to the gate's next parked task.
+CREATE FUNCTION pgflow._gate_released()
+RETURNS trigger
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM pgflow._gate_refill(NEW.flow_slug, NEW.gate);
+    RETURN NULL;
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow._gate_released() IS
+    'trigger: a gated task holding a slot finished; refill its gate';
+
+CREATE TRIGGER step_tasks_gate_released
+    AFTER UPDATE OF status ON pgflow.step_tasks
+    FOR EACH ROW
+    WHEN (OLD.gate IS NOT NULL AND OLD.status IN ('queued', 'started')
+          AND NEW.status NOT IN ('queued', 'started') AND OLD.vt < 'infinity')
+    EXECUTE FUNCTION pgflow._gate_released();
+
+REVOKE ALL ON FUNCTION pgflow._check_concurrency(text, integer, text, text[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION pgflow._gate_of(text, text[], jsonb, jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION pgflow._gate_refill(text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION pgflow._gate_refill_flow(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION pgflow._gate_released() FROM PUBLIC;
+
+DROP FUNCTION pgflow.create_flow(text, integer, integer, integer, boolean, integer, integer, boolean, integer);
+CREATE FUNCTION pgflow.create_flow(
+    flow_slug text,
+    max_attempts integer DEFAULT 3,
+    base_delay integer DEFAULT 1,
+    timeout integer DEFAULT 60,
+    step_events boolean DEFAULT false,
+    heartbeat integer DEFAULT NULL,
+    max_delay integer DEFAULT NULL,
+    jitter boolean DEFAULT false,
+    version integer DEFAULT NULL,
+    concurrency integer DEFAULT NULL,
+    concurrency_key text DEFAULT NULL
+)
+RETURNS pgflow.flows
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_flow pgflow.flows;
+    v_version integer := coalesce(create_flow.version, 1);
+    v_slug text;
+    v_gate_key text[];
+    v_before pgflow.flows;
+BEGIN
+    PERFORM pgflow._check_slug('flow slug', create_flow.flow_slug);
+    IF strpos(create_flow.flow_slug, '@') > 0 THEN
+        RAISE EXCEPTION 'create_flow takes the flow''s name, not "%"', create_flow.flow_slug
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = format('pass flow_slug => %L, version => %s',
+                                split_part(create_flow.flow_slug, '@', 1),
+                                split_part(create_flow.flow_slug, '@', 2));
+    END IF;
+    PERFORM pgflow._check_option('version', create_flow.version, 1, true);
+    v_slug := create_flow.flow_slug || CASE WHEN v_version = 1 THEN '' ELSE '@' || v_version END;
+    PERFORM pgflow._check_option('max_attempts', create_flow.max_attempts, 1, false);
+    PERFORM pgflow._check_option('base_delay', create_flow.base_delay, 1, false);
+    PERFORM pgflow._check_option('timeout', create_flow.timeout, 3, false);
+    PERFORM pgflow._check_option('heartbeat', create_flow.heartbeat, 1, true);
+    PERFORM pgflow._check_option('max_delay', create_flow.max_delay, 1, true);
+    IF create_flow.step_events IS NULL THEN
+        RAISE EXCEPTION 'step_events must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed', HINT = 'pass true or false';
+    END IF;
+    IF create_flow.jitter IS NULL THEN
+        RAISE EXCEPTION 'jitter must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed', HINT = 'pass true or false';
+    END IF;
+    v_gate_key := pgflow._check_concurrency(format('flow "%s"', v_slug), create_flow.concurrency,
+                                            create_flow.concurrency_key, ARRAY['run']);
+    SELECT * INTO v_before FROM pgflow.flows AS f WHERE f.flow_slug = v_slug;
+
+    INSERT INTO pgflow.flows AS f
+        (flow_slug, opt_max_attempts, opt_base_delay, opt_timeout, opt_step_events,
+         opt_heartbeat, opt_max_delay, opt_jitter, flow_name, version, opt_concurrency,
+         opt_concurrency_key)
+    VALUES
+        (v_slug, create_flow.max_attempts, create_flow.base_delay,
+         create_flow.timeout, create_flow.step_events, create_flow.heartbeat,
+         create_flow.max_delay, create_flow.jitter, create_flow.flow_slug, v_version,
+         create_flow.concurrency, v_gate_key)
+    ON CONFLICT ON CONSTRAINT flows_pkey DO UPDATE
+        SET opt_max_attempts = excluded.opt_max_attempts,
+            opt_base_delay = excluded.opt_base_delay,
+            opt_timeout = excluded.opt_timeout,
+            opt_step_events = excluded.opt_step_events,
+            opt_heartbeat = excluded.opt_heartbeat,
+            opt_max_delay = excluded.opt_max_delay,
+            opt_jitter = excluded.opt_jitter,
+            opt_concurrency = excluded.opt_concurrency,
+            opt_concurrency_key = excluded.opt_concurrency_key
+        -- an identical re-run writes nothing
+        WHERE (f.opt_max_attempts, f.opt_base_delay, f.opt_timeout, f.opt_step_events,
+               f.opt_heartbeat, f.opt_max_delay, f.opt_jitter, f.opt_concurrency,
+               f.opt_concurrency_key)
+              IS DISTINCT FROM
+              (excluded.opt_max_attempts, excluded.opt_base_delay, excluded.opt_timeout,
+               excluded.opt_step_events, excluded.opt_heartbeat, excluded.opt_max_delay,
+               excluded.opt_jitter, excluded.opt_concurrency, excluded.opt_concurrency_key)
+    RETURNING * INTO v_flow;
+
+    IF v_flow.flow_slug IS NULL THEN
+        SELECT * INTO STRICT v_flow FROM pgflow.flows AS f WHERE f.flow_slug = v_slug;
+    ELSIF v_before.flow_slug IS NOT NULL
+          AND (v_before.opt_concurrency, v_before.opt_concurrency_key)
+              IS DISTINCT FROM (v_flow.opt_concurrency, v_flow.opt_concurrency_key) THEN
+        -- a changed limit takes effect at once for the parked tasks
+        PERFORM pgflow._gate_refill_flow(v_slug);
+    END IF;
+    RETURN v_flow;
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow.create_flow(text, integer, integer, integer, boolean, integer, integer, boolean, integer, integer, text) IS
+    'create a flow definition (or a version of one), or update its tunables (idempotent)';
+
+REVOKE ALL ON FUNCTION pgflow.create_flow(text, integer, integer, integer, boolean, integer, integer, boolean, integer, integer, text) FROM PUBLIC;
+
+DROP FUNCTION pgflow.add_step(text, text, text[], integer, integer, integer, integer, text, jsonb, jsonb, text, text, integer, integer, boolean, text, text);
+CREATE FUNCTION pgflow.add_step(
+    flow_slug text,
+    step_slug text,
+    deps_slugs text[] DEFAULT '{}',
+    max_attempts integer DEFAULT NULL,
+    base_delay integer DEFAULT NULL,
+    timeout integer DEFAULT NULL,
+    start_delay integer DEFAULT NULL,
+    step_type text DEFAULT 'single',
+    required_input_pattern jsonb DEFAULT NULL,
+    forbidden_input_pattern jsonb DEFAULT NULL,
+    when_unmet text DEFAULT 'skip',
+    when_exhausted text DEFAULT 'fail',
+    heartbeat integer DEFAULT NULL,
+    max_delay integer DEFAULT NULL,
+    jitter boolean DEFAULT NULL,
+    wait_event text DEFAULT NULL,
+    wait_key text DEFAULT NULL,
+    concurrency integer DEFAULT NULL,
+    concurrency_key text DEFAULT NULL
+)
+RETURNS pgflow.steps
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_deps text[];
+    v_dup text;
+    v_missing text;
+    v_existing pgflow.steps;
+    v_existing_deps text[];
+    v_diffs text[] := '{}';
+    v_step pgflow.steps;
+    v_key_path text[];
+    v_existing_wait pgflow.step_waits;
+    v_gate_key text[];
+BEGIN
+    PERFORM pgflow._check_slug('flow slug', add_step.flow_slug);
+    PERFORM pgflow._check_slug('step slug', add_step.step_slug);
+    PERFORM pgflow._check_option('max_attempts', add_step.max_attempts, 1, true);
+    PERFORM pgflow._check_option('base_delay', add_step.base_delay, 1, true);
+    PERFORM pgflow._check_option('timeout', add_step.timeout, 3, true);
+    PERFORM pgflow._check_option('start_delay', add_step.start_delay, 0, true);
+    PERFORM pgflow._check_option('heartbeat', add_step.heartbeat, 1, true);
+    PERFORM pgflow._check_option('max_delay', add_step.max_delay, 1, true);
+    PERFORM pgflow._check_choice('step_type', add_step.step_type, ARRAY['single', 'map', 'wait']);
+    PERFORM pgflow._check_choice('when_unmet', add_step.when_unmet,
+                                 ARRAY['skip', 'skip-cascade', 'fail']);
+    PERFORM pgflow._check_choice('when_exhausted', add_step.when_exhausted,
+                                 ARRAY['fail', 'skip', 'skip-cascade']);
+    PERFORM pgflow._check_pattern('required_input_pattern', add_step.step_slug,
+                                  add_step.required_input_pattern);
+    PERFORM pgflow._check_pattern('forbidden_input_pattern', add_step.step_slug,
+                                  add_step.forbidden_input_pattern);
+
+    -- dependency list: no NULLs, valid slugs, no duplicates, not itself
+    IF add_step.deps_slugs IS NULL THEN
+        RAISE EXCEPTION 'deps_slugs must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'pass ''{}'' (or leave it out) for a step without dependencies';
+    END IF;
+    IF array_position(add_step.deps_slugs, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'deps_slugs of step "%" contains NULL', add_step.step_slug
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'list the slugs of the steps it depends on';
+    END IF;
+    PERFORM pgflow._check_slug('dependency slug', d) FROM unnest(add_step.deps_slugs) AS d;
+    SELECT d INTO v_dup
+    FROM unnest(add_step.deps_slugs) AS d
+    GROUP BY d
+    HAVING count(*) > 1
+    LIMIT 1;
+    IF v_dup IS NOT NULL THEN
+        RAISE EXCEPTION 'step "%" lists dependency "%" more than once', add_step.step_slug, v_dup
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'list each dependency once';
+    END IF;
+    IF add_step.step_slug = ANY (add_step.deps_slugs) THEN
+        RAISE EXCEPTION 'step "%" cannot depend on itself', add_step.step_slug
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'flows are acyclic: remove it from deps_slugs';
+    END IF;
+    IF add_step.step_type = 'map' AND cardinality(add_step.deps_slugs) > 1 THEN
+        RAISE EXCEPTION 'map step "%" has % dependencies (%); a map step takes its array from at most one',
+                add_step.step_slug, cardinality(add_step.deps_slugs),
+                array_to_string(add_step.deps_slugs, ', ')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'add a single step that combines them and map over its output';
+    END IF;
+    v_deps := ARRAY(SELECT d FROM unnest(add_step.deps_slugs) AS d ORDER BY d COLLATE "C");
+    IF add_step.step_type = 'wait' THEN
+        v_key_path := pgflow._check_wait(add_step.step_slug, add_step.wait_event, add_step.wait_key,
+                                         v_deps, ARRAY[add_step.max_attempts, add_step.base_delay,
+                                                       add_step.start_delay, add_step.heartbeat,
+                                                       add_step.max_delay],
+                                         add_step.jitter);
+    ELSIF add_step.wait_event IS NOT NULL OR add_step.wait_key IS NOT NULL THEN
+        RAISE EXCEPTION 'step "%" is a % step: wait_event and wait_key are only for wait steps',
+                add_step.step_slug, add_step.step_type
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'pass step_type => ''wait'' to make it wait for an event';
+    END IF;
+    IF add_step.step_type = 'wait' AND add_step.concurrency IS NOT NULL THEN
+        RAISE EXCEPTION 'wait step "%" has no task: concurrency does not apply', add_step.step_slug
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'limit the steps that depend on it instead';
+    END IF;
+    v_gate_key := pgflow._check_concurrency(format('step "%s"', add_step.step_slug),
+                                            add_step.concurrency, add_step.concurrency_key,
+                                            ARRAY['run'] || v_deps
+                                            || CASE WHEN add_step.step_type = 'map'
+                                                    THEN ARRAY['item'] ELSE '{}' END);
+
+    PERFORM 1 FROM pgflow.flows AS f WHERE f.flow_slug = add_step.flow_slug FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'flow "%" does not exist', add_step.flow_slug
+            USING ERRCODE = 'undefined_object',
+                  HINT = format('create it first: SELECT pgflow.create_flow(%L)', add_step.flow_slug);
+    END IF;
+
+    SELECT d INTO v_missing
+    FROM unnest(add_step.deps_slugs) AS d
+    WHERE NOT EXISTS (
+        SELECT 1 FROM pgflow.steps AS s
+        WHERE s.flow_slug = add_step.flow_slug AND s.step_slug = d)
+    LIMIT 1;
+
+    SELECT * INTO v_existing
+    FROM pgflow.steps AS s
+    WHERE s.flow_slug = add_step.flow_slug AND s.step_slug = add_step.step_slug;
+
+    IF v_existing.step_slug IS NULL THEN
+        IF v_missing IS NOT NULL THEN
+            RAISE EXCEPTION 'step "%" of flow "%" depends on unknown step "%"',
+                    add_step.step_slug, add_step.flow_slug, v_missing
+                USING ERRCODE = 'undefined_object',
+                      HINT = format('add step "%s" first: steps are added in dependency order', v_missing);
+        END IF;
+        IF EXISTS (SELECT 1 FROM pgflow.runs AS r WHERE r.flow_slug = add_step.flow_slug) THEN
+            RAISE EXCEPTION 'cannot add step "%" to flow "%": the flow already has runs',
+                    add_step.step_slug, add_step.flow_slug
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      HINT = pgflow._next_version_hint(add_step.flow_slug,
+                                                       'a flow''s structure is fixed once it has run');
+        END IF;
+
+        INSERT INTO pgflow.steps AS s (
+            flow_slug, step_slug, step_type, step_index, deps_count,
+            opt_max_attempts, opt_base_delay, opt_timeout, opt_start_delay,
+            required_input_pattern, forbidden_input_pattern, when_unmet, when_exhausted,
+            opt_heartbeat, opt_max_delay, opt_jitter, opt_concurrency, opt_concurrency_key)
+        SELECT add_step.flow_slug, add_step.step_slug, add_step.step_type,
+               (SELECT count(*) FROM pgflow.steps AS s2 WHERE s2.flow_slug = add_step.flow_slug),
+               cardinality(v_deps),
+               add_step.max_attempts, add_step.base_delay, add_step.timeout, add_step.start_delay,
+               add_step.required_input_pattern, add_step.forbidden_input_pattern,
+               add_step.when_unmet, add_step.when_exhausted,
+               add_step.heartbeat, add_step.max_delay, add_step.jitter,
+               add_step.concurrency, v_gate_key
+        RETURNING * INTO v_step;
+
+        INSERT INTO pgflow.deps (flow_slug, dep_slug, step_slug)
+        SELECT add_step.flow_slug, d, add_step.step_slug FROM unnest(v_deps) AS d;
+        IF add_step.step_type = 'wait' THEN
+            INSERT INTO pgflow.step_waits (flow_slug, step_slug, event_name, key_path)
+            VALUES (add_step.flow_slug, add_step.step_slug, add_step.wait_event, v_key_path);
+        END IF;
+        RETURN v_step;
+    END IF;
+
+    -- The step exists: the structure must match exactly.
+    v_existing_deps := ARRAY(
+        SELECT d.dep_slug FROM pgflow.deps AS d
+        WHERE d.flow_slug = add_step.flow_slug AND d.step_slug = add_step.step_slug
+        ORDER BY d.dep_slug COLLATE "C");
+    IF v_existing_deps IS DISTINCT FROM v_deps THEN
+        v_diffs := v_diffs || format('dependencies are [%s], not [%s]',
+            array_to_string(v_existing_deps, ', '), array_to_string(v_deps, ', '));
+    END IF;
+    IF v_existing.step_type IS DISTINCT FROM add_step.step_type THEN
+        v_diffs := v_diffs || format('step_type is %s, not %s', v_existing.step_type, add_step.step_type);
+    END IF;
+    IF v_existing.required_input_pattern IS DISTINCT FROM add_step.required_input_pattern THEN
+        v_diffs := v_diffs || format('required_input_pattern is %s, not %s',
+            coalesce(v_existing.required_input_pattern::text, 'NULL'),
+            coalesce(add_step.required_input_pattern::text, 'NULL'));
+    END IF;
+    IF v_existing.forbidden_input_pattern IS DISTINCT FROM add_step.forbidden_input_pattern THEN
+        v_diffs := v_diffs || format('forbidden_input_pattern is %s, not %s',
+            coalesce(v_existing.forbidden_input_pattern::text, 'NULL'),
+            coalesce(add_step.forbidden_input_pattern::text, 'NULL'));
+    END IF;
+    IF v_existing.when_unmet IS DISTINCT FROM add_step.when_unmet THEN
+        v_diffs := v_diffs || format('when_unmet is %s, not %s', v_existing.when_unmet, add_step.when_unmet);
+    END IF;
+    IF v_existing.when_exhausted IS DISTINCT FROM add_step.when_exhausted THEN
+        v_diffs := v_diffs || format('when_exhausted is %s, not %s',
+            v_existing.when_exhausted, add_step.when_exhausted);
+    END IF;
+    SELECT * INTO v_existing_wait
+    FROM pgflow.step_waits AS w
+    WHERE w.flow_slug = add_step.flow_slug AND w.step_slug = add_step.step_slug;
+    IF v_existing.step_type = 'wait' AND add_step.step_type = 'wait'
+       AND (v_existing_wait.event_name, v_existing_wait.key_path)
+           IS DISTINCT FROM (add_step.wait_event, v_key_path) THEN
+        v_diffs := v_diffs || format('it waits for %s at %s, not %s at %s',
+            v_existing_wait.event_name, array_to_string(v_existing_wait.key_path, '.'),
+            add_step.wait_event, add_step.wait_key);
+    END IF;
+    IF cardinality(v_diffs) > 0 THEN
+        RAISE EXCEPTION 'step "%" of flow "%" already exists with a different definition: %',
+                add_step.step_slug, add_step.flow_slug, array_to_string(v_diffs, '; ')
+            USING ERRCODE = 'invalid_object_definition',
+                  HINT = pgflow._next_version_hint(add_step.flow_slug,
+                                                   'a definition cannot change structure once created');
+    END IF;
+
+    -- Same structure: tunables may change in place; an identical call writes nothing.
+    UPDATE pgflow.steps AS s
+    SET opt_max_attempts = add_step.max_attempts,
+        opt_base_delay = add_step.base_delay,
+        opt_timeout = add_step.timeout,
+        opt_start_delay = add_step.start_delay,
+        opt_heartbeat = add_step.heartbeat,
+        opt_max_delay = add_step.max_delay,
+        opt_jitter = add_step.jitter,
+        opt_concurrency = add_step.concurrency,
+        opt_concurrency_key = v_gate_key
+    WHERE s.flow_slug = add_step.flow_slug
+      AND s.step_slug = add_step.step_slug
+      AND (s.opt_max_attempts, s.opt_base_delay, s.opt_timeout, s.opt_start_delay,
+           s.opt_heartbeat, s.opt_max_delay, s.opt_jitter, s.opt_concurrency, s.opt_concurrency_key)
+          IS DISTINCT FROM
+          (add_step.max_attempts, add_step.base_delay, add_step.timeout, add_step.start_delay,
+           add_step.heartbeat, add_step.max_delay, add_step.jitter, add_step.concurrency, v_gate_key)
+    RETURNING * INTO v_step;
+    IF v_step.step_slug IS NULL THEN
+        RETURN v_existing;
+    END IF;
+    -- a changed limit takes effect at once: parked tasks fill the slots it
+    -- has now (a raised or removed limit un-parks them)
+    IF (v_existing.opt_concurrency, v_existing.opt_concurrency_key)
+       IS DISTINCT FROM (v_step.opt_concurrency, v_step.opt_concurrency_key) THEN
+        PERFORM pgflow._gate_refill_flow(add_step.flow_slug);
+    END IF;
+    RETURN v_step;
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow.add_step(text, text, text[], integer, integer, integer, integer, text, jsonb, jsonb, text, text, integer, integer, boolean, text, text, integer, text) IS
+    'add a step to a flow after its dependencies (idempotent; tunables update in place)';
+
+REVOKE ALL ON FUNCTION pgflow.add_step(text, text, text[], integer, integer, integer, integer, text, jsonb, jsonb, text, text, integer, integer, boolean, text, text, integer, text) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION pgflow._start_ready_steps(run_id uuid)
+RETURNS void
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_run pgflow.runs;
+    v_step record;
+    v_input jsonb;
+    v_source jsonb;
+    v_source_status text;
+    v_count integer;
+    v_wake boolean := false;
+    v_progress boolean;
+    v_skipped text[] := '{}';
+    v_step_events boolean;
+    v_subflow_steps text[] := '{}';
+    v_flow_limit integer;
+    v_flow_key text[];
+    v_gates text[] := '{}';
+BEGIN
+    SELECT * INTO v_run FROM pgflow.runs AS r WHERE r.run_id = _start_ready_steps.run_id;
+    IF v_run.status IS DISTINCT FROM 'started' THEN
+        RETURN;
+    END IF;
+    SELECT f.opt_step_events, f.opt_concurrency, f.opt_concurrency_key
+    INTO v_step_events, v_flow_limit, v_flow_key
+    FROM pgflow.flows AS f WHERE f.flow_slug = v_run.flow_slug;
+    LOOP
+        v_progress := false;
+
+        FOR v_step IN
+            SELECT ss.step_slug, s.step_type, s.deps_count, s.when_unmet,
+                   s.required_input_pattern, s.forbidden_input_pattern,
+                   coalesce(s.opt_start_delay, 0) AS start_delay,
+                   s.opt_concurrency, s.opt_concurrency_key,
+                   EXISTS (SELECT 1 FROM pgflow.step_subflows AS sf
+                           WHERE sf.flow_slug = s.flow_slug AND sf.step_slug = s.step_slug) AS subflow
+            FROM pgflow.step_states AS ss
+            JOIN pgflow.steps AS s ON s.flow_slug = ss.flow_slug AND s.step_slug = ss.step_slug
+            WHERE ss.run_id = _start_ready_steps.run_id
+              AND ss.status = 'created'
+              AND ss.remaining_deps = 0
+            ORDER BY s.step_index
+            FOR UPDATE OF ss
+        LOOP
+            -- an earlier skip-cascade of this round may have skipped this step
+            -- (a failed run returns at once, below)
+            CONTINUE WHEN v_step.step_slug = ANY (v_skipped);
+            v_progress := true;
+
+            IF v_step.step_type = 'map' AND v_step.deps_count = 1 THEN
+                SELECT ds.output, ds.status INTO v_source, v_source_status
+                FROM pgflow.deps AS d
+                JOIN pgflow.step_states AS ds
+                  ON ds.run_id = _start_ready_steps.run_id AND ds.step_slug = d.dep_slug
+                WHERE d.flow_slug = v_run.flow_slug AND d.step_slug = v_step.step_slug;
+                IF v_source_status = 'skipped' THEN
+                    v_skipped := v_skipped || pgflow._skip_steps(_start_ready_steps.run_id,
+                        v_step.step_slug, 'dependency_skipped', false);
+                    CONTINUE;
+                END IF;
+            ELSIF v_step.step_type = 'map' THEN
+                v_source := v_run.input;
+            END IF;
+
+            IF v_step.required_input_pattern IS NOT NULL
+               OR v_step.forbidden_input_pattern IS NOT NULL THEN
+                v_input := jsonb_build_object('run', v_run.input) || coalesce((
+                    SELECT jsonb_object_agg(d.dep_slug, ds.output)
+                    FROM pgflow.deps AS d
+                    JOIN pgflow.step_states AS ds
+                      ON ds.run_id = _start_ready_steps.run_id AND ds.step_slug = d.dep_slug
+                    WHERE d.flow_slug = v_run.flow_slug
+                      AND d.step_slug = v_step.step_slug
+                      AND ds.status = 'completed'), '{}'::jsonb);
+                IF NOT (coalesce(v_input @> v_step.required_input_pattern, true)
+                        AND NOT coalesce(v_input @> v_step.forbidden_input_pattern, false)) THEN
+                    IF v_step.when_unmet = 'fail' THEN
+                        PERFORM pgflow._fail_run(_start_ready_steps.run_id, v_step.step_slug,
+                            'condition not met (when_unmet = fail)');
+                        RETURN;
+                    END IF;
+                    v_skipped := v_skipped || pgflow._skip_steps(_start_ready_steps.run_id,
+                        v_step.step_slug, 'condition_unmet', v_step.when_unmet = 'skip-cascade');
+                    CONTINUE;
+                END IF;
+            END IF;
+
+            IF v_step.step_type = 'wait' THEN
+                -- no task: it waits for its event (or consumes a kept one)
+                v_input := jsonb_build_object('run', v_run.input) || coalesce((
+                    SELECT jsonb_object_agg(d.dep_slug, ds.output)
+                    FROM pgflow.deps AS d
+                    JOIN pgflow.step_states AS ds
+                      ON ds.run_id = _start_ready_steps.run_id AND ds.step_slug = d.dep_slug
+                    WHERE d.flow_slug = v_run.flow_slug
+                      AND d.step_slug = v_step.step_slug
+                      AND ds.status = 'completed'), '{}'::jsonb);
+                IF pgflow._start_wait(_start_ready_steps.run_id, v_run.flow_slug, v_step.step_slug,
+                                      v_input) = 'failed' THEN
+                    RETURN;
+                END IF;
+                CONTINUE;
+            END IF;
+
+            IF v_step.step_type = 'map' THEN
+                IF jsonb_typeof(v_source) IS DISTINCT FROM 'array' THEN
+                    PERFORM pgflow._fail_run(_start_ready_steps.run_id, v_step.step_slug,
+                        format('map step "%s" needs an array as input, got %s',
+                               v_step.step_slug, coalesce(jsonb_typeof(v_source), 'nothing')));
+                    RETURN;
+                END IF;
+                v_count := jsonb_array_length(v_source);
+            ELSE
+                v_count := 1;
+            END IF;
+
+            UPDATE pgflow.step_states AS ss
+            SET status = 'started',
+                started_at = now(),
+                initial_tasks = v_count,
+                remaining_tasks = v_count
+            WHERE ss.run_id = _start_ready_steps.run_id AND ss.step_slug = v_step.step_slug;
+            IF v_step_events THEN
+                PERFORM pgflow._emit_step(v_run.flow_slug, _start_ready_steps.run_id,
+                                          v_step.step_slug, 'started');
+            END IF;
+
+            IF v_count = 0 THEN
+                PERFORM pgflow._complete_step(_start_ready_steps.run_id, v_step.step_slug, '[]'::jsonb);
+                CONTINUE;
+            END IF;
+
+            IF v_step.subflow THEN
+                -- tasks no worker claims; their child runs start after this loop
+                PERFORM pgflow._queue_subflow_tasks(_start_ready_steps.run_id, v_run.flow_slug,
+                                                    v_step.step_slug, v_count);
+                v_subflow_steps := v_subflow_steps || v_step.step_slug;
+                CONTINUE;
+            END IF;
+
+            IF v_step.opt_concurrency IS NULL AND v_flow_limit IS NULL THEN
+                INSERT INTO pgflow.step_tasks (run_id, step_slug, task_index, flow_slug, vt)
+                SELECT _start_ready_steps.run_id, v_step.step_slug, i, v_run.flow_slug,
+                       now() + make_interval(secs => v_step.start_delay)
+                FROM generate_series(0, v_count - 1) AS i;
+                v_wake := v_wake OR v_step.start_delay = 0;
+                CONTINUE;
+            END IF;
+
+            -- gated: parked under its gate until _gate_refill gives it a slot
+            v_input := jsonb_build_object('run', v_run.input) || coalesce((
+                SELECT jsonb_object_agg(d.dep_slug, ds.output)
+                FROM pgflow.deps AS d
+                JOIN pgflow.step_states AS ds
+                  ON ds.run_id = _start_ready_steps.run_id AND ds.step_slug = d.dep_slug
+                WHERE d.flow_slug = v_run.flow_slug
+                  AND d.step_slug = v_step.step_slug
+                  AND ds.status = 'completed'), '{}'::jsonb);
+            WITH parked AS (
+                INSERT INTO pgflow.step_tasks (run_id, step_slug, task_index, flow_slug, vt, gate)
+                SELECT _start_ready_steps.run_id, v_step.step_slug, i, v_run.flow_slug, 'infinity',
+                       CASE WHEN v_step.opt_concurrency IS NOT NULL
+                            THEN pgflow._gate_of(v_step.step_slug, v_step.opt_concurrency_key, v_input,
+                                                 CASE WHEN v_step.step_type = 'map' THEN v_source -> i END)
+                            ELSE pgflow._gate_of('*', v_flow_key, v_input, NULL) END
+                FROM generate_series(0, v_count - 1) AS i
+                RETURNING gate
+            )
+            SELECT v_gates || array_agg(DISTINCT p.gate) INTO v_gates FROM parked AS p;
+        END LOOP;
+
+        EXIT WHEN NOT v_progress;
+    END LOOP;
+
+    IF v_wake THEN
+        PERFORM pgflow._wake_workers(v_run.flow_slug);
+    END IF;
+    -- the gates of the parked tasks, in one order (lock order of their locks)
+    PERFORM pgflow._gate_refill(v_run.flow_slug, g)
+    FROM (SELECT DISTINCT g FROM unnest(v_gates) AS g ORDER BY g) AS x;
+    -- child runs start once the steps of this run are settled: one that
+    -- finishes at once advances this run through the usual paths
+    IF cardinality(v_subflow_steps) > 0 THEN
+        PERFORM pgflow._start_children(_start_ready_steps.run_id, v_subflow_steps, NULL);
+    END IF;
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow._start_ready_steps(uuid) IS
+    'start every step of a run that waits on nothing (conditions, maps, skips), to a fixed point';
+
+CREATE OR REPLACE FUNCTION pgflow._steps_finished(run_ids uuid[], step_slugs text[])
+RETURNS uuid[]
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_run uuid;
+    v_n integer;
+    v_remaining integer;
+    v_status text;
+    v_flow_slug text;
+    v_live uuid[] := '{}';
+    v_pending uuid[];
+    v_wake text[];
+    v_event_runs uuid[];
+    v_event_steps text[];
+    v_event_flows text[];
+    v_parent uuid;
+    v_children uuid[] := '{}';
+BEGIN
+    IF cardinality(_steps_finished.run_ids) = 0 THEN
+        RETURN '{}';
+    END IF;
+    -- Run by run, in run_id order (the lock order): the row is locked and
+    -- read first, then updated by a statement of its own, whose snapshot is
+    -- taken after every sibling completion the lock waited for had
+    -- committed, so a run's output sees every leaf (in the locking statement
+    -- it would still read the old rows).  Single-row statements keep the
+    -- plans on the primary key whatever the statistics say.
+    FOR v_run, v_n IN
+        SELECT f.run_id, count(DISTINCT f.step_slug)::integer
+        FROM unnest(_steps_finished.run_ids, _steps_finished.step_slugs) AS f(run_id, step_slug)
+        GROUP BY f.run_id
+        ORDER BY f.run_id
+    LOOP
+        SELECT r.remaining_steps, r.status, r.flow_slug, r.parent_run_id
+        INTO v_remaining, v_status, v_flow_slug, v_parent
+        FROM pgflow.runs AS r
+        WHERE r.run_id = v_run
+        FOR UPDATE;
+        CONTINUE WHEN v_status IS DISTINCT FROM 'started';
+        IF v_remaining <> v_n THEN
+            UPDATE pgflow.runs AS r
+            SET remaining_steps = r.remaining_steps - v_n
+            WHERE r.run_id = v_run;
+            v_live := v_live || v_run;
+        ELSE
+            UPDATE pgflow.runs AS r
+            SET remaining_steps = 0, status = 'completed', completed_at = now(),
+                output = pgflow._run_output(r.run_id)
+            WHERE r.run_id = v_run;
+            PERFORM pgflow._emit('run:completed', v_flow_slug, v_run, NULL, 'completed');
+            IF v_parent IS NOT NULL THEN
+                v_children := v_children || v_run;
+            END IF;
+        END IF;
+    END LOOP;
+
+    IF cardinality(v_live) = 0 THEN
+        -- completed child runs report to their parent tasks once this
+        -- batch's bookkeeping is done
+        PERFORM pgflow._child_finished(c) FROM unnest(v_children) AS c;
+        RETURN '{}';
+    END IF;
+
+    WITH fin AS (
+        SELECT DISTINCT f.run_id, f.step_slug, ss.flow_slug
+        FROM unnest(_steps_finished.run_ids, _steps_finished.step_slugs) AS f(run_id, step_slug)
+        JOIN pgflow.step_states AS ss ON ss.run_id = f.run_id AND ss.step_slug = f.step_slug
+        WHERE f.run_id = ANY (v_live)
+    ), waiting AS (
+        SELECT fin.run_id, d.step_slug, count(*)::integer AS n,
+               bool_and(s.step_type = 'single' AND s.required_input_pattern IS NULL
+                        AND s.forbidden_input_pattern IS NULL
+                        -- a step under a concurrency limit is started by
+                        -- _start_ready_steps (its tasks are parked)
+                        AND s.opt_concurrency IS NULL
+                        AND NOT EXISTS (SELECT 1 FROM pgflow.flows AS f
+                                        WHERE f.flow_slug = s.flow_slug
+                                          AND f.opt_concurrency IS NOT NULL)
+                        AND NOT EXISTS (SELECT 1 FROM pgflow.step_subflows AS sf
+                                        WHERE sf.flow_slug = s.flow_slug
+                                          AND sf.step_slug = s.step_slug)) AS simple,
+               max(coalesce(s.opt_start_delay, 0)) AS start_delay
+        FROM fin
+        JOIN pgflow.deps AS d ON d.flow_slug = fin.flow_slug AND d.dep_slug = fin.step_slug
+        JOIN pgflow.steps AS s ON s.flow_slug = d.flow_slug AND s.step_slug = d.step_slug
+        GROUP BY fin.run_id, d.step_slug
+    ), updated AS (
+        -- no lock is taken first: a step that waits is only ever changed by a
+        -- transaction holding its run's row, as this one does
+        UPDATE pgflow.step_states AS ss
+        SET remaining_deps = ss.remaining_deps - w.n,
+            status = CASE WHEN ss.remaining_deps = w.n AND w.simple THEN 'started' ELSE ss.status END,
+            started_at = CASE WHEN ss.remaining_deps = w.n AND w.simple THEN now() ELSE ss.started_at END,
+            initial_tasks = CASE WHEN ss.remaining_deps = w.n AND w.simple THEN 1 ELSE ss.initial_tasks END,
+            remaining_tasks = CASE WHEN ss.remaining_deps = w.n AND w.simple THEN 1 ELSE ss.remaining_tasks END
+        FROM waiting AS w
+        WHERE ss.run_id = w.run_id AND ss.step_slug = w.step_slug
+          AND ss.status = 'created'
+        RETURNING ss.run_id, ss.step_slug, ss.flow_slug, ss.status, ss.remaining_deps, w.start_delay
+    ), queued AS (
+        INSERT INTO pgflow.step_tasks (run_id, step_slug, task_index, flow_slug, vt)
+        SELECT u.run_id, u.step_slug, 0, u.flow_slug, now() + make_interval(secs => u.start_delay)
+        FROM updated AS u
+        WHERE u.status = 'started'
+        RETURNING run_id, step_slug, flow_slug, vt <= now() AS ready
+    )
+    SELECT (SELECT array_agg(DISTINCT u.run_id ORDER BY u.run_id) FROM updated AS u
+            WHERE u.status = 'created' AND u.remaining_deps = 0),
+           (SELECT array_agg(DISTINCT q.flow_slug) FROM queued AS q WHERE q.ready),
+           e.runs, e.steps, e.flows
+    INTO v_pending, v_wake, v_event_runs, v_event_steps, v_event_flows
+    FROM (
+        -- the started steps of flows that send step events
+        SELECT array_agg(q.run_id ORDER BY q.run_id, q.step_slug) AS runs,
+               array_agg(q.step_slug ORDER BY q.run_id, q.step_slug) AS steps,
+               array_agg(q.flow_slug ORDER BY q.run_id, q.step_slug) AS flows
+        FROM queued AS q
+        JOIN pgflow.flows AS f ON f.flow_slug = q.flow_slug AND f.opt_step_events
+    ) AS e;
+
+    IF v_wake IS NOT NULL THEN
+        PERFORM pgflow._wake_workers(w) FROM unnest(v_wake) AS w;
+    END IF;
+    IF v_event_runs IS NOT NULL THEN
+        PERFORM pgflow._emit_step(e.flow_slug, e.run_id, e.step_slug, 'started')
+        FROM unnest(v_event_runs, v_event_steps, v_event_flows) AS e(run_id, step_slug, flow_slug);
+    END IF;
+    PERFORM pgflow._child_finished(c) FROM unnest(v_children) AS c;
+    RETURN coalesce(v_pending, '{}');
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow._steps_finished(uuid[], text[]) IS
+    'after steps completed or were skipped: update their runs and dependents; start simple ones';
+
+CREATE OR REPLACE FUNCTION pgflow._start_run(flow_slug text, steps integer, requested text, input jsonb,
+                                  run_id uuid, parent_run_id uuid, parent_step_slug text,
+                                  parent_task_index integer, parent_attempt integer,
+                                  depth integer)
+RETURNS pgflow.runs
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_run pgflow.runs;
+    v_steps integer := _start_run.steps;
+    v_pending boolean;
+    v_started text[];
+    v_wake boolean;
+    v_slug text := _start_run.flow_slug;
+BEGIN
+    INSERT INTO pgflow.runs AS r (run_id, flow_slug, input, remaining_steps, parent_run_id,
+                                  parent_step_slug, parent_task_index, parent_attempt, depth)
+    VALUES (coalesce(_start_run.run_id, pgflow._uuid_v7()), v_slug,
+            _start_run.input, v_steps, _start_run.parent_run_id, _start_run.parent_step_slug,
+            _start_run.parent_task_index, _start_run.parent_attempt, _start_run.depth)
+    ON CONFLICT ON CONSTRAINT runs_pkey DO NOTHING
+    RETURNING * INTO v_run;
+
+    IF v_run.run_id IS NULL THEN
+        SELECT * INTO STRICT v_run FROM pgflow.runs AS r WHERE r.run_id = _start_run.run_id;
+        IF split_part(v_run.flow_slug, '@', 1) <> split_part(v_slug, '@', 1) THEN
+            RAISE EXCEPTION 'run % already exists for flow "%", not "%"',
+                    _start_run.run_id, v_run.flow_slug, _start_run.requested
+                USING ERRCODE = 'unique_violation',
+                      HINT = 'pass a new run_id, or NULL to have one generated';
+        END IF;
+        RETURN v_run;
+    END IF;
+
+    -- Root steps that are "simple" (single, no conditions) start right here,
+    -- in the same INSERT; maps and conditional roots go through
+    -- _start_ready_steps.
+    WITH states AS (
+        INSERT INTO pgflow.step_states AS ss (run_id, step_slug, flow_slug, remaining_deps, status,
+                                              started_at, initial_tasks, remaining_tasks)
+        SELECT v_run.run_id, s.step_slug, s.flow_slug, s.deps_count,
+               CASE WHEN simple THEN 'started' ELSE 'created' END,
+               CASE WHEN simple THEN now() END,
+               CASE WHEN simple THEN 1 END,
+               CASE WHEN simple THEN 1 END
+        FROM pgflow.steps AS s,
+             LATERAL (SELECT s.deps_count = 0 AND s.step_type = 'single'
+                             AND s.required_input_pattern IS NULL
+                             AND s.forbidden_input_pattern IS NULL
+                             -- under a concurrency limit: parked by _start_ready_steps
+                             AND s.opt_concurrency IS NULL
+                             AND NOT EXISTS (SELECT 1 FROM pgflow.flows AS f
+                                             WHERE f.flow_slug = s.flow_slug
+                                               AND f.opt_concurrency IS NOT NULL)
+                             AND NOT EXISTS (SELECT 1 FROM pgflow.step_subflows AS sf
+                                             WHERE sf.flow_slug = s.flow_slug
+                                               AND sf.step_slug = s.step_slug) AS simple) AS k
+        WHERE s.flow_slug = v_slug
+        RETURNING ss.step_slug, ss.status, ss.remaining_deps
+    ), queued AS (
+        INSERT INTO pgflow.step_tasks (run_id, step_slug, task_index, flow_slug, vt)
+        SELECT v_run.run_id, st.step_slug, 0, v_slug,
+               now() + make_interval(secs => coalesce(s.opt_start_delay, 0))
+        FROM states AS st
+        JOIN pgflow.steps AS s ON s.flow_slug = v_slug AND s.step_slug = st.step_slug
+        WHERE st.status = 'started'
+        RETURNING step_slug, vt <= now() AS ready
+    )
+    SELECT (SELECT coalesce(bool_or(st.status = 'created' AND st.remaining_deps = 0), false)
+            FROM states AS st),
+           (SELECT array_agg(q.step_slug ORDER BY q.step_slug) FROM queued AS q),
+           (SELECT coalesce(bool_or(q.ready), false) FROM queued AS q)
+    INTO v_pending, v_started, v_wake;
+
+    PERFORM pgflow._emit('run:started', v_run.flow_slug, v_run.run_id, NULL, 'started');
+    IF v_started IS NOT NULL
+       AND (SELECT f.opt_step_events FROM pgflow.flows AS f WHERE f.flow_slug = v_slug) THEN
+        PERFORM pgflow._emit_step(v_run.flow_slug, v_run.run_id, st, 'started')
+        FROM unnest(v_started) AS st;
+    END IF;
+    IF v_wake THEN
+        PERFORM pgflow._wake_workers(v_run.flow_slug);
+    END IF;
+    IF v_steps = 0 THEN
+        PERFORM pgflow._complete_run(v_run.run_id);
+    ELSIF v_pending THEN
+        PERFORM pgflow._start_ready_steps(v_run.run_id);
+    END IF;
+
+    SELECT * INTO STRICT v_run FROM pgflow.runs AS r WHERE r.run_id = v_run.run_id;
+    RETURN v_run;
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow._start_run(text, integer, text, jsonb, uuid, uuid, text, integer, integer, integer) IS
+    'create a run of a resolved definition (a child run: with its parent task) and start its root steps';
+
+CREATE OR REPLACE FUNCTION pgflow.retry_run(run_id uuid)
+RETURNS pgflow.runs
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_run pgflow.runs;
+    v_retry integer;
+    v_requeued text[];
+BEGIN
+    IF retry_run.run_id IS NULL THEN
+        RAISE EXCEPTION 'run_id must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'pass the run_id of a failed or cancelled run';
+    END IF;
+
+    SELECT * INTO v_run FROM pgflow.runs AS r WHERE r.run_id = retry_run.run_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'run % does not exist', retry_run.run_id
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'check the run_id (pgflow.runs lists the runs; pruned runs are gone)';
+    END IF;
+    IF v_run.status = 'started' THEN
+        RAISE EXCEPTION 'run % is still running', v_run.run_id
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'only failed or cancelled runs can be retried; cancel it first with pgflow.cancel_run()';
+    ELSIF v_run.status = 'completed' THEN
+        RAISE EXCEPTION 'run % is completed', v_run.run_id
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'only failed or cancelled runs can be retried; start a new run with pgflow.start_flow()';
+    END IF;
+
+    -- keep the history before overwriting it
+    SELECT coalesce(max(rr.retry_number), 0) + 1 INTO v_retry
+    FROM pgflow.run_retries AS rr WHERE rr.run_id = retry_run.run_id;
+    INSERT INTO pgflow.run_retries (run_id, retry_number, flow_slug, status, error_message, finished_at)
+    VALUES (v_run.run_id, v_retry, v_run.flow_slug, v_run.status, v_run.error_message,
+            coalesce(v_run.failed_at, v_run.cancelled_at, now()));
+    INSERT INTO pgflow.task_attempts (run_id, retry_number, step_slug, task_index, flow_slug, status,
+                                      attempts_count, error_message, last_worker_id, queued_at,
+                                      started_at, failed_at)
+    SELECT t.run_id, v_retry, t.step_slug, t.task_index, t.flow_slug, t.status,
+           t.attempts_count, t.error_message, t.last_worker_id, t.queued_at,
+           t.started_at, t.failed_at
+    FROM pgflow.step_tasks AS t
+    JOIN pgflow.step_states AS ss ON ss.run_id = t.run_id AND ss.step_slug = t.step_slug
+    WHERE t.run_id = retry_run.run_id
+      AND ss.status IN ('failed', 'cancelled')
+      AND t.status IN ('failed', 'cancelled');
+
+    -- re-queue the unfinished tasks of failed and cancelled steps
+    UPDATE pgflow.step_tasks AS t
+    SET status = 'queued',
+        -- the attempt count goes on (an attempt number names one claim for
+        -- the task's whole life: reports of attempts from before the retry
+        -- are refused); the retry gets a fresh budget of max_attempts
+        retried_attempts = t.attempts_count,
+        read_ct = 0,
+        -- a task under a concurrency limit waits for a slot again (parked)
+        vt = CASE WHEN t.gate IS NULL THEN now() ELSE 'infinity' END,
+        output = NULL,
+        error_message = NULL,
+        last_worker_id = NULL,
+        queued_at = now(),
+        started_at = NULL,
+        completed_at = NULL,
+        failed_at = NULL
+    FROM pgflow.step_states AS ss
+    WHERE t.run_id = retry_run.run_id
+      AND ss.run_id = t.run_id AND ss.step_slug = t.step_slug
+      AND ss.status IN ('failed', 'cancelled')
+      AND t.status IN ('failed', 'cancelled');
+
+    -- their steps run again, waiting for exactly the re-queued tasks
+    WITH requeued AS (
+        UPDATE pgflow.step_states AS ss
+        SET status = 'started',
+            started_at = now(),
+            failed_at = NULL,
+            error_message = NULL,
+            remaining_tasks = q.n
+        FROM (
+            SELECT t.step_slug, count(*)::integer AS n
+            FROM pgflow.step_tasks AS t
+            WHERE t.run_id = retry_run.run_id AND t.status = 'queued'
+            GROUP BY t.step_slug
+        ) AS q
+        WHERE ss.run_id = retry_run.run_id
+          AND ss.step_slug = q.step_slug
+          AND ss.status IN ('failed', 'cancelled')
+        RETURNING ss.step_slug
+    )
+    SELECT coalesce(array_agg(q.step_slug ORDER BY q.step_slug), '{}') INTO v_requeued
+    FROM requeued AS q;
+
+    -- steps that failed before they had tasks are evaluated again
+    UPDATE pgflow.step_states AS ss
+    SET status = 'created',
+        started_at = NULL,
+        failed_at = NULL,
+        error_message = NULL,
+        initial_tasks = NULL,
+        remaining_tasks = NULL
+    WHERE ss.run_id = retry_run.run_id AND ss.status IN ('failed', 'cancelled');
+
+    UPDATE pgflow.runs AS r
+    SET status = 'started',
+        error_message = NULL,
+        output = NULL,
+        failed_at = NULL,
+        cancelled_at = NULL
+    WHERE r.run_id = retry_run.run_id;
+
+    PERFORM pgflow._emit_step(v_run.flow_slug, v_run.run_id, s, 'started')
+    FROM unnest(v_requeued) AS s;
+    PERFORM pgflow._emit('run:retried', v_run.flow_slug, v_run.run_id, NULL, 'started');
+    IF cardinality(v_requeued) > 0 THEN
+        PERFORM pgflow._wake_workers(v_run.flow_slug);
+    END IF;
+
+    -- re-queued sub-flow tasks: new child runs instead of workers
+    PERFORM pgflow._restart_subflow_tasks(v_run.run_id);
+    -- re-queued gated tasks take the free slots of their gates
+    PERFORM pgflow._gate_refill(v_run.flow_slug, g.gate)
+    FROM (SELECT DISTINCT t.gate FROM pgflow.step_tasks AS t
+          WHERE t.run_id = v_run.run_id AND t.gate IS NOT NULL
+            AND t.status = 'queued' AND t.vt = 'infinity'
+          ORDER BY t.gate) AS g;
+
+    IF v_run.remaining_steps = 0 THEN
+        -- cannot happen for a run that failed or was cancelled mid-way; kept
+        -- so a run with nothing left to do never stays started
+        PERFORM pgflow._complete_run(v_run.run_id);
+    ELSE
+        PERFORM pgflow._start_ready_steps(v_run.run_id);
+    END IF;
+
+    SELECT * INTO STRICT v_run FROM pgflow.runs AS r WHERE r.run_id = retry_run.run_id;
+    RETURN v_run;
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow.retry_run(uuid) IS
+    'resume a failed or cancelled run: re-queue its failed and cancelled work, keep completed outputs';
+
+CREATE OR REPLACE FUNCTION pgflow.get_run(run_id uuid)
+RETURNS jsonb
+LANGUAGE sql
+STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT jsonb_build_object(
+        'run_id', r.run_id,
+        'flow_slug', r.flow_slug,
+        'flow_name', (SELECT f.flow_name FROM pgflow.flows AS f WHERE f.flow_slug = r.flow_slug),
+        'version', (SELECT f.version FROM pgflow.flows AS f WHERE f.flow_slug = r.flow_slug),
+        'status', r.status,
+        'input', r.input,
+        'output', r.output,
+        'error_message', r.error_message,
+        'remaining_steps', r.remaining_steps,
+        'retries', (SELECT count(*) FROM pgflow.run_retries AS rr WHERE rr.run_id = r.run_id),
+        'started_at', r.started_at,
+        'completed_at', r.completed_at,
+        'failed_at', r.failed_at,
+        'cancelled_at', r.cancelled_at,
+        'paused', EXISTS (SELECT 1 FROM pgflow.paused_flows AS p WHERE p.flow_slug = r.flow_slug),
+        'depth', r.depth,
+        'parent', CASE WHEN r.parent_run_id IS NOT NULL THEN jsonb_build_object(
+            'run_id', r.parent_run_id, 'step_slug', r.parent_step_slug,
+            'task_index', r.parent_task_index, 'attempt', r.parent_attempt) END,
+        'children', coalesce((
+            SELECT jsonb_agg(jsonb_build_object(
+                       'run_id', c.run_id, 'flow_slug', c.flow_slug, 'status', c.status,
+                       'step_slug', c.parent_step_slug, 'task_index', c.parent_task_index,
+                       'attempt', c.parent_attempt)
+                   ORDER BY c.parent_step_slug, c.parent_task_index, c.parent_attempt)
+            FROM pgflow.runs AS c
+            WHERE c.parent_run_id = r.run_id), '[]'::jsonb),
+        'steps', coalesce((
+            SELECT jsonb_agg(jsonb_build_object(
+                       'step_slug', ss.step_slug,
+                       'step_type', s.step_type,
+                       'status', ss.status,
+                       'attempts', coalesce(tc.attempts, 0),
+                       'remaining_deps', ss.remaining_deps,
+                       'initial_tasks', ss.initial_tasks,
+                       'remaining_tasks', ss.remaining_tasks,
+                       'tasks', jsonb_build_object(
+                           'queued', coalesce(tc.queued, 0),
+                           'started', coalesce(tc.started, 0),
+                           'completed', coalesce(tc.completed, 0),
+                           'failed', coalesce(tc.failed, 0),
+                           'cancelled', coalesce(tc.cancelled, 0)),
+                       'output', ss.output,
+                       'error_message', ss.error_message,
+                       'skip_reason', ss.skip_reason,
+                       'created_at', ss.created_at,
+                       'started_at', ss.started_at,
+                       'completed_at', ss.completed_at,
+                       'failed_at', ss.failed_at,
+                       'skipped_at', ss.skipped_at,
+                       'waiting_for', (
+                           SELECT jsonb_build_object('event', w.event_name, 'key', w.event_key,
+                                                     'until', w.deadline)
+                           FROM pgflow.waits AS w
+                           WHERE w.run_id = ss.run_id AND w.step_slug = ss.step_slug
+                             AND ss.status = 'started'),
+                       'subflow', (
+                           SELECT sf.subflow FROM pgflow.step_subflows AS sf
+                           WHERE sf.flow_slug = ss.flow_slug AND sf.step_slug = ss.step_slug),
+                       'waiting_for_slot', CASE WHEN tc.parked > 0 THEN (
+                           SELECT jsonb_agg(jsonb_build_object(
+                                      'limit_of', CASE WHEN g.scope = '*' THEN 'flow' ELSE 'step' END,
+                                      'key', g.key, 'value', g.value, 'tasks', g.parked,
+                                      'held', g.held, 'limit', g.lim) ORDER BY g.gate)
+                           FROM (
+                               SELECT p.gate, split_part(p.gate, '|', 1) AS scope, p.parked,
+                                      nullif(substr(p.gate, strpos(p.gate, '|') + 1), '')::jsonb AS value,
+                                      array_to_string(CASE WHEN split_part(p.gate, '|', 1) = '*'
+                                                           THEN f.opt_concurrency_key
+                                                           ELSE s.opt_concurrency_key END, '.') AS key,
+                                      CASE WHEN split_part(p.gate, '|', 1) = '*'
+                                           THEN f.opt_concurrency ELSE s.opt_concurrency END AS lim,
+                                      (SELECT count(*) FROM pgflow.step_tasks AS h
+                                       WHERE h.flow_slug = ss.flow_slug AND h.gate = p.gate
+                                         AND h.status IN ('queued', 'started')
+                                         AND h.vt < 'infinity') AS held
+                               FROM (SELECT t.gate, count(*) AS parked
+                                     FROM pgflow.step_tasks AS t
+                                     WHERE t.run_id = ss.run_id AND t.step_slug = ss.step_slug
+                                       AND t.status = 'queued' AND t.vt = 'infinity'
+                                       AND t.gate IS NOT NULL
+                                     GROUP BY t.gate) AS p
+                               JOIN pgflow.flows AS f ON f.flow_slug = ss.flow_slug
+                           ) AS g) END)
+                   ORDER BY s.step_index)
+            FROM pgflow.step_states AS ss
+            JOIN pgflow.steps AS s ON s.flow_slug = ss.flow_slug AND s.step_slug = ss.step_slug
+            LEFT JOIN (
+                SELECT t.step_slug,
+                       sum(t.attempts_count - t.retried_attempts) AS attempts,
+                       count(*) FILTER (WHERE t.status = 'queued') AS queued,
+                       count(*) FILTER (WHERE t.status = 'started') AS started,
+                       count(*) FILTER (WHERE t.status = 'completed') AS completed,
+                       count(*) FILTER (WHERE t.status = 'failed') AS failed,
+                       count(*) FILTER (WHERE t.status = 'cancelled') AS cancelled,
+                       count(*) FILTER (WHERE t.status = 'queued' AND t.vt = 'infinity'
+                                          AND t.gate IS NOT NULL) AS parked
+                FROM pgflow.step_tasks AS t
+                WHERE t.run_id = r.run_id
+                GROUP BY t.step_slug
+            ) AS tc ON tc.step_slug = ss.step_slug
+            WHERE ss.run_id = r.run_id
+        ), '[]'::jsonb)
+    )
+    FROM pgflow.runs AS r
+    WHERE r.run_id = get_run.run_id;
+$$;
+
+COMMENT ON FUNCTION pgflow.get_run(uuid) IS
+    'a run with its steps (status, attempts, times, errors, outputs, task counts) as JSON; NULL if unknown';
+
+-- ============================================================ end of 0.3.0: concurrency and priorities

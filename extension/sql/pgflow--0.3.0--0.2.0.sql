@@ -95,6 +95,31 @@ BEGIN
 END
 $refuse_subflows$;
 
+-- concurrency limits (0.3.0): 0.2.0 has no limit, and its claims never
+-- reach a task parked for a slot (vt = infinity)
+DO $refuse_concurrency$
+DECLARE
+    v_list text;
+BEGIN
+    SELECT string_agg(x.what, ', ' ORDER BY x.what) INTO v_list
+    FROM (SELECT f.flow_slug AS what FROM pgflow.flows AS f WHERE f.opt_concurrency IS NOT NULL
+          UNION ALL
+          SELECT s.flow_slug || '.' || s.step_slug FROM pgflow.steps AS s WHERE s.opt_concurrency IS NOT NULL
+          UNION ALL
+          SELECT DISTINCT t.flow_slug || ' (tasks waiting for a slot)' FROM pgflow.step_tasks AS t
+          WHERE t.gate IS NOT NULL AND t.status IN ('queued', 'started')) AS x;
+    IF v_list IS NOT NULL THEN
+        RAISE EXCEPTION 'cannot downgrade pgflow to 0.2.0: concurrency limits are set or in use: %', v_list
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'remove them (create_flow/add_step with concurrency => NULL, e.g. by applying a migration without them) and let the gated tasks finish, or stay on 0.3.0';
+    END IF;
+END
+$refuse_concurrency$;
+
+-- the trigger of concurrency gates (the generated part below knows no
+-- triggers; its function and the gate column go there)
+DROP TRIGGER step_tasks_gate_released ON pgflow.step_tasks;
+
 -- 0.2.0 counts a task's attempts from its last retry_run
 UPDATE pgflow.step_tasks AS t
 SET attempts_count = t.attempts_count - t.retried_attempts, retried_attempts = 0
@@ -768,6 +793,8 @@ DROP TABLE pgflow.step_waits;
 DROP TABLE pgflow.waits;
 ALTER TABLE pgflow.flows DROP CONSTRAINT flows_flow_name_version_key;
 ALTER TABLE pgflow.flows DROP CONSTRAINT flows_flow_slug_check;
+ALTER TABLE pgflow.flows DROP CONSTRAINT flows_opt_concurrency_check;
+ALTER TABLE pgflow.flows DROP CONSTRAINT flows_opt_concurrency_key_check;
 ALTER TABLE pgflow.flows DROP CONSTRAINT flows_opt_heartbeat_check;
 ALTER TABLE pgflow.flows DROP CONSTRAINT flows_opt_max_delay_check;
 ALTER TABLE pgflow.runs DROP CONSTRAINT runs_parent_check;
@@ -775,6 +802,8 @@ ALTER TABLE pgflow.runs DROP CONSTRAINT runs_parent_fkey;
 ALTER TABLE pgflow.step_states DROP CONSTRAINT step_states_skip_reason_check;
 ALTER TABLE pgflow.step_tasks DROP CONSTRAINT step_tasks_retried_attempts_check;
 ALTER TABLE pgflow.steps DROP CONSTRAINT steps_deps_count_check;
+ALTER TABLE pgflow.steps DROP CONSTRAINT steps_opt_concurrency_check;
+ALTER TABLE pgflow.steps DROP CONSTRAINT steps_opt_concurrency_key_check;
 ALTER TABLE pgflow.steps DROP CONSTRAINT steps_opt_heartbeat_check;
 ALTER TABLE pgflow.steps DROP CONSTRAINT steps_opt_max_delay_check;
 ALTER TABLE pgflow.steps DROP CONSTRAINT steps_step_type_check;
@@ -782,8 +811,10 @@ DROP INDEX pgflow.runs_child_started_idx;
 DROP INDEX pgflow.runs_open_status_idx;
 DROP INDEX pgflow.runs_parent_idx;
 DROP INDEX pgflow.runs_top_started_idx;
+DROP INDEX pgflow.step_tasks_gate_idx;
 DROP FUNCTION pgflow._cancel_children(uuid,boolean);
 DROP FUNCTION pgflow._cancel_run(uuid,boolean);
+DROP FUNCTION pgflow._check_concurrency(text,integer,text,text[]);
 DROP FUNCTION pgflow._check_event_key(jsonb);
 DROP FUNCTION pgflow._check_wait(text,text,text,text[],integer[],boolean);
 DROP FUNCTION pgflow._child_finished(uuid);
@@ -792,6 +823,10 @@ DROP FUNCTION pgflow._event_lock_key(text,jsonb);
 DROP FUNCTION pgflow._event_retention();
 DROP FUNCTION pgflow._exhaust_wait(uuid,text,text,jsonb);
 DROP FUNCTION pgflow._fail_tasks(uuid[],text[],integer[],text[],integer[],boolean[],double precision[]);
+DROP FUNCTION pgflow._gate_of(text,text[],jsonb,jsonb);
+DROP FUNCTION pgflow._gate_refill(text,text);
+DROP FUNCTION pgflow._gate_refill_flow(text);
+DROP FUNCTION pgflow._gate_released();
 DROP FUNCTION pgflow._next_version_hint(text,text);
 DROP FUNCTION pgflow._queue_subflow_tasks(uuid,text,text,integer);
 DROP FUNCTION pgflow._resolve_flow(text,integer);
@@ -802,12 +837,12 @@ DROP FUNCTION pgflow._start_run(text,integer,text,jsonb,uuid,uuid,text,integer,i
 DROP FUNCTION pgflow._start_wait(uuid,text,text,jsonb);
 DROP FUNCTION pgflow._subflow_child_id(uuid,text,integer,integer);
 DROP FUNCTION pgflow._subflow_cycle(text,text);
-DROP FUNCTION pgflow.add_step(text,text,text[],integer,integer,integer,integer,text,jsonb,jsonb,text,text,integer,integer,boolean,text,text);
+DROP FUNCTION pgflow.add_step(text,text,text[],integer,integer,integer,integer,text,jsonb,jsonb,text,text,integer,integer,boolean,text,text,integer,text);
 DROP FUNCTION pgflow.add_subflow_step(text,text,text,text[],boolean,integer,jsonb,jsonb,text,text);
 DROP FUNCTION pgflow.check_flow_steps(text,text[]);
 DROP FUNCTION pgflow.complete_task(uuid,text,integer,jsonb,integer);
 DROP FUNCTION pgflow.complete_tasks(uuid[],text[],integer[],jsonb[],integer[]);
-DROP FUNCTION pgflow.create_flow(text,integer,integer,integer,boolean,integer,integer,boolean,integer);
+DROP FUNCTION pgflow.create_flow(text,integer,integer,integer,boolean,integer,integer,boolean,integer,integer,text);
 DROP FUNCTION pgflow.dashboard_snapshot(boolean);
 DROP FUNCTION pgflow.emit_event(text,jsonb,jsonb,text);
 DROP FUNCTION pgflow.expire_waits(integer);
@@ -822,6 +857,8 @@ DROP FUNCTION pgflow.resume_flow(text);
 DROP FUNCTION pgflow.set_current_version(text,integer);
 DROP FUNCTION pgflow.start_flow(text,jsonb,uuid,integer);
 ALTER TABLE pgflow.flows DROP COLUMN flow_name;
+ALTER TABLE pgflow.flows DROP COLUMN opt_concurrency;
+ALTER TABLE pgflow.flows DROP COLUMN opt_concurrency_key;
 ALTER TABLE pgflow.flows DROP COLUMN opt_heartbeat;
 ALTER TABLE pgflow.flows DROP COLUMN opt_jitter;
 ALTER TABLE pgflow.flows DROP COLUMN opt_max_delay;
@@ -831,7 +868,10 @@ ALTER TABLE pgflow.runs DROP COLUMN parent_attempt;
 ALTER TABLE pgflow.runs DROP COLUMN parent_run_id;
 ALTER TABLE pgflow.runs DROP COLUMN parent_step_slug;
 ALTER TABLE pgflow.runs DROP COLUMN parent_task_index;
+ALTER TABLE pgflow.step_tasks DROP COLUMN gate;
 ALTER TABLE pgflow.step_tasks DROP COLUMN retried_attempts;
+ALTER TABLE pgflow.steps DROP COLUMN opt_concurrency;
+ALTER TABLE pgflow.steps DROP COLUMN opt_concurrency_key;
 ALTER TABLE pgflow.steps DROP COLUMN opt_heartbeat;
 ALTER TABLE pgflow.steps DROP COLUMN opt_jitter;
 ALTER TABLE pgflow.steps DROP COLUMN opt_max_delay;

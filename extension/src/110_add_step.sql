@@ -66,6 +66,13 @@ COMMENT ON FUNCTION pgflow._check_wait(text, text, text, text[], integer[], bool
 -- Errors: 22004 NULL argument; 22023 invalid slug, option, mode, pattern,
 -- dependency list; 42704 unknown flow or dependency; 42P17 structure differs
 -- from the existing step; 55000 the flow already has runs.
+-- concurrency (NULL: none) lets at most that many of the step's tasks hold a
+-- slot at once (started, leased, or waiting for a retry), per distinct value
+-- of concurrency_key: a dotted path into the task's input whose first
+-- segment is run, one of its dependencies or, for a map step, item (the
+-- task's element); a missing key counts as null.  It replaces the flow's
+-- limit for this step.  A tunable: a change applies at once to the step's
+-- parked tasks, and to tasks created after it (see 230_concurrency.sql).
 CREATE FUNCTION pgflow.add_step(
     flow_slug text,
     step_slug text,
@@ -83,7 +90,9 @@ CREATE FUNCTION pgflow.add_step(
     max_delay integer DEFAULT NULL,
     jitter boolean DEFAULT NULL,
     wait_event text DEFAULT NULL,
-    wait_key text DEFAULT NULL
+    wait_key text DEFAULT NULL,
+    concurrency integer DEFAULT NULL,
+    concurrency_key text DEFAULT NULL
 )
 RETURNS pgflow.steps
 LANGUAGE plpgsql
@@ -100,6 +109,7 @@ DECLARE
     v_step pgflow.steps;
     v_key_path text[];
     v_existing_wait pgflow.step_waits;
+    v_gate_key text[];
 BEGIN
     PERFORM pgflow._check_slug('flow slug', add_step.flow_slug);
     PERFORM pgflow._check_slug('step slug', add_step.step_slug);
@@ -165,6 +175,16 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'pass step_type => ''wait'' to make it wait for an event';
     END IF;
+    IF add_step.step_type = 'wait' AND add_step.concurrency IS NOT NULL THEN
+        RAISE EXCEPTION 'wait step "%" has no task: concurrency does not apply', add_step.step_slug
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'limit the steps that depend on it instead';
+    END IF;
+    v_gate_key := pgflow._check_concurrency(format('step "%s"', add_step.step_slug),
+                                            add_step.concurrency, add_step.concurrency_key,
+                                            ARRAY['run'] || v_deps
+                                            || CASE WHEN add_step.step_type = 'map'
+                                                    THEN ARRAY['item'] ELSE '{}' END);
 
     PERFORM 1 FROM pgflow.flows AS f WHERE f.flow_slug = add_step.flow_slug FOR UPDATE;
     IF NOT FOUND THEN
@@ -203,14 +223,15 @@ BEGIN
             flow_slug, step_slug, step_type, step_index, deps_count,
             opt_max_attempts, opt_base_delay, opt_timeout, opt_start_delay,
             required_input_pattern, forbidden_input_pattern, when_unmet, when_exhausted,
-            opt_heartbeat, opt_max_delay, opt_jitter)
+            opt_heartbeat, opt_max_delay, opt_jitter, opt_concurrency, opt_concurrency_key)
         SELECT add_step.flow_slug, add_step.step_slug, add_step.step_type,
                (SELECT count(*) FROM pgflow.steps AS s2 WHERE s2.flow_slug = add_step.flow_slug),
                cardinality(v_deps),
                add_step.max_attempts, add_step.base_delay, add_step.timeout, add_step.start_delay,
                add_step.required_input_pattern, add_step.forbidden_input_pattern,
                add_step.when_unmet, add_step.when_exhausted,
-               add_step.heartbeat, add_step.max_delay, add_step.jitter
+               add_step.heartbeat, add_step.max_delay, add_step.jitter,
+               add_step.concurrency, v_gate_key
         RETURNING * INTO v_step;
 
         INSERT INTO pgflow.deps (flow_slug, dep_slug, step_slug)
@@ -277,21 +298,29 @@ BEGIN
         opt_start_delay = add_step.start_delay,
         opt_heartbeat = add_step.heartbeat,
         opt_max_delay = add_step.max_delay,
-        opt_jitter = add_step.jitter
+        opt_jitter = add_step.jitter,
+        opt_concurrency = add_step.concurrency,
+        opt_concurrency_key = v_gate_key
     WHERE s.flow_slug = add_step.flow_slug
       AND s.step_slug = add_step.step_slug
       AND (s.opt_max_attempts, s.opt_base_delay, s.opt_timeout, s.opt_start_delay,
-           s.opt_heartbeat, s.opt_max_delay, s.opt_jitter)
+           s.opt_heartbeat, s.opt_max_delay, s.opt_jitter, s.opt_concurrency, s.opt_concurrency_key)
           IS DISTINCT FROM
           (add_step.max_attempts, add_step.base_delay, add_step.timeout, add_step.start_delay,
-           add_step.heartbeat, add_step.max_delay, add_step.jitter)
+           add_step.heartbeat, add_step.max_delay, add_step.jitter, add_step.concurrency, v_gate_key)
     RETURNING * INTO v_step;
     IF v_step.step_slug IS NULL THEN
         RETURN v_existing;
+    END IF;
+    -- a changed limit takes effect at once: parked tasks fill the slots it
+    -- has now (a raised or removed limit un-parks them)
+    IF (v_existing.opt_concurrency, v_existing.opt_concurrency_key)
+       IS DISTINCT FROM (v_step.opt_concurrency, v_step.opt_concurrency_key) THEN
+        PERFORM pgflow._gate_refill_flow(add_step.flow_slug);
     END IF;
     RETURN v_step;
 END;
 $$;
 
-COMMENT ON FUNCTION pgflow.add_step(text, text, text[], integer, integer, integer, integer, text, jsonb, jsonb, text, text, integer, integer, boolean, text, text) IS
+COMMENT ON FUNCTION pgflow.add_step(text, text, text[], integer, integer, integer, integer, text, jsonb, jsonb, text, text, integer, integer, boolean, text, text, integer, text) IS
     'add a step to a flow after its dependencies (idempotent; tunables update in place)';

@@ -122,6 +122,12 @@ BEGIN
         SELECT fin.run_id, d.step_slug, count(*)::integer AS n,
                bool_and(s.step_type = 'single' AND s.required_input_pattern IS NULL
                         AND s.forbidden_input_pattern IS NULL
+                        -- a step under a concurrency limit is started by
+                        -- _start_ready_steps (its tasks are parked)
+                        AND s.opt_concurrency IS NULL
+                        AND NOT EXISTS (SELECT 1 FROM pgflow.flows AS f
+                                        WHERE f.flow_slug = s.flow_slug
+                                          AND f.opt_concurrency IS NOT NULL)
                         AND NOT EXISTS (SELECT 1 FROM pgflow.step_subflows AS sf
                                         WHERE sf.flow_slug = s.flow_slug
                                           AND sf.step_slug = s.step_slug)) AS simple,
@@ -361,7 +367,9 @@ COMMENT ON FUNCTION pgflow._fail_run(uuid, text, text) IS
 --   * a sub-flow step's tasks are created started and never claimable; a
 --     child run per task starts after the loop (_start_children);
 --   * otherwise its tasks are queued (vt = now() + start_delay) and workers
---     are woken when they are claimable at once.
+--     are woken when they are claimable at once; the tasks of a step under a
+--     concurrency limit (its own, else its flow's) are queued parked (vt =
+--     infinity) with their gate, and the gates are refilled after the loop.
 -- Locks: the ready step_states rows (after the runs row, held by the caller
 -- or by the bookkeeping it triggers).
 CREATE FUNCTION pgflow._start_ready_steps(run_id uuid)
@@ -382,12 +390,17 @@ DECLARE
     v_skipped text[] := '{}';
     v_step_events boolean;
     v_subflow_steps text[] := '{}';
+    v_flow_limit integer;
+    v_flow_key text[];
+    v_gates text[] := '{}';
 BEGIN
     SELECT * INTO v_run FROM pgflow.runs AS r WHERE r.run_id = _start_ready_steps.run_id;
     IF v_run.status IS DISTINCT FROM 'started' THEN
         RETURN;
     END IF;
-    SELECT f.opt_step_events INTO v_step_events FROM pgflow.flows AS f WHERE f.flow_slug = v_run.flow_slug;
+    SELECT f.opt_step_events, f.opt_concurrency, f.opt_concurrency_key
+    INTO v_step_events, v_flow_limit, v_flow_key
+    FROM pgflow.flows AS f WHERE f.flow_slug = v_run.flow_slug;
     LOOP
         v_progress := false;
 
@@ -395,6 +408,7 @@ BEGIN
             SELECT ss.step_slug, s.step_type, s.deps_count, s.when_unmet,
                    s.required_input_pattern, s.forbidden_input_pattern,
                    coalesce(s.opt_start_delay, 0) AS start_delay,
+                   s.opt_concurrency, s.opt_concurrency_key,
                    EXISTS (SELECT 1 FROM pgflow.step_subflows AS sf
                            WHERE sf.flow_slug = s.flow_slug AND sf.step_slug = s.step_slug) AS subflow
             FROM pgflow.step_states AS ss
@@ -501,11 +515,35 @@ BEGIN
                 CONTINUE;
             END IF;
 
-            INSERT INTO pgflow.step_tasks (run_id, step_slug, task_index, flow_slug, vt)
-            SELECT _start_ready_steps.run_id, v_step.step_slug, i, v_run.flow_slug,
-                   now() + make_interval(secs => v_step.start_delay)
-            FROM generate_series(0, v_count - 1) AS i;
-            v_wake := v_wake OR v_step.start_delay = 0;
+            IF v_step.opt_concurrency IS NULL AND v_flow_limit IS NULL THEN
+                INSERT INTO pgflow.step_tasks (run_id, step_slug, task_index, flow_slug, vt)
+                SELECT _start_ready_steps.run_id, v_step.step_slug, i, v_run.flow_slug,
+                       now() + make_interval(secs => v_step.start_delay)
+                FROM generate_series(0, v_count - 1) AS i;
+                v_wake := v_wake OR v_step.start_delay = 0;
+                CONTINUE;
+            END IF;
+
+            -- gated: parked under its gate until _gate_refill gives it a slot
+            v_input := jsonb_build_object('run', v_run.input) || coalesce((
+                SELECT jsonb_object_agg(d.dep_slug, ds.output)
+                FROM pgflow.deps AS d
+                JOIN pgflow.step_states AS ds
+                  ON ds.run_id = _start_ready_steps.run_id AND ds.step_slug = d.dep_slug
+                WHERE d.flow_slug = v_run.flow_slug
+                  AND d.step_slug = v_step.step_slug
+                  AND ds.status = 'completed'), '{}'::jsonb);
+            WITH parked AS (
+                INSERT INTO pgflow.step_tasks (run_id, step_slug, task_index, flow_slug, vt, gate)
+                SELECT _start_ready_steps.run_id, v_step.step_slug, i, v_run.flow_slug, 'infinity',
+                       CASE WHEN v_step.opt_concurrency IS NOT NULL
+                            THEN pgflow._gate_of(v_step.step_slug, v_step.opt_concurrency_key, v_input,
+                                                 CASE WHEN v_step.step_type = 'map' THEN v_source -> i END)
+                            ELSE pgflow._gate_of('*', v_flow_key, v_input, NULL) END
+                FROM generate_series(0, v_count - 1) AS i
+                RETURNING gate
+            )
+            SELECT v_gates || array_agg(DISTINCT p.gate) INTO v_gates FROM parked AS p;
         END LOOP;
 
         EXIT WHEN NOT v_progress;
@@ -514,6 +552,9 @@ BEGIN
     IF v_wake THEN
         PERFORM pgflow._wake_workers(v_run.flow_slug);
     END IF;
+    -- the gates of the parked tasks, in one order (lock order of their locks)
+    PERFORM pgflow._gate_refill(v_run.flow_slug, g)
+    FROM (SELECT DISTINCT g FROM unnest(v_gates) AS g ORDER BY g) AS x;
     -- child runs start once the steps of this run are settled: one that
     -- finishes at once advances this run through the usual paths
     IF cardinality(v_subflow_steps) > 0 THEN

@@ -56,6 +56,11 @@ BEGIN
              LATERAL (SELECT s.deps_count = 0 AND s.step_type = 'single'
                              AND s.required_input_pattern IS NULL
                              AND s.forbidden_input_pattern IS NULL
+                             -- under a concurrency limit: parked by _start_ready_steps
+                             AND s.opt_concurrency IS NULL
+                             AND NOT EXISTS (SELECT 1 FROM pgflow.flows AS f
+                                             WHERE f.flow_slug = s.flow_slug
+                                               AND f.opt_concurrency IS NOT NULL)
                              AND NOT EXISTS (SELECT 1 FROM pgflow.step_subflows AS sf
                                              WHERE sf.flow_slug = s.flow_slug
                                                AND sf.step_slug = s.step_slug) AS simple) AS k

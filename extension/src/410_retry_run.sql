@@ -132,7 +132,8 @@ BEGIN
         -- are refused); the retry gets a fresh budget of max_attempts
         retried_attempts = t.attempts_count,
         read_ct = 0,
-        vt = now(),
+        -- a task under a concurrency limit waits for a slot again (parked)
+        vt = CASE WHEN t.gate IS NULL THEN now() ELSE 'infinity' END,
         output = NULL,
         error_message = NULL,
         last_worker_id = NULL,
@@ -195,6 +196,12 @@ BEGIN
 
     -- re-queued sub-flow tasks: new child runs instead of workers
     PERFORM pgflow._restart_subflow_tasks(v_run.run_id);
+    -- re-queued gated tasks take the free slots of their gates
+    PERFORM pgflow._gate_refill(v_run.flow_slug, g.gate)
+    FROM (SELECT DISTINCT t.gate FROM pgflow.step_tasks AS t
+          WHERE t.run_id = v_run.run_id AND t.gate IS NOT NULL
+            AND t.status = 'queued' AND t.vt = 'infinity'
+          ORDER BY t.gate) AS g;
 
     IF v_run.remaining_steps = 0 THEN
         -- cannot happen for a run that failed or was cancelled mid-way; kept

@@ -8,11 +8,15 @@
 --               "tasks": {"queued", "started", "completed", "failed", "cancelled"},
 --               "output", "error_message", "skip_reason", "created_at",
 --               "started_at", "completed_at", "failed_at", "skipped_at",
---               "waiting_for", "subflow"}, ...],
+--               "waiting_for", "subflow", "waiting_for_slot"}, ...],
 --    "depth", "parent", "children"}
 -- "waiting_for" is {"event", "key", "until"} for a wait step that waits
 -- (until: its deadline, null for none), else null.  "paused" is true while
 -- the run's flow is paused (pause_flow): its queued tasks wait for resume_flow.
+-- "waiting_for_slot" lists, for a step whose tasks wait for a concurrency
+-- slot, each gate they wait at: [{"limit_of": "step" | "flow", "key":
+-- "run.customer_id" (null: no key), "value": 42, "tasks": waiting here,
+-- "held": slots held now (by every run), "limit"}]; null when none waits.
 -- Sub-flows: a step's "subflow" is the flow it runs (null for task steps);
 -- "parent" is {"run_id", "step_slug", "task_index", "attempt"} for a child
 -- run (null otherwise), "depth" how many sub-flows deep it is, "children"
@@ -90,7 +94,32 @@ AS $$
                              AND ss.status = 'started'),
                        'subflow', (
                            SELECT sf.subflow FROM pgflow.step_subflows AS sf
-                           WHERE sf.flow_slug = ss.flow_slug AND sf.step_slug = ss.step_slug))
+                           WHERE sf.flow_slug = ss.flow_slug AND sf.step_slug = ss.step_slug),
+                       'waiting_for_slot', CASE WHEN tc.parked > 0 THEN (
+                           SELECT jsonb_agg(jsonb_build_object(
+                                      'limit_of', CASE WHEN g.scope = '*' THEN 'flow' ELSE 'step' END,
+                                      'key', g.key, 'value', g.value, 'tasks', g.parked,
+                                      'held', g.held, 'limit', g.lim) ORDER BY g.gate)
+                           FROM (
+                               SELECT p.gate, split_part(p.gate, '|', 1) AS scope, p.parked,
+                                      nullif(substr(p.gate, strpos(p.gate, '|') + 1), '')::jsonb AS value,
+                                      array_to_string(CASE WHEN split_part(p.gate, '|', 1) = '*'
+                                                           THEN f.opt_concurrency_key
+                                                           ELSE s.opt_concurrency_key END, '.') AS key,
+                                      CASE WHEN split_part(p.gate, '|', 1) = '*'
+                                           THEN f.opt_concurrency ELSE s.opt_concurrency END AS lim,
+                                      (SELECT count(*) FROM pgflow.step_tasks AS h
+                                       WHERE h.flow_slug = ss.flow_slug AND h.gate = p.gate
+                                         AND h.status IN ('queued', 'started')
+                                         AND h.vt < 'infinity') AS held
+                               FROM (SELECT t.gate, count(*) AS parked
+                                     FROM pgflow.step_tasks AS t
+                                     WHERE t.run_id = ss.run_id AND t.step_slug = ss.step_slug
+                                       AND t.status = 'queued' AND t.vt = 'infinity'
+                                       AND t.gate IS NOT NULL
+                                     GROUP BY t.gate) AS p
+                               JOIN pgflow.flows AS f ON f.flow_slug = ss.flow_slug
+                           ) AS g) END)
                    ORDER BY s.step_index)
             FROM pgflow.step_states AS ss
             JOIN pgflow.steps AS s ON s.flow_slug = ss.flow_slug AND s.step_slug = ss.step_slug
@@ -101,7 +130,9 @@ AS $$
                        count(*) FILTER (WHERE t.status = 'started') AS started,
                        count(*) FILTER (WHERE t.status = 'completed') AS completed,
                        count(*) FILTER (WHERE t.status = 'failed') AS failed,
-                       count(*) FILTER (WHERE t.status = 'cancelled') AS cancelled
+                       count(*) FILTER (WHERE t.status = 'cancelled') AS cancelled,
+                       count(*) FILTER (WHERE t.status = 'queued' AND t.vt = 'infinity'
+                                          AND t.gate IS NOT NULL) AS parked
                 FROM pgflow.step_tasks AS t
                 WHERE t.run_id = r.run_id
                 GROUP BY t.step_slug

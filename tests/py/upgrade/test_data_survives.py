@@ -137,6 +137,7 @@ def test_runs_survive_the_upgrade_and_running_ones_complete(
             for step in run["steps"]:  # 0.3.0 says what a wait step waits for
                 assert step.pop("waiting_for") is None
                 assert step.pop("subflow") is None  # and which flow a sub-flow step runs
+                assert step.pop("waiting_for_slot") is None  # and what waits for a concurrency slot
         assert after == before
         for task in held:  # the worker that held the leases reports after the upgrade
             _complete(conn, task)

@@ -155,6 +155,7 @@ def test_runs_written_at_the_new_version_finish_on_the_old_one(new_db: NewDb, ta
         for step in before["steps"]:  # 0.3.0 says what a wait step waits for
             assert step.pop("waiting_for") is None
             assert step.pop("subflow") is None  # and which flow a sub-flow step runs
+            assert step.pop("waiting_for_slot") is None  # and what waits for a concurrency slot
 
         conn.execute(f"ALTER EXTENSION pgflow UPDATE TO '{target}'".encode())
 
@@ -220,6 +221,22 @@ def test_runs_written_at_the_new_version_finish_on_the_old_one(new_db: NewDb, ta
                 "SELECT pgflow.start_flow('outer', '{}')",
             ],
             "sub-flow steps exist: outer.sub (runs inner)",
+        ),
+        (
+            [
+                "SELECT pgflow.create_flow('gated', concurrency => 2, concurrency_key => 'run.t')",
+                "SELECT pgflow.add_step('gated', 'a', concurrency => 1)",
+            ],
+            "concurrency limits are set or in use: gated, gated.a",
+        ),
+        (
+            [  # the limit is gone, but a task still waits for a slot under it
+                "SELECT pgflow.create_flow('gated')",
+                "SELECT pgflow.add_step('gated', 'a', concurrency => 1)",
+                "SELECT pgflow.start_flow('gated', '{}') FROM generate_series(1, 2)",
+                "UPDATE pgflow.steps SET opt_concurrency = NULL WHERE flow_slug = 'gated'",
+            ],
+            "concurrency limits are set or in use: gated (tasks waiting for a slot)",
         ),
     ],
 )

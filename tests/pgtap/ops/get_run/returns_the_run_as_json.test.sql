@@ -56,7 +56,7 @@ SELECT is(
     (SELECT array_agg(k ORDER BY k) FROM doc, jsonb_object_keys(d -> 'steps' -> 0) AS k),
     ARRAY['attempts', 'completed_at', 'created_at', 'error_message', 'failed_at', 'initial_tasks',
           'output', 'remaining_deps', 'remaining_tasks', 'skip_reason', 'skipped_at', 'started_at',
-          'status', 'step_slug', 'step_type', 'subflow', 'tasks', 'waiting_for'],
+          'status', 'step_slug', 'step_type', 'subflow', 'tasks', 'waiting_for', 'waiting_for_slot'],
     'each step has its state, counts, times and output'
 );
 SELECT is(
@@ -65,7 +65,7 @@ SELECT is(
       "remaining_deps": 0, "initial_tasks": 1, "remaining_tasks": 0,
       "tasks": {"queued": 0, "started": 0, "completed": 1, "failed": 0, "cancelled": 0},
       "output": [1, null, 3], "error_message": null, "skip_reason": null,
-      "failed_at": null, "skipped_at": null, "waiting_for": null, "subflow": null}'::jsonb,
+      "failed_at": null, "skipped_at": null, "waiting_for": null, "subflow": null, "waiting_for_slot": null}'::jsonb,
     'a completed step shows its attempts and its output (nulls inside outputs kept)'
 );
 SELECT is(
@@ -78,7 +78,7 @@ SELECT is(
     '{"step_slug": "m", "step_type": "map", "status": "started", "attempts": 2,
       "remaining_deps": 0, "initial_tasks": 3, "remaining_tasks": 2, "output": null,
       "error_message": null, "skip_reason": null, "completed_at": null, "failed_at": null,
-      "skipped_at": null, "waiting_for": null, "subflow": null}'::jsonb,
+      "skipped_at": null, "waiting_for": null, "subflow": null, "waiting_for_slot": null}'::jsonb,
     'a running map step shows its progress'
 );
 SELECT is(
