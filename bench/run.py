@@ -46,9 +46,10 @@ BENCHMARKS = (
     "recovery",
     "renewal",
     "snapshot",
+    "noisy",
 )
 #: measured once (not per repeat): they kill workers, or measure a single cost
-ONCE = ("recovery", "renewal", "snapshot")
+ONCE = ("recovery", "renewal", "snapshot", "noisy")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -58,6 +59,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--runs", type=int, help="runs of chain3 / diamond (default 1000)")
     p.add_argument("--fanout", type=int, default=5000, help="map elements (default 5000)")
     p.add_argument("--subflow", type=int, default=1000, help="sub-flow map elements (default 1000)")
+    p.add_argument(
+        "--noisy", type=int, help="noisy neighbour: tenant A's backlog of tasks (default 20000)"
+    )
     p.add_argument("--samples", type=int, help="idle-latency samples per repeat (default 50)")
     p.add_argument("--pgbench-seconds", type=int, help="pgbench duration (default 20)")
     p.add_argument("--history-runs", type=int, help="finished runs for history (default 1e6)")
@@ -77,6 +81,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args.pgbench_seconds = args.pgbench_seconds or (5 if quick else 20)
     args.history_runs = args.history_runs or (100_000 if quick else 1_000_000)
     args.kills = args.kills or (5 if quick else 20)
+    args.noisy = args.noisy or (5_000 if quick else 20_000)
     args.only = [x for x in args.only.split(",") if x]
     unknown = set(args.only) - set(BENCHMARKS)
     if unknown:
@@ -157,6 +162,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "snapshot",
                 lambda: workloads.snapshot_hold(conninfo, 15.0 if args.quick else 60.0, procs),
             ),
+            # tenant B's 50 runs behind tenant A's backlog, without and with a
+            # per-tenant limit of 4 (concurrency: {limit: 4, key: run.tenant})
+            (
+                "noisy",
+                lambda: {
+                    "free": workloads.noisy_neighbour(conninfo, args.noisy, 50, limited=False),
+                    "gated": workloads.noisy_neighbour(conninfo, args.noisy, 50, limited=True),
+                },
+            ),
         ]
         for name, fn in once:
             if name.split("_")[0] in args.only:
@@ -190,6 +204,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     report.write_json(out_path, document)
     report.say(f"\nwrote {out_path}")
     return 0
+
+
+def _noisy_rows(results: dict[str, Any], args: argparse.Namespace) -> list[Row]:
+    noisy = results.get("noisy", [])
+
+    def v(kind: str, key: str, scale: float = 1.0) -> list[float]:
+        return [float(r[kind][key]) * scale for r in noisy]
+
+    label = f"noisy neighbour: B's 50 runs behind A's {args.noisy} tasks"
+    return [
+        Row(f"{label}, no limit: B p50 (s)", v("free", "b_p50_s"), "s", digits=3),
+        Row("  no limit: B p95 (s)", v("free", "b_p95_s"), "s", digits=3),
+        Row("  limit 4 per tenant: B p50 (s)", v("gated", "b_p50_s"), "s", digits=3),
+        Row("  limit 4 per tenant: B p95 (s)", v("gated", "b_p95_s"), "s", digits=3),
+        Row("  limit 4: A's last run done (s)", v("gated", "a_last_s"), "s", digits=2),
+        Row(
+            "  claim of 10, A's backlog blocked (ms)",
+            v("gated", "claim_blocked_ms"),
+            "ms",
+            digits=2,
+        ),
+        Row("  claim of 10, empty queue (ms)", v("gated", "claim_empty_ms"), "ms", digits=2),
+    ]
 
 
 def _per_task(results: dict[str, Any], name: str, key: str) -> list[float]:
@@ -391,6 +428,7 @@ def build_rows(results: dict[str, Any], args: argparse.Namespace) -> list[Row]:
             check=lambda v: v <= 10,
             digits=0,
         ),
+        *_noisy_rows(results, args),
         Row(
             "chain3 fenced ÷ unfenced reports (tasks/s)",
             _ratio(chain3, _values(results, "unfenced", "tasks_per_s")),

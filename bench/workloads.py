@@ -171,6 +171,88 @@ def subflow_fanout(conninfo: str, elements: int) -> dict[str, Any]:
     }
 
 
+# ------------------------------------------------------------------ noisy neighbour
+
+#: the noisy-neighbour flows: one step, without and with a per-tenant limit
+NOISY_SETUP = """
+SELECT pgflow.create_flow('nn_free');
+SELECT pgflow.add_step('nn_free', 'work');
+SELECT pgflow.create_flow('nn_gated');
+SELECT pgflow.add_step('nn_gated', 'work',
+                       concurrency => %(limit)s, concurrency_key => 'run.tenant');
+"""
+CLAIM_10 = "SELECT count(*) FROM pgflow.claim_tasks(%s, 10, '00000000-0000-0000-0000-0000000000aa')"
+
+
+def _claim_ms(conn: db.Conn, flow: str, samples: int = 30) -> float:
+    """Median client time (ms, local socket) of a claim of 10, each rolled back."""
+    times = []
+    for _ in range(samples):
+        with conn.transaction(force_rollback=True):
+            t0 = time.perf_counter()
+            conn.execute(CLAIM_10, (flow,))
+            times.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(times)
+
+
+def noisy_neighbour(
+    conninfo: str, backlog: int, tenant_runs: int, limited: bool, limit: int = 4
+) -> dict[str, Any]:
+    """Tenant A queues ``backlog`` runs of a one-step flow, tenant B then starts
+    ``tenant_runs``; 4 protocol drivers drain both.  B's time to completion per
+    run (p50/p95), without or with ``concurrency: {limit, key: run.tenant}``;
+    with the limit also the claim's time while A's backlog is blocked (A's
+    slots held, every other A task parked) next to a claim on an empty queue."""
+    flow = "nn_gated" if limited else "nn_free"
+    result: dict[str, Any] = {"flow": flow, "backlog": backlog, "tenant_runs": tenant_runs}
+    with db.connect(conninfo) as conn:
+        db.reset(conn)
+        if (
+            conn.execute("SELECT 1 FROM pgflow.flows WHERE flow_slug = 'nn_gated'").fetchone()
+            is None
+        ):
+            conn.execute(NOISY_SETUP.replace("%(limit)s", str(limit)))
+        conn.execute("CHECKPOINT")
+        if limited:
+            result["claim_empty_ms"] = _claim_ms(conn, flow)
+            db.start_runs(conninfo, flow, backlog, json.dumps({"tenant": "A"}))
+            conn.execute("ANALYZE pgflow.step_tasks")
+            # A's slots held by a worker that does not finish them
+            conn.execute(CLAIM_10, (flow,))
+            result["claim_blocked_ms"] = _claim_ms(conn, flow)
+            db.reset(conn)
+        drivers = Drivers(conninfo, flow, processes=4, batch=10)
+        try:
+            drivers.start_drain(backlog + tenant_runs)
+            since = db.db_now(conn)
+            result["start_a_s"] = db.start_runs(
+                conninfo, flow, backlog, json.dumps({"tenant": "A"})
+            )
+            result["start_b_s"] = db.start_runs(
+                conninfo, flow, tenant_runs, json.dumps({"tenant": "B"})
+            )
+            drivers.go.set()
+            calls = drivers.finish()
+        finally:
+            drivers.kill()
+        rows = conn.execute(
+            "SELECT input ->> 'tenant', extract(epoch FROM completed_at - started_at)::float8"
+            " FROM pgflow.runs WHERE flow_slug = %s AND started_at >= %s",
+            (flow, since),
+        ).fetchall()
+    b_times = sorted(float(r[1]) for r in rows if r[0] == "B")
+    a_times = [float(r[1]) for r in rows if r[0] == "A"]
+    if len(b_times) != tenant_runs or len(a_times) != backlog:
+        raise RuntimeError(f"{flow}: {len(a_times)} A / {len(b_times)} B runs completed")
+    result.update(
+        tasks=calls.tasks,
+        b_p50_s=percentile(b_times, 50),
+        b_p95_s=percentile(b_times, 95),
+        a_last_s=max(a_times),
+    )
+    return result
+
+
 # ------------------------------------------------------------------ idle latency
 
 

@@ -6790,4 +6790,68 @@ $$;
 COMMENT ON FUNCTION pgflow.get_run(uuid) IS
     'a run with its steps (status, attempts, times, errors, outputs, task counts) as JSON; NULL if unknown';
 
+CREATE OR REPLACE FUNCTION pgflow.claim_tasks(flow_slug text, qty integer, worker_id uuid)
+RETURNS SETOF pgflow.step_task_record
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_ids bigint[];
+    v_exhausted bigint[];
+    v_id bigint;
+    -- a value, not clock_timestamp() in the WHERE clause: a volatile call is
+    -- a filter, a variable bounds the index range, so tasks that are not yet
+    -- claimable (delayed retries, parked behind a concurrency limit at vt =
+    -- infinity) are never read when fewer than qty tasks are claimable
+    v_now timestamptz := clock_timestamp();
+BEGIN
+    PERFORM pgflow._check_slug('flow slug', claim_tasks.flow_slug);
+    PERFORM pgflow._check_option('qty', claim_tasks.qty, 1, false);
+    -- A claim need not wait for its WAL flush: lost in a crash, it leaves the
+    -- task claimable again (at-least-once already allows the re-run), and the
+    -- task's completion, committed synchronously later, flushes it anyway.
+    -- This makes the rest of the caller's transaction asynchronous too: call
+    -- claim_tasks in a transaction of its own.
+    PERFORM set_config('synchronous_commit', 'off', true);
+    -- a paused flow (pause_flow) has nothing claimable
+    IF EXISTS (SELECT 1 FROM pgflow.paused_flows AS p WHERE p.flow_slug = claim_tasks.flow_slug) THEN
+        RETURN;
+    END IF;
+
+    SELECT array_agg(c.message_id) FILTER (WHERE NOT c.exhausted),
+           array_agg(c.message_id) FILTER (WHERE c.exhausted)
+    INTO v_ids, v_exhausted
+    FROM (
+        SELECT t.message_id,
+               t.attempts_count - t.retried_attempts
+                   >= coalesce(s.opt_max_attempts, f.opt_max_attempts) AS exhausted
+        FROM pgflow.step_tasks AS t
+        JOIN pgflow.steps AS s ON s.flow_slug = t.flow_slug AND s.step_slug = t.step_slug
+        JOIN pgflow.flows AS f ON f.flow_slug = t.flow_slug
+        WHERE t.flow_slug = claim_tasks.flow_slug
+          AND t.status IN ('queued', 'started')
+          AND t.vt <= v_now
+        ORDER BY t.vt
+        LIMIT claim_tasks.qty
+        FOR UPDATE OF t SKIP LOCKED
+    ) AS c;
+
+    FOREACH v_id IN ARRAY coalesce(v_exhausted, '{}') LOOP
+        PERFORM pgflow._expire_lease(v_id);
+    END LOOP;
+    IF v_ids IS NULL THEN
+        RETURN;
+    END IF;
+    -- an exhausted task may have failed the run and cancelled the others
+    RETURN QUERY
+    SELECT * FROM pgflow._start_tasks(claim_tasks.flow_slug, v_ids, claim_tasks.worker_id,
+                                      ARRAY['queued', 'started'], true);
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow.claim_tasks(text, integer, uuid) IS
+    'lease and start up to qty claimable tasks of a flow in one call (read_with_poll + start_tasks)';
+
 -- ============================================================ end of 0.3.0: concurrency and priorities

@@ -55,6 +55,11 @@ DECLARE
     v_ids bigint[];
     v_exhausted bigint[];
     v_id bigint;
+    -- a value, not clock_timestamp() in the WHERE clause: a volatile call is
+    -- a filter, a variable bounds the index range, so tasks that are not yet
+    -- claimable (delayed retries, parked behind a concurrency limit at vt =
+    -- infinity) are never read when fewer than qty tasks are claimable
+    v_now timestamptz := clock_timestamp();
 BEGIN
     PERFORM pgflow._check_slug('flow slug', claim_tasks.flow_slug);
     PERFORM pgflow._check_option('qty', claim_tasks.qty, 1, false);
@@ -81,7 +86,7 @@ BEGIN
         JOIN pgflow.flows AS f ON f.flow_slug = t.flow_slug
         WHERE t.flow_slug = claim_tasks.flow_slug
           AND t.status IN ('queued', 'started')
-          AND t.vt <= clock_timestamp()
+          AND t.vt <= v_now
         ORDER BY t.vt
         LIMIT claim_tasks.qty
         FOR UPDATE OF t SKIP LOCKED

@@ -201,3 +201,95 @@ def test_failures_stay_on_the_keys(queued: Conn) -> None:
     conn.execute("RESET auto_explain.log_min_duration")
     problems = _problems(plans)
     assert problems == [], "\n".join(problems)
+
+
+BLOCKED = 20_000
+TENANTS = 50
+
+
+def test_limited_claims_never_read_the_blocked_backlog(conn: Conn) -> None:
+    """Tenant A has 20 000 tasks parked behind its limit of 4, 50 other tenants
+    one task each: every claim asks for more than is claimable, and still no
+    plan node reads the parked rows (nor do the refills completions trigger)."""
+    conn.execute("SELECT pgflow.create_flow('limited')")
+    conn.execute(
+        "SELECT pgflow.add_step('limited', 'a', concurrency => 4, concurrency_key => 'run.tenant')"
+    )
+    conn.execute("SELECT pgflow.add_step('limited', 'b', ARRAY['a'])")
+    for table in RUNTIME_TABLES:
+        conn.execute(f"ALTER TABLE pgflow.{table} SET (autovacuum_enabled = false)")
+    # A's first 4 runs take its slots; the rest park, here inserted set-based
+    # as start_flow leaves them (gate from a real run, vt = infinity)
+    for _ in range(5):
+        conn.execute("""SELECT pgflow.start_flow('limited', '{"tenant": "A"}')""")
+    gate = conn.execute(
+        "SELECT gate FROM pgflow.step_tasks WHERE vt = 'infinity' AND gate IS NOT NULL"
+    ).fetchone()
+    assert gate is not None and gate[0].startswith('a|"A"'), gate
+    conn.execute(
+        """INSERT INTO pgflow.runs (run_id, flow_slug, status, input, remaining_steps)
+           SELECT pgflow._uuid_v7(), 'limited', 'started', '{"tenant": "A"}', 2
+           FROM generate_series(1, %s)""",
+        (BLOCKED,),
+    )
+    conn.execute(
+        """INSERT INTO pgflow.step_states (run_id, step_slug, flow_slug, status, remaining_deps,
+                                          initial_tasks, remaining_tasks, started_at)
+           SELECT r.run_id, s.slug, 'limited',
+                  CASE WHEN s.slug = 'a' THEN 'started' ELSE 'created' END,
+                  CASE WHEN s.slug = 'a' THEN 0 ELSE 1 END,
+                  CASE WHEN s.slug = 'a' THEN 1 END, CASE WHEN s.slug = 'a' THEN 1 END,
+                  CASE WHEN s.slug = 'a' THEN now() END
+           FROM pgflow.runs AS r, (VALUES ('a'), ('b')) AS s (slug)
+           WHERE NOT EXISTS (SELECT 1 FROM pgflow.step_states AS x WHERE x.run_id = r.run_id)"""
+    )
+    conn.execute(
+        """INSERT INTO pgflow.step_tasks (run_id, step_slug, flow_slug, gate, vt)
+           SELECT r.run_id, 'a', 'limited', %s, 'infinity' FROM pgflow.runs AS r
+           WHERE NOT EXISTS (SELECT 1 FROM pgflow.step_tasks AS x WHERE x.run_id = r.run_id)""",
+        (gate[0],),
+    )
+    for tenant in range(TENANTS):
+        conn.execute(
+            "SELECT pgflow.start_flow('limited', jsonb_build_object('tenant', %s::text))",
+            (f"B{tenant}",),
+        )
+    analyzed = conn.execute(
+        "SELECT count(*) FROM pg_stats WHERE schemaname = 'pgflow'"
+        " AND tablename IN ('runs', 'step_states', 'step_tasks')"
+    ).fetchone()
+    assert analyzed == (0,), "the runtime tables must have no statistics for this test"
+
+    plans = _record_plans(conn)
+    claimed = 0
+    for _ in range(8):
+        rows = conn.execute(
+            "SELECT run_id, step_slug, task_index, attempt FROM pgflow.claim_tasks(%s, %s, %s)",
+            ("limited", BATCH, "00000000-0000-0000-0000-00000000000a"),
+        ).fetchall()
+        assert 0 < len(rows) < BATCH, "each claim asks for more than is claimable"
+        claimed += len(rows)
+        conn.execute(
+            "SELECT pgflow.complete_tasks(%s::uuid[], %s::text[], %s::int[], %s::jsonb[],"
+            " %s::int[])",
+            (
+                [r[0] for r in rows],
+                [r[1] for r in rows],
+                [r[2] for r in rows],
+                ["{}"] * len(rows),
+                [r[3] for r in rows],
+            ),
+        )
+    conn.execute("RESET auto_explain.log_min_duration")
+    problems = _problems(plans)
+    assert problems == [], "\n".join(problems)
+    # the limit held throughout and the refills moved A on: 4 of its a-tasks
+    # completed per round, and never more than 4 hold a slot
+    held = conn.execute(
+        "SELECT count(*) FILTER (WHERE status = 'completed'),"
+        "       count(*) FILTER (WHERE status IN ('queued', 'started') AND vt < 'infinity')"
+        " FROM pgflow.step_tasks WHERE step_slug = 'a' AND gate = %s",
+        (gate[0],),
+    ).fetchone()
+    assert held == (8 * 4, 4), held
+    assert claimed > 8 * 4 + TENANTS
