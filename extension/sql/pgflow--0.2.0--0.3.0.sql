@@ -5483,6 +5483,175 @@ COMMENT ON FUNCTION pgflow._api_functions(text) IS
 
 -- ============================================================ end of 0.3.0: dashboard paging
 
+-- ============================================================ 0.3.0: sub-flow tasks are not reported by hand
+-- complete_task(s) and fail_task(s) refuse a task of a sub-flow step (its
+-- child run reports it): _refuse_subflow_reports, called by each.
+
+CREATE FUNCTION pgflow._refuse_subflow_reports(caller text, run_ids uuid[], step_slugs text[])
+RETURNS void
+LANGUAGE plpgsql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_hit record;
+BEGIN
+    SELECT c.run_id, c.step_slug, sf.subflow
+    INTO v_hit
+    FROM unnest(_refuse_subflow_reports.run_ids, _refuse_subflow_reports.step_slugs)
+         AS c(run_id, step_slug)
+    -- (a subquery, not a join with runs: a join could be planned, on tables
+    -- without statistics, as a scan of every run)
+    JOIN pgflow.step_subflows AS sf
+      ON sf.step_slug = c.step_slug
+     AND sf.flow_slug = (SELECT r.flow_slug FROM pgflow.runs AS r WHERE r.run_id = c.run_id)
+    LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION '%: step "%" of run % is a sub-flow step (it runs flow "%"): its tasks are not reported by hand',
+                _refuse_subflow_reports.caller, v_hit.step_slug, v_hit.run_id, v_hit.subflow
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'its child run reports it; cancel_run the child or the parent instead';
+    END IF;
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow._refuse_subflow_reports(text, uuid[], text[]) IS
+    'raise 55000 when a hand report (complete_task(s), fail_task(s)) names a task of a sub-flow step';
+
+REVOKE ALL ON FUNCTION pgflow._refuse_subflow_reports(text, uuid[], text[]) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION pgflow.complete_task(run_id uuid, step_slug text, task_index integer, output jsonb,
+                                     attempt integer DEFAULT NULL)
+RETURNS boolean
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF complete_task.run_id IS NULL OR complete_task.step_slug IS NULL
+       OR complete_task.task_index IS NULL THEN
+        RAISE EXCEPTION 'run_id, step_slug and task_index must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'pass the values start_tasks returned for the task';
+    END IF;
+    PERFORM pgflow._refuse_subflow_reports('complete_task', ARRAY[complete_task.run_id],
+                                           ARRAY[complete_task.step_slug]);
+
+    RETURN pgflow._complete_tasks(ARRAY[complete_task.run_id], ARRAY[complete_task.step_slug],
+                                  ARRAY[complete_task.task_index], ARRAY[complete_task.output],
+                                  ARRAY[complete_task.attempt]) > 0;
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow.complete_task(uuid, text, integer, jsonb, integer) IS
+    'record a started task''s output and advance the run; false if the call changed nothing';
+
+CREATE OR REPLACE FUNCTION pgflow.fail_task(run_id uuid, step_slug text, task_index integer, error_message text,
+                                 attempt integer DEFAULT NULL, retry boolean DEFAULT true,
+                                 retry_delay double precision DEFAULT NULL)
+RETURNS boolean
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF fail_task.run_id IS NULL OR fail_task.step_slug IS NULL OR fail_task.task_index IS NULL THEN
+        RAISE EXCEPTION 'run_id, step_slug and task_index must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'pass the values start_tasks returned for the task';
+    END IF;
+    IF fail_task.retry IS NULL THEN
+        RAISE EXCEPTION 'retry must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'pass true (retry while attempts are left) or false (fail now)';
+    END IF;
+    PERFORM pgflow._refuse_subflow_reports('fail_task', ARRAY[fail_task.run_id],
+                                           ARRAY[fail_task.step_slug]);
+    RETURN pgflow._fail_tasks(ARRAY[fail_task.run_id], ARRAY[fail_task.step_slug],
+                              ARRAY[fail_task.task_index], ARRAY[fail_task.error_message],
+                              ARRAY[fail_task.attempt], ARRAY[fail_task.retry],
+                              ARRAY[fail_task.retry_delay]) > 0;
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow.fail_task(uuid, text, integer, text, integer, boolean, double precision) IS
+    'record a failed attempt: retry with backoff (or retry_delay), or apply when_exhausted; false if no-op';
+
+CREATE OR REPLACE FUNCTION pgflow.complete_tasks(run_ids uuid[], step_slugs text[], task_indexes integer[],
+                                      outputs jsonb[], attempts integer[] DEFAULT NULL)
+RETURNS integer
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF run_ids IS NULL OR step_slugs IS NULL OR task_indexes IS NULL OR outputs IS NULL THEN
+        RAISE EXCEPTION 'run_ids, step_slugs, task_indexes and outputs must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'pass one array element per task (empty arrays for none)';
+    END IF;
+    IF cardinality(run_ids) <> cardinality(step_slugs)
+       OR cardinality(run_ids) <> cardinality(task_indexes)
+       OR cardinality(run_ids) <> cardinality(outputs)
+       OR cardinality(run_ids) <> coalesce(cardinality(attempts), cardinality(run_ids)) THEN
+        RAISE EXCEPTION 'run_ids, step_slugs, task_indexes, outputs and attempts must have the same length (got %, %, %, %, %)',
+                cardinality(run_ids), cardinality(step_slugs), cardinality(task_indexes),
+                cardinality(outputs), coalesce(cardinality(attempts)::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'element i of each array describes task i';
+    END IF;
+    PERFORM pgflow._refuse_subflow_reports('complete_tasks', run_ids, step_slugs);
+    RETURN pgflow._complete_tasks(run_ids, step_slugs, task_indexes, outputs, attempts);
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow.complete_tasks(uuid[], text[], integer[], jsonb[], integer[]) IS
+    'complete many started tasks (of the attempts named) in one transaction; returns how many counted';
+
+CREATE OR REPLACE FUNCTION pgflow.fail_tasks(run_ids uuid[], step_slugs text[], task_indexes integer[],
+                                  error_messages text[], attempts integer[] DEFAULT NULL,
+                                  retries boolean[] DEFAULT NULL,
+                                  retry_delays double precision[] DEFAULT NULL)
+RETURNS integer
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_n integer := cardinality(fail_tasks.run_ids);
+BEGIN
+    IF fail_tasks.run_ids IS NULL OR fail_tasks.step_slugs IS NULL
+       OR fail_tasks.task_indexes IS NULL OR fail_tasks.error_messages IS NULL THEN
+        RAISE EXCEPTION 'run_ids, step_slugs, task_indexes and error_messages must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'pass one array element per task (empty arrays for none)';
+    END IF;
+    IF v_n <> cardinality(fail_tasks.step_slugs)
+       OR v_n <> cardinality(fail_tasks.task_indexes)
+       OR v_n <> cardinality(fail_tasks.error_messages)
+       OR v_n <> coalesce(cardinality(fail_tasks.attempts), v_n)
+       OR v_n <> coalesce(cardinality(fail_tasks.retries), v_n)
+       OR v_n <> coalesce(cardinality(fail_tasks.retry_delays), v_n) THEN
+        RAISE EXCEPTION 'the arrays of fail_tasks must have the same length (run_ids has %)', v_n
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'element i of each array describes task i; leave attempts, retries or retry_delays NULL for none';
+    END IF;
+    PERFORM pgflow._refuse_subflow_reports('fail_tasks', fail_tasks.run_ids, fail_tasks.step_slugs);
+    RETURN pgflow._fail_tasks(fail_tasks.run_ids, fail_tasks.step_slugs, fail_tasks.task_indexes,
+                              fail_tasks.error_messages, fail_tasks.attempts, fail_tasks.retries,
+                              fail_tasks.retry_delays);
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow.fail_tasks(uuid[], text[], integer[], text[], integer[], boolean[], double precision[]) IS
+    'record failed attempts of many tasks in one transaction; returns how many counted';
+
+-- ============================================================ end of 0.3.0: sub-flow tasks are not reported by hand
+
 -- ============================================================ 0.3.0: concurrency and priorities
 -- Concurrency limits (create_flow/add_step concurrency, concurrency_key;
 -- step_tasks.gate, parked tasks, _gate_refill) and run priorities.

@@ -846,6 +846,7 @@ DROP FUNCTION pgflow.create_flow(text,integer,integer,integer,boolean,integer,in
 DROP FUNCTION pgflow.dashboard_snapshot(boolean);
 DROP FUNCTION pgflow.emit_event(text,jsonb,jsonb,text);
 DROP FUNCTION pgflow.expire_waits(integer);
+DROP FUNCTION pgflow._refuse_subflow_reports(text,uuid[],text[]);
 DROP FUNCTION pgflow.extend_leases(uuid[],text[],integer[],integer[]);
 DROP FUNCTION pgflow.fail_task(uuid,text,integer,text,integer,boolean,double precision);
 DROP FUNCTION pgflow.fail_tasks(uuid[],text[],integer[],text[],integer[],boolean[],double precision[]);

@@ -9,9 +9,11 @@
 -- Late and duplicate calls are normal under at-least-once delivery: a task
 -- that is not started (already completed, failed, cancelled, unknown) is left
 -- alone and the call returns false.  A NULL output is stored as JSON null.
+-- A task of a sub-flow step is refused: its child run reports it.
 -- Locks: the task row, its step_states row; when the step completes, the runs
 -- row and the dependents' step_states rows.
--- Errors: 22004 NULL run_id, step_slug or task_index.
+-- Errors: 22004 NULL run_id, step_slug or task_index; 55000 a task of a
+-- sub-flow step.
 CREATE FUNCTION pgflow.complete_task(run_id uuid, step_slug text, task_index integer, output jsonb,
                                      attempt integer DEFAULT NULL)
 RETURNS boolean
@@ -27,6 +29,8 @@ BEGIN
             USING ERRCODE = 'null_value_not_allowed',
                   HINT = 'pass the values start_tasks returned for the task';
     END IF;
+    PERFORM pgflow._refuse_subflow_reports('complete_task', ARRAY[complete_task.run_id],
+                                           ARRAY[complete_task.step_slug]);
 
     RETURN pgflow._complete_tasks(ARRAY[complete_task.run_id], ARRAY[complete_task.step_slug],
                                   ARRAY[complete_task.task_index], ARRAY[complete_task.output],
@@ -45,10 +49,11 @@ COMMENT ON FUNCTION pgflow.complete_task(uuid, text, integer, jsonb, integer) IS
 -- replaces the backoff.  Out of attempts, or with retry => false, the step's
 -- when_exhausted applies at once.  attempt fences the report as in
 -- complete_task.  A call for a task that is not started in that attempt
--- changes nothing and returns false.
+-- changes nothing and returns false.  A task of a sub-flow step is refused:
+-- its child run reports it.
 -- Locks: as _fail_tasks.
 -- Errors: 22004 NULL run_id, step_slug, task_index or retry; 22023 negative
--- or non-finite retry_delay.
+-- or non-finite retry_delay; 55000 a task of a sub-flow step.
 CREATE FUNCTION pgflow.fail_task(run_id uuid, step_slug text, task_index integer, error_message text,
                                  attempt integer DEFAULT NULL, retry boolean DEFAULT true,
                                  retry_delay double precision DEFAULT NULL)
@@ -69,6 +74,8 @@ BEGIN
             USING ERRCODE = 'null_value_not_allowed',
                   HINT = 'pass true (retry while attempts are left) or false (fail now)';
     END IF;
+    PERFORM pgflow._refuse_subflow_reports('fail_task', ARRAY[fail_task.run_id],
+                                           ARRAY[fail_task.step_slug]);
     RETURN pgflow._fail_tasks(ARRAY[fail_task.run_id], ARRAY[fail_task.step_slug],
                               ARRAY[fail_task.task_index], ARRAY[fail_task.error_message],
                               ARRAY[fail_task.attempt], ARRAY[fail_task.retry],

@@ -246,9 +246,12 @@ COMMENT ON FUNCTION pgflow._complete_tasks(uuid[], text[], integer[], jsonb[], i
 -- of each array describes one task, attempts[i] the attempt its claim
 -- returned (NULL, or no attempts array: whatever attempt runs).  Tasks that
 -- are not started in that attempt are left alone (late, duplicate and
--- superseded reports are normal).  Returns how many tasks it completed.
+-- superseded reports are normal).  Returns how many tasks it completed.  A
+-- task of a sub-flow step is refused (its child run reports it): then none
+-- of the batch is completed.
 -- Locks: as _complete_tasks.
--- Errors: 22004 NULL array; 22023 arrays of different lengths.
+-- Errors: 22004 NULL array; 22023 arrays of different lengths; 55000 a task
+-- of a sub-flow step.
 CREATE FUNCTION pgflow.complete_tasks(run_ids uuid[], step_slugs text[], task_indexes integer[],
                                       outputs jsonb[], attempts integer[] DEFAULT NULL)
 RETURNS integer
@@ -279,3 +282,4 @@ $$;
 
 COMMENT ON FUNCTION pgflow.complete_tasks(uuid[], text[], integer[], jsonb[], integer[]) IS
     'complete many started tasks (of the attempts named) in one transaction; returns how many counted';
+    PERFORM pgflow._refuse_subflow_reports('complete_tasks', run_ids, step_slugs);

@@ -117,10 +117,12 @@ COMMENT ON FUNCTION pgflow._fail_tasks(uuid[], text[], integer[], text[], intege
 -- fail_tasks: fail_task for many tasks in one transaction: element i of each
 -- array describes one task (attempts, retries and retry_delays may be NULL
 -- as a whole or per element: no fencing, retry, the step's backoff).
--- Returns how many failures it recorded.
+-- Returns how many failures it recorded.  A task of a sub-flow step is
+-- refused (its child run reports it): then none of the batch is recorded.
 -- Locks: as _fail_tasks.
 -- Errors: 22004 NULL run_ids, step_slugs, task_indexes or error_messages;
--- 22023 arrays of different lengths, a negative or non-finite retry delay.
+-- 22023 arrays of different lengths, a negative or non-finite retry delay;
+-- 55000 a task of a sub-flow step.
 CREATE FUNCTION pgflow.fail_tasks(run_ids uuid[], step_slugs text[], task_indexes integer[],
                                   error_messages text[], attempts integer[] DEFAULT NULL,
                                   retries boolean[] DEFAULT NULL,
@@ -150,6 +152,7 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'element i of each array describes task i; leave attempts, retries or retry_delays NULL for none';
     END IF;
+    PERFORM pgflow._refuse_subflow_reports('fail_tasks', fail_tasks.run_ids, fail_tasks.step_slugs);
     RETURN pgflow._fail_tasks(fail_tasks.run_ids, fail_tasks.step_slugs, fail_tasks.task_indexes,
                               fail_tasks.error_messages, fail_tasks.attempts, fail_tasks.retries,
                               fail_tasks.retry_delays);

@@ -457,3 +457,42 @@ $$;
 
 COMMENT ON FUNCTION pgflow._restart_subflow_tasks(uuid) IS
     'start the sub-flow tasks retry_run re-queued again, each with a new child run';
+
+-- _refuse_subflow_reports: a task of a sub-flow step is reported by its
+-- child run (_child_finished), never by hand: complete_task(s) and
+-- fail_task(s) (named by caller) call this first and it raises when one of
+-- the named tasks belongs to a sub-flow step (of any status: no worker ever
+-- claims one, so no late report of a worker is refused).  One statement: a
+-- primary-key probe of runs per task, against the (small) step_subflows.
+-- Locks: none.
+-- Errors: 55000 a task of a sub-flow step.
+CREATE FUNCTION pgflow._refuse_subflow_reports(caller text, run_ids uuid[], step_slugs text[])
+RETURNS void
+LANGUAGE plpgsql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_hit record;
+BEGIN
+    SELECT c.run_id, c.step_slug, sf.subflow
+    INTO v_hit
+    FROM unnest(_refuse_subflow_reports.run_ids, _refuse_subflow_reports.step_slugs)
+         AS c(run_id, step_slug)
+    -- (a subquery, not a join with runs: a join could be planned, on tables
+    -- without statistics, as a scan of every run)
+    JOIN pgflow.step_subflows AS sf
+      ON sf.step_slug = c.step_slug
+     AND sf.flow_slug = (SELECT r.flow_slug FROM pgflow.runs AS r WHERE r.run_id = c.run_id)
+    LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION '%: step "%" of run % is a sub-flow step (it runs flow "%"): its tasks are not reported by hand',
+                _refuse_subflow_reports.caller, v_hit.step_slug, v_hit.run_id, v_hit.subflow
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'its child run reports it; cancel_run the child or the parent instead';
+    END IF;
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow._refuse_subflow_reports(text, uuid[], text[]) IS
+    'raise 55000 when a hand report (complete_task(s), fail_task(s)) names a task of a sub-flow step';
