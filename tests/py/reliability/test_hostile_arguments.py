@@ -56,10 +56,10 @@ ALLOWED: dict[str, set[str]] = {
     "read_with_poll": {"22004", "22023"},
     "start_tasks": {"22004", "22023"},
     "claim_tasks": {"22004", "22023"},
-    "complete_tasks": {"22004", "22023"},
-    "complete_task": {"22004"},
-    "fail_task": {"22004", "22023"},
-    "fail_tasks": {"22004", "22023"},
+    "complete_tasks": {"22004", "22023", "55000"},
+    "complete_task": {"22004", "55000"},
+    "fail_task": {"22004", "22023", "55000"},
+    "fail_tasks": {"22004", "22023", "55000"},
     "extend_leases": {"22004", "22023"},
     "worker_idle": {"22004"},
     "listen_events": {"22004"},
@@ -74,6 +74,7 @@ ALLOWED: dict[str, set[str]] = {
     "stop_worker": set(),
     "flow_shape": set(),
     "run_input": set(),
+    "trace_contexts": set(),
     "grant_worker": {"22004", "42704"},
     "grant_client": {"22004", "42704"},
     "grant_dashboard": {"22004", "42704"},
@@ -458,6 +459,64 @@ def test_hostile_arguments_fail_cleanly_or_not_at_all(
         return
     if function in NO_OP_WHEN_FALSE and rows == [(False,)]:
         assert _fingerprint(conn) == before, f"{function} returned false but changed rows"
+
+
+@PROPS
+@given(
+    task_index=integers,
+    attempt=integers,
+    output=jsons,
+    retry=booleans,
+    batch=st.sampled_from(["complete_task", "fail_task", "complete_tasks", "fail_tasks"]),
+)
+def test_hand_reports_of_a_sub_flow_task_are_refused_and_change_nothing(
+    seeded: tuple[Conn, Seed, dict[str, list[Param]]],
+    task_index: Any,
+    attempt: Any,
+    output: Any,
+    retry: Any,
+    batch: str,
+) -> None:
+    conn, _, _ = seeded
+    # (the fixture lives across examples: the flow is made once, a run per example)
+    conn.execute("SELECT pgflow.create_flow('outer')")
+    conn.execute("SELECT pgflow.add_subflow_step('outer', 'sub', 'solo')")
+    row = conn.execute("SELECT run_id FROM pgflow.start_flow('outer', '{}')").fetchone()
+    assert row is not None
+    run_id = str(row[0])
+    before = _fingerprint(conn)
+    calls = {
+        "complete_task": (
+            "SELECT pgflow.complete_task(%s, 'sub', %s::integer, %s::jsonb, %s::integer)",
+            (run_id, task_index, _plain(output), attempt),
+        ),
+        "fail_task": (
+            "SELECT pgflow.fail_task(%s, 'sub', %s::integer, 'x', %s::integer, %s::boolean)",
+            (run_id, task_index, attempt, _plain(retry)),
+        ),
+        "complete_tasks": (
+            "SELECT pgflow.complete_tasks(ARRAY[%s]::uuid[], ARRAY['sub'], ARRAY[%s::integer],"
+            " ARRAY[%s::jsonb], ARRAY[%s::integer])",
+            (run_id, task_index, _plain(output), attempt),
+        ),
+        "fail_tasks": (
+            "SELECT pgflow.fail_tasks(ARRAY[%s]::uuid[], ARRAY['sub'], ARRAY[%s::integer],"
+            " ARRAY['x'], ARRAY[%s::integer], ARRAY[%s::boolean])",
+            (run_id, task_index, attempt, _plain(retry)),
+        ),
+    }
+    query, params = calls[batch]
+    try:
+        conn.execute(query, params)
+    except psycopg.Error as exc:
+        state = exc.sqlstate or "?"
+        # the client's cast of a bad literal, a NULL retry: refused before the check
+        assert state in {"55000", "22004"} | CLIENT_CASTS, f"{batch}: {state} {exc}"
+        if state == "55000":
+            assert "is a sub-flow step" in str(exc) and run_id in str(exc)
+    else:
+        raise AssertionError(f"{batch} accepted a hand report of a sub-flow task")
+    assert _fingerprint(conn) == before
 
 
 def test_unknown_ids_are_documented_no_ops(conn: Conn) -> None:
