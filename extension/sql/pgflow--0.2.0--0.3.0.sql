@@ -5486,6 +5486,7 @@ COMMENT ON FUNCTION pgflow._api_functions(text) IS
 -- ============================================================ 0.3.0: sub-flow tasks are not reported by hand
 -- complete_task(s) and fail_task(s) refuse a task of a sub-flow step (its
 -- child run reports it): _refuse_subflow_reports, called by each.
+-- flow_shape says which flow a sub-flow step runs ("subflow").
 
 CREATE FUNCTION pgflow._refuse_subflow_reports(caller text, run_ids uuid[], step_slugs text[])
 RETURNS void
@@ -5650,12 +5651,144 @@ $$;
 COMMENT ON FUNCTION pgflow.fail_tasks(uuid[], text[], integer[], text[], integer[], boolean[], double precision[]) IS
     'record failed attempts of many tasks in one transaction; returns how many counted';
 
+CREATE OR REPLACE FUNCTION pgflow.flow_shape(flow_slug text)
+RETURNS jsonb
+LANGUAGE sql
+STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT jsonb_build_object(
+        'flow_slug', f.flow_slug,
+        'flow_name', f.flow_name,
+        'version', f.version,
+        'max_attempts', f.opt_max_attempts,
+        'base_delay', f.opt_base_delay,
+        'timeout', f.opt_timeout,
+        'heartbeat', f.opt_heartbeat,
+        'max_delay', f.opt_max_delay,
+        'jitter', f.opt_jitter,
+        'steps', coalesce((
+            SELECT jsonb_agg(jsonb_build_object(
+                'step_slug', s.step_slug,
+                'step_type', s.step_type,
+                'deps', coalesce((
+                    SELECT jsonb_agg(d.dep_slug ORDER BY d.dep_slug COLLATE "C")
+                    FROM pgflow.deps AS d
+                    WHERE d.flow_slug = s.flow_slug AND d.step_slug = s.step_slug), '[]'::jsonb),
+                'required_input_pattern', s.required_input_pattern,
+                'forbidden_input_pattern', s.forbidden_input_pattern,
+                'when_unmet', s.when_unmet,
+                'when_exhausted', s.when_exhausted,
+                'max_attempts', coalesce(s.opt_max_attempts, f.opt_max_attempts),
+                'base_delay', coalesce(s.opt_base_delay, f.opt_base_delay),
+                'timeout', CASE WHEN s.step_type = 'wait' THEN s.opt_timeout
+                                ELSE coalesce(s.opt_timeout, f.opt_timeout) END,
+                'wait', (SELECT jsonb_build_object('event', w.event_name,
+                                                   'key', array_to_string(w.key_path, '.'))
+                         FROM pgflow.step_waits AS w
+                         WHERE w.flow_slug = s.flow_slug AND w.step_slug = s.step_slug),
+                'subflow', (SELECT sf.subflow FROM pgflow.step_subflows AS sf
+                            WHERE sf.flow_slug = s.flow_slug AND sf.step_slug = s.step_slug),
+                'start_delay', coalesce(s.opt_start_delay, 0),
+                'heartbeat', coalesce(s.opt_heartbeat, f.opt_heartbeat),
+                'max_delay', coalesce(s.opt_max_delay, f.opt_max_delay),
+                'jitter', coalesce(s.opt_jitter, f.opt_jitter)) ORDER BY s.step_index)
+            FROM pgflow.steps AS s
+            WHERE s.flow_slug = f.flow_slug), '[]'::jsonb))
+    FROM pgflow.flows AS f
+    WHERE f.flow_slug = flow_shape.flow_slug;
+$$;
+
+COMMENT ON FUNCTION pgflow.flow_shape(text) IS
+    'the structure of a flow (steps, deps, conditions, modes, tunables) as JSON; NULL if unknown';
+
 -- ============================================================ end of 0.3.0: sub-flow tasks are not reported by hand
 
 -- ============================================================ 0.3.0: concurrency and priorities
 -- Concurrency limits (create_flow/add_step concurrency, concurrency_key;
 -- step_tasks.gate, parked tasks, _gate_refill) and run priorities.
 -- The functions are copies of extension/src (this section comes last).
+
+-- the claimable-work index gets the priority column (225_priorities.sql)
+DROP INDEX pgflow.step_tasks_ready_idx;
+
+-- Run priorities and trace contexts (start_flow(priority =>, trace_context =>)).
+--
+-- A run's priority (an integer, default 0, higher first) is copied into each
+-- of its tasks when they are created, and a sub-flow's child runs inherit
+-- their parent's.  Claims (claim_tasks, read_with_poll) take the claimable
+-- tasks of the highest priority level first, oldest (vt) first within a
+-- level: one ordered range of step_tasks_ready_idx per level, the levels
+-- found by a loose index scan over the same index (_claimable, below), so a
+-- flow whose tasks all have priority 0 pays one extra index probe per claim
+-- and a claim never reads a level's tasks that are not yet claimable.
+-- Priorities order what is claimable; they do not jump a start_delay, a
+-- retry's backoff or a concurrency limit (a parked task is un-parked by its
+-- gate, highest priority first, then oldest).
+
+ALTER TABLE pgflow.runs ADD COLUMN priority integer NOT NULL DEFAULT 0;
+ALTER TABLE pgflow.runs ADD COLUMN trace_context text;
+ALTER TABLE pgflow.runs ADD CONSTRAINT runs_trace_context_check
+    CHECK (trace_context ~ '^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$');
+COMMENT ON COLUMN pgflow.runs.priority IS
+    'claims take higher-priority runs'' tasks first (default 0; a child run has its parent''s)';
+COMMENT ON COLUMN pgflow.runs.trace_context IS
+    'the W3C traceparent start_flow was given: workers make their task spans its children';
+
+ALTER TABLE pgflow.step_tasks ADD COLUMN priority integer NOT NULL DEFAULT 0;
+COMMENT ON COLUMN pgflow.step_tasks.priority IS
+    'its run''s priority (copied when the task is created): claims take higher first';
+
+-- Claimable work of a flow by priority level, oldest first within a level:
+-- queued tasks whose vt has passed and started tasks whose lease expired.
+CREATE INDEX step_tasks_ready_idx ON pgflow.step_tasks (flow_slug, priority, vt)
+    WHERE status IN ('queued', 'started');
+
+-- _check_trace_context: raises unless a trace context is NULL or a W3C
+-- traceparent of version 00 with a non-zero trace id and parent id.
+-- Errors: 22023.
+CREATE FUNCTION pgflow._check_trace_context(trace_context text)
+RETURNS void
+LANGUAGE plpgsql
+IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF trace_context IS NOT NULL
+       AND (trace_context !~ '^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$'
+            OR substr(trace_context, 4, 32) = repeat('0', 32)
+            OR substr(trace_context, 37, 16) = repeat('0', 16)) THEN
+        RAISE EXCEPTION 'trace_context "%" is not a W3C traceparent', left(trace_context, 80)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'pass 00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>, lower case, e.g. the traceparent header of the current span, or NULL';
+    END IF;
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow._check_trace_context(text) IS
+    'raise unless a trace context is NULL or a valid W3C traceparent (version 00)';
+
+-- trace_contexts: the trace contexts of runs (for workers that make task
+-- spans children of the trace a run was started in); runs without one, and
+-- unknown runs, are left out.
+CREATE FUNCTION pgflow.trace_contexts(run_ids uuid[])
+RETURNS TABLE (run_id uuid, trace_context text)
+LANGUAGE sql
+STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT r.run_id, r.trace_context
+    FROM pgflow.runs AS r
+    WHERE r.run_id = ANY (trace_contexts.run_ids) AND r.trace_context IS NOT NULL;
+$$;
+
+COMMENT ON FUNCTION pgflow.trace_contexts(uuid[]) IS
+    'the W3C trace contexts the given runs were started with (runs without one are left out)';
+
+REVOKE ALL ON FUNCTION pgflow._check_trace_context(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION pgflow.trace_contexts(uuid[]) FROM PUBLIC;
 
 -- Concurrency limits ("at most N of these at once, per key").
 --
@@ -5709,8 +5842,9 @@ COMMENT ON COLUMN pgflow.step_tasks.gate IS
     'the concurrency gate the task passes (''<step slug or *>|<key JSON>''; NULL: ungated); parked while queued with vt = infinity';
 
 -- the tasks of a gate holding a slot (vt finite) and the parked ones
--- (vt = infinity, oldest first); ungated tasks are not in it
-CREATE INDEX step_tasks_gate_idx ON pgflow.step_tasks (flow_slug, gate, vt, message_id)
+-- (vt = infinity, highest priority first, then oldest); ungated tasks are
+-- not in it
+CREATE INDEX step_tasks_gate_idx ON pgflow.step_tasks (flow_slug, gate, vt, priority DESC, message_id)
     WHERE gate IS NOT NULL AND status IN ('queued', 'started');
 
 -- _check_concurrency: raises unless a limit and its key are valid; returns
@@ -5786,9 +5920,9 @@ $$;
 COMMENT ON FUNCTION pgflow._gate_of(text, text[], jsonb, jsonb) IS
     'the concurrency gate of a task from its scope, key path and input';
 
--- _gate_refill: un-parks the oldest parked tasks of a gate into its free
--- slots (limit minus the tasks holding one), at once claimable (or at
--- queued_at + start_delay, if that is later).  A gate whose limit was
+-- _gate_refill: un-parks the parked tasks of a gate, highest priority first,
+-- then the oldest, into its free slots (limit minus the tasks holding one),
+-- at once claimable (or at queued_at + start_delay, if that is later).  A gate whose limit was
 -- removed un-parks everything.  Wakes idle workers when it un-parked a task.
 -- Returns how many it un-parked.
 -- Locks: the gate's transaction advisory lock (refills of one gate run one
@@ -5835,7 +5969,7 @@ BEGIN
           AND t.gate = _gate_refill.gate
           AND t.status IN ('queued', 'started')
           AND t.vt = 'infinity'
-        ORDER BY t.message_id
+        ORDER BY t.priority DESC, t.message_id
         LIMIT v_free
         FOR UPDATE SKIP LOCKED
     )
@@ -5854,7 +5988,7 @@ END;
 $$;
 
 COMMENT ON FUNCTION pgflow._gate_refill(text, text) IS
-    'un-park the oldest parked tasks of a concurrency gate into its free slots';
+    'un-park the parked tasks of a concurrency gate into its free slots (highest priority, then oldest, first)';
 
 -- _gate_refill_flow: refills every gate of a flow that has parked tasks
 -- (after its limits changed).
@@ -5908,6 +6042,18 @@ REVOKE ALL ON FUNCTION pgflow._gate_of(text, text[], jsonb, jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION pgflow._gate_refill(text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION pgflow._gate_refill_flow(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION pgflow._gate_released() FROM PUBLIC;
+
+DO $$
+BEGIN
+    PERFORM pg_catalog.set_config('pgflow.upgrade_grants', coalesce((
+        SELECT pg_catalog.jsonb_agg(a.grantee::regrole::text)
+        FROM pg_catalog.pg_proc AS p, pg_catalog.aclexplode(p.proacl) AS a
+        WHERE p.oid = 'pgflow.start_flow(text, jsonb, uuid, integer)'::regprocedure
+          AND a.privilege_type = 'EXECUTE' AND a.grantee <> p.proowner AND a.grantee <> 0),
+        '[]')::text, true);
+END
+$$;
+DROP FUNCTION pgflow._start_run(text, integer, text, jsonb, uuid, uuid, text, integer, integer, integer);
 
 DROP FUNCTION pgflow.create_flow(text, integer, integer, integer, boolean, integer, integer, boolean, integer);
 CREATE FUNCTION pgflow.create_flow(
@@ -6263,6 +6409,169 @@ COMMENT ON FUNCTION pgflow.add_step(text, text, text[], integer, integer, intege
 
 REVOKE ALL ON FUNCTION pgflow.add_step(text, text, text[], integer, integer, integer, integer, text, jsonb, jsonb, text, text, integer, integer, boolean, text, text, integer, text) FROM PUBLIC;
 
+DROP FUNCTION pgflow.start_flow(text, jsonb, uuid, integer);
+CREATE FUNCTION pgflow.start_flow(flow_slug text, input jsonb, run_id uuid DEFAULT NULL,
+                                  version integer DEFAULT NULL, priority integer DEFAULT 0,
+                                  trace_context text DEFAULT NULL)
+RETURNS pgflow.runs
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_steps integer;
+    v_slug text;
+BEGIN
+    PERFORM pgflow._check_slug('flow slug', start_flow.flow_slug);
+    PERFORM pgflow._check_option('version', start_flow.version, 1, true);
+    IF start_flow.priority IS NULL THEN
+        RAISE EXCEPTION 'priority must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'pass an integer (higher first), or leave it out for the default 0';
+    END IF;
+    PERFORM pgflow._check_trace_context(start_flow.trace_context);
+    IF start_flow.input IS NULL THEN
+        RAISE EXCEPTION 'input must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'pass a JSON value, e.g. ''{}''::jsonb';
+    END IF;
+
+    v_slug := pgflow._resolve_flow(start_flow.flow_slug, start_flow.version);
+    IF v_slug IS NULL AND start_flow.version IS NOT NULL
+       AND EXISTS (SELECT 1 FROM pgflow.flows AS f
+                   WHERE f.flow_name = split_part(start_flow.flow_slug, '@', 1)) THEN
+        RAISE EXCEPTION 'flow "%" has no version %', start_flow.flow_slug, start_flow.version
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'pgflow.list_flows() lists the versions; apply the version''s migration first';
+    END IF;
+    v_slug := coalesce(v_slug, start_flow.flow_slug);
+
+    SELECT count(s.step_slug) INTO v_steps
+    FROM pgflow.flows AS f
+    LEFT JOIN pgflow.steps AS s ON s.flow_slug = f.flow_slug
+    WHERE f.flow_slug = v_slug
+    GROUP BY f.flow_slug;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'flow "%" does not exist', start_flow.flow_slug
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'apply the flow''s migration (pgflow-build writes it) before starting runs';
+    END IF;
+
+    RETURN pgflow._start_run(v_slug, v_steps, start_flow.flow_slug, start_flow.input,
+                             start_flow.run_id, NULL, NULL, NULL, NULL, 0, start_flow.priority,
+                             start_flow.trace_context);
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow.start_flow(text, jsonb, uuid, integer, integer, text) IS
+    'start a run of a flow''s current (or given) version (idempotent with run_id), with a priority and trace context; queues its root steps';
+
+REVOKE ALL ON FUNCTION pgflow.start_flow(text, jsonb, uuid, integer, integer, text) FROM PUBLIC;
+
+CREATE FUNCTION pgflow._start_run(flow_slug text, steps integer, requested text, input jsonb,
+                                  run_id uuid, parent_run_id uuid, parent_step_slug text,
+                                  parent_task_index integer, parent_attempt integer,
+                                  depth integer, priority integer, trace_context text)
+RETURNS pgflow.runs
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_run pgflow.runs;
+    v_steps integer := _start_run.steps;
+    v_pending boolean;
+    v_started text[];
+    v_wake boolean;
+    v_slug text := _start_run.flow_slug;
+BEGIN
+    INSERT INTO pgflow.runs AS r (run_id, flow_slug, input, remaining_steps, parent_run_id,
+                                  parent_step_slug, parent_task_index, parent_attempt, depth,
+                                  priority, trace_context)
+    VALUES (coalesce(_start_run.run_id, pgflow._uuid_v7()), v_slug,
+            _start_run.input, v_steps, _start_run.parent_run_id, _start_run.parent_step_slug,
+            _start_run.parent_task_index, _start_run.parent_attempt, _start_run.depth,
+            _start_run.priority, _start_run.trace_context)
+    ON CONFLICT ON CONSTRAINT runs_pkey DO NOTHING
+    RETURNING * INTO v_run;
+
+    IF v_run.run_id IS NULL THEN
+        SELECT * INTO STRICT v_run FROM pgflow.runs AS r WHERE r.run_id = _start_run.run_id;
+        IF split_part(v_run.flow_slug, '@', 1) <> split_part(v_slug, '@', 1) THEN
+            RAISE EXCEPTION 'run % already exists for flow "%", not "%"',
+                    _start_run.run_id, v_run.flow_slug, _start_run.requested
+                USING ERRCODE = 'unique_violation',
+                      HINT = 'pass a new run_id, or NULL to have one generated';
+        END IF;
+        RETURN v_run;
+    END IF;
+
+    -- Root steps that are "simple" (single, no conditions) start right here,
+    -- in the same INSERT; maps and conditional roots go through
+    -- _start_ready_steps.
+    WITH states AS (
+        INSERT INTO pgflow.step_states AS ss (run_id, step_slug, flow_slug, remaining_deps, status,
+                                              started_at, initial_tasks, remaining_tasks)
+        SELECT v_run.run_id, s.step_slug, s.flow_slug, s.deps_count,
+               CASE WHEN simple THEN 'started' ELSE 'created' END,
+               CASE WHEN simple THEN now() END,
+               CASE WHEN simple THEN 1 END,
+               CASE WHEN simple THEN 1 END
+        FROM pgflow.steps AS s,
+             LATERAL (SELECT s.deps_count = 0 AND s.step_type = 'single'
+                             AND s.required_input_pattern IS NULL
+                             AND s.forbidden_input_pattern IS NULL
+                             -- under a concurrency limit: parked by _start_ready_steps
+                             AND s.opt_concurrency IS NULL
+                             AND NOT EXISTS (SELECT 1 FROM pgflow.flows AS f
+                                             WHERE f.flow_slug = s.flow_slug
+                                               AND f.opt_concurrency IS NOT NULL)
+                             AND NOT EXISTS (SELECT 1 FROM pgflow.step_subflows AS sf
+                                             WHERE sf.flow_slug = s.flow_slug
+                                               AND sf.step_slug = s.step_slug) AS simple) AS k
+        WHERE s.flow_slug = v_slug
+        RETURNING ss.step_slug, ss.status, ss.remaining_deps
+    ), queued AS (
+        INSERT INTO pgflow.step_tasks (run_id, step_slug, task_index, flow_slug, vt, priority)
+        SELECT v_run.run_id, st.step_slug, 0, v_slug,
+               now() + make_interval(secs => coalesce(s.opt_start_delay, 0)), v_run.priority
+        FROM states AS st
+        JOIN pgflow.steps AS s ON s.flow_slug = v_slug AND s.step_slug = st.step_slug
+        WHERE st.status = 'started'
+        RETURNING step_slug, vt <= now() AS ready
+    )
+    SELECT (SELECT coalesce(bool_or(st.status = 'created' AND st.remaining_deps = 0), false)
+            FROM states AS st),
+           (SELECT array_agg(q.step_slug ORDER BY q.step_slug) FROM queued AS q),
+           (SELECT coalesce(bool_or(q.ready), false) FROM queued AS q)
+    INTO v_pending, v_started, v_wake;
+
+    PERFORM pgflow._emit('run:started', v_run.flow_slug, v_run.run_id, NULL, 'started');
+    IF v_started IS NOT NULL
+       AND (SELECT f.opt_step_events FROM pgflow.flows AS f WHERE f.flow_slug = v_slug) THEN
+        PERFORM pgflow._emit_step(v_run.flow_slug, v_run.run_id, st, 'started')
+        FROM unnest(v_started) AS st;
+    END IF;
+    IF v_wake THEN
+        PERFORM pgflow._wake_workers(v_run.flow_slug);
+    END IF;
+    IF v_steps = 0 THEN
+        PERFORM pgflow._complete_run(v_run.run_id);
+    ELSIF v_pending THEN
+        PERFORM pgflow._start_ready_steps(v_run.run_id);
+    END IF;
+
+    SELECT * INTO STRICT v_run FROM pgflow.runs AS r WHERE r.run_id = v_run.run_id;
+    RETURN v_run;
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow._start_run(text, integer, text, jsonb, uuid, uuid, text, integer, integer, integer, integer, text) IS
+    'create a run of a resolved definition (a child run: with its parent task) and start its root steps';
+
+REVOKE ALL ON FUNCTION pgflow._start_run(text, integer, text, jsonb, uuid, uuid, text, integer, integer, integer, integer, text) FROM PUBLIC;
+
 CREATE OR REPLACE FUNCTION pgflow._start_ready_steps(run_id uuid)
 RETURNS void
 LANGUAGE plpgsql
@@ -6407,9 +6716,9 @@ BEGIN
             END IF;
 
             IF v_step.opt_concurrency IS NULL AND v_flow_limit IS NULL THEN
-                INSERT INTO pgflow.step_tasks (run_id, step_slug, task_index, flow_slug, vt)
+                INSERT INTO pgflow.step_tasks (run_id, step_slug, task_index, flow_slug, vt, priority)
                 SELECT _start_ready_steps.run_id, v_step.step_slug, i, v_run.flow_slug,
-                       now() + make_interval(secs => v_step.start_delay)
+                       now() + make_interval(secs => v_step.start_delay), v_run.priority
                 FROM generate_series(0, v_count - 1) AS i;
                 v_wake := v_wake OR v_step.start_delay = 0;
                 CONTINUE;
@@ -6425,8 +6734,10 @@ BEGIN
                   AND d.step_slug = v_step.step_slug
                   AND ds.status = 'completed'), '{}'::jsonb);
             WITH parked AS (
-                INSERT INTO pgflow.step_tasks (run_id, step_slug, task_index, flow_slug, vt, gate)
+                INSERT INTO pgflow.step_tasks (run_id, step_slug, task_index, flow_slug, vt, priority,
+                                               gate)
                 SELECT _start_ready_steps.run_id, v_step.step_slug, i, v_run.flow_slug, 'infinity',
+                       v_run.priority,
                        CASE WHEN v_step.opt_concurrency IS NOT NULL
                             THEN pgflow._gate_of(v_step.step_slug, v_step.opt_concurrency_key, v_input,
                                                  CASE WHEN v_step.step_type = 'map' THEN v_source -> i END)
@@ -6477,6 +6788,8 @@ DECLARE
     v_event_flows text[];
     v_parent uuid;
     v_children uuid[] := '{}';
+    v_priority integer;
+    v_priorities integer[] := '{}';
 BEGIN
     IF cardinality(_steps_finished.run_ids) = 0 THEN
         RETURN '{}';
@@ -6493,8 +6806,8 @@ BEGIN
         GROUP BY f.run_id
         ORDER BY f.run_id
     LOOP
-        SELECT r.remaining_steps, r.status, r.flow_slug, r.parent_run_id
-        INTO v_remaining, v_status, v_flow_slug, v_parent
+        SELECT r.remaining_steps, r.status, r.flow_slug, r.parent_run_id, r.priority
+        INTO v_remaining, v_status, v_flow_slug, v_parent, v_priority
         FROM pgflow.runs AS r
         WHERE r.run_id = v_run
         FOR UPDATE;
@@ -6504,6 +6817,7 @@ BEGIN
             SET remaining_steps = r.remaining_steps - v_n
             WHERE r.run_id = v_run;
             v_live := v_live || v_run;
+            v_priorities := v_priorities || v_priority;
         ELSE
             UPDATE pgflow.runs AS r
             SET remaining_steps = 0, status = 'completed', completed_at = now(),
@@ -6560,8 +6874,12 @@ BEGIN
           AND ss.status = 'created'
         RETURNING ss.run_id, ss.step_slug, ss.flow_slug, ss.status, ss.remaining_deps, w.start_delay
     ), queued AS (
-        INSERT INTO pgflow.step_tasks (run_id, step_slug, task_index, flow_slug, vt)
-        SELECT u.run_id, u.step_slug, 0, u.flow_slug, now() + make_interval(secs => u.start_delay)
+        INSERT INTO pgflow.step_tasks (run_id, step_slug, task_index, flow_slug, vt, priority)
+        SELECT u.run_id, u.step_slug, 0, u.flow_slug, now() + make_interval(secs => u.start_delay),
+               -- the run's priority, read with its row above (mostly all 0)
+               CASE WHEN v_priorities <@ '{0}' THEN 0
+                    ELSE (SELECT l.priority FROM unnest(v_live, v_priorities) AS l(run_id, priority)
+                          WHERE l.run_id = u.run_id) END
         FROM updated AS u
         WHERE u.status = 'started'
         RETURNING run_id, step_slug, flow_slug, vt <= now() AS ready
@@ -6598,7 +6916,7 @@ COMMENT ON FUNCTION pgflow._steps_finished(uuid[], text[]) IS
 CREATE OR REPLACE FUNCTION pgflow._start_run(flow_slug text, steps integer, requested text, input jsonb,
                                   run_id uuid, parent_run_id uuid, parent_step_slug text,
                                   parent_task_index integer, parent_attempt integer,
-                                  depth integer)
+                                  depth integer, priority integer, trace_context text)
 RETURNS pgflow.runs
 LANGUAGE plpgsql
 VOLATILE
@@ -6613,10 +6931,12 @@ DECLARE
     v_slug text := _start_run.flow_slug;
 BEGIN
     INSERT INTO pgflow.runs AS r (run_id, flow_slug, input, remaining_steps, parent_run_id,
-                                  parent_step_slug, parent_task_index, parent_attempt, depth)
+                                  parent_step_slug, parent_task_index, parent_attempt, depth,
+                                  priority, trace_context)
     VALUES (coalesce(_start_run.run_id, pgflow._uuid_v7()), v_slug,
             _start_run.input, v_steps, _start_run.parent_run_id, _start_run.parent_step_slug,
-            _start_run.parent_task_index, _start_run.parent_attempt, _start_run.depth)
+            _start_run.parent_task_index, _start_run.parent_attempt, _start_run.depth,
+            _start_run.priority, _start_run.trace_context)
     ON CONFLICT ON CONSTRAINT runs_pkey DO NOTHING
     RETURNING * INTO v_run;
 
@@ -6657,9 +6977,9 @@ BEGIN
         WHERE s.flow_slug = v_slug
         RETURNING ss.step_slug, ss.status, ss.remaining_deps
     ), queued AS (
-        INSERT INTO pgflow.step_tasks (run_id, step_slug, task_index, flow_slug, vt)
+        INSERT INTO pgflow.step_tasks (run_id, step_slug, task_index, flow_slug, vt, priority)
         SELECT v_run.run_id, st.step_slug, 0, v_slug,
-               now() + make_interval(secs => coalesce(s.opt_start_delay, 0))
+               now() + make_interval(secs => coalesce(s.opt_start_delay, 0)), v_run.priority
         FROM states AS st
         JOIN pgflow.steps AS s ON s.flow_slug = v_slug AND s.step_slug = st.step_slug
         WHERE st.status = 'started'
@@ -6691,7 +7011,7 @@ BEGIN
 END;
 $$;
 
-COMMENT ON FUNCTION pgflow._start_run(text, integer, text, jsonb, uuid, uuid, text, integer, integer, integer) IS
+COMMENT ON FUNCTION pgflow._start_run(text, integer, text, jsonb, uuid, uuid, text, integer, integer, integer, integer, text) IS
     'create a run of a resolved definition (a child run: with its parent task) and start its root steps';
 
 CREATE OR REPLACE FUNCTION pgflow.retry_run(run_id uuid)
@@ -6989,22 +7309,45 @@ BEGIN
         RETURN;
     END IF;
 
+    -- the priority levels of the flow's open tasks, highest first, one index
+    -- probe each (a loose index scan), found only as far as the claim needs
+    -- them; per level its claimable tasks, oldest first
+    WITH RECURSIVE levels (priority) AS (
+        (SELECT t.priority FROM pgflow.step_tasks AS t
+         WHERE t.flow_slug = claim_tasks.flow_slug AND t.status IN ('queued', 'started')
+         ORDER BY t.priority DESC
+         LIMIT 1)
+        UNION ALL
+        SELECT (SELECT t.priority FROM pgflow.step_tasks AS t
+                WHERE t.flow_slug = claim_tasks.flow_slug AND t.status IN ('queued', 'started')
+                  AND t.priority < l.priority
+                ORDER BY t.priority DESC
+                LIMIT 1)
+        FROM levels AS l
+        WHERE l.priority IS NOT NULL
+    )
     SELECT array_agg(c.message_id) FILTER (WHERE NOT c.exhausted),
            array_agg(c.message_id) FILTER (WHERE c.exhausted)
     INTO v_ids, v_exhausted
     FROM (
-        SELECT t.message_id,
-               t.attempts_count - t.retried_attempts
-                   >= coalesce(s.opt_max_attempts, f.opt_max_attempts) AS exhausted
-        FROM pgflow.step_tasks AS t
-        JOIN pgflow.steps AS s ON s.flow_slug = t.flow_slug AND s.step_slug = t.step_slug
-        JOIN pgflow.flows AS f ON f.flow_slug = t.flow_slug
-        WHERE t.flow_slug = claim_tasks.flow_slug
-          AND t.status IN ('queued', 'started')
-          AND t.vt <= v_now
-        ORDER BY t.vt
+        SELECT c.message_id, c.exhausted
+        FROM levels AS l
+        CROSS JOIN LATERAL (
+            SELECT t.message_id,
+                   t.attempts_count - t.retried_attempts
+                       >= coalesce(s.opt_max_attempts, f.opt_max_attempts) AS exhausted
+            FROM pgflow.step_tasks AS t
+            JOIN pgflow.steps AS s ON s.flow_slug = t.flow_slug AND s.step_slug = t.step_slug
+            JOIN pgflow.flows AS f ON f.flow_slug = t.flow_slug
+            WHERE t.flow_slug = claim_tasks.flow_slug
+              AND t.status IN ('queued', 'started')
+              AND t.priority = l.priority
+              AND t.vt <= v_now
+            ORDER BY t.vt
+            LIMIT claim_tasks.qty
+            FOR UPDATE OF t SKIP LOCKED
+        ) AS c
         LIMIT claim_tasks.qty
-        FOR UPDATE OF t SKIP LOCKED
     ) AS c;
 
     FOREACH v_id IN ARRAY coalesce(v_exhausted, '{}') LOOP
@@ -7022,5 +7365,233 @@ $$;
 
 COMMENT ON FUNCTION pgflow.claim_tasks(text, integer, uuid) IS
     'lease and start up to qty claimable tasks of a flow in one call (read_with_poll + start_tasks)';
+
+CREATE OR REPLACE FUNCTION pgflow.read_with_poll(
+    flow_slug text,
+    vt integer,
+    qty integer,
+    max_poll_seconds integer DEFAULT 0,
+    poll_interval_ms integer DEFAULT 100
+)
+RETURNS SETOF pgflow.message_record
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_now timestamptz;
+    v_deadline timestamptz;
+BEGIN
+    PERFORM pgflow._check_slug('flow slug', read_with_poll.flow_slug);
+    PERFORM pgflow._check_option('vt', read_with_poll.vt, 1, false);
+    PERFORM pgflow._check_option('qty', read_with_poll.qty, 1, false);
+    PERFORM pgflow._check_option('max_poll_seconds', read_with_poll.max_poll_seconds, 0, false);
+    PERFORM pgflow._check_option('poll_interval_ms', read_with_poll.poll_interval_ms, 1, false);
+    v_deadline := clock_timestamp() + make_interval(secs => read_with_poll.max_poll_seconds);
+    -- Losing this lease in a crash only makes the task claimable again: the
+    -- commit need not wait for its WAL flush (see claim_tasks).
+    PERFORM set_config('synchronous_commit', 'off', true);
+
+    LOOP
+        v_now := clock_timestamp();
+        RETURN QUERY
+        -- by priority level, highest first, as claim_tasks does
+        WITH RECURSIVE levels (priority) AS (
+            (SELECT t.priority FROM pgflow.step_tasks AS t
+             WHERE t.flow_slug = read_with_poll.flow_slug AND t.status IN ('queued', 'started')
+             ORDER BY t.priority DESC
+             LIMIT 1)
+            UNION ALL
+            SELECT (SELECT t.priority FROM pgflow.step_tasks AS t
+                    WHERE t.flow_slug = read_with_poll.flow_slug
+                      AND t.status IN ('queued', 'started') AND t.priority < l.priority
+                    ORDER BY t.priority DESC
+                    LIMIT 1)
+            FROM levels AS l
+            WHERE l.priority IS NOT NULL
+        ), claimable AS (
+            SELECT c.run_id, c.step_slug, c.task_index
+            FROM levels AS l
+            CROSS JOIN LATERAL (
+                SELECT t.run_id, t.step_slug, t.task_index
+                FROM pgflow.step_tasks AS t
+                WHERE t.flow_slug = read_with_poll.flow_slug
+                  AND t.status IN ('queued', 'started')
+                  AND t.priority = l.priority
+                  AND t.vt <= v_now
+                  -- a paused flow (pause_flow) has nothing claimable: polled as usual
+                  AND NOT EXISTS (SELECT 1 FROM pgflow.paused_flows AS p
+                                  WHERE p.flow_slug = read_with_poll.flow_slug)
+                ORDER BY t.vt
+                LIMIT read_with_poll.qty
+                FOR UPDATE SKIP LOCKED
+            ) AS c
+            LIMIT read_with_poll.qty
+        )
+        UPDATE pgflow.step_tasks AS t
+        SET status = 'queued',
+            vt = v_now + make_interval(secs => read_with_poll.vt),
+            read_ct = t.read_ct + 1
+        FROM claimable AS c
+        WHERE t.run_id = c.run_id AND t.step_slug = c.step_slug AND t.task_index = c.task_index
+        RETURNING t.message_id, t.read_ct, t.queued_at, t.vt,
+                  jsonb_build_object('run_id', t.run_id, 'step_slug', t.step_slug,
+                                     'task_index', t.task_index);
+        IF FOUND OR clock_timestamp() >= v_deadline THEN
+            RETURN;
+        END IF;
+        PERFORM pg_sleep(read_with_poll.poll_interval_ms / 1000.0);
+    END LOOP;
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow.read_with_poll(text, integer, integer, integer, integer) IS
+    'lease up to qty claimable tasks of a flow for vt seconds (SKIP LOCKED); optional polling';
+
+CREATE OR REPLACE FUNCTION pgflow._start_children(run_id uuid, step_slugs text[], task_index integer)
+RETURNS void
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_run pgflow.runs;
+    v_task record;
+    v_step text;
+    v_input jsonb;
+    v_source jsonb;
+    v_slug text;
+    v_steps integer;
+BEGIN
+    SELECT * INTO v_run FROM pgflow.runs AS r WHERE r.run_id = _start_children.run_id;
+    FOR v_task IN
+        SELECT t.step_slug, t.task_index, t.attempts_count, sf.subflow, s.step_type, s.deps_count
+        FROM pgflow.step_tasks AS t
+        JOIN pgflow.steps AS s ON s.flow_slug = t.flow_slug AND s.step_slug = t.step_slug
+        JOIN pgflow.step_subflows AS sf ON sf.flow_slug = t.flow_slug AND sf.step_slug = t.step_slug
+        WHERE t.run_id = _start_children.run_id
+          AND t.step_slug = ANY (_start_children.step_slugs)
+          AND (_start_children.task_index IS NULL OR t.task_index = _start_children.task_index)
+          AND t.status = 'started'
+        ORDER BY t.step_slug, t.task_index
+    LOOP
+        -- an earlier child of this loop may have finished at once and failed the run
+        PERFORM 1 FROM pgflow.step_tasks AS t
+        WHERE t.run_id = _start_children.run_id AND t.step_slug = v_task.step_slug
+          AND t.task_index = v_task.task_index AND t.status = 'started'
+          AND t.attempts_count = v_task.attempts_count;
+        CONTINUE WHEN NOT FOUND;
+        IF v_run.depth >= 8 THEN
+            PERFORM pgflow._exhaust_task(_start_children.run_id, v_task.step_slug, v_task.task_index,
+                format('sub-flow "%s" not started: run %s is already 8 sub-flows deep (the limit)',
+                       v_task.subflow, _start_children.run_id));
+            CONTINUE;
+        END IF;
+        IF v_step IS DISTINCT FROM v_task.step_slug THEN
+            -- the step's input (or a map's array), read once per step
+            v_step := v_task.step_slug;
+            IF v_task.step_type = 'map' THEN
+                IF v_task.deps_count = 0 THEN
+                    v_source := v_run.input;
+                ELSE
+                    SELECT ds.output INTO v_source
+                    FROM pgflow.deps AS d
+                    JOIN pgflow.step_states AS ds
+                      ON ds.run_id = _start_children.run_id AND ds.step_slug = d.dep_slug
+                    WHERE d.flow_slug = v_run.flow_slug AND d.step_slug = v_step;
+                END IF;
+                -- an in-memory copy: picking element i of it is cheap
+                v_source := v_source || '[]'::jsonb;
+            ELSE
+                v_source := jsonb_build_object('run', v_run.input) || coalesce((
+                    SELECT jsonb_object_agg(d.dep_slug, ds.output)
+                    FROM pgflow.deps AS d
+                    JOIN pgflow.step_states AS ds
+                      ON ds.run_id = _start_children.run_id AND ds.step_slug = d.dep_slug
+                    WHERE d.flow_slug = v_run.flow_slug AND d.step_slug = v_step
+                      AND ds.status = 'completed'), '{}'::jsonb);
+            END IF;
+            v_slug := pgflow._resolve_flow(v_task.subflow, NULL);
+            SELECT count(*) INTO v_steps FROM pgflow.steps AS s WHERE s.flow_slug = v_slug;
+        END IF;
+        v_input := CASE WHEN v_task.step_type = 'map' THEN v_source -> v_task.task_index
+                        ELSE v_source END;
+        PERFORM pgflow._start_run(v_slug, v_steps, v_task.subflow, v_input,
+                                  pgflow._subflow_child_id(_start_children.run_id, v_task.step_slug,
+                                                           v_task.task_index, v_task.attempts_count),
+                                  _start_children.run_id, v_task.step_slug, v_task.task_index,
+                                  v_task.attempts_count, v_run.depth + 1,
+                                  -- a child runs at its parent's priority, in its trace
+                                  v_run.priority, v_run.trace_context);
+    END LOOP;
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow._start_children(uuid, text[], integer) IS
+    'start the child runs of started sub-flow tasks of a run (one per task and attempt)';
+
+CREATE OR REPLACE FUNCTION pgflow._api_functions(kind text)
+RETURNS SETOF regprocedure
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT f::regprocedure
+    FROM unnest(CASE kind
+        WHEN 'worker' THEN ARRAY[
+            'pgflow.read_with_poll(text, integer, integer, integer, integer)',
+            'pgflow.start_tasks(text, bigint[], uuid)',
+            'pgflow.complete_task(uuid, text, integer, jsonb, integer)',
+            'pgflow.fail_task(uuid, text, integer, text, integer, boolean, double precision)',
+            'pgflow.claim_tasks(text, integer, uuid)',
+            'pgflow.complete_tasks(uuid[], text[], integer[], jsonb[], integer[])',
+            'pgflow.fail_tasks(uuid[], text[], integer[], text[], integer[], boolean[], double precision[])',
+            'pgflow.extend_leases(uuid[], text[], integer[], integer[])',
+            'pgflow.worker_idle(text[], boolean)',
+            'pgflow.register_worker(uuid, text[], text, integer)',
+            'pgflow.worker_heartbeat(uuid)',
+            'pgflow.stop_worker(uuid)',
+            'pgflow.flow_shape(text)',
+            'pgflow.run_input(uuid)',
+            'pgflow.trace_contexts(uuid[])',
+            'pgflow.expire_waits(integer)']
+        WHEN 'client' THEN ARRAY[
+            'pgflow.start_flow(text, jsonb, uuid, integer, integer, text)',
+            'pgflow.list_flows()',
+            'pgflow.get_run(uuid)',
+            'pgflow.list_runs(text, text, integer, jsonb, text, timestamptz, timestamptz, boolean)',
+            'pgflow.listen_events(boolean)',
+            'pgflow.cancel_run(uuid)',
+            'pgflow.emit_event(text, jsonb, jsonb, text)']
+        WHEN 'dashboard' THEN ARRAY[
+            'pgflow.dashboard_snapshot(boolean)']
+    END) AS f;
+$$;
+
+COMMENT ON FUNCTION pgflow._api_functions(text) IS
+    'the functions grant_worker (kind worker), grant_client (kind client) and grant_dashboard (kind dashboard, with client''s) grant';
+
+DO $$
+DECLARE
+    v_role text;
+BEGIN
+    FOR v_role IN
+        SELECT DISTINCT g FROM pg_catalog.jsonb_array_elements_text(
+            pg_catalog.current_setting('pgflow.upgrade_grants')::jsonb) AS g ORDER BY 1
+    LOOP
+        EXECUTE format('GRANT EXECUTE ON FUNCTION pgflow.start_flow(text, jsonb, uuid, integer, integer, text) TO %s', v_role);
+    END LOOP;
+    FOR v_role IN
+        SELECT DISTINCT a.grantee::regrole::text
+        FROM pg_catalog.pg_proc AS p, pg_catalog.aclexplode(p.proacl) AS a
+        WHERE p.oid = 'pgflow.claim_tasks(text, integer, uuid)'::regprocedure
+          AND a.privilege_type = 'EXECUTE' AND a.grantee <> p.proowner AND a.grantee <> 0
+        ORDER BY 1
+    LOOP
+        EXECUTE format('GRANT EXECUTE ON FUNCTION pgflow.trace_contexts(uuid[]) TO %s', v_role);
+    END LOOP;
+END
+$$;
 
 -- ============================================================ end of 0.3.0: concurrency and priorities

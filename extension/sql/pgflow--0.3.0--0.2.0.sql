@@ -116,6 +116,20 @@ BEGIN
 END
 $refuse_concurrency$;
 
+DO $refuse_priorities$
+DECLARE
+    v_n bigint;
+BEGIN
+    SELECT count(*) INTO v_n FROM pgflow.runs AS r
+    WHERE r.status = 'started' AND (r.priority <> 0 OR r.trace_context IS NOT NULL);
+    IF v_n > 0 THEN
+        RAISE EXCEPTION 'cannot downgrade pgflow to 0.2.0: % running runs have a priority or a trace context', v_n
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = '0.2.0 has neither: let those runs finish (finished runs lose the two columns), or stay on 0.3.0';
+    END IF;
+END
+$refuse_priorities$;
+
 -- the trigger of concurrency gates (the generated part below knows no
 -- triggers; its function and the gate column go there)
 DROP TRIGGER step_tasks_gate_released ON pgflow.step_tasks;
@@ -799,6 +813,7 @@ ALTER TABLE pgflow.flows DROP CONSTRAINT flows_opt_heartbeat_check;
 ALTER TABLE pgflow.flows DROP CONSTRAINT flows_opt_max_delay_check;
 ALTER TABLE pgflow.runs DROP CONSTRAINT runs_parent_check;
 ALTER TABLE pgflow.runs DROP CONSTRAINT runs_parent_fkey;
+ALTER TABLE pgflow.runs DROP CONSTRAINT runs_trace_context_check;
 ALTER TABLE pgflow.step_states DROP CONSTRAINT step_states_skip_reason_check;
 ALTER TABLE pgflow.step_tasks DROP CONSTRAINT step_tasks_retried_attempts_check;
 ALTER TABLE pgflow.steps DROP CONSTRAINT steps_deps_count_check;
@@ -812,10 +827,12 @@ DROP INDEX pgflow.runs_open_status_idx;
 DROP INDEX pgflow.runs_parent_idx;
 DROP INDEX pgflow.runs_top_started_idx;
 DROP INDEX pgflow.step_tasks_gate_idx;
+DROP INDEX pgflow.step_tasks_ready_idx;
 DROP FUNCTION pgflow._cancel_children(uuid,boolean);
 DROP FUNCTION pgflow._cancel_run(uuid,boolean);
 DROP FUNCTION pgflow._check_concurrency(text,integer,text,text[]);
 DROP FUNCTION pgflow._check_event_key(jsonb);
+DROP FUNCTION pgflow._check_trace_context(text);
 DROP FUNCTION pgflow._check_wait(text,text,text,text[],integer[],boolean);
 DROP FUNCTION pgflow._child_finished(uuid);
 DROP FUNCTION pgflow._complete_tasks(uuid[],text[],integer[],jsonb[],integer[]);
@@ -829,11 +846,12 @@ DROP FUNCTION pgflow._gate_refill_flow(text);
 DROP FUNCTION pgflow._gate_released();
 DROP FUNCTION pgflow._next_version_hint(text,text);
 DROP FUNCTION pgflow._queue_subflow_tasks(uuid,text,text,integer);
+DROP FUNCTION pgflow._refuse_subflow_reports(text,uuid[],text[]);
 DROP FUNCTION pgflow._resolve_flow(text,integer);
 DROP FUNCTION pgflow._restart_subflow_tasks(uuid);
 DROP FUNCTION pgflow._retry_wait(integer,integer,integer,boolean,double precision);
 DROP FUNCTION pgflow._start_children(uuid,text[],integer);
-DROP FUNCTION pgflow._start_run(text,integer,text,jsonb,uuid,uuid,text,integer,integer,integer);
+DROP FUNCTION pgflow._start_run(text,integer,text,jsonb,uuid,uuid,text,integer,integer,integer,integer,text);
 DROP FUNCTION pgflow._start_wait(uuid,text,text,jsonb);
 DROP FUNCTION pgflow._subflow_child_id(uuid,text,integer,integer);
 DROP FUNCTION pgflow._subflow_cycle(text,text);
@@ -846,7 +864,6 @@ DROP FUNCTION pgflow.create_flow(text,integer,integer,integer,boolean,integer,in
 DROP FUNCTION pgflow.dashboard_snapshot(boolean);
 DROP FUNCTION pgflow.emit_event(text,jsonb,jsonb,text);
 DROP FUNCTION pgflow.expire_waits(integer);
-DROP FUNCTION pgflow._refuse_subflow_reports(text,uuid[],text[]);
 DROP FUNCTION pgflow.extend_leases(uuid[],text[],integer[],integer[]);
 DROP FUNCTION pgflow.fail_task(uuid,text,integer,text,integer,boolean,double precision);
 DROP FUNCTION pgflow.fail_tasks(uuid[],text[],integer[],text[],integer[],boolean[],double precision[]);
@@ -856,7 +873,8 @@ DROP FUNCTION pgflow.list_runs(text,text,integer,jsonb,text,timestamp with time 
 DROP FUNCTION pgflow.pause_flow(text);
 DROP FUNCTION pgflow.resume_flow(text);
 DROP FUNCTION pgflow.set_current_version(text,integer);
-DROP FUNCTION pgflow.start_flow(text,jsonb,uuid,integer);
+DROP FUNCTION pgflow.start_flow(text,jsonb,uuid,integer,integer,text);
+DROP FUNCTION pgflow.trace_contexts(uuid[]);
 ALTER TABLE pgflow.flows DROP COLUMN flow_name;
 ALTER TABLE pgflow.flows DROP COLUMN opt_concurrency;
 ALTER TABLE pgflow.flows DROP COLUMN opt_concurrency_key;
@@ -869,7 +887,10 @@ ALTER TABLE pgflow.runs DROP COLUMN parent_attempt;
 ALTER TABLE pgflow.runs DROP COLUMN parent_run_id;
 ALTER TABLE pgflow.runs DROP COLUMN parent_step_slug;
 ALTER TABLE pgflow.runs DROP COLUMN parent_task_index;
+ALTER TABLE pgflow.runs DROP COLUMN priority;
+ALTER TABLE pgflow.runs DROP COLUMN trace_context;
 ALTER TABLE pgflow.step_tasks DROP COLUMN gate;
+ALTER TABLE pgflow.step_tasks DROP COLUMN priority;
 ALTER TABLE pgflow.step_tasks DROP COLUMN retried_attempts;
 ALTER TABLE pgflow.steps DROP COLUMN opt_concurrency;
 ALTER TABLE pgflow.steps DROP COLUMN opt_concurrency_key;
@@ -1959,5 +1980,6 @@ ALTER TABLE pgflow.flows ADD CONSTRAINT flows_flow_slug_check CHECK (((flow_slug
 ALTER TABLE pgflow.step_states ADD CONSTRAINT step_states_skip_reason_check CHECK ((skip_reason = ANY (ARRAY['condition_unmet'::text, 'dependency_skipped'::text, 'handler_failed'::text])));
 ALTER TABLE pgflow.steps ADD CONSTRAINT steps_deps_count_check CHECK (((deps_count >= 0) AND ((step_type = 'single'::text) OR (deps_count <= 1))));
 ALTER TABLE pgflow.steps ADD CONSTRAINT steps_step_type_check CHECK ((step_type = ANY (ARRAY['single'::text, 'map'::text])));
+CREATE INDEX step_tasks_ready_idx ON pgflow.step_tasks USING btree (flow_slug, vt) WHERE (status = ANY (ARRAY['queued'::text, 'started'::text]));
 COMMENT ON TABLE pgflow.flows IS 'flow definitions with their default tunables';
 COMMENT ON COLUMN pgflow.step_tasks.attempts_count IS NULL;

@@ -145,10 +145,8 @@ COMMENT ON COLUMN pgflow.step_tasks.attempts_count IS
 COMMENT ON COLUMN pgflow.step_tasks.retried_attempts IS
     'attempts made before the latest retry_run: max_attempts counts the attempts after it';
 
--- Claimable work of a flow, oldest first: queued tasks whose vt has passed and
--- started tasks whose lease expired.
-CREATE INDEX step_tasks_ready_idx ON pgflow.step_tasks (flow_slug, vt)
-    WHERE status IN ('queued', 'started');
+-- The claimable-work index (step_tasks_ready_idx) is created with the
+-- priority column it leads with, in 225_priorities.sql.
 
 -- a child run belongs to its parent's task: it goes when the parent run goes
 -- (prune_runs, delete_flow), never before

@@ -67,6 +67,8 @@ DECLARE
     v_event_flows text[];
     v_parent uuid;
     v_children uuid[] := '{}';
+    v_priority integer;
+    v_priorities integer[] := '{}';
 BEGIN
     IF cardinality(_steps_finished.run_ids) = 0 THEN
         RETURN '{}';
@@ -83,8 +85,8 @@ BEGIN
         GROUP BY f.run_id
         ORDER BY f.run_id
     LOOP
-        SELECT r.remaining_steps, r.status, r.flow_slug, r.parent_run_id
-        INTO v_remaining, v_status, v_flow_slug, v_parent
+        SELECT r.remaining_steps, r.status, r.flow_slug, r.parent_run_id, r.priority
+        INTO v_remaining, v_status, v_flow_slug, v_parent, v_priority
         FROM pgflow.runs AS r
         WHERE r.run_id = v_run
         FOR UPDATE;
@@ -94,6 +96,7 @@ BEGIN
             SET remaining_steps = r.remaining_steps - v_n
             WHERE r.run_id = v_run;
             v_live := v_live || v_run;
+            v_priorities := v_priorities || v_priority;
         ELSE
             UPDATE pgflow.runs AS r
             SET remaining_steps = 0, status = 'completed', completed_at = now(),
@@ -150,8 +153,12 @@ BEGIN
           AND ss.status = 'created'
         RETURNING ss.run_id, ss.step_slug, ss.flow_slug, ss.status, ss.remaining_deps, w.start_delay
     ), queued AS (
-        INSERT INTO pgflow.step_tasks (run_id, step_slug, task_index, flow_slug, vt)
-        SELECT u.run_id, u.step_slug, 0, u.flow_slug, now() + make_interval(secs => u.start_delay)
+        INSERT INTO pgflow.step_tasks (run_id, step_slug, task_index, flow_slug, vt, priority)
+        SELECT u.run_id, u.step_slug, 0, u.flow_slug, now() + make_interval(secs => u.start_delay),
+               -- the run's priority, read with its row above (mostly all 0)
+               CASE WHEN v_priorities <@ '{0}' THEN 0
+                    ELSE (SELECT l.priority FROM unnest(v_live, v_priorities) AS l(run_id, priority)
+                          WHERE l.run_id = u.run_id) END
         FROM updated AS u
         WHERE u.status = 'started'
         RETURNING run_id, step_slug, flow_slug, vt <= now() AS ready
@@ -516,9 +523,9 @@ BEGIN
             END IF;
 
             IF v_step.opt_concurrency IS NULL AND v_flow_limit IS NULL THEN
-                INSERT INTO pgflow.step_tasks (run_id, step_slug, task_index, flow_slug, vt)
+                INSERT INTO pgflow.step_tasks (run_id, step_slug, task_index, flow_slug, vt, priority)
                 SELECT _start_ready_steps.run_id, v_step.step_slug, i, v_run.flow_slug,
-                       now() + make_interval(secs => v_step.start_delay)
+                       now() + make_interval(secs => v_step.start_delay), v_run.priority
                 FROM generate_series(0, v_count - 1) AS i;
                 v_wake := v_wake OR v_step.start_delay = 0;
                 CONTINUE;
@@ -534,8 +541,10 @@ BEGIN
                   AND d.step_slug = v_step.step_slug
                   AND ds.status = 'completed'), '{}'::jsonb);
             WITH parked AS (
-                INSERT INTO pgflow.step_tasks (run_id, step_slug, task_index, flow_slug, vt, gate)
+                INSERT INTO pgflow.step_tasks (run_id, step_slug, task_index, flow_slug, vt, priority,
+                                               gate)
                 SELECT _start_ready_steps.run_id, v_step.step_slug, i, v_run.flow_slug, 'infinity',
+                       v_run.priority,
                        CASE WHEN v_step.opt_concurrency IS NOT NULL
                             THEN pgflow._gate_of(v_step.step_slug, v_step.opt_concurrency_key, v_input,
                                                  CASE WHEN v_step.step_type = 'map' THEN v_source -> i END)

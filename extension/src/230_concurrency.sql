@@ -50,8 +50,9 @@ COMMENT ON COLUMN pgflow.step_tasks.gate IS
     'the concurrency gate the task passes (''<step slug or *>|<key JSON>''; NULL: ungated); parked while queued with vt = infinity';
 
 -- the tasks of a gate holding a slot (vt finite) and the parked ones
--- (vt = infinity, oldest first); ungated tasks are not in it
-CREATE INDEX step_tasks_gate_idx ON pgflow.step_tasks (flow_slug, gate, vt, message_id)
+-- (vt = infinity, highest priority first, then oldest); ungated tasks are
+-- not in it
+CREATE INDEX step_tasks_gate_idx ON pgflow.step_tasks (flow_slug, gate, vt, priority DESC, message_id)
     WHERE gate IS NOT NULL AND status IN ('queued', 'started');
 
 -- _check_concurrency: raises unless a limit and its key are valid; returns
@@ -127,9 +128,9 @@ $$;
 COMMENT ON FUNCTION pgflow._gate_of(text, text[], jsonb, jsonb) IS
     'the concurrency gate of a task from its scope, key path and input';
 
--- _gate_refill: un-parks the oldest parked tasks of a gate into its free
--- slots (limit minus the tasks holding one), at once claimable (or at
--- queued_at + start_delay, if that is later).  A gate whose limit was
+-- _gate_refill: un-parks the parked tasks of a gate, highest priority first,
+-- then the oldest, into its free slots (limit minus the tasks holding one),
+-- at once claimable (or at queued_at + start_delay, if that is later).  A gate whose limit was
 -- removed un-parks everything.  Wakes idle workers when it un-parked a task.
 -- Returns how many it un-parked.
 -- Locks: the gate's transaction advisory lock (refills of one gate run one
@@ -176,7 +177,7 @@ BEGIN
           AND t.gate = _gate_refill.gate
           AND t.status IN ('queued', 'started')
           AND t.vt = 'infinity'
-        ORDER BY t.message_id
+        ORDER BY t.priority DESC, t.message_id
         LIMIT v_free
         FOR UPDATE SKIP LOCKED
     )
@@ -195,7 +196,7 @@ END;
 $$;
 
 COMMENT ON FUNCTION pgflow._gate_refill(text, text) IS
-    'un-park the oldest parked tasks of a concurrency gate into its free slots';
+    'un-park the parked tasks of a concurrency gate into its free slots (highest priority, then oldest, first)';
 
 -- _gate_refill_flow: refills every gate of a flow that has parked tasks
 -- (after its limits changed).

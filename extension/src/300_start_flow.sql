@@ -8,7 +8,7 @@
 CREATE FUNCTION pgflow._start_run(flow_slug text, steps integer, requested text, input jsonb,
                                   run_id uuid, parent_run_id uuid, parent_step_slug text,
                                   parent_task_index integer, parent_attempt integer,
-                                  depth integer)
+                                  depth integer, priority integer, trace_context text)
 RETURNS pgflow.runs
 LANGUAGE plpgsql
 VOLATILE
@@ -23,10 +23,12 @@ DECLARE
     v_slug text := _start_run.flow_slug;
 BEGIN
     INSERT INTO pgflow.runs AS r (run_id, flow_slug, input, remaining_steps, parent_run_id,
-                                  parent_step_slug, parent_task_index, parent_attempt, depth)
+                                  parent_step_slug, parent_task_index, parent_attempt, depth,
+                                  priority, trace_context)
     VALUES (coalesce(_start_run.run_id, pgflow._uuid_v7()), v_slug,
             _start_run.input, v_steps, _start_run.parent_run_id, _start_run.parent_step_slug,
-            _start_run.parent_task_index, _start_run.parent_attempt, _start_run.depth)
+            _start_run.parent_task_index, _start_run.parent_attempt, _start_run.depth,
+            _start_run.priority, _start_run.trace_context)
     ON CONFLICT ON CONSTRAINT runs_pkey DO NOTHING
     RETURNING * INTO v_run;
 
@@ -67,9 +69,9 @@ BEGIN
         WHERE s.flow_slug = v_slug
         RETURNING ss.step_slug, ss.status, ss.remaining_deps
     ), queued AS (
-        INSERT INTO pgflow.step_tasks (run_id, step_slug, task_index, flow_slug, vt)
+        INSERT INTO pgflow.step_tasks (run_id, step_slug, task_index, flow_slug, vt, priority)
         SELECT v_run.run_id, st.step_slug, 0, v_slug,
-               now() + make_interval(secs => coalesce(s.opt_start_delay, 0))
+               now() + make_interval(secs => coalesce(s.opt_start_delay, 0)), v_run.priority
         FROM states AS st
         JOIN pgflow.steps AS s ON s.flow_slug = v_slug AND s.step_slug = st.step_slug
         WHERE st.status = 'started'
@@ -102,7 +104,7 @@ END;
 $$;
 
 
-COMMENT ON FUNCTION pgflow._start_run(text, integer, text, jsonb, uuid, uuid, text, integer, integer, integer) IS
+COMMENT ON FUNCTION pgflow._start_run(text, integer, text, jsonb, uuid, uuid, text, integer, integer, integer, integer, text) IS
     'create a run of a resolved definition (a child run: with its parent task) and start its root steps';
 
 -- start_flow: starts a run of a flow with the given input: creates the run
@@ -113,12 +115,17 @@ COMMENT ON FUNCTION pgflow._start_run(text, integer, text, jsonb, uuid, uuid, te
 -- flow_slug names a flow (its current version starts: the pinned one, else
 -- the highest), or one definition (order@3); version picks a version of a
 -- flow name.  The run keeps the definition it started with.
+-- priority (default 0, higher first): claims take higher-priority runs'
+-- tasks first, then the oldest (see 225_priorities.sql); trace_context: a
+-- W3C traceparent whose trace the run's task spans join (NULL: none).  An
+-- existing run returned for its run_id keeps its own priority and context.
 -- Locks: the new runs row (and the flows row KEY SHARE through the foreign key).
--- Errors: 22004 NULL flow_slug or input; 22023 invalid slug or version;
--- 42704 unknown flow or version; 23505 run_id already used by a run of
--- another flow.
+-- Errors: 22004 NULL flow_slug, input or priority; 22023 invalid slug,
+-- version or trace_context; 42704 unknown flow or version; 23505 run_id
+-- already used by a run of another flow.
 CREATE FUNCTION pgflow.start_flow(flow_slug text, input jsonb, run_id uuid DEFAULT NULL,
-                                  version integer DEFAULT NULL)
+                                  version integer DEFAULT NULL, priority integer DEFAULT 0,
+                                  trace_context text DEFAULT NULL)
 RETURNS pgflow.runs
 LANGUAGE plpgsql
 VOLATILE
@@ -131,6 +138,12 @@ DECLARE
 BEGIN
     PERFORM pgflow._check_slug('flow slug', start_flow.flow_slug);
     PERFORM pgflow._check_option('version', start_flow.version, 1, true);
+    IF start_flow.priority IS NULL THEN
+        RAISE EXCEPTION 'priority must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'pass an integer (higher first), or leave it out for the default 0';
+    END IF;
+    PERFORM pgflow._check_trace_context(start_flow.trace_context);
     IF start_flow.input IS NULL THEN
         RAISE EXCEPTION 'input must not be NULL'
             USING ERRCODE = 'null_value_not_allowed',
@@ -159,9 +172,10 @@ BEGIN
     END IF;
 
     RETURN pgflow._start_run(v_slug, v_steps, start_flow.flow_slug, start_flow.input,
-                             start_flow.run_id, NULL, NULL, NULL, NULL, 0);
+                             start_flow.run_id, NULL, NULL, NULL, NULL, 0, start_flow.priority,
+                             start_flow.trace_context);
 END;
 $$;
 
-COMMENT ON FUNCTION pgflow.start_flow(text, jsonb, uuid, integer) IS
-    'start a run of a flow''s current (or given) version (idempotent with run_id); queues its root steps';
+COMMENT ON FUNCTION pgflow.start_flow(text, jsonb, uuid, integer, integer, text) IS
+    'start a run of a flow''s current (or given) version (idempotent with run_id), with a priority and trace context; queues its root steps';

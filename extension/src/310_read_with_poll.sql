@@ -5,7 +5,8 @@
 -- With max_poll_seconds = 0 (what workers should use: they wait on NOTIFY
 -- pgflow_tasks, not in SQL) it returns at once; otherwise it retries every
 -- poll_interval_ms until something is claimable or the time is up.
--- A paused flow (pause_flow) has nothing claimable.
+-- A paused flow (pause_flow) has nothing claimable.  Higher-priority runs'
+-- tasks first (start_flow's priority), then the oldest.
 -- Locks: the leased task rows (FOR UPDATE SKIP LOCKED: concurrent readers
 -- never wait for each other nor get the same task).
 -- Errors: 22004 NULL argument; 22023 invalid slug or out-of-range number.
@@ -39,18 +40,38 @@ BEGIN
     LOOP
         v_now := clock_timestamp();
         RETURN QUERY
-        WITH claimable AS (
-            SELECT t.run_id, t.step_slug, t.task_index
-            FROM pgflow.step_tasks AS t
-            WHERE t.flow_slug = read_with_poll.flow_slug
-              AND t.status IN ('queued', 'started')
-              AND t.vt <= v_now
-              -- a paused flow (pause_flow) has nothing claimable: polled as usual
-              AND NOT EXISTS (SELECT 1 FROM pgflow.paused_flows AS p
-                              WHERE p.flow_slug = read_with_poll.flow_slug)
-            ORDER BY t.vt
+        -- by priority level, highest first, as claim_tasks does
+        WITH RECURSIVE levels (priority) AS (
+            (SELECT t.priority FROM pgflow.step_tasks AS t
+             WHERE t.flow_slug = read_with_poll.flow_slug AND t.status IN ('queued', 'started')
+             ORDER BY t.priority DESC
+             LIMIT 1)
+            UNION ALL
+            SELECT (SELECT t.priority FROM pgflow.step_tasks AS t
+                    WHERE t.flow_slug = read_with_poll.flow_slug
+                      AND t.status IN ('queued', 'started') AND t.priority < l.priority
+                    ORDER BY t.priority DESC
+                    LIMIT 1)
+            FROM levels AS l
+            WHERE l.priority IS NOT NULL
+        ), claimable AS (
+            SELECT c.run_id, c.step_slug, c.task_index
+            FROM levels AS l
+            CROSS JOIN LATERAL (
+                SELECT t.run_id, t.step_slug, t.task_index
+                FROM pgflow.step_tasks AS t
+                WHERE t.flow_slug = read_with_poll.flow_slug
+                  AND t.status IN ('queued', 'started')
+                  AND t.priority = l.priority
+                  AND t.vt <= v_now
+                  -- a paused flow (pause_flow) has nothing claimable: polled as usual
+                  AND NOT EXISTS (SELECT 1 FROM pgflow.paused_flows AS p
+                                  WHERE p.flow_slug = read_with_poll.flow_slug)
+                ORDER BY t.vt
+                LIMIT read_with_poll.qty
+                FOR UPDATE SKIP LOCKED
+            ) AS c
             LIMIT read_with_poll.qty
-            FOR UPDATE SKIP LOCKED
         )
         UPDATE pgflow.step_tasks AS t
         SET status = 'queued',

@@ -41,6 +41,7 @@ COMMENT ON FUNCTION pgflow._expire_lease(bigint) IS
 -- read_ct (as read_with_poll counts it) and a lease of the step timeout + 2 s
 -- (heartbeat + 2 s with a heartbeat).  Tasks out of attempts are failed
 -- instead of returned.  A paused flow (pause_flow) has nothing claimable.
+-- Higher-priority runs' tasks first (start_flow's priority), then the oldest.
 -- Locks: the claimed task rows (FOR UPDATE SKIP LOCKED: concurrent claimers
 -- never wait for each other nor get the same task).
 -- Errors: 22004 NULL argument; 22023 invalid slug or qty < 1.
@@ -74,22 +75,45 @@ BEGIN
         RETURN;
     END IF;
 
+    -- the priority levels of the flow's open tasks, highest first, one index
+    -- probe each (a loose index scan), found only as far as the claim needs
+    -- them; per level its claimable tasks, oldest first
+    WITH RECURSIVE levels (priority) AS (
+        (SELECT t.priority FROM pgflow.step_tasks AS t
+         WHERE t.flow_slug = claim_tasks.flow_slug AND t.status IN ('queued', 'started')
+         ORDER BY t.priority DESC
+         LIMIT 1)
+        UNION ALL
+        SELECT (SELECT t.priority FROM pgflow.step_tasks AS t
+                WHERE t.flow_slug = claim_tasks.flow_slug AND t.status IN ('queued', 'started')
+                  AND t.priority < l.priority
+                ORDER BY t.priority DESC
+                LIMIT 1)
+        FROM levels AS l
+        WHERE l.priority IS NOT NULL
+    )
     SELECT array_agg(c.message_id) FILTER (WHERE NOT c.exhausted),
            array_agg(c.message_id) FILTER (WHERE c.exhausted)
     INTO v_ids, v_exhausted
     FROM (
-        SELECT t.message_id,
-               t.attempts_count - t.retried_attempts
-                   >= coalesce(s.opt_max_attempts, f.opt_max_attempts) AS exhausted
-        FROM pgflow.step_tasks AS t
-        JOIN pgflow.steps AS s ON s.flow_slug = t.flow_slug AND s.step_slug = t.step_slug
-        JOIN pgflow.flows AS f ON f.flow_slug = t.flow_slug
-        WHERE t.flow_slug = claim_tasks.flow_slug
-          AND t.status IN ('queued', 'started')
-          AND t.vt <= v_now
-        ORDER BY t.vt
+        SELECT c.message_id, c.exhausted
+        FROM levels AS l
+        CROSS JOIN LATERAL (
+            SELECT t.message_id,
+                   t.attempts_count - t.retried_attempts
+                       >= coalesce(s.opt_max_attempts, f.opt_max_attempts) AS exhausted
+            FROM pgflow.step_tasks AS t
+            JOIN pgflow.steps AS s ON s.flow_slug = t.flow_slug AND s.step_slug = t.step_slug
+            JOIN pgflow.flows AS f ON f.flow_slug = t.flow_slug
+            WHERE t.flow_slug = claim_tasks.flow_slug
+              AND t.status IN ('queued', 'started')
+              AND t.priority = l.priority
+              AND t.vt <= v_now
+            ORDER BY t.vt
+            LIMIT claim_tasks.qty
+            FOR UPDATE OF t SKIP LOCKED
+        ) AS c
         LIMIT claim_tasks.qty
-        FOR UPDATE OF t SKIP LOCKED
     ) AS c;
 
     FOREACH v_id IN ARRAY coalesce(v_exhausted, '{}') LOOP
@@ -276,10 +300,10 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'element i of each array describes task i';
     END IF;
+    PERFORM pgflow._refuse_subflow_reports('complete_tasks', run_ids, step_slugs);
     RETURN pgflow._complete_tasks(run_ids, step_slugs, task_indexes, outputs, attempts);
 END;
 $$;
 
 COMMENT ON FUNCTION pgflow.complete_tasks(uuid[], text[], integer[], jsonb[], integer[]) IS
     'complete many started tasks (of the attempts named) in one transaction; returns how many counted';
-    PERFORM pgflow._refuse_subflow_reports('complete_tasks', run_ids, step_slugs);

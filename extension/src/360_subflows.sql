@@ -315,7 +315,9 @@ BEGIN
                                   pgflow._subflow_child_id(_start_children.run_id, v_task.step_slug,
                                                            v_task.task_index, v_task.attempts_count),
                                   _start_children.run_id, v_task.step_slug, v_task.task_index,
-                                  v_task.attempts_count, v_run.depth + 1);
+                                  v_task.attempts_count, v_run.depth + 1,
+                                  -- a child runs at its parent's priority, in its trace
+                                  v_run.priority, v_run.trace_context);
     END LOOP;
 END;
 $$;

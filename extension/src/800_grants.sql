@@ -34,9 +34,10 @@ AS $$
             'pgflow.stop_worker(uuid)',
             'pgflow.flow_shape(text)',
             'pgflow.run_input(uuid)',
+            'pgflow.trace_contexts(uuid[])',
             'pgflow.expire_waits(integer)']
         WHEN 'client' THEN ARRAY[
-            'pgflow.start_flow(text, jsonb, uuid, integer)',
+            'pgflow.start_flow(text, jsonb, uuid, integer, integer, text)',
             'pgflow.list_flows()',
             'pgflow.get_run(uuid)',
             'pgflow.list_runs(text, text, integer, jsonb, text, timestamptz, timestamptz, boolean)',

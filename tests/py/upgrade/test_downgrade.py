@@ -238,6 +238,14 @@ def test_runs_written_at_the_new_version_finish_on_the_old_one(new_db: NewDb, ta
             ],
             "concurrency limits are set or in use: gated (tasks waiting for a slot)",
         ),
+        (
+            [
+                "SELECT pgflow.create_flow('urgent')",
+                "SELECT pgflow.add_step('urgent', 'a')",
+                "SELECT pgflow.start_flow('urgent', '{}', priority => 5)",
+            ],
+            "1 running runs have a priority or a trace context",
+        ),
     ],
 )
 def test_what_the_old_version_cannot_hold_is_refused_and_nothing_changes(
