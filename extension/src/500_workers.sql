@@ -94,7 +94,9 @@ COMMENT ON FUNCTION pgflow.stop_worker(uuid) IS 'mark a registered worker stoppe
 -- compares with its spec before claiming): steps in order with type,
 -- dependencies, conditions and modes, plus the effective tunables ("wait":
 -- {"event", "key"} for a wait step, else null; a wait step's timeout is its
--- own, null for none).  NULL for an unknown flow.  Locks nothing.
+-- own, null for none; "subflow": the flow a sub-flow step runs, as
+-- add_subflow_step got it, else null).  NULL for an unknown flow.  Locks
+-- nothing.
 CREATE FUNCTION pgflow.flow_shape(flow_slug text)
 RETURNS jsonb
 LANGUAGE sql
@@ -132,6 +134,8 @@ AS $$
                                                    'key', array_to_string(w.key_path, '.'))
                          FROM pgflow.step_waits AS w
                          WHERE w.flow_slug = s.flow_slug AND w.step_slug = s.step_slug),
+                'subflow', (SELECT sf.subflow FROM pgflow.step_subflows AS sf
+                            WHERE sf.flow_slug = s.flow_slug AND sf.step_slug = s.step_slug),
                 'start_delay', coalesce(s.opt_start_delay, 0),
                 'heartbeat', coalesce(s.opt_heartbeat, f.opt_heartbeat),
                 'max_delay', coalesce(s.opt_max_delay, f.opt_max_delay),

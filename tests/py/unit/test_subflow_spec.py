@@ -10,6 +10,7 @@ import pytest
 from pgflow.compiler.definition import differences, of_migration, of_spec
 from pgflow.compiler.mermaid import mermaid
 from pgflow.compiler.migration import compile_flow
+from pgflow.db.shape import expected_shape, shape_differences
 from pgflow.errors import SpecError
 from pgflow.spec.dsl import Flow
 from pgflow.spec.model import Origin
@@ -119,4 +120,21 @@ def test_the_migration_reads_back_as_the_spec() -> None:
     structural, _ = differences(back, of_spec(other))
     assert structural == [
         'step "each_doc": subflow is "ingest" in the migration, "ingest@2" in the spec'
+    ]
+
+
+def test_the_worker_shape_check_compares_the_flow_a_step_runs() -> None:
+    spec = load_yaml(YAML, Origin("s.yaml", ""))
+    steps = expected_shape(spec)
+    assert [s["subflow"] for s in steps] == [None, "ingest"]
+    shape = {"steps": [dict(s) for s in steps]}
+    assert shape_differences(spec, shape) == []
+    shape["steps"][1]["subflow"] = "ingest@2"
+    assert shape_differences(spec, shape) == [
+        'step "each_doc": subflow is "ingest@2" in the database, "ingest" in the spec'
+    ]
+    # a task step in the database where the spec has a sub-flow step
+    del shape["steps"][1]["subflow"]
+    assert shape_differences(spec, shape) == [
+        'step "each_doc": subflow is null in the database, "ingest" in the spec'
     ]

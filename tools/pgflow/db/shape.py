@@ -35,6 +35,8 @@ def expected_shape(spec: FlowSpec) -> list[dict[str, Any]]:
             "step_type": step.step_type,
             # what a wait step waits for (flow_shape's "wait"; null for other steps)
             "wait": None if not step.waits else {"event": step.wait_event, "key": step.wait_key},
+            # the flow a sub-flow step runs (flow_shape's "subflow"; null for other steps)
+            "subflow": step.subflow,
         }
         for step in spec.steps
     ]
@@ -49,10 +51,10 @@ def shape_differences(spec: FlowSpec, shape: Mapping[str, Any] | None) -> list[s
     diffs = [f'step "{slug}" is missing in the database' for slug in want if slug not in have]
     diffs += [f'the database has step "{slug}" the spec lacks' for slug in have if slug not in want]
     for slug in want.keys() & have.keys():
-        for key in (*SHAPE_KEYS, "wait"):
+        for key in (*SHAPE_KEYS, "wait", "subflow"):
             if want[slug][key] != have[slug].get(key):
                 diffs.append(
-                    f'step "{slug}": {key} is {json.dumps(have[slug][key])} in the database,'
+                    f'step "{slug}": {key} is {json.dumps(have[slug].get(key))} in the database,'
                     f" {json.dumps(want[slug][key])} in the spec"
                 )
     return sorted(diffs)

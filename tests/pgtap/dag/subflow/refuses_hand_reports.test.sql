@@ -1,5 +1,5 @@
 BEGIN;
-SELECT plan(16);
+SELECT plan(18);
 
 -- child: one task step "work"; parent: prep -> each (map sub-flow, one child
 -- run per element).  A sub-flow step's task is reported by its child run:
@@ -97,6 +97,12 @@ SELECT is((SELECT r.status FROM pgflow.runs AS r WHERE r.run_id = '00000000-0000
           'completed', 'the sub-flow tasks complete when their child runs do');
 SELECT is((SELECT r.status FROM pgflow.runs AS r WHERE r.run_id = '00000000-0000-7000-8000-000000000002'),
           'completed', 'and so do the second run''s');
+
+-- a worker's shape check sees which steps run a sub-flow
+SELECT is(pgflow.flow_shape('parent') #> '{steps,1,subflow}', '"child"'::jsonb,
+          'flow_shape names the flow a sub-flow step runs');
+SELECT is(pgflow.flow_shape('parent') #> '{steps,0,subflow}', 'null'::jsonb,
+          'and has subflow null for a task step');
 
 -- a finished sub-flow task is refused too (a hand report is never one of a worker)
 SELECT throws_ok(
