@@ -22,6 +22,7 @@ _EXPORTS = {
     "Events": "pgflow.db.client",
     "RunHandle": "pgflow.db.client",
     "Flow": "pgflow.spec.dsl",
+    "Concurrency": "pgflow.spec.dsl",
     "Fail": "pgflow.errors",
     "RetryAfter": "pgflow.errors",
     "Context": "pgflow.worker.context",
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
         RunHandle,
     )
     from pgflow.errors import Fail, RetryAfter
-    from pgflow.spec.dsl import Flow
+    from pgflow.spec.dsl import Concurrency, Flow
     from pgflow.worker.config import WorkerConfig
     from pgflow.worker.context import Context
     from pgflow.worker.lifecycle import Worker
@@ -64,6 +65,7 @@ __all__ = [
     "AsyncEvents",
     "AsyncRunHandle",
     "Client",
+    "Concurrency",
     "Context",
     "Event",
     "Events",

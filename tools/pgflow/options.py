@@ -22,13 +22,25 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-Kind = Literal["integer", "boolean", "choice", "pattern", "deps", "map"]
+Kind = Literal["integer", "boolean", "choice", "pattern", "deps", "map", "concurrency"]
 
 #: Largest value of any integer option: PostgreSQL's ``integer``.
 INTEGER_MAXIMUM: Final = 2**31 - 1
 
 WHEN_UNMET: Final = ("skip", "skip-cascade", "fail")
 WHEN_EXHAUSTED: Final = ("fail", "skip", "skip-cascade")
+
+
+@dataclass(frozen=True)
+class Concurrency:
+    """A concurrency limit: at most ``limit`` tasks hold a slot at once, per distinct
+    value of ``key`` (a dotted path into the task's input, e.g. ``run.tenant``;
+    ``None``: one limit for all).  YAML ``concurrency: 3`` or
+    ``concurrency: {limit: 3, key: run.tenant}``; Python ``concurrency=3`` or
+    ``concurrency=Concurrency(3, key="run.tenant")``."""
+
+    limit: int
+    key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -40,6 +52,10 @@ class Option:
     when the argument is left out (for step tunables ``None``: inherit the
     flow's).  ``shape_key`` names the option in ``pgflow.flow_shape``'s step
     objects when the worker compares it (structural options only).
+    ``extra_sql`` names further SQL arguments the one YAML key sets, after ``sql``
+    (``concurrency`` sets ``concurrency`` and ``concurrency_key``; see
+    :func:`sql_arguments`).  ``engine_only``: a tunable the database applies by
+    itself, which the worker never reads (``flow_shape`` leaves it out).
     """
 
     name: str
@@ -53,6 +69,8 @@ class Option:
     choices: tuple[str, ...] = ()
     shape_key: str | None = None
     doc: str = ""
+    extra_sql: tuple[str, ...] = ()
+    engine_only: bool = False
 
     @property
     def tunable(self) -> bool:
@@ -92,6 +110,11 @@ FLOW_OPTIONS: Final[tuple[Option, ...]] = (
     Option(
         "version", "version", "version", "version", "integer", None, True, 1,
         doc="the version of the flow this spec defines (each version is its own definition)",
+    ),
+    Option(
+        "concurrency", "concurrency", "concurrency", "concurrency", "concurrency", None, False, 1,
+        extra_sql=("concurrency_key",), engine_only=True,
+        doc="at most this many tasks of the flow at once (per value of a key: run.<field>)",
     ),
 )  # fmt: skip
 """Options of ``create_flow``, in its argument order."""
@@ -151,8 +174,15 @@ STEP_OPTIONS: Final[tuple[Option, ...]] = (
         "jitter", "jitter", "jitter", "jitter", "boolean", None, False,
         doc="jittered retry pauses (default: the flow's)",
     ),
+    Option(
+        "concurrency", "concurrency", "concurrency", "concurrency", "concurrency", None, False, 1,
+        extra_sql=("concurrency_key",), engine_only=True,
+        doc="at most this many of the step's tasks at once, per value of a key (replaces the"
+        " flow's limit)",
+    ),
 )  # fmt: skip
-"""Options of ``add_step`` after ``flow_slug`` and ``step_slug``, in its argument order."""
+"""Options of ``add_step`` after ``flow_slug`` and ``step_slug``, in its argument order
+(the wait step's arguments, :data:`WAIT_STEP_ARGUMENTS`, left out)."""
 
 #: Arguments of ``add_step`` that only wait steps (``step_type => 'wait'``) take;
 #: a spec sets them with a step's ``wait_for`` (not an option row: they make a
@@ -184,6 +214,8 @@ OPTION_MINIMUMS: Final[Mapping[str, int]] = {
     for o in (*FLOW_OPTIONS, *STEP_OPTIONS)
     if o.kind == "integer" and o.minimum is not None
 }
+#: The first segments a flow's concurrency key may have (a flow's tasks share only the run).
+FLOW_CONCURRENCY_KEY_FIRSTS: Final = ("run",)
 #: Keys of a flow in YAML, ``flow`` and ``steps`` included.
 FLOW_KEYS: Final = ("flow", *(o.yaml for o in FLOW_OPTIONS), "steps")
 #: Keys of a step in YAML, ``slug`` and ``handler`` included.
@@ -207,4 +239,21 @@ def sql_value(option: Option, value: Any) -> Any:
         return STEP_TYPES[bool(value)]
     if option.kind == "pattern":
         return None if value is None else json.loads(value)
+    if option.kind == "concurrency":
+        return None if value is None else {"limit": value.limit, "key": value.key}
     return value
+
+
+def sql_names(option: Option) -> tuple[str, ...]:
+    """The SQL arguments ``option`` sets, in the function's order."""
+    return (option.sql, *option.extra_sql)
+
+
+def sql_arguments(option: Option, value: Any) -> dict[str, Any]:
+    """A model value of ``option`` as its SQL arguments (name to canonical value), one
+    per :func:`sql_names`; the template renders them and ``pgflow-build`` compares them."""
+    if option.kind == "concurrency":
+        if value is None:
+            return {"concurrency": None, "concurrency_key": None}
+        return {"concurrency": value.limit, "concurrency_key": value.key}
+    return {option.sql: sql_value(option, value)}

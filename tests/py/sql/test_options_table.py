@@ -18,7 +18,14 @@ import psycopg
 import pytest
 
 from pgflow.compiler.migration import render_body
-from pgflow.options import FLOW_OPTIONS, SHAPE_KEYS, STEP_OPTIONS, WAIT_STEP_ARGUMENTS, Option
+from pgflow.options import (
+    FLOW_OPTIONS,
+    SHAPE_KEYS,
+    STEP_OPTIONS,
+    WAIT_STEP_ARGUMENTS,
+    Option,
+    sql_arguments,
+)
 from pgflow.spec.dsl import Flow
 from pgflow.spec.model import FlowSpec, Origin, StepSpec
 from pgflow.spec.yaml_loader import load_yaml
@@ -26,7 +33,7 @@ from pgflow.spec.yaml_loader import load_yaml
 Conn = psycopg.Connection[Any]
 
 
-def sql_arguments(conn: Conn, signature: str) -> list[tuple[str, Any]]:
+def function_arguments(conn: Conn, signature: str) -> list[tuple[str, Any]]:
     """(name, evaluated default) of a function's arguments; a missing default is ``...``."""
     row = conn.execute(
         "SELECT proargnames, pronargs, pronargdefaults, pg_get_expr(proargdefaults, 0)"
@@ -45,42 +52,41 @@ def sql_arguments(conn: Conn, signature: str) -> list[tuple[str, Any]]:
     return list(zip(names[:nargs], padded, strict=True))
 
 
-def sql_default(option: Option) -> Any:
-    """What the SQL function's default should be, given the option's model default."""
-    if option.kind == "deps":
-        return list(option.default)  # type: ignore[call-overload]
-    if option.kind == "map":
-        return "single"
-    return option.default
+def sql_defaults(options: tuple[Option, ...]) -> list[tuple[str, Any]]:
+    """The SQL arguments the options set, in order, with the defaults SQL should have
+    (an option whose YAML key sets several, like concurrency, gives each)."""
+    return [
+        (name, list(default) if isinstance(default, tuple) else default)
+        for option in options
+        for name, default in sql_arguments(option, option.default).items()
+    ]
+
+
+def only_signature(conn: Conn, name: str) -> str:
+    """The one signature of pgflow.<name> (found by name, not spelled out here)."""
+    rows = conn.execute(
+        "SELECT p.oid::regprocedure::text FROM pg_proc AS p"
+        " JOIN pg_namespace AS n ON n.oid = p.pronamespace"
+        " WHERE n.nspname = 'pgflow' AND p.proname = %s",
+        (name,),
+    ).fetchall()
+    assert len(rows) == 1, f"one {name}"
+    return str(rows[0][0])
 
 
 @pytest.mark.db
 def test_create_flow_takes_the_flow_options_in_order_with_their_defaults(conn: Conn) -> None:
-    args = sql_arguments(
-        conn,
-        "pgflow.create_flow(text, integer, integer, integer, boolean,"
-        " integer, integer, boolean, integer)",
-    )
+    args = function_arguments(conn, only_signature(conn, "create_flow"))
     assert args[0] == ("flow_slug", ...)
-    assert [name for name, _ in args[1:]] == [o.sql for o in FLOW_OPTIONS]
-    for option, (_, default) in zip(FLOW_OPTIONS, args[1:], strict=True):
-        assert default == sql_default(option), option.name
+    assert args[1:] == sql_defaults(FLOW_OPTIONS)
 
 
 @pytest.mark.db
 def test_add_step_takes_the_step_options_in_order_with_their_defaults(conn: Conn) -> None:
-    signature = conn.execute(
-        "SELECT p.oid::regprocedure::text FROM pg_proc AS p"
-        " JOIN pg_namespace AS n ON n.oid = p.pronamespace"
-        " WHERE n.nspname = 'pgflow' AND p.proname = 'add_step'"
-    ).fetchall()
-    assert len(signature) == 1, "one add_step"
-    args = sql_arguments(conn, signature[0][0])
+    args = function_arguments(conn, only_signature(conn, "add_step"))
     assert [name for name, _ in args[:2]] == ["flow_slug", "step_slug"]
     options = [(name, default) for name, default in args[2:] if name not in WAIT_STEP_ARGUMENTS]
-    assert [name for name, _ in options] == [o.sql for o in STEP_OPTIONS]
-    for option, (_, default) in zip(STEP_OPTIONS, options, strict=True):
-        assert default == sql_default(option), option.name
+    assert options == sql_defaults(STEP_OPTIONS)
     # the wait step's arguments, NULL unless the step waits
     assert [(n, d) for n, d in args if n in WAIT_STEP_ARGUMENTS] == [
         (n, None) for n in WAIT_STEP_ARGUMENTS
@@ -147,6 +153,7 @@ NON_DEFAULT = {
     "map": True,
     "pattern": {"run": {"go": True}},
     "deps": ["first"],
+    "concurrency": {"limit": 7, "key": "run.tenant"},
 }
 
 
@@ -168,11 +175,11 @@ def test_every_option_is_read_from_yaml_and_rendered_by_the_template() -> None:
         assert value != option.default, f"YAML {option.yaml} was not read"
     body = render_body(spec)
     create_flow, _, add_steps = body.partition("pgflow.add_step")
-    for option in FLOW_OPTIONS:
-        assert f"{option.sql} =>" in create_flow, f"the template leaves out {option.sql}"
+    for name, _ in sql_defaults(FLOW_OPTIONS):
+        assert f"{name} =>" in create_flow, f"the template leaves out {name}"
     second = add_steps.split("pgflow.add_step")[-1]
-    for option in STEP_OPTIONS:
-        assert f"{option.sql} =>" in second, f"the template leaves out {option.sql}"
+    for name, _ in sql_defaults(STEP_OPTIONS):
+        assert f"{name} =>" in second, f"the template leaves out {name}"
 
 
 @pytest.mark.db
@@ -186,5 +193,7 @@ def test_the_worker_compares_the_structural_options_flow_shape_has(conn: Conn) -
     for key in SHAPE_KEYS:
         assert key in step, f"flow_shape has no {key}"
     for option in STEP_OPTIONS:
-        if option.tunable:
+        if option.tunable and not option.engine_only:
             assert option.name in step, f"flow_shape has no tunable {option.name}"
+        if option.engine_only:  # the database applies it; the worker never reads it
+            assert option.tunable, option.name

@@ -304,7 +304,7 @@ def test_unknown_keys_suggest_the_closest() -> None:
         'flows/order.yaml:6: steps[0].depnds_on: unknown key (did you mean "depends_on"?)',
         "flows/order.yaml:7: steps[0].colour: unknown key (allowed: slug, depends_on,"
         " max_attempts, base_delay, timeout, start_delay, map, if, if_not, when_unmet,"
-        " when_exhausted, heartbeat, max_delay, jitter, handler, wait_for, flow)",
+        " when_exhausted, heartbeat, max_delay, jitter, concurrency, handler, wait_for, flow)",
     ]
 
 

@@ -46,6 +46,20 @@ def duration(start: str | None, end: str | None) -> str:
     return f"{(t1 - t0).total_seconds():.2f} s"
 
 
+def waiting_for_slot(gates: Sequence[dict[str, Any]]) -> str:
+    """What a step's parked tasks wait for (``get_run``'s ``waiting_for_slot``):
+    ``waiting for a concurrency slot (tenant = "A": 2/2)`` -- the key's last segment and
+    the value the tasks share, then slots held of the limit; ``(3/3)`` without a key;
+    a flow's limit says ``flow,`` first; several gates are separated by ``;``."""
+    parts = []
+    for gate in gates:
+        key = gate.get("key")
+        count = f"{gate.get('held')}/{gate.get('limit')}"
+        text = f"{key.split('.')[-1]} = {to_json(gate.get('value'))}: {count}" if key else count
+        parts.append(("flow, " if gate.get("limit_of") == "flow" else "") + text)
+    return f"waiting for a concurrency slot ({'; '.join(parts)})"
+
+
 def render_run(run: dict[str, Any]) -> str:
     """A run as a tree of its steps (status, attempts, duration, error).
 
@@ -89,6 +103,9 @@ def render_run(run: dict[str, Any]) -> str:
                 f"waiting for {waiting['event']} key {to_json(waiting['key'])}"
                 + (f" until {until}" if until else " (no deadline)")
             )
+        slots = step.get("waiting_for_slot")
+        if slots:
+            detail.append(waiting_for_slot(slots))
         lines.append(
             f"{branch} {step['step_slug']:<{width}}  {step['status']:<9}  {'  '.join(detail)}"
         )

@@ -23,7 +23,7 @@ from typing import Final
 import jinja2
 
 from pgflow.errors import UnquotedValueError, one_line
-from pgflow.options import STEP_TYPES
+from pgflow.options import STEP_TYPES, Option, sql_arguments
 
 _IDENTIFIER: Final = re.compile(r"[a-z_][a-z0-9_]*")
 
@@ -95,6 +95,20 @@ def option_value(value: object, kind: str) -> SqlText:
     return literal(value)
 
 
+def option_arguments(value: object, option: Option) -> list[tuple[str, SqlText]]:
+    """The SQL arguments of one option's value, as ``(name, SQL value)``: one for most
+    options, several for one whose YAML key sets more (``concurrency``: the limit, and the
+    key when there is one; an argument that is NULL is left out)."""
+    _defined(value)
+    if option.extra_sql:
+        return [
+            (name, literal(arg))
+            for name, arg in sql_arguments(option, value).items()
+            if arg is not None
+        ]
+    return [(option.sql, option_value(value, option.kind))]
+
+
 def comment(value: object) -> SqlText:
     """Text for a ``--`` comment: one line, control characters escaped."""
     _defined(value)
@@ -134,5 +148,6 @@ def environment(loader: jinja2.BaseLoader) -> jinja2.Environment:
         comment=comment,
         identifier=identifier,
         option_value=option_value,
+        option_arguments=option_arguments,
     )
     return env

@@ -41,7 +41,7 @@ from types import FrameType
 from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
 from pgflow.errors import SpecError
-from pgflow.options import FLOW_OPTIONS, STEP_OPTIONS
+from pgflow.options import FLOW_OPTIONS, STEP_OPTIONS, Concurrency
 from pgflow.spec.model import (
     DEFAULT_WHEN_EXHAUSTED,
     DEFAULT_WHEN_UNMET,
@@ -60,6 +60,13 @@ from pgflow.spec.validate import in_line_order, validate
 F = TypeVar("F", bound=Callable[..., Any])
 P = ParamSpec("P")
 H_co = TypeVar("H_co", covariant=True)
+
+__all__ = ["Concurrency", "Flow"]
+
+#: A concurrency limit as the DSL takes it: a limit (``3``), a
+#: :class:`~pgflow.options.Concurrency` (``Concurrency(3, key="run.tenant")``) or a
+#: mapping like YAML's (``{"limit": 3, "key": "run.tenant"}``).
+ConcurrencyLimit = int | Concurrency | Mapping[str, Any]
 
 #: A dependency: a step slug or a function already decorated as a step of the flow.
 Dependency = str | Callable[..., Any]
@@ -151,6 +158,7 @@ class Flow:
         max_delay: int | None = None,
         jitter: bool = False,
         version: int | None = None,
+        concurrency: ConcurrencyLimit | None = None,
     ) -> None:
         self.slug = slug
         self.version = version
@@ -163,6 +171,7 @@ class Flow:
             "max_delay": max_delay,
             "jitter": jitter,
             "version": version,
+            "concurrency": concurrency,
         }
         self._steps: list[_StepDef] = []
         self._slugs: dict[Callable[..., Any], str] = {}
@@ -201,6 +210,7 @@ class Flow:
         heartbeat: int | None = None,
         max_delay: int | None = None,
         jitter: bool | None = None,
+        concurrency: ConcurrencyLimit | None = None,
     ) -> Callable[[F], F]: ...
 
     def step(
@@ -221,6 +231,7 @@ class Flow:
         heartbeat: int | None = None,
         max_delay: int | None = None,
         jitter: bool | None = None,
+        concurrency: ConcurrencyLimit | None = None,
         **unknown: Any,
     ) -> F | Callable[[F], F]:
         """Declare a single step; its handler gets ``{"run": ..., "<dep>": ...}``.
@@ -240,6 +251,7 @@ class Flow:
             "heartbeat": heartbeat,
             "max_delay": max_delay,
             "jitter": jitter,
+            "concurrency": concurrency,
         }
         decorator = self._decorator(slug, depends_on, options, _caller_line(), unknown)
         return decorator(fn) if fn is not None else decorator
@@ -266,6 +278,7 @@ class Flow:
         heartbeat: int | None = None,
         max_delay: int | None = None,
         jitter: bool | None = None,
+        concurrency: ConcurrencyLimit | None = None,
     ) -> Callable[[F], F]: ...
 
     def map(
@@ -286,6 +299,7 @@ class Flow:
         heartbeat: int | None = None,
         max_delay: int | None = None,
         jitter: bool | None = None,
+        concurrency: ConcurrencyLimit | None = None,
         **unknown: Any,
     ) -> F | Callable[[F], F]:
         """Declare a map step: one task per element of its source array.
@@ -306,6 +320,7 @@ class Flow:
             "heartbeat": heartbeat,
             "max_delay": max_delay,
             "jitter": jitter,
+            "concurrency": concurrency,
         }
         decorator = self._decorator(slug, depends_on, options, _caller_line(), unknown)
         return decorator(fn) if fn is not None else decorator

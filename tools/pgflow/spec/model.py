@@ -26,6 +26,7 @@ from pgflow.options import (
     STEP_KEYS,
     WHEN_EXHAUSTED,
     WHEN_UNMET,
+    Concurrency,
     step_option,
 )
 
@@ -36,6 +37,7 @@ __all__ = [
     "STEP_KEYS",
     "WHEN_EXHAUSTED",
     "WHEN_UNMET",
+    "Concurrency",
     "FlowSpec",
     "Origin",
     "RawFlow",
@@ -97,6 +99,8 @@ class StepSpec:
     heartbeat: int | None = None
     max_delay: int | None = None
     jitter: bool | None = None
+    #: at most this many of the step's tasks at once (replaces the flow's limit)
+    concurrency: Concurrency | None = None
     #: a wait step (YAML ``wait_for``, :meth:`Flow.wait_for`): the event it waits
     #: for and the dotted path of its key in the step input (``run.order_id``)
     wait_event: str | None = None
@@ -154,6 +158,8 @@ class FlowSpec:
     max_delay: int | None = None
     jitter: bool = False
     version: int | None = None
+    #: at most this many tasks of the flow at once (per value of a run.<field> key)
+    concurrency: Concurrency | None = None
     origin: Origin = field(default=Origin("<memory>", ""), compare=False)
     line: int | None = field(default=None, compare=False)
 

@@ -19,12 +19,14 @@ from typing import Any, Final
 
 from pgflow.errors import SpecError
 from pgflow.options import (
+    FLOW_CONCURRENCY_KEY_FIRSTS,
     FLOW_KEYS,
     FLOW_OPTIONS,
     OPTION_MINIMUMS,
     STEP_KEYS,
     STEP_OPTIONS,
     SUBFLOW_STEP_OPTIONS,
+    Concurrency,
     Option,
     step_option,
 )
@@ -146,6 +148,83 @@ class _Checker:
             return None
         return canonical_json(value.value)
 
+    def concurrency(
+        self, fields: Mapping[str, Value], option: Option, firsts: Sequence[str], whose: str
+    ) -> Concurrency | None:
+        """``concurrency: N`` or ``{limit: N, key: <path>}``; ``firsts``: what the key's first
+        segment may be (``whose`` says why, for the message)."""
+        value = fields.get(option.yaml)
+        if value is None:
+            return None
+        given = value.value
+        example = "concurrency: 3 or concurrency: {limit: 3, key: run.tenant}"
+        if isinstance(given, Concurrency):
+            given = {"limit": given.limit, "key": given.key}
+        if isinstance(given, int) and not isinstance(given, bool):
+            given = {"limit": given}
+        if not isinstance(given, Mapping):
+            self.error(
+                value.line,
+                value.key,
+                f"must be a limit or a mapping {{limit, key}}, got {describe(given)}"
+                f" (write {example})",
+            )
+            return None
+        ok = True
+        for name in given:
+            if name not in ("limit", "key"):
+                hint = did_you_mean(str(name), ("limit", "key")) or " (allowed: limit, key)"
+                self.error(value.line, f"{value.key}.{name}", f"unknown key{hint}")
+                ok = False
+        limit, key = given.get("limit"), given.get("key")
+        minimum = option.minimum or 1
+        if limit is None:
+            self.error(
+                value.line,
+                f"{value.key}.limit",
+                f"missing: how many tasks may run at once, e.g. {example}",
+            )
+            ok = False
+        elif not isinstance(limit, int) or isinstance(limit, bool):
+            self.error(
+                value.line,
+                value.key,
+                f"the limit must be an integer >= {minimum}, got {describe(limit)}"
+                " (leave concurrency out for no limit)",
+            )
+            ok = False
+        elif not minimum <= limit <= OPTION_MAXIMUM:
+            self.error(
+                value.line,
+                value.key,
+                f"the limit must be between {minimum} and {OPTION_MAXIMUM}, got {limit}"
+                " (leave concurrency out for no limit)",
+            )
+            ok = False
+        if key is not None:
+            path = key.split(".") if isinstance(key, str) else []
+            if not path or "" in path or (len(path) < 2 and path[0] != "item"):
+                shown = show(key) if isinstance(key, str) else describe(key)
+                self.error(
+                    value.line,
+                    f"{value.key}.key",
+                    f"invalid key path {shown}: a dotted path into the task's input,"
+                    " e.g. run.tenant",
+                )
+                ok = False
+            elif path[0] not in firsts:
+                self.error(
+                    value.line,
+                    f"{value.key}.key",
+                    f"key path {show(key)} starts with {show(path[0])}; {whose}"
+                    f" (use one of: {', '.join(firsts)})",
+                )
+                ok = False
+        if not ok:
+            return None
+        assert isinstance(limit, int)
+        return Concurrency(limit, key if isinstance(key, str) else None)
+
     def handler(self, fields: Mapping[str, Value]) -> str | None:
         value = fields.get("handler")
         if value is None:
@@ -206,7 +285,15 @@ def validate(raw: RawFlow) -> FlowSpec:
         flow_slug = check.slug(slug_value)
     flow_opts: dict[str, Any] = {}
     for option in FLOW_OPTIONS:
-        value = _checked(check, raw.fields, option)
+        if option.kind == "concurrency":
+            value: object = check.concurrency(
+                raw.fields,
+                option,
+                FLOW_CONCURRENCY_KEY_FIRSTS,
+                "a flow's limit is keyed by the run's input",
+            )
+        else:
+            value = _checked(check, raw.fields, option)
         if value is not None:
             flow_opts[option.name] = value
 
@@ -238,11 +325,17 @@ def _check_step(check: _Checker, raw: RawStep, index: int) -> _Draft:
         slug = check.slug(fields["slug"])
     step: dict[str, Any] = {"slug": slug, "line": raw.line}
     for option in STEP_OPTIONS:
-        if option.kind != "deps":  # checked with the graph
+        if option.kind not in ("deps", "concurrency"):  # deps: with the graph; below
             value = _checked(check, fields, option)
             step[option.name] = option.default if value is None else value
     step["handler"] = raw.handler if raw.handler is not None else check.handler(fields)
     deps = check.depends_on(fields)
+    if "wait_for" not in fields and "flow" not in fields:  # those refuse it below
+        firsts = ["run", *(dep for dep, _ in deps), *(["item"] if step["map"] else [])]
+        whose = "a step's limit is keyed by its input: run, a dependency" + (
+            " or item (the map task's element)" if step["map"] else " (item: map steps only)"
+        )
+        step["concurrency"] = check.concurrency(fields, step_option("concurrency"), firsts, whose)
     if "wait_for" in fields:
         _check_wait(check, raw, step, [dep for dep, _ in deps])
     if "flow" in fields:
@@ -255,7 +348,7 @@ WAIT_FOR_KEYS: Final = ("event", "key", "timeout")
 #: Step keys that only make sense for a step with tasks.
 TASK_ONLY_KEYS: Final = (
     "max_attempts", "base_delay", "start_delay", "heartbeat", "max_delay", "jitter", "map",
-    "timeout",
+    "timeout", "concurrency",
 )  # fmt: skip
 
 
@@ -335,7 +428,10 @@ def _check_wait(check: _Checker, raw: RawStep, step: dict[str, Any], deps: list[
         )
     for name in TASK_ONLY_KEYS:
         if name in raw.fields:
-            hint = " (write it as wait_for.timeout)" if name == "timeout" else ""
+            hint = {
+                "timeout": " (write it as wait_for.timeout)",
+                "concurrency": " (limit the steps that depend on it instead)",
+            }.get(name, "")
             check.error(
                 raw.fields[name].line,
                 raw.fields[name].key,
@@ -377,7 +473,12 @@ def _check_subflow(check: _Checker, raw: RawStep, step: dict[str, Any]) -> None:
             check.error(
                 raw.fields[option.yaml].line,
                 raw.fields[option.yaml].key,
-                "does not apply to a sub-flow step (its child run's steps have their own)",
+                "does not apply to a sub-flow step (its child run's steps have their own)"
+                + (
+                    ": set concurrency on the child flow or its steps"
+                    if option.name == "concurrency"
+                    else ""
+                ),
             )
     step["subflow"] = name
     step["handler"] = None
