@@ -207,3 +207,37 @@ def test_golden_migrations_mean_the_same_under_hostile_session_settings(
             drop_database(pg_server, name)
     plain, hostile = shapes
     assert plain and hostile == plain
+
+
+@pytest.mark.db
+def test_a_changed_concurrency_limit_is_a_tunable_update_applied_in_place(
+    cwd: Path, db: str
+) -> None:
+    edit(cwd, "    depends_on: [fetch]\n", "    depends_on: [fetch]\n    concurrency: 2\n")
+    assert run_build("order.yaml").exit_code == 0
+    with psycopg.connect(db, autocommit=True) as conn:
+        (first,) = sorted((cwd / "migrations").iterdir())
+        conn.execute(first.read_text(encoding="utf-8"))
+        conn.execute("SELECT pgflow.start_flow('order', '{\"tenant\": \"A\"}')")
+        edit(cwd, "    concurrency: 2\n", "    concurrency: {limit: 5, key: fetch.tenant}\n")
+        updated = run_build("order.yaml")
+        assert updated.exit_code == 0, updated.output
+        assert files(cwd) == ["create_order_flow.sql", "update_order_flow.sql"]
+        newest = sorted((cwd / "migrations").iterdir())[-1]
+        assert "concurrency_key => 'fetch.tenant'" in newest.read_text(encoding="utf-8")
+        conn.execute(newest.read_text(encoding="utf-8"))  # with a run in flight
+        row = conn.execute(
+            "SELECT opt_concurrency, opt_concurrency_key FROM pgflow.steps"
+            " WHERE flow_slug = 'order' AND step_slug = 'price'"
+        ).fetchone()
+        assert row == (5, ["fetch", "tenant"])
+        # the limit removed: a third migration, and no limit in the database
+        edit(cwd, "    concurrency: {limit: 5, key: fetch.tenant}\n", "")
+        assert run_build("order.yaml").exit_code == 0
+        conn.execute(sorted((cwd / "migrations").iterdir())[-1].read_text(encoding="utf-8"))
+        row = conn.execute(
+            "SELECT opt_concurrency, opt_concurrency_key FROM pgflow.steps"
+            " WHERE flow_slug = 'order' AND step_slug = 'price'"
+        ).fetchone()
+        assert row == (None, None)
+    assert run_build("order.yaml").stdout.startswith("order: up to date (migrations/")
