@@ -114,6 +114,38 @@ def queries_of(db: Database) -> Queries:
     return db if isinstance(db, Queries) else Queries(db)
 
 
+# --------------------------------------------------------------------------- trace context
+
+_NO_OTEL: Final = object()
+_otel: Any = None  # the opentelemetry modules once looked up; _NO_OTEL when absent
+
+
+def current_traceparent() -> str | None:
+    """The W3C ``traceparent`` of the current OpenTelemetry span; ``None`` without one.
+
+    ``None`` too when ``opentelemetry-api`` is not installed (looked up once).
+    """
+    global _otel
+    if _otel is None:
+        try:
+            from opentelemetry import trace  # noqa: PLC0415 - the optional otel extra
+            from opentelemetry.trace.propagation.tracecontext import (  # noqa: PLC0415
+                TraceContextTextMapPropagator,
+            )
+        except ImportError:
+            _otel = _NO_OTEL
+        else:
+            _otel = (trace, TraceContextTextMapPropagator())
+    if _otel is _NO_OTEL:
+        return None
+    trace, propagator = _otel
+    if not trace.get_current_span().get_span_context().is_valid:
+        return None
+    carrier: dict[str, str] = {}
+    propagator.inject(carrier)
+    return carrier.get("traceparent")
+
+
 # --------------------------------------------------------------------------- module functions
 
 
@@ -718,20 +750,26 @@ class Client:
         run_id: RunId | None = None,
         *,
         version: int | None = None,
+        trace_context: str | None = None,
     ) -> RunHandle:
         """Start a run of ``flow`` with ``input`` (any JSON value); a handle to it.
 
         A flow name starts its current version (pinned, else the highest);
         ``version`` picks one, and a :class:`~pgflow.Flow` object starts the
         version it defines.  With ``run_id`` the start is idempotent: a run of
-        the same flow under that id is returned as it is.  Raises
-        :class:`~pgflow.errors.FlowNotFound` for an unknown flow or version,
-        :class:`~pgflow.errors.RunIdConflict` when the id belongs to a run of
-        another flow.
+        the same flow under that id is returned as it is.  ``trace_context``
+        is a W3C ``traceparent`` the run's task spans join (a tracing worker
+        makes them its children); by default the current OpenTelemetry
+        span's, when ``opentelemetry-api`` is installed and a span is active.
+        Raises :class:`~pgflow.errors.FlowNotFound` for an unknown flow or
+        version, :class:`~pgflow.errors.RunIdConflict` when the id belongs to
+        a run of another flow, :class:`~pgflow.errors.InvalidArgument` for a
+        ``trace_context`` that is not a traceparent.
         """
         rid = None if run_id is None else as_run_id(run_id)
+        context = trace_context if trace_context is not None else current_traceparent()
         with self._source.queries() as queries:
-            run = queries.start_flow(slug_of(flow), input, rid, version)
+            run = queries.start_flow(slug_of(flow), input, rid, version, context)
         return RunHandle(self, uuid.UUID(str(run["run_id"])), run)
 
     def flows(self) -> list[dict[str, Any]]:
@@ -1126,11 +1164,13 @@ class AsyncClient:
         run_id: RunId | None = None,
         *,
         version: int | None = None,
+        trace_context: str | None = None,
     ) -> AsyncRunHandle:
         """Start a run of ``flow`` with ``input``; a handle to it (see :meth:`Client.start`)."""
         rid = None if run_id is None else as_run_id(run_id)
         slug = slug_of(flow)
-        run = await self._call(lambda q: q.start_flow(slug, input, rid, version))
+        context = trace_context if trace_context is not None else current_traceparent()
+        run = await self._call(lambda q: q.start_flow(slug, input, rid, version, context))
         return AsyncRunHandle(self, uuid.UUID(str(run["run_id"])), run)
 
     async def flows(self) -> list[dict[str, Any]]:

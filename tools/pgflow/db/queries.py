@@ -295,6 +295,10 @@ class Queries:
         )
         return [ClaimedTask(*row) for row in rows]
 
+    def trace_contexts(self, run_ids: Sequence[str]) -> dict[str, str]:
+        """Run id (text) -> the W3C traceparent the run was started with (runs with one only)."""
+        return dict(self._rows("trace_contexts", {"run_ids": list(run_ids)}))
+
     def complete_tasks(
         self,
         run_ids: Sequence[RunId],
@@ -434,14 +438,21 @@ class Queries:
     # ------------------------------------------------------------ runs
 
     def start_flow(
-        self, flow_slug: str, input: Any, run_id: RunId | None = None, version: int | None = None
+        self,
+        flow_slug: str,
+        input: Any,
+        run_id: RunId | None = None,
+        version: int | None = None,
+        trace_context: str | None = None,
     ) -> dict[str, Any]:
-        """Start a run; the run row as a dict.  ``input`` is any JSON value."""
+        """Start a run; the run row as a dict.  ``input`` is any JSON value;
+        ``trace_context`` a W3C traceparent its task spans join."""
         params = {
             "flow_slug": flow_slug,
             "input": json_text(input),
             "run_id": run_id,
             "version": version,
+            "trace_context": trace_context,
         }
         run: dict[str, Any] = self._value("start_flow", params, not_found=FlowNotFound)
         return run
@@ -642,13 +653,19 @@ class AsyncQueries:
     # ------------------------------------------------------------ runs
 
     async def start_flow(
-        self, flow_slug: str, input: Any, run_id: RunId | None = None, version: int | None = None
+        self,
+        flow_slug: str,
+        input: Any,
+        run_id: RunId | None = None,
+        version: int | None = None,
+        trace_context: str | None = None,
     ) -> dict[str, Any]:
         params = {
             "flow_slug": flow_slug,
             "input": json_text(input),
             "run_id": run_id,
             "version": version,
+            "trace_context": trace_context,
         }
         run: dict[str, Any] = await self._value("start_flow", params, not_found=FlowNotFound)
         return run

@@ -18,6 +18,11 @@
 SELECT run_id, step_slug, task_index, input::text AS input, attempt
 FROM pgflow.claim_tasks(%(flow_slug)s, %(qty)s, %(worker_id)s);
 
+-- name: trace_contexts
+-- The W3C traceparents runs were started with (runs without one left out);
+-- a tracing worker asks once per claimed batch for the runs it has not cached.
+SELECT run_id::text, trace_context FROM pgflow.trace_contexts(%(run_ids)s::uuid[]);
+
 -- name: complete_tasks
 -- Complete many started tasks in one transaction, each fenced by the attempt
 -- its claim returned; returns how many changed.
@@ -107,7 +112,8 @@ SELECT pg_notify(%(channel)s, %(payload)s);
 
 -- name: start_flow
 -- Start a run (idempotent with a run_id); the run row as JSON.
-SELECT to_jsonb(r) FROM pgflow.start_flow(%(flow_slug)s, %(input)s::jsonb, %(run_id)s, %(version)s) AS r;
+SELECT to_jsonb(r) FROM pgflow.start_flow(%(flow_slug)s, %(input)s::jsonb, %(run_id)s, %(version)s,
+                                          trace_context => %(trace_context)s) AS r;
 
 -- name: get_run
 -- A run with its steps as one JSON document; NULL for an unknown run.

@@ -26,6 +26,7 @@ from typing import Any
 
 from pgflow.errors import Fail, RetryAfter
 from pgflow.spec.loader import Handler
+from pgflow.worker import _tracing
 from pgflow.worker.context import Context
 from pgflow.worker.convert import Binding, encode_json
 from pgflow.worker.task import Outcome, Task
@@ -273,11 +274,15 @@ class Executor:
             except Exception as exc:  # the input does not fit the annotations
                 self._on_done(task, None, exc, False)
                 return
+            if task.span is not None:
+                coroutine = _tracing.awaited_in_span(task.span, coroutine)
             future: concurrent.futures.Future[Any] = asyncio.run_coroutine_threadsafe(
                 coroutine, self._event_loop()
             )
             task.future = future
             future.add_done_callback(lambda f: self._on_future_done(task, f))
+        elif task.span is not None:
+            self._threads.submit(task, args, _tracing.in_span(task.span, binding.call))
         else:
             self._threads.submit(task, args, binding.call)
 
@@ -331,6 +336,7 @@ class Executor:
         task.done = True
         try:
             if cancelled:
+                self._abandon(task)
                 return
             if exc is not None:
                 # one line per failure comes from the reporter (WARNING or ERROR);
@@ -349,6 +355,7 @@ class Executor:
                     error=f"{type(exc).__name__}: {exc}",
                     retry=not isinstance(exc, Fail),
                     retry_delay=exc.seconds if isinstance(exc, RetryAfter) else None,
+                    exc=exc,
                 )
                 return
             try:
@@ -383,15 +390,35 @@ class Executor:
         *,
         retry: bool = True,
         retry_delay: float | None = None,
+        exc: BaseException | None = None,
     ) -> None:
-        """Hand a task's outcome over (once per task; later ones are dropped)."""
+        """Hand a task's outcome over (once per task; later ones are dropped).
+
+        ``exc`` is the handler's exception, for the attempt's span.
+        """
         with task.lock:
             if task.reported:
                 log.info("late result dropped %s (already reported)", task.label)
                 return
             task.reported = True
+            span, task.span = task.span, None
         task.finished = time.monotonic()
+        if span is not None:
+            _tracing.finish(
+                span,
+                _tracing.outcome_of(error),
+                error,
+                exc,
+                will_retry=None if error is None else not task.final(retry),
+            )
         self._on_outcome(Outcome(task, output, error, retry, retry_delay))
+
+    def _abandon(self, task: Task) -> None:
+        """End the span of an attempt that will report nothing (shut down before it ran)."""
+        with task.lock:
+            span, task.span = task.span, None
+        if span is not None:
+            _tracing.finish(span, "abandoned")
 
     def shutdown(self) -> None:
         """Stop the handler threads (after their current handler) and the event loop."""

@@ -33,7 +33,7 @@ from typing import Protocol
 
 from pgflow.db.queries import ClaimedTask
 from pgflow.errors import PgflowError
-from pgflow.worker import metrics
+from pgflow.worker import _tracing, metrics
 from pgflow.worker.executor import Executor
 from pgflow.worker.notify import Listener
 from pgflow.worker.reporter import Reporter
@@ -55,6 +55,8 @@ class ClaimQueries(Protocol):
     def register_worker(
         self, worker_id: uuid.UUID, flows: Sequence[str], hostname: str, pid: int
     ) -> None: ...
+
+    def trace_contexts(self, run_ids: Sequence[str]) -> dict[str, str]: ...
 
 
 class ClaimLoop:
@@ -97,6 +99,12 @@ class ClaimLoop:
         self._woken: set[str] = set()
         self._last_heartbeat = clock()
         self._expire_refused = False
+        #: spans of task attempts (None: opentelemetry is not installed)
+        self.tracer = (
+            _tracing.Tracer(lambda ids: self._claim_queries().trace_contexts(ids))
+            if _tracing.available()
+            else None
+        )
 
     def drop_flow(self, flow: str) -> None:
         """Stop claiming tasks of ``flow`` (its definition changed under the worker)."""
@@ -192,6 +200,8 @@ class ClaimLoop:
         if not rows:
             log.debug("poll flow=%s: nothing claimable", flow)
             return 0
+        tracer = self.tracer if self.tracer is not None and self.tracer.active() else None
+        parents = {} if tracer is None else tracer.parents(str(row.run_id) for row in rows)
         for row in rows:
             task = Task(
                 flow_slug=flow,
@@ -208,6 +218,15 @@ class ClaimLoop:
             limit = self.limits.get((flow, row.step_slug))
             if limit is not None:
                 task.max_attempts, task.when_exhausted = limit
+            if tracer is not None:
+                task.span = tracer.start(
+                    flow,
+                    task.step_slug,
+                    task.run_id,
+                    task.task_index,
+                    task.attempt,
+                    parents.get(task.run_id),
+                )
             self.executor.dispatch(task, row.input)
         return len(rows)
 

@@ -47,6 +47,8 @@ class Task:
     lease_lost: bool = False
     max_attempts: int | None = None
     when_exhausted: str = "fail"
+    #: the attempt's OpenTelemetry span while tracing (pgflow.worker._tracing), else None
+    span: Any = None
 
     def __post_init__(self) -> None:
         if not self.lease_until:
