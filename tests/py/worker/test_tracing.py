@@ -47,6 +47,14 @@ async def flaky(inp: dict[str, Any], ctx: pgflow.Context) -> int:
     return ctx.attempt
 
 
+slow = pgflow.Flow("otel_slow", max_attempts=1, timeout=3)
+
+
+@slow.step
+async def dawdle(run: dict[str, Any]) -> None:
+    await asyncio.sleep(8)
+
+
 @pytest.fixture
 def spans() -> Iterator[InMemorySpanExporter]:
     """A configured tracer provider exporting to memory (the global one reset afterwards)."""
@@ -149,6 +157,29 @@ def test_a_run_started_with_a_trace_context_parents_its_task_spans(
             "SELECT trace_context FROM pgflow.runs WHERE run_id = %s", (explicit["run_id"],)
         ).fetchone()
     assert stored == (given,)
+
+
+def test_a_timed_out_attempt_has_its_outcome_and_the_error_status(
+    db: str, spans: InMemorySpanExporter
+) -> None:
+    install_flow(db, flow_of(slow))
+
+    async def main() -> dict[str, Any]:
+        worker = pgflow.Worker([slow], db, poll_interval=0.1, grace=5)
+        running = asyncio.create_task(worker.run_async())
+        async with pgflow.AsyncClient(db) as client:
+            run = await (await client.start("otel_slow", {})).wait(30)
+        worker.stop()
+        await running
+        return run
+
+    run = asyncio.run(main())
+    assert run["status"] == "failed"
+    (span,) = task_spans(spans, str(run["run_id"]))
+    assert span.attributes["pgflow.outcome"] == "timed out"
+    assert span.attributes["pgflow.will_retry"] is False
+    assert span.status.status_code == trace.StatusCode.ERROR
+    assert [e.name for e in span.events] == ["exception"]
 
 
 def test_start_refuses_a_trace_context_that_is_not_a_traceparent(db: str) -> None:
