@@ -102,6 +102,17 @@ def test_start_prints_the_run_id_of_a_run_with_the_given_input(flows: str, conn:
     assert run_row(conn, run_id) == ("wt_dag", "started", {"n": 3})
 
 
+def test_start_with_a_priority(flows: str, conn: Conn) -> None:
+    result = pgflow(flows, "start", "wt_dag", "--priority", "-3")
+    assert result.exit_code == 0, result.output
+    row = conn.execute(
+        "SELECT priority FROM pgflow.runs WHERE run_id = %s", (result.stdout.strip(),)
+    ).fetchone()
+    assert row == (-3,)
+    refused = pgflow(flows, "start", "wt_dag", "--priority", "high")
+    assert refused.exit_code == 2 and "--priority" in refused.output
+
+
 def test_start_reads_the_input_from_a_file(flows: str, conn: Conn, tmp_path: Path) -> None:
     (tmp_path / "input.json").write_text('{"n": 4, "note": "from a file"}', encoding="utf-8")
     result = pgflow(flows, "start", "wt_dag", "--input", f"@{tmp_path / 'input.json'}")

@@ -120,6 +120,20 @@ def test_a_run_id_makes_the_start_idempotent(db: str, greet: str) -> None:
     assert run is not None and run["input"] == {"n": 1}, "the first start's input stays"
 
 
+def test_a_priority_is_kept_with_the_run_and_its_tasks(db: str, greet: str) -> None:
+    with pgflow.Client(db) as client:
+        handle = client.start("greet", {"n": 1}, priority=7)
+        plain = client.start("greet", {"n": 2})
+    with psycopg.connect(db) as conn:
+        rows = conn.execute(
+            "SELECT r.run_id, r.priority, array_agg(t.priority) FROM pgflow.runs AS r"
+            " JOIN pgflow.step_tasks AS t USING (run_id)"
+            " WHERE r.run_id = ANY (%s) GROUP BY r.run_id, r.priority",
+            ([handle.run_id, plain.run_id],),
+        ).fetchall()
+    assert {r[0]: (r[1], r[2]) for r in rows} == {handle.run_id: (7, [7]), plain.run_id: (0, [0])}
+
+
 def test_flow_objects_start_runs_through_a_client(db: str, greet: str, later: Later) -> None:
     flow = pgflow.Flow("greet")
 

@@ -345,6 +345,15 @@ def _input_option(ctx: click.Context, param: click.Parameter, text: str) -> Any:
     metavar="N",
     help="Start version N of FLOW (default: its current version, see pgflow flows).",
 )
+@click.option(
+    "--priority",
+    type=click.IntRange(-(2**31), 2**31 - 1),
+    default=0,
+    show_default=True,
+    metavar="N",
+    help="Workers take higher-priority runs' tasks first, then the oldest"
+    " (it does not shorten delays nor pass concurrency limits).",
+)
 @click.option("--wait", is_flag=True, help="Wait until the run finishes; exit 1 unless completed.")
 @click.option(
     "--timeout",
@@ -360,6 +369,7 @@ def start(
     flow_input: Any,
     run_id: uuid.UUID | None,
     flow_version: int | None,
+    priority: int,
     wait: bool,
     timeout: float,
     as_json: bool,
@@ -367,7 +377,9 @@ def start(
 ) -> None:
     """Start a run of FLOW (a flow name: its current version; or a definition: order@2)."""
     with connected(dsn, needs="client") as conn:
-        run = start_flow(conn, flow_slug, flow_input, run_id, version=flow_version)
+        run = start_flow(
+            conn, flow_slug, flow_input, run_id, version=flow_version, priority=priority
+        )
         if not wait:
             click.echo(_dumps(run) if as_json else str(run["run_id"]))
             return

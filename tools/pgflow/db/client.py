@@ -156,9 +156,10 @@ def start_flow(
     run_id: RunId | None = None,
     *,
     version: int | None = None,
+    priority: int = 0,
 ) -> dict[str, Any]:
     """Start a run (idempotent when ``run_id`` is given); returns the run as a dict."""
-    return queries_of(db).start_flow(flow_slug, input, run_id, version)
+    return queries_of(db).start_flow(flow_slug, input, run_id, version, priority=priority)
 
 
 def get_run(db: Database, run_id: RunId) -> dict[str, Any] | None:
@@ -751,13 +752,17 @@ class Client:
         *,
         version: int | None = None,
         trace_context: str | None = None,
+        priority: int = 0,
     ) -> RunHandle:
         """Start a run of ``flow`` with ``input`` (any JSON value); a handle to it.
 
         A flow name starts its current version (pinned, else the highest);
         ``version`` picks one, and a :class:`~pgflow.Flow` object starts the
         version it defines.  With ``run_id`` the start is idempotent: a run of
-        the same flow under that id is returned as it is.  ``trace_context``
+        the same flow under that id is returned as it is.  ``priority`` (any
+        integer, default 0) orders the claims: workers take the tasks of
+        higher-priority runs first, then the oldest; it does not shorten
+        delays nor pass concurrency limits.  ``trace_context``
         is a W3C ``traceparent`` the run's task spans join (a tracing worker
         makes them its children); by default the current OpenTelemetry
         span's, when ``opentelemetry-api`` is installed and a span is active.
@@ -769,7 +774,7 @@ class Client:
         rid = None if run_id is None else as_run_id(run_id)
         context = trace_context if trace_context is not None else current_traceparent()
         with self._source.queries() as queries:
-            run = queries.start_flow(slug_of(flow), input, rid, version, context)
+            run = queries.start_flow(slug_of(flow), input, rid, version, context, priority)
         return RunHandle(self, uuid.UUID(str(run["run_id"])), run)
 
     def flows(self) -> list[dict[str, Any]]:
@@ -1165,12 +1170,13 @@ class AsyncClient:
         *,
         version: int | None = None,
         trace_context: str | None = None,
+        priority: int = 0,
     ) -> AsyncRunHandle:
         """Start a run of ``flow`` with ``input``; a handle to it (see :meth:`Client.start`)."""
         rid = None if run_id is None else as_run_id(run_id)
         slug = slug_of(flow)
         context = trace_context if trace_context is not None else current_traceparent()
-        run = await self._call(lambda q: q.start_flow(slug, input, rid, version, context))
+        run = await self._call(lambda q: q.start_flow(slug, input, rid, version, context, priority))
         return AsyncRunHandle(self, uuid.UUID(str(run["run_id"])), run)
 
     async def flows(self) -> list[dict[str, Any]]:

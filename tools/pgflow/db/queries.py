@@ -444,15 +444,18 @@ class Queries:
         run_id: RunId | None = None,
         version: int | None = None,
         trace_context: str | None = None,
+        priority: int = 0,
     ) -> dict[str, Any]:
         """Start a run; the run row as a dict.  ``input`` is any JSON value;
-        ``trace_context`` a W3C traceparent its task spans join."""
+        ``trace_context`` a W3C traceparent its task spans join; ``priority``
+        orders claims (higher first)."""
         params = {
             "flow_slug": flow_slug,
             "input": json_text(input),
             "run_id": run_id,
             "version": version,
             "trace_context": trace_context,
+            "priority": priority,
         }
         run: dict[str, Any] = self._value("start_flow", params, not_found=FlowNotFound)
         return run
@@ -659,6 +662,7 @@ class AsyncQueries:
         run_id: RunId | None = None,
         version: int | None = None,
         trace_context: str | None = None,
+        priority: int = 0,
     ) -> dict[str, Any]:
         params = {
             "flow_slug": flow_slug,
@@ -666,6 +670,7 @@ class AsyncQueries:
             "run_id": run_id,
             "version": version,
             "trace_context": trace_context,
+            "priority": priority,
         }
         run: dict[str, Any] = await self._value("start_flow", params, not_found=FlowNotFound)
         return run

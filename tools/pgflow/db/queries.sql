@@ -113,6 +113,7 @@ SELECT pg_notify(%(channel)s, %(payload)s);
 -- name: start_flow
 -- Start a run (idempotent with a run_id); the run row as JSON.
 SELECT to_jsonb(r) FROM pgflow.start_flow(%(flow_slug)s, %(input)s::jsonb, %(run_id)s, %(version)s,
+                                          priority => %(priority)s,
                                           trace_context => %(trace_context)s) AS r;
 
 -- name: get_run
