@@ -5720,9 +5720,10 @@ DROP INDEX pgflow.step_tasks_ready_idx;
 -- their parent's.  Claims (claim_tasks, read_with_poll) take the claimable
 -- tasks of the highest priority level first, oldest (vt) first within a
 -- level: one ordered range of step_tasks_ready_idx per level, the levels
--- found by a loose index scan over the same index (_claimable, below), so a
--- flow whose tasks all have priority 0 pays one extra index probe per claim
--- and a claim never reads a level's tasks that are not yet claimable.
+-- found by a loose index scan over the same index, so a claim never reads a
+-- level's tasks that are not yet claimable.  Only flows that ever had a run
+-- with a priority other than 0 (flows.prioritized, set by _start_run, never
+-- reset) look for levels: the others claim one range, priority 0, as before.
 -- Priorities order what is claimable; they do not jump a start_delay, a
 -- retry's backoff or a concurrency limit (a parked task is un-parked by its
 -- gate, highest priority first, then oldest).
@@ -5735,6 +5736,10 @@ COMMENT ON COLUMN pgflow.runs.priority IS
     'claims take higher-priority runs'' tasks first (default 0; a child run has its parent''s)';
 COMMENT ON COLUMN pgflow.runs.trace_context IS
     'the W3C traceparent start_flow was given: workers make their task spans its children';
+
+ALTER TABLE pgflow.flows ADD COLUMN prioritized boolean NOT NULL DEFAULT false;
+COMMENT ON COLUMN pgflow.flows.prioritized IS
+    'a run with a priority other than 0 was started: claims look through priority levels (never reset)';
 
 ALTER TABLE pgflow.step_tasks ADD COLUMN priority integer NOT NULL DEFAULT 0;
 COMMENT ON COLUMN pgflow.step_tasks.priority IS
@@ -6507,6 +6512,14 @@ BEGIN
         RETURN v_run;
     END IF;
 
+    -- the first run with a priority makes claims of the flow look through
+    -- priority levels (the row lock does not conflict with the KEY SHARE
+    -- locks of concurrent starts)
+    IF _start_run.priority <> 0 THEN
+        UPDATE pgflow.flows AS f SET prioritized = true
+        WHERE f.flow_slug = v_slug AND NOT f.prioritized;
+    END IF;
+
     -- Root steps that are "simple" (single, no conditions) start right here,
     -- in the same INSERT; maps and conditional roots go through
     -- _start_ready_steps.
@@ -6951,6 +6964,14 @@ BEGIN
         RETURN v_run;
     END IF;
 
+    -- the first run with a priority makes claims of the flow look through
+    -- priority levels (the row lock does not conflict with the KEY SHARE
+    -- locks of concurrent starts)
+    IF _start_run.priority <> 0 THEN
+        UPDATE pgflow.flows AS f SET prioritized = true
+        WHERE f.flow_slug = v_slug AND NOT f.prioritized;
+    END IF;
+
     -- Root steps that are "simple" (single, no conditions) start right here,
     -- in the same INSERT; maps and conditional roots go through
     -- _start_ready_steps.
@@ -7295,6 +7316,8 @@ DECLARE
     -- claimable (delayed retries, parked behind a concurrency limit at vt =
     -- infinity) are never read when fewer than qty tasks are claimable
     v_now timestamptz := clock_timestamp();
+    v_levels boolean;
+    v_paused boolean;
 BEGIN
     PERFORM pgflow._check_slug('flow slug', claim_tasks.flow_slug);
     PERFORM pgflow._check_option('qty', claim_tasks.qty, 1, false);
@@ -7304,35 +7327,23 @@ BEGIN
     -- This makes the rest of the caller's transaction asynchronous too: call
     -- claim_tasks in a transaction of its own.
     PERFORM set_config('synchronous_commit', 'off', true);
-    -- a paused flow (pause_flow) has nothing claimable
-    IF EXISTS (SELECT 1 FROM pgflow.paused_flows AS p WHERE p.flow_slug = claim_tasks.flow_slug) THEN
+    -- a paused flow (pause_flow) has nothing claimable; only a flow that
+    -- ever had a run with a priority other than 0 has priority levels
+    SELECT f.prioritized,
+           EXISTS (SELECT 1 FROM pgflow.paused_flows AS p WHERE p.flow_slug = f.flow_slug)
+    INTO v_levels, v_paused
+    FROM pgflow.flows AS f
+    WHERE f.flow_slug = claim_tasks.flow_slug;
+    IF v_paused IS DISTINCT FROM false THEN
         RETURN;
     END IF;
 
-    -- the priority levels of the flow's open tasks, highest first, one index
-    -- probe each (a loose index scan), found only as far as the claim needs
-    -- them; per level its claimable tasks, oldest first
-    WITH RECURSIVE levels (priority) AS (
-        (SELECT t.priority FROM pgflow.step_tasks AS t
-         WHERE t.flow_slug = claim_tasks.flow_slug AND t.status IN ('queued', 'started')
-         ORDER BY t.priority DESC
-         LIMIT 1)
-        UNION ALL
-        SELECT (SELECT t.priority FROM pgflow.step_tasks AS t
-                WHERE t.flow_slug = claim_tasks.flow_slug AND t.status IN ('queued', 'started')
-                  AND t.priority < l.priority
-                ORDER BY t.priority DESC
-                LIMIT 1)
-        FROM levels AS l
-        WHERE l.priority IS NOT NULL
-    )
-    SELECT array_agg(c.message_id) FILTER (WHERE NOT c.exhausted),
-           array_agg(c.message_id) FILTER (WHERE c.exhausted)
-    INTO v_ids, v_exhausted
-    FROM (
-        SELECT c.message_id, c.exhausted
-        FROM levels AS l
-        CROSS JOIN LATERAL (
+    IF NOT v_levels THEN
+        -- every task of the flow has priority 0: one ordered range
+        SELECT array_agg(c.message_id) FILTER (WHERE NOT c.exhausted),
+               array_agg(c.message_id) FILTER (WHERE c.exhausted)
+        INTO v_ids, v_exhausted
+        FROM (
             SELECT t.message_id,
                    t.attempts_count - t.retried_attempts
                        >= coalesce(s.opt_max_attempts, f.opt_max_attempts) AS exhausted
@@ -7341,14 +7352,54 @@ BEGIN
             JOIN pgflow.flows AS f ON f.flow_slug = t.flow_slug
             WHERE t.flow_slug = claim_tasks.flow_slug
               AND t.status IN ('queued', 'started')
-              AND t.priority = l.priority
+              AND t.priority = 0
               AND t.vt <= v_now
             ORDER BY t.vt
             LIMIT claim_tasks.qty
             FOR UPDATE OF t SKIP LOCKED
-        ) AS c
-        LIMIT claim_tasks.qty
-    ) AS c;
+        ) AS c;
+    ELSE
+        -- the priority levels of the flow's open tasks, highest first, one index
+        -- probe each (a loose index scan), found only as far as the claim needs
+        -- them; per level its claimable tasks, oldest first
+        WITH RECURSIVE levels (priority) AS (
+            (SELECT t.priority FROM pgflow.step_tasks AS t
+             WHERE t.flow_slug = claim_tasks.flow_slug AND t.status IN ('queued', 'started')
+             ORDER BY t.priority DESC
+             LIMIT 1)
+            UNION ALL
+            SELECT (SELECT t.priority FROM pgflow.step_tasks AS t
+                    WHERE t.flow_slug = claim_tasks.flow_slug AND t.status IN ('queued', 'started')
+                      AND t.priority < l.priority
+                    ORDER BY t.priority DESC
+                    LIMIT 1)
+            FROM levels AS l
+            WHERE l.priority IS NOT NULL
+        )
+        SELECT array_agg(c.message_id) FILTER (WHERE NOT c.exhausted),
+               array_agg(c.message_id) FILTER (WHERE c.exhausted)
+        INTO v_ids, v_exhausted
+        FROM (
+            SELECT c.message_id, c.exhausted
+            FROM levels AS l
+            CROSS JOIN LATERAL (
+                SELECT t.message_id,
+                       t.attempts_count - t.retried_attempts
+                           >= coalesce(s.opt_max_attempts, f.opt_max_attempts) AS exhausted
+                FROM pgflow.step_tasks AS t
+                JOIN pgflow.steps AS s ON s.flow_slug = t.flow_slug AND s.step_slug = t.step_slug
+                JOIN pgflow.flows AS f ON f.flow_slug = t.flow_slug
+                WHERE t.flow_slug = claim_tasks.flow_slug
+                  AND t.status IN ('queued', 'started')
+                  AND t.priority = l.priority
+                  AND t.vt <= v_now
+                ORDER BY t.vt
+                LIMIT claim_tasks.qty
+                FOR UPDATE OF t SKIP LOCKED
+            ) AS c
+            LIMIT claim_tasks.qty
+        ) AS c;
+    END IF;
 
     FOREACH v_id IN ARRAY coalesce(v_exhausted, '{}') LOOP
         PERFORM pgflow._expire_lease(v_id);
@@ -7382,6 +7433,7 @@ AS $$
 DECLARE
     v_now timestamptz;
     v_deadline timestamptz;
+    v_levels boolean;
 BEGIN
     PERFORM pgflow._check_slug('flow slug', read_with_poll.flow_slug);
     PERFORM pgflow._check_option('vt', read_with_poll.vt, 1, false);
@@ -7392,16 +7444,23 @@ BEGIN
     -- Losing this lease in a crash only makes the task claimable again: the
     -- commit need not wait for its WAL flush (see claim_tasks).
     PERFORM set_config('synchronous_commit', 'off', true);
+    -- only a flow that ever had a run with a priority other than 0 has levels
+    SELECT f.prioritized INTO v_levels FROM pgflow.flows AS f
+    WHERE f.flow_slug = read_with_poll.flow_slug;
 
     LOOP
         v_now := clock_timestamp();
         RETURN QUERY
-        -- by priority level, highest first, as claim_tasks does
+        -- by priority level, highest first, as claim_tasks does (a flow
+        -- without levels: priority 0 only)
         WITH RECURSIVE levels (priority) AS (
-            (SELECT t.priority FROM pgflow.step_tasks AS t
-             WHERE t.flow_slug = read_with_poll.flow_slug AND t.status IN ('queued', 'started')
-             ORDER BY t.priority DESC
-             LIMIT 1)
+            SELECT CASE WHEN v_levels THEN
+                       (SELECT t.priority FROM pgflow.step_tasks AS t
+                        WHERE t.flow_slug = read_with_poll.flow_slug
+                          AND t.status IN ('queued', 'started')
+                        ORDER BY t.priority DESC
+                        LIMIT 1)
+                   ELSE 0 END
             UNION ALL
             SELECT (SELECT t.priority FROM pgflow.step_tasks AS t
                     WHERE t.flow_slug = read_with_poll.flow_slug
@@ -7409,7 +7468,7 @@ BEGIN
                     ORDER BY t.priority DESC
                     LIMIT 1)
             FROM levels AS l
-            WHERE l.priority IS NOT NULL
+            WHERE v_levels AND l.priority IS NOT NULL
         ), claimable AS (
             SELECT c.run_id, c.step_slug, c.task_index
             FROM levels AS l

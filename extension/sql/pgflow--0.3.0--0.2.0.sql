@@ -881,6 +881,7 @@ ALTER TABLE pgflow.flows DROP COLUMN opt_concurrency_key;
 ALTER TABLE pgflow.flows DROP COLUMN opt_heartbeat;
 ALTER TABLE pgflow.flows DROP COLUMN opt_jitter;
 ALTER TABLE pgflow.flows DROP COLUMN opt_max_delay;
+ALTER TABLE pgflow.flows DROP COLUMN prioritized;
 ALTER TABLE pgflow.flows DROP COLUMN version;
 ALTER TABLE pgflow.runs DROP COLUMN depth;
 ALTER TABLE pgflow.runs DROP COLUMN parent_attempt;

@@ -5,9 +5,10 @@
 -- their parent's.  Claims (claim_tasks, read_with_poll) take the claimable
 -- tasks of the highest priority level first, oldest (vt) first within a
 -- level: one ordered range of step_tasks_ready_idx per level, the levels
--- found by a loose index scan over the same index (_claimable, below), so a
--- flow whose tasks all have priority 0 pays one extra index probe per claim
--- and a claim never reads a level's tasks that are not yet claimable.
+-- found by a loose index scan over the same index, so a claim never reads a
+-- level's tasks that are not yet claimable.  Only flows that ever had a run
+-- with a priority other than 0 (flows.prioritized, set by _start_run, never
+-- reset) look for levels: the others claim one range, priority 0, as before.
 -- Priorities order what is claimable; they do not jump a start_delay, a
 -- retry's backoff or a concurrency limit (a parked task is un-parked by its
 -- gate, highest priority first, then oldest).
@@ -20,6 +21,10 @@ COMMENT ON COLUMN pgflow.runs.priority IS
     'claims take higher-priority runs'' tasks first (default 0; a child run has its parent''s)';
 COMMENT ON COLUMN pgflow.runs.trace_context IS
     'the W3C traceparent start_flow was given: workers make their task spans its children';
+
+ALTER TABLE pgflow.flows ADD COLUMN prioritized boolean NOT NULL DEFAULT false;
+COMMENT ON COLUMN pgflow.flows.prioritized IS
+    'a run with a priority other than 0 was started: claims look through priority levels (never reset)';
 
 ALTER TABLE pgflow.step_tasks ADD COLUMN priority integer NOT NULL DEFAULT 0;
 COMMENT ON COLUMN pgflow.step_tasks.priority IS

@@ -43,6 +43,14 @@ BEGIN
         RETURN v_run;
     END IF;
 
+    -- the first run with a priority makes claims of the flow look through
+    -- priority levels (the row lock does not conflict with the KEY SHARE
+    -- locks of concurrent starts)
+    IF _start_run.priority <> 0 THEN
+        UPDATE pgflow.flows AS f SET prioritized = true
+        WHERE f.flow_slug = v_slug AND NOT f.prioritized;
+    END IF;
+
     -- Root steps that are "simple" (single, no conditions) start right here,
     -- in the same INSERT; maps and conditional roots go through
     -- _start_ready_steps.

@@ -26,6 +26,7 @@ AS $$
 DECLARE
     v_now timestamptz;
     v_deadline timestamptz;
+    v_levels boolean;
 BEGIN
     PERFORM pgflow._check_slug('flow slug', read_with_poll.flow_slug);
     PERFORM pgflow._check_option('vt', read_with_poll.vt, 1, false);
@@ -36,16 +37,23 @@ BEGIN
     -- Losing this lease in a crash only makes the task claimable again: the
     -- commit need not wait for its WAL flush (see claim_tasks).
     PERFORM set_config('synchronous_commit', 'off', true);
+    -- only a flow that ever had a run with a priority other than 0 has levels
+    SELECT f.prioritized INTO v_levels FROM pgflow.flows AS f
+    WHERE f.flow_slug = read_with_poll.flow_slug;
 
     LOOP
         v_now := clock_timestamp();
         RETURN QUERY
-        -- by priority level, highest first, as claim_tasks does
+        -- by priority level, highest first, as claim_tasks does (a flow
+        -- without levels: priority 0 only)
         WITH RECURSIVE levels (priority) AS (
-            (SELECT t.priority FROM pgflow.step_tasks AS t
-             WHERE t.flow_slug = read_with_poll.flow_slug AND t.status IN ('queued', 'started')
-             ORDER BY t.priority DESC
-             LIMIT 1)
+            SELECT CASE WHEN v_levels THEN
+                       (SELECT t.priority FROM pgflow.step_tasks AS t
+                        WHERE t.flow_slug = read_with_poll.flow_slug
+                          AND t.status IN ('queued', 'started')
+                        ORDER BY t.priority DESC
+                        LIMIT 1)
+                   ELSE 0 END
             UNION ALL
             SELECT (SELECT t.priority FROM pgflow.step_tasks AS t
                     WHERE t.flow_slug = read_with_poll.flow_slug
@@ -53,7 +61,7 @@ BEGIN
                     ORDER BY t.priority DESC
                     LIMIT 1)
             FROM levels AS l
-            WHERE l.priority IS NOT NULL
+            WHERE v_levels AND l.priority IS NOT NULL
         ), claimable AS (
             SELECT c.run_id, c.step_slug, c.task_index
             FROM levels AS l

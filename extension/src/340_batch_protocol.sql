@@ -61,6 +61,8 @@ DECLARE
     -- claimable (delayed retries, parked behind a concurrency limit at vt =
     -- infinity) are never read when fewer than qty tasks are claimable
     v_now timestamptz := clock_timestamp();
+    v_levels boolean;
+    v_paused boolean;
 BEGIN
     PERFORM pgflow._check_slug('flow slug', claim_tasks.flow_slug);
     PERFORM pgflow._check_option('qty', claim_tasks.qty, 1, false);
@@ -70,35 +72,23 @@ BEGIN
     -- This makes the rest of the caller's transaction asynchronous too: call
     -- claim_tasks in a transaction of its own.
     PERFORM set_config('synchronous_commit', 'off', true);
-    -- a paused flow (pause_flow) has nothing claimable
-    IF EXISTS (SELECT 1 FROM pgflow.paused_flows AS p WHERE p.flow_slug = claim_tasks.flow_slug) THEN
+    -- a paused flow (pause_flow) has nothing claimable; only a flow that
+    -- ever had a run with a priority other than 0 has priority levels
+    SELECT f.prioritized,
+           EXISTS (SELECT 1 FROM pgflow.paused_flows AS p WHERE p.flow_slug = f.flow_slug)
+    INTO v_levels, v_paused
+    FROM pgflow.flows AS f
+    WHERE f.flow_slug = claim_tasks.flow_slug;
+    IF v_paused IS DISTINCT FROM false THEN
         RETURN;
     END IF;
 
-    -- the priority levels of the flow's open tasks, highest first, one index
-    -- probe each (a loose index scan), found only as far as the claim needs
-    -- them; per level its claimable tasks, oldest first
-    WITH RECURSIVE levels (priority) AS (
-        (SELECT t.priority FROM pgflow.step_tasks AS t
-         WHERE t.flow_slug = claim_tasks.flow_slug AND t.status IN ('queued', 'started')
-         ORDER BY t.priority DESC
-         LIMIT 1)
-        UNION ALL
-        SELECT (SELECT t.priority FROM pgflow.step_tasks AS t
-                WHERE t.flow_slug = claim_tasks.flow_slug AND t.status IN ('queued', 'started')
-                  AND t.priority < l.priority
-                ORDER BY t.priority DESC
-                LIMIT 1)
-        FROM levels AS l
-        WHERE l.priority IS NOT NULL
-    )
-    SELECT array_agg(c.message_id) FILTER (WHERE NOT c.exhausted),
-           array_agg(c.message_id) FILTER (WHERE c.exhausted)
-    INTO v_ids, v_exhausted
-    FROM (
-        SELECT c.message_id, c.exhausted
-        FROM levels AS l
-        CROSS JOIN LATERAL (
+    IF NOT v_levels THEN
+        -- every task of the flow has priority 0: one ordered range
+        SELECT array_agg(c.message_id) FILTER (WHERE NOT c.exhausted),
+               array_agg(c.message_id) FILTER (WHERE c.exhausted)
+        INTO v_ids, v_exhausted
+        FROM (
             SELECT t.message_id,
                    t.attempts_count - t.retried_attempts
                        >= coalesce(s.opt_max_attempts, f.opt_max_attempts) AS exhausted
@@ -107,14 +97,54 @@ BEGIN
             JOIN pgflow.flows AS f ON f.flow_slug = t.flow_slug
             WHERE t.flow_slug = claim_tasks.flow_slug
               AND t.status IN ('queued', 'started')
-              AND t.priority = l.priority
+              AND t.priority = 0
               AND t.vt <= v_now
             ORDER BY t.vt
             LIMIT claim_tasks.qty
             FOR UPDATE OF t SKIP LOCKED
-        ) AS c
-        LIMIT claim_tasks.qty
-    ) AS c;
+        ) AS c;
+    ELSE
+        -- the priority levels of the flow's open tasks, highest first, one index
+        -- probe each (a loose index scan), found only as far as the claim needs
+        -- them; per level its claimable tasks, oldest first
+        WITH RECURSIVE levels (priority) AS (
+            (SELECT t.priority FROM pgflow.step_tasks AS t
+             WHERE t.flow_slug = claim_tasks.flow_slug AND t.status IN ('queued', 'started')
+             ORDER BY t.priority DESC
+             LIMIT 1)
+            UNION ALL
+            SELECT (SELECT t.priority FROM pgflow.step_tasks AS t
+                    WHERE t.flow_slug = claim_tasks.flow_slug AND t.status IN ('queued', 'started')
+                      AND t.priority < l.priority
+                    ORDER BY t.priority DESC
+                    LIMIT 1)
+            FROM levels AS l
+            WHERE l.priority IS NOT NULL
+        )
+        SELECT array_agg(c.message_id) FILTER (WHERE NOT c.exhausted),
+               array_agg(c.message_id) FILTER (WHERE c.exhausted)
+        INTO v_ids, v_exhausted
+        FROM (
+            SELECT c.message_id, c.exhausted
+            FROM levels AS l
+            CROSS JOIN LATERAL (
+                SELECT t.message_id,
+                       t.attempts_count - t.retried_attempts
+                           >= coalesce(s.opt_max_attempts, f.opt_max_attempts) AS exhausted
+                FROM pgflow.step_tasks AS t
+                JOIN pgflow.steps AS s ON s.flow_slug = t.flow_slug AND s.step_slug = t.step_slug
+                JOIN pgflow.flows AS f ON f.flow_slug = t.flow_slug
+                WHERE t.flow_slug = claim_tasks.flow_slug
+                  AND t.status IN ('queued', 'started')
+                  AND t.priority = l.priority
+                  AND t.vt <= v_now
+                ORDER BY t.vt
+                LIMIT claim_tasks.qty
+                FOR UPDATE OF t SKIP LOCKED
+            ) AS c
+            LIMIT claim_tasks.qty
+        ) AS c;
+    END IF;
 
     FOREACH v_id IN ARRAY coalesce(v_exhausted, '{}') LOOP
         PERFORM pgflow._expire_lease(v_id);

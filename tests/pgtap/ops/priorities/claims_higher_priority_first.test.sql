@@ -1,5 +1,5 @@
 BEGIN;
-SELECT plan(23);
+SELECT plan(25);
 
 SELECT pgflow.create_flow('tap_prio');
 SELECT pgflow.add_step('tap_prio', 'a');
@@ -7,9 +7,13 @@ SELECT pgflow.add_step('tap_prio', 'b', ARRAY['a']);
 
 -- three runs at 0, then one at 5, one at -1, one at 5 again (started in that order)
 SELECT pgflow.start_flow('tap_prio', jsonb_build_object('n', i)) FROM generate_series(1, 3) AS i;
+SELECT is((SELECT prioritized FROM pgflow.flows WHERE flow_slug = 'tap_prio'), false,
+          'runs at priority 0 leave the flow without levels (claims read one range)');
 SELECT pgflow.start_flow('tap_prio', '{"n": 4}', priority => 5);
 SELECT pgflow.start_flow('tap_prio', '{"n": 5}', priority => -1);
 SELECT pgflow.start_flow('tap_prio', '{"n": 6}', priority => 5);
+SELECT is((SELECT prioritized FROM pgflow.flows WHERE flow_slug = 'tap_prio'), true,
+          'the first run with a priority gives the flow levels');
 
 SELECT is((SELECT array_agg(priority ORDER BY input ->> 'n') FROM pgflow.runs WHERE flow_slug = 'tap_prio'),
           ARRAY[0, 0, 0, 5, -1, 5], 'runs keep the priority they were started with (default 0)');
