@@ -241,3 +241,34 @@ def test_a_changed_concurrency_limit_is_a_tunable_update_applied_in_place(
         ).fetchone()
         assert row == (None, None)
     assert run_build("order.yaml").stdout.startswith("order: up to date (migrations/")
+
+
+@pytest.mark.db
+def test_sub_flows_built_together_apply_in_file_name_order(cwd: Path, db: str) -> None:
+    # Named so that alphabetical order is the wrong one: the parent sorts first.
+    (cwd / "a_parent.yaml").write_text(
+        "flow: a_parent\nsteps:\n  - slug: docs\n  - slug: each\n    flow: m_mid\n"
+        "    map: true\n    depends_on: [docs]\n",
+        encoding="utf-8",
+    )
+    (cwd / "m_mid.yaml").write_text(
+        "flow: m_mid\nsteps:\n  - slug: inner\n    flow: z_child\n", encoding="utf-8"
+    )
+    (cwd / "z_child.yaml").write_text("flow: z_child\nsteps:\n  - slug: work\n", encoding="utf-8")
+    result = run_build("a_parent.yaml", "m_mid.yaml", "z_child.yaml")
+    assert result.exit_code == 0, result.output
+    names = sorted(p.name for p in (cwd / "migrations").iterdir())
+    assert [n.split("_", 2)[2] for n in names] == [
+        "z_child_flow.sql",
+        "m_mid_flow.sql",
+        "a_parent_flow.sql",
+    ]
+    assert len({n.split("_", 1)[0] for n in names}) == 3, "three distinct timestamps"
+    with psycopg.connect(db, autocommit=True) as conn:
+        for name in names:
+            conn.execute((cwd / "migrations" / name).read_text(encoding="utf-8"))
+        rows = conn.execute(
+            "SELECT flow_slug, step_slug, subflow FROM pgflow.step_subflows ORDER BY 1"
+        ).fetchall()
+        assert rows == [("a_parent", "each", "m_mid"), ("m_mid", "inner", "z_child")]
+    assert run_build("a_parent.yaml", "m_mid.yaml", "z_child.yaml", "--check").exit_code == 0

@@ -290,14 +290,52 @@ def build(
             _write([p for p in plans if p.kind is not None], out_dir, now)
 
 
+def _children_first(plans: Sequence[_Plan]) -> list[_Plan]:
+    """The plans in an order where a flow that another one runs as a sub-flow (every
+    version of it: ``flow: ingest`` runs the current one) comes before it, since its
+    migration must be applied first (``add_step`` needs the child flow); otherwise in
+    the order given.  The build already refused cycles of sub-flows."""
+    by_name: dict[str, list[_Plan]] = {}
+    for plan in plans:
+        by_name.setdefault(plan.flow.spec.slug, []).append(plan)
+    ordered: list[_Plan] = []
+    placed: set[int] = set()
+
+    def place(plan: _Plan) -> None:
+        if id(plan) in placed:
+            return
+        placed.add(id(plan))
+        for name in _subflow_names(plan.flow.spec):
+            for child in by_name.get(name, []):
+                place(child)
+        ordered.append(plan)
+
+    for plan in plans:
+        place(plan)
+    return ordered
+
+
+def _subflow_names(spec: FlowSpec) -> list[str]:
+    """The names of the flows that ``spec``'s sub-flow steps run (without versions)."""
+    return [s.subflow.split("@")[0] for s in spec.steps if s.subflow is not None]
+
+
 def _write(plans: Sequence[_Plan], out_dir: Path, now: datetime) -> None:
+    """Write the migrations; a flow run as a sub-flow by another flow of the same build
+    gets an earlier timestamp than that flow, so applying the directory in file-name
+    order creates the child before the parent's step that runs it."""
     if plans:
         out_dir.mkdir(parents=True, exist_ok=True)
-    for plan in plans:
+    stamps: dict[str, datetime] = {}  # flow name -> the latest stamp written for it
+    for plan in _children_first(plans):
         spec = plan.flow.spec
         assert plan.kind is not None
         newest_stamp = plan.newest.stamp if plan.newest is not None else None
         stamp = _stamp_after(newest_stamp, now)
+        for name in _subflow_names(spec):
+            if name in stamps:
+                stamp = max(stamp, stamps[name] + timedelta(seconds=1))
+        stamps[spec.slug] = max(stamp, stamps.get(spec.slug, stamp))
         final = plan.text if stamp == now else compile_flow(spec, generated_at=stamp)
         path = out_dir / migration_filename(spec.slug, stamp, version=spec.version, kind=plan.kind)
         _write_new(path, final)
