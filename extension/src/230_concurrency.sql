@@ -150,6 +150,19 @@ DECLARE
     v_moved integer;
 BEGIN
     PERFORM pg_advisory_xact_lock(1885824632, hashtext(_gate_refill.flow_slug || ' ' || _gate_refill.gate));
+    -- nothing parked (a limit that does not bind): no slot to count, one probe
+    -- (ordered like step_tasks_gate_idx, so that is the index even without
+    -- statistics: the ready index would read every parked task of the flow)
+    PERFORM FROM pgflow.step_tasks AS t
+    WHERE t.flow_slug = _gate_refill.flow_slug
+      AND t.gate = _gate_refill.gate
+      AND t.status IN ('queued', 'started')
+      AND t.vt = 'infinity'
+    ORDER BY t.priority DESC, t.message_id
+    LIMIT 1;
+    IF NOT FOUND THEN
+        RETURN 0;
+    END IF;
     IF v_scope = '*' THEN
         SELECT f.opt_concurrency INTO v_limit
         FROM pgflow.flows AS f WHERE f.flow_slug = _gate_refill.flow_slug;
@@ -159,12 +172,14 @@ BEGIN
         WHERE s.flow_slug = _gate_refill.flow_slug AND s.step_slug = v_scope;
     END IF;
     IF v_limit IS NOT NULL THEN
+        -- the slot holders, at most v_limit of them read
         SELECT v_limit - count(*) INTO v_free
-        FROM pgflow.step_tasks AS t
-        WHERE t.flow_slug = _gate_refill.flow_slug
-          AND t.gate = _gate_refill.gate
-          AND t.status IN ('queued', 'started')
-          AND t.vt < 'infinity';
+        FROM (SELECT FROM pgflow.step_tasks AS t
+              WHERE t.flow_slug = _gate_refill.flow_slug
+                AND t.gate = _gate_refill.gate
+                AND t.status IN ('queued', 'started')
+                AND t.vt < 'infinity'
+              LIMIT v_limit) AS holders;
         IF v_free <= 0 THEN
             RETURN 0;
         END IF;
