@@ -317,7 +317,7 @@ def _children_first(plans: Sequence[_Plan]) -> list[_Plan]:
 
 def _subflow_names(spec: FlowSpec) -> list[str]:
     """The names of the flows that ``spec``'s sub-flow steps run (without versions)."""
-    return [s.subflow.split("@")[0] for s in spec.steps if s.subflow is not None]
+    return [s.subflow_name for s in spec.steps if s.subflow_name is not None]
 
 
 def _write(plans: Sequence[_Plan], out_dir: Path, now: datetime) -> None:

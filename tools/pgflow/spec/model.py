@@ -129,6 +129,12 @@ class StepSpec:
         return self.subflow is not None
 
     @property
+    def subflow_name(self) -> str | None:
+        """The name of the flow a sub-flow step runs, without a version (``ingest``
+        for ``ingest@2``); ``None`` for other steps."""
+        return None if self.subflow is None else self.subflow.split("@")[0]
+
+    @property
     def if_(self) -> dict[str, Any] | None:
         """The ``if`` pattern as an object (``None`` when unset)."""
         return _loads(self.required_input_pattern)

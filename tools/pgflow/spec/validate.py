@@ -490,8 +490,8 @@ def subflow_problems(flows: Sequence[FlowSpec]) -> list[str]:
     edges: dict[str, list[tuple[str, FlowSpec, StepSpec]]] = {}
     for flow in flows:
         for step in flow.steps:
-            if step.subflow is not None:
-                edges.setdefault(flow.slug, []).append((step.subflow.split("@")[0], flow, step))
+            if step.subflow_name is not None:
+                edges.setdefault(flow.slug, []).append((step.subflow_name, flow, step))
     problems: list[str] = []
     reported: set[frozenset[str]] = set()
     for start in sorted(edges):
