@@ -823,6 +823,7 @@ ALTER TABLE pgflow.steps DROP CONSTRAINT steps_opt_heartbeat_check;
 ALTER TABLE pgflow.steps DROP CONSTRAINT steps_opt_max_delay_check;
 ALTER TABLE pgflow.steps DROP CONSTRAINT steps_step_type_check;
 DROP INDEX pgflow.runs_child_started_idx;
+DROP INDEX pgflow.runs_flow_open_idx;
 DROP INDEX pgflow.runs_open_status_idx;
 DROP INDEX pgflow.runs_parent_idx;
 DROP INDEX pgflow.runs_top_started_idx;

@@ -404,3 +404,25 @@ def test_the_installed_pgflow_cancels_retries_prunes_and_reports(db: str, ops: C
     bad = run("prune", "--older-than", "soon")
     assert bad.returncode == 2
     assert bad.stderr.splitlines()[-1].startswith("Error: Invalid value for '--older-than'")
+
+
+def test_flows_counts_in_flight_failed_and_all_up_to_the_limit(db: str, ops: Conn) -> None:
+    start(ops)
+    ops.execute(
+        "INSERT INTO pgflow.runs (flow_slug, status, input, remaining_steps, failed_at,"
+        " error_message) VALUES ('ops', 'failed', '{}', 1, now(), 'boom')"
+    )
+
+    def line() -> list[str]:
+        out = pgflow(db, "flows").stdout.splitlines()
+        assert out[0].split()[4:9] == ["IN", "FLIGHT", "FAILED", "RUNS", "DRAINED"]
+        (row,) = [ln.split() for ln in out[1:] if ln.startswith("ops ")]
+        return row
+
+    assert line()[4:7] == ["1", "1", "2"]
+    ops.execute(
+        "INSERT INTO pgflow.runs (flow_slug, status, input, output, remaining_steps,"
+        " completed_at) SELECT 'ops', 'completed', '{}', '{}', 0, now()"
+        " FROM generate_series(1, 10000)"
+    )
+    assert line()[4:7] == ["1", "1", "10000+"]

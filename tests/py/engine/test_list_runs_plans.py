@@ -143,3 +143,48 @@ def test_a_deep_page_reads_an_index_range_not_the_history(history: Conn) -> None
     assert problems == []
     # the bound is not vacuous: a page reads at least its own rows
     assert biggest >= PAGE
+
+
+def test_list_flows_counts_stop_at_the_limit_whatever_the_history(history: Conn) -> None:
+    """Each flow has about 16 700 runs: every count stops at 10 000 index entries."""
+    conn = history
+    expected = {
+        slug: conn.execute(
+            "SELECT count(*) FILTER (WHERE status = 'failed'),"
+            " count(*) FILTER (WHERE status = 'cancelled'),"
+            " count(*) FILTER (WHERE status = 'started') FROM pgflow.runs WHERE flow_slug = %s",
+            (slug,),
+        ).fetchone()
+        for slug in ("a", "b", "c")
+    }
+    plans = _record_plans(conn)
+    flows = {r[0]["flow_slug"]: r[0] for r in conn.execute("SELECT pgflow.list_flows()").fetchall()}
+    for slug, (failed, cancelled, started) in expected.items():
+        f = flows[slug]
+        assert (f["runs"], f["runs_completed"], f["count_limit"]) == (10_000, None, 10_000)
+        assert (f["runs_failed"], f["runs_cancelled"], f["runs_in_flight"]) == (
+            failed,
+            cancelled,
+            started,
+        )
+    scans = [
+        node
+        for entry in plans
+        if "list_flows" not in entry["Query Text"]
+        for node in _nodes(entry["Plan"])
+        if node.get("Relation Name") == "runs" or "Index Name" in node
+    ]
+    assert scans, "no plan of list_flows read pgflow.runs"
+    per_loop = [
+        (
+            f"{n['Node Type']} {n.get('Index Name', '')}",
+            sum(
+                n.get(k, 0)
+                for k in ("Actual Rows", "Rows Removed by Filter", "Rows Removed by Index Recheck")
+            ),
+        )
+        for n in scans
+    ]
+    # the totals read exactly their 10 000 entries, the other counts fewer
+    assert max(handled for _, handled in per_loop) == 10_000, [p for p in per_loop if p[1] > 1]
+    assert not [name for name, _ in per_loop if name.startswith(("Seq", "Bitmap"))], per_loop

@@ -36,6 +36,35 @@ def test_flows_page_lists_each_flow_with_its_runs_and_dag(
     assert page.text.count('src="/static/mermaid.min.js"') == 1
 
 
+def test_flows_page_counts_runs_by_status_up_to_the_limit(
+    ui: TestClient, conn: Conn, pipe: str, start: Start
+) -> None:
+    start()
+    conn.execute(
+        "INSERT INTO pgflow.runs (flow_slug, status, input, remaining_steps, failed_at,"
+        " error_message) VALUES ('pipe', 'failed', '{}', 1, now(), 'boom')"
+    )
+
+    def cells() -> list[str]:
+        page = ui.get("/")
+        assert page.status_code == 200
+        row = re.search(r'<tr data-flow="pipe">(.*?)</tr>', page.text, re.S)
+        assert row is not None
+        return [
+            re.sub(r"<[^>]+>", "", c).strip()
+            for c in re.findall(r"<td[^>]*>(.*?)</td>", row.group(1), re.S)
+        ]
+
+    assert cells()[5:10] == ["1", "2", "0", "1", "0"]  # in flight, runs, by status
+    conn.execute(
+        "INSERT INTO pgflow.runs (flow_slug, status, input, output, remaining_steps,"
+        " completed_at) SELECT 'pipe', 'completed', '{}', '{}', 0, now()"
+        " FROM generate_series(1, 10000)"
+    )
+    # 10 002 runs: the total stops at 10 000, completed is not known
+    assert cells()[5:10] == ["1", "10\u202f000+", "-", "1", "0"]
+
+
 def test_a_grant_client_role_gets_the_run_pages_without_pictures(
     app_dsn: str, pipe: str, start: Start
 ) -> None:

@@ -413,10 +413,12 @@ FLOWS_EPILOG: Final = """\b
 One line per flow definition: its name and version (version 1 is the plain slug,
 version N the definition <name>@N that workers of a `version: N` spec serve),
 whether `pgflow start NAME` starts it (current; "pinned" when set with
-pgflow.set_current_version), its runs in flight and in all, and whether it is
-drained (no run in flight: its workers may stop, pgflow.delete_flow('<name>@N')
-may remove it), and whether it is paused (pgflow pause).  Reads pgflow.list_flows:
-any role given pgflow.grant_client may.
+pgflow.set_current_version), its runs in flight, failed and in all (each
+count stops at 10000, shown "10000+": the listing costs the same with millions
+of runs; pgflow stats counts exactly), whether it is drained (no run in
+flight: its workers may stop, pgflow.delete_flow('<name>@N') may remove it),
+and whether it is paused (pgflow pause).  Reads pgflow.list_flows: any role
+given pgflow.grant_client may.
 
 \b
 Examples:
@@ -438,7 +440,17 @@ def flows(as_json: bool, dsn: str) -> None:
     if not rows:
         click.echo("no flows")
         return
-    headers = ("FLOW", "VERSION", "SLUG", "CURRENT", "IN FLIGHT", "RUNS", "DRAINED", "PAUSED")
+    headers = (
+        "FLOW",
+        "VERSION",
+        "SLUG",
+        "CURRENT",
+        "IN FLIGHT",
+        "FAILED",
+        "RUNS",
+        "DRAINED",
+        "PAUSED",
+    )
     lines = table(
         headers,
         [
@@ -447,13 +459,22 @@ def flows(as_json: bool, dsn: str) -> None:
                 str(r["version"]),
                 r["flow_slug"],
                 ("pinned" if r["pinned"] else "yes") if r["current"] else "",
-                str(r["runs_in_flight"]),
-                str(r["runs"]),
+                _at_least(r, "runs_in_flight"),
+                _at_least(r, "runs_failed"),
+                _at_least(r, "runs"),
                 "yes" if r["drained"] else "no",
                 "yes" if r.get("paused") else "",
             ]
             for r in rows
         ],
-        right={1, 4, 5},
+        right={1, 4, 5, 6},
     )
     click.echo("\n".join(lines))
+
+
+def _at_least(row: dict[str, Any], key: str) -> str:
+    """A count of list_flows, "10000+" once it reaches the row's count_limit."""
+    if row.get(key) is None:  # an extension older than 0.3.0 does not count by status
+        return ""
+    value = int(row[key])
+    return f"{value}+" if value >= int(row.get("count_limit") or value + 1) else str(value)

@@ -778,8 +778,8 @@ class Client:
         return RunHandle(self, uuid.UUID(str(run["run_id"])), run)
 
     def flows(self) -> list[dict[str, Any]]:
-        """Every flow definition with its version, whether it is current, its runs in flight
-        (``pgflow.list_flows``)."""
+        """Every flow definition with its version, whether it is current, its runs by status
+        (``pgflow.list_flows``: each count stops at ``count_limit``, 10 000)."""
         with self._source.queries() as queries:
             return queries.list_flows()
 

@@ -250,7 +250,16 @@ def _templates() -> jinja2.Environment:
     )
     env.filters["pretty"] = lambda value: json.dumps(value, indent=2, sort_keys=True)
     env.filters["when"] = _when
+    env.filters["count"] = _count
     return env
+
+
+def _count(value: Any, limit: Any = None) -> str:
+    """A count of list_flows: ``10 000+`` once it reaches the count limit, ``-`` if unknown."""
+    if value is None:
+        return "-"
+    text = f"{int(value):,}".replace(",", "\u202f")
+    return text + "+" if limit is not None and int(value) >= int(limit) else text
 
 
 def _when(value: Any) -> str:
@@ -385,8 +394,8 @@ class Dashboard:
     def flow_names(self) -> list[str]:
         """The flow names of the Runs page's filter, read at most every NAMES_TTL seconds.
 
-        list_flows counts every flow's runs (a scan of the runs' history),
-        which a Runs page should not pay each time: the first call reads
+        list_flows counts every flow's runs (up to 10 000 index entries per
+        count and flow), which a Runs page should not pay each time: the first call reads
         the names, later ones get them at once and, once they are older
         than NAMES_TTL, refresh them on a thread for the next page.
         """
