@@ -477,4 +477,5 @@ def _at_least(row: dict[str, Any], key: str) -> str:
     if row.get(key) is None:  # an extension older than 0.3.0 does not count by status
         return ""
     value = int(row[key])
-    return f"{value}+" if value >= int(row.get("count_limit") or value + 1) else str(value)
+    limit = row.get("count_limit")
+    return f"{value}+" if limit is not None and value >= int(limit) else str(value)
