@@ -47,9 +47,15 @@ BENCHMARKS = (
     "renewal",
     "snapshot",
     "noisy",
+    "starts",
 )
 #: measured once (not per repeat): they kill workers, or measure a single cost
 ONCE = ("recovery", "renewal", "snapshot", "noisy")
+#: start_flow one by one (a transaction each) ÷ pgbench TPS with 0.3.0's start_flow
+#: before the second wave's work on it (b649d5c, this 2-core machine, median of
+#: 5 rounds); issue 22 asks for 1.5 times it
+START_ONE_BASELINE = 0.0
+START_ONE_TARGET = round(1.5 * START_ONE_BASELINE, 3)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -142,6 +148,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             ("fanout", lambda: workloads.fanout(conninfo, args.fanout)),
             ("subflow", lambda: workloads.subflow_fanout(conninfo, args.subflow)),
             ("idle", lambda: workloads.idle_latency(conninfo, args.samples, procs)),
+            (
+                "starts",
+                lambda: workloads.starts(
+                    conninfo, 4_000 if args.quick else 20_000, 300 if args.quick else 1_000
+                ),
+            ),
         ]
         # repeats interleaved (round by round), so that a change in the
         # machine's load spreads over every benchmark instead of skewing one
@@ -204,6 +216,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     report.write_json(out_path, document)
     report.say(f"\nwrote {out_path}")
     return 0
+
+
+def _start_rows(results: dict[str, Any], tps: list[float]) -> list[Row]:
+    starts = results.get("starts", [])
+    batch = starts[0]["batch"] if starts else 0
+    one = _values(results, "starts", "start_flow_one_by_one_runs_per_s")
+    return [
+        Row(
+            f"start_flows: {batch:,} chain3 runs in one call (runs/s)",
+            _values(results, "starts", "start_flows_runs_per_s"),
+            "runs/s",
+            target=">= 20000",
+            check=lambda v: v >= 20_000,
+            digits=0,
+        ),
+        Row(
+            f"  start_flow, {batch:,} runs in one statement (runs/s)",
+            _values(results, "starts", "start_flow_statement_runs_per_s"),
+            "runs/s",
+            digits=0,
+        ),
+        Row("  start_flow one by one, a transaction each (runs/s)", one, "runs/s", digits=0),
+        Row(
+            "  start_flow one by one ÷ pgbench TPS",
+            _ratio(one, tps),
+            target=f">= {START_ONE_TARGET}",
+            check=lambda v: v >= START_ONE_TARGET,
+            digits=3,
+        ),
+    ]
 
 
 def _noisy_rows(results: dict[str, Any], args: argparse.Namespace) -> list[Row]:
@@ -269,23 +311,23 @@ def build_rows(results: dict[str, Any], args: argparse.Namespace) -> list[Row]:
         Row(
             "chain3 ÷ pgbench TPS",
             _ratio(chain3, tps),
-            target=">= 0.6",
-            check=lambda v: v >= 0.6,
+            target=">= 1.5",
+            check=lambda v: v >= 1.5,
             digits=2,
         ),
         Row(
             "diamond ÷ pgbench TPS",
             _ratio(diamond, tps),
-            target=">= 0.6",
-            check=lambda v: v >= 0.6,
+            target=">= 1.5",
+            check=lambda v: v >= 1.5,
             digits=2,
         ),
         Row(
             f"fanout: {args.fanout}-element map → reduce, batch {workloads.FANOUT_BATCH} (s)",
             _values(results, "fanout", "completion_s"),
             "s",
-            target="<= 0.4",
-            check=lambda v: v <= 0.4,
+            target="<= 0.12",
+            check=lambda v: v <= 0.12,
             digits=3,
         ),
         Row(
@@ -310,16 +352,16 @@ def build_rows(results: dict[str, Any], args: argparse.Namespace) -> list[Row]:
             "idle latency p50 (ms)",
             [float(r["p50_ms"]) for r in idle],
             "ms",
-            target="<= 5",
-            check=lambda v: v <= 5,
+            target="<= 1.5",
+            check=lambda v: v <= 1.5,
             digits=2,
         ),
         Row(
             "idle latency p95 (ms)",
             [float(r["p95_ms"]) for r in idle],
             "ms",
-            target="<= 15",
-            check=lambda v: v <= 15,
+            target="<= 3",
+            check=lambda v: v <= 3,
             digits=2,
         ),
         Row(
@@ -337,8 +379,8 @@ def build_rows(results: dict[str, Any], args: argparse.Namespace) -> list[Row]:
         Row(
             "chain3 rows written per task",
             _per_task(results, "chain3", "rows"),
-            target="<= 6",
-            check=lambda v: v <= 6,
+            target="<= 5",
+            check=lambda v: v <= 5,
             digits=2,
         ),
         Row(
@@ -350,8 +392,8 @@ def build_rows(results: dict[str, Any], args: argparse.Namespace) -> list[Row]:
             "chain3 WAL bytes per task, no FPI",
             _per_task(results, "chain3", "wal_nofpi"),
             "bytes",
-            target="<= 1500",
-            check=lambda v: v <= 1500,
+            target="<= 1200",
+            check=lambda v: v <= 1200,
             digits=0,
         ),
         Row("  of which executing", _per_task(results, "chain3", "wal_nofpi_exec"), digits=0),
@@ -428,6 +470,7 @@ def build_rows(results: dict[str, Any], args: argparse.Namespace) -> list[Row]:
             check=lambda v: v <= 10,
             digits=0,
         ),
+        *_start_rows(results, tps),
         *_noisy_rows(results, args),
         Row(
             "chain3 fenced ÷ unfenced reports (tasks/s)",

@@ -118,6 +118,51 @@ def per_task_cost(result: dict[str, Any]) -> dict[str, float]:
     }
 
 
+# ------------------------------------------------------------------ starts
+
+
+def starts(conninfo: str, batch: int, one_by_one: int) -> dict[str, Any]:
+    """Starting chain3 runs from one connection, three ways: ``batch`` runs in one
+    ``start_flows`` call, ``batch`` runs through ``start_flow`` in one statement
+    (one transaction), and ``one_by_one`` ``start_flow`` calls each its own
+    transaction (a commit, so a WAL flush, per run).  Runs/s of each."""
+    with db.connect(conninfo) as conn:
+        db.reset(conn)
+        conn.execute("CHECKPOINT")
+        t0 = time.perf_counter()
+        conn.execute(
+            "SELECT count(*) FROM pgflow.start_flows('chain3', array_fill('{}'::jsonb, ARRAY[%s]))",
+            (batch,),
+        )
+        batch_s = time.perf_counter() - t0
+        db.reset(conn)
+        conn.execute("CHECKPOINT")
+        t0 = time.perf_counter()
+        conn.execute(
+            "SELECT count(pgflow.start_flow('chain3', '{}')) FROM generate_series(1, %s)",
+            (batch,),
+        )
+        statement_s = time.perf_counter() - t0
+        db.reset(conn)
+        conn.execute("CHECKPOINT")
+        t0 = time.perf_counter()
+        for _ in range(one_by_one):
+            conn.execute("SELECT pgflow.start_flow('chain3', '{}')")
+        single_s = time.perf_counter() - t0
+        row = conn.execute("SELECT count(*) FROM pgflow.runs").fetchone()
+        db.reset(conn)
+    if row is None or row[0] != one_by_one:
+        raise RuntimeError(f"starts: {row} runs seen, {one_by_one} expected")
+    return {
+        "batch": batch,
+        "one_by_one": one_by_one,
+        "start_flows_s": batch_s,
+        "start_flows_runs_per_s": batch / batch_s,
+        "start_flow_statement_runs_per_s": batch / statement_s,
+        "start_flow_one_by_one_runs_per_s": one_by_one / single_s,
+    }
+
+
 # ------------------------------------------------------------------ fan-out
 
 

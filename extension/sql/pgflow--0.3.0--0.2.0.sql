@@ -875,6 +875,7 @@ DROP FUNCTION pgflow.pause_flow(text);
 DROP FUNCTION pgflow.resume_flow(text);
 DROP FUNCTION pgflow.set_current_version(text,integer);
 DROP FUNCTION pgflow.start_flow(text,jsonb,uuid,integer,integer,text);
+DROP FUNCTION pgflow.start_flows(text,jsonb[],uuid[],integer,integer,text);
 DROP FUNCTION pgflow.trace_contexts(uuid[]);
 ALTER TABLE pgflow.flows DROP COLUMN flow_name;
 ALTER TABLE pgflow.flows DROP COLUMN opt_concurrency;

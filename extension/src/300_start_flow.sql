@@ -187,3 +187,220 @@ $$;
 
 COMMENT ON FUNCTION pgflow.start_flow(text, jsonb, uuid, integer, integer, text) IS
     'start a run of a flow''s current (or given) version (idempotent with run_id), with a priority and trace context; queues its root steps';
+
+-- start_flows: starts one run of a flow per element of inputs, in one
+-- transaction and set-based (one INSERT per table for the whole batch): the
+-- same runs start_flow would start one call at a time, for imports and
+-- fan-outs from an application.  run_ids (NULL, or as many as inputs; an
+-- element may be NULL) makes each start idempotent like start_flow's run_id:
+-- an existing run of the same flow is returned unchanged, and an id given
+-- twice starts one run.  Returns one row per element of inputs, in their
+-- order.  The root steps that need more than a task (maps, conditions,
+-- sub-flows, concurrency limits) start run by run, as start_flow starts them.
+-- version, priority and trace_context: as start_flow's, for every run.
+-- Locks: the new runs' rows (and the flows row KEY SHARE), as start_flow.
+-- Errors: as start_flow; 22004 NULL inputs or a NULL element of inputs;
+-- 22023 run_ids not as long as inputs, or a multi-dimensional array.
+CREATE FUNCTION pgflow.start_flows(flow_slug text, inputs jsonb[], run_ids uuid[] DEFAULT NULL,
+                                   version integer DEFAULT NULL, priority integer DEFAULT 0,
+                                   trace_context text DEFAULT NULL)
+RETURNS SETOF pgflow.runs
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_steps integer;
+    v_slug text;
+    v_ids uuid[];
+    v_new uuid[];
+    v_other pgflow.runs;
+    v_pending uuid[];
+    v_started_runs uuid[];
+    v_started_steps text[];
+    v_wake boolean;
+    v_events boolean;
+    v_run uuid;
+    v_at integer;
+BEGIN
+    PERFORM pgflow._check_slug('flow slug', start_flows.flow_slug);
+    PERFORM pgflow._check_option('version', start_flows.version, 1, true);
+    IF start_flows.priority IS NULL THEN
+        RAISE EXCEPTION 'priority must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'pass an integer (higher first), or leave it out for the default 0';
+    END IF;
+    PERFORM pgflow._check_trace_context(start_flows.trace_context);
+    IF start_flows.inputs IS NULL THEN
+        RAISE EXCEPTION 'inputs must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'pass an array of JSON values, one per run, e.g. ARRAY[''{}'']::jsonb[]';
+    END IF;
+    IF array_ndims(start_flows.inputs) > 1 OR array_ndims(start_flows.run_ids) > 1 THEN
+        RAISE EXCEPTION 'inputs and run_ids must be one-dimensional arrays'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'pass one element per run';
+    END IF;
+    v_at := array_position(start_flows.inputs, NULL);
+    IF v_at IS NOT NULL THEN
+        RAISE EXCEPTION 'inputs[%] is NULL', v_at
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'every run needs a JSON value as its input, e.g. ''{}''::jsonb';
+    END IF;
+    IF start_flows.run_ids IS NOT NULL
+       AND cardinality(start_flows.run_ids) <> cardinality(start_flows.inputs) THEN
+        RAISE EXCEPTION 'run_ids has % elements, inputs has %',
+                cardinality(start_flows.run_ids), cardinality(start_flows.inputs)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'pass one run id per input (NULL elements get a new id), or NULL for all';
+    END IF;
+
+    v_slug := pgflow._resolve_flow(start_flows.flow_slug, start_flows.version);
+    IF v_slug IS NULL AND start_flows.version IS NOT NULL
+       AND EXISTS (SELECT 1 FROM pgflow.flows AS f
+                   WHERE f.flow_name = split_part(start_flows.flow_slug, '@', 1)) THEN
+        RAISE EXCEPTION 'flow "%" has no version %', start_flows.flow_slug, start_flows.version
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'pgflow.list_flows() lists the versions; apply the version''s migration first';
+    END IF;
+    v_slug := coalesce(v_slug, start_flows.flow_slug);
+
+    SELECT count(s.step_slug) INTO v_steps
+    FROM pgflow.flows AS f
+    LEFT JOIN pgflow.steps AS s ON s.flow_slug = f.flow_slug
+    WHERE f.flow_slug = v_slug
+    GROUP BY f.flow_slug;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'flow "%" does not exist', start_flows.flow_slug
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'apply the flow''s migration (pgflow-build writes it) before starting runs';
+    END IF;
+    IF cardinality(start_flows.inputs) = 0 THEN
+        RETURN;
+    END IF;
+
+    -- the runs, in the order of inputs; v_new: those this call created
+    WITH req AS MATERIALIZED (
+        SELECT coalesce(u.run_id, pgflow._uuid_v7()) AS run_id, u.input, u.ord
+        FROM unnest(start_flows.inputs, start_flows.run_ids) WITH ORDINALITY AS u(input, run_id, ord)
+    ), created AS (
+        INSERT INTO pgflow.runs AS r (run_id, flow_slug, input, remaining_steps, priority,
+                                      trace_context)
+        SELECT req.run_id, v_slug, req.input, v_steps, start_flows.priority,
+               start_flows.trace_context
+        FROM req
+        ORDER BY req.ord
+        ON CONFLICT ON CONSTRAINT runs_pkey DO NOTHING
+        RETURNING r.run_id
+    )
+    SELECT (SELECT array_agg(req.run_id ORDER BY req.ord) FROM req),
+           (SELECT coalesce(array_agg(c.run_id), '{}') FROM created AS c)
+    INTO v_ids, v_new;
+
+    IF cardinality(v_new) < cardinality(v_ids) THEN
+        SELECT r.* INTO v_other
+        FROM (SELECT unnest(v_ids) EXCEPT SELECT unnest(v_new)) AS old(run_id)
+        JOIN pgflow.runs AS r ON r.run_id = old.run_id
+        WHERE split_part(r.flow_slug, '@', 1) <> split_part(v_slug, '@', 1)
+        LIMIT 1;
+        IF FOUND THEN
+            RAISE EXCEPTION 'run % already exists for flow "%", not "%"',
+                    v_other.run_id, v_other.flow_slug, start_flows.flow_slug
+                USING ERRCODE = 'unique_violation',
+                      HINT = 'pass new run_ids, or NULL elements to have them generated';
+        END IF;
+    END IF;
+    IF cardinality(v_new) = 0 THEN
+        RETURN QUERY
+            SELECT r.* FROM unnest(v_ids) WITH ORDINALITY AS i(run_id, ord)
+            JOIN pgflow.runs AS r ON r.run_id = i.run_id
+            ORDER BY i.ord;
+        RETURN;
+    END IF;
+
+    IF start_flows.priority <> 0 THEN
+        UPDATE pgflow.flows AS f SET prioritized = true
+        WHERE f.flow_slug = v_slug AND NOT f.prioritized;
+    END IF;
+
+    -- every run's step states, and the tasks of its simple root steps, as
+    -- _start_run creates them for one run
+    WITH kinds AS MATERIALIZED (
+        SELECT s.step_slug, s.deps_count, s.opt_start_delay, k.simple
+        FROM pgflow.steps AS s,
+             LATERAL (SELECT s.deps_count = 0 AND s.step_type = 'single'
+                             AND s.required_input_pattern IS NULL
+                             AND s.forbidden_input_pattern IS NULL
+                             AND s.opt_concurrency IS NULL
+                             AND NOT EXISTS (SELECT 1 FROM pgflow.flows AS f
+                                             WHERE f.flow_slug = s.flow_slug
+                                               AND f.opt_concurrency IS NOT NULL)
+                             AND NOT EXISTS (SELECT 1 FROM pgflow.step_subflows AS sf
+                                             WHERE sf.flow_slug = s.flow_slug
+                                               AND sf.step_slug = s.step_slug) AS simple) AS k
+        WHERE s.flow_slug = v_slug
+    ), states AS (
+        INSERT INTO pgflow.step_states AS ss (run_id, step_slug, flow_slug, remaining_deps, status,
+                                              started_at, initial_tasks, remaining_tasks)
+        SELECT n.run_id, k.step_slug, v_slug, k.deps_count,
+               CASE WHEN k.simple THEN 'started' ELSE 'created' END,
+               CASE WHEN k.simple THEN now() END,
+               CASE WHEN k.simple THEN 1 END,
+               CASE WHEN k.simple THEN 1 END
+        FROM unnest(v_new) WITH ORDINALITY AS n(run_id, ord)
+        CROSS JOIN kinds AS k
+        ORDER BY n.ord, k.step_slug
+        RETURNING ss.run_id, ss.step_slug, ss.status, ss.remaining_deps
+    ), queued AS (
+        INSERT INTO pgflow.step_tasks (run_id, step_slug, task_index, flow_slug, vt, priority)
+        SELECT st.run_id, st.step_slug, 0, v_slug,
+               now() + make_interval(secs => coalesce(k.opt_start_delay, 0)), start_flows.priority
+        FROM states AS st
+        JOIN kinds AS k ON k.step_slug = st.step_slug
+        WHERE st.status = 'started'
+        RETURNING step_tasks.run_id, step_tasks.step_slug, vt <= now() AS ready
+    )
+    SELECT (SELECT array_agg(DISTINCT st.run_id) FROM states AS st
+            WHERE st.status = 'created' AND st.remaining_deps = 0),
+           (SELECT array_agg(q.run_id ORDER BY q.run_id, q.step_slug) FROM queued AS q),
+           (SELECT array_agg(q.step_slug ORDER BY q.run_id, q.step_slug) FROM queued AS q),
+           (SELECT coalesce(bool_or(q.ready), false) FROM queued AS q)
+    INTO v_pending, v_started_runs, v_started_steps, v_wake;
+
+    -- events only while someone subscribes (as _emit decides; once for the batch)
+    v_events := NOT pg_try_advisory_lock(1885824632, 0);
+    IF NOT v_events THEN
+        PERFORM pg_advisory_unlock(1885824632, 0);
+        v_events := 'pgflow_events' = ANY (ARRAY(SELECT pg_listening_channels()));
+    END IF;
+    IF v_events THEN
+        PERFORM pgflow._emit('run:started', v_slug, n.run_id, NULL, 'started')
+        FROM unnest(v_new) WITH ORDINALITY AS n(run_id, ord) ORDER BY n.ord;
+        IF (SELECT f.opt_step_events FROM pgflow.flows AS f WHERE f.flow_slug = v_slug) THEN
+            PERFORM pgflow._emit_step(v_slug, e.run_id, e.step_slug, 'started')
+            FROM unnest(v_started_runs, v_started_steps) AS e(run_id, step_slug);
+        END IF;
+    END IF;
+    IF v_wake THEN
+        PERFORM pgflow._wake_workers(v_slug);
+    END IF;
+    IF v_steps = 0 THEN
+        FOREACH v_run IN ARRAY v_new LOOP
+            PERFORM pgflow._complete_run(v_run);
+        END LOOP;
+    ELSIF v_pending IS NOT NULL THEN
+        FOREACH v_run IN ARRAY v_pending LOOP
+            PERFORM pgflow._start_ready_steps(v_run);
+        END LOOP;
+    END IF;
+
+    RETURN QUERY
+        SELECT r.* FROM unnest(v_ids) WITH ORDINALITY AS i(run_id, ord)
+        JOIN pgflow.runs AS r ON r.run_id = i.run_id
+        ORDER BY i.ord;
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow.start_flows(text, jsonb[], uuid[], integer, integer, text) IS
+    'start one run of a flow per input in one set-based transaction (idempotent per run id); the runs in input order';

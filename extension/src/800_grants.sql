@@ -38,6 +38,7 @@ AS $$
             'pgflow.expire_waits(integer)']
         WHEN 'client' THEN ARRAY[
             'pgflow.start_flow(text, jsonb, uuid, integer, integer, text)',
+            'pgflow.start_flows(text, jsonb[], uuid[], integer, integer, text)',
             'pgflow.list_flows()',
             'pgflow.get_run(uuid)',
             'pgflow.list_runs(text, text, integer, jsonb, text, timestamptz, timestamptz, boolean)',

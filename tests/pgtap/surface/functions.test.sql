@@ -7,7 +7,7 @@ SELECT is(
           ORDER BY 1),
     ARRAY['add_step', 'add_subflow_step', 'cancel_run', 'check_flow_steps', 'claim_tasks', 'complete_task', 'complete_tasks', 'create_flow', 'dashboard_snapshot', 'delete_flow',
           'emit_event', 'expire_waits', 'extend_leases', 'fail_task', 'fail_tasks', 'flow_shape', 'get_run', 'grant_client', 'grant_dashboard', 'grant_worker', 'list_flows', 'list_runs', 'listen_events', 'pause_flow', 'prune_runs', 'read_with_poll',
-          'register_worker', 'resume_flow', 'retry_run', 'run_input', 'set_current_version', 'start_flow', 'start_tasks', 'stop_worker',
+          'register_worker', 'resume_flow', 'retry_run', 'run_input', 'set_current_version', 'start_flow', 'start_flows', 'start_tasks', 'stop_worker',
           'trace_contexts', 'worker_heartbeat', 'worker_idle'],
     'the public functions are exactly these'
 );

@@ -47,6 +47,17 @@ def test_start_and_await_the_result(db: str, greet: str, later: Later) -> None:
     assert run["status"] == "completed" and run["input"] == {"name": "Ada"}
 
 
+def test_start_many_and_await_every_result(db: str, greet: str, later: Later) -> None:
+    async def main() -> list[Any]:
+        async with pgflow.AsyncClient(db) as client:
+            handles = await client.start_many("greet", [{"n": i} for i in range(3)])
+            assert [type(h) for h in handles] == [pgflow.AsyncRunHandle] * 3
+            later(0.2, work_once, db, greet, output="ok")
+            return [await h.result(timeout=30) for h in handles]
+
+    assert asyncio.run(main()) == [{"hello": "ok"}] * 3
+
+
 def test_failed_cancelled_and_timed_out_runs(db: str, greet: str, later: Later) -> None:
     async def main() -> None:
         async with pgflow.AsyncClient(db) as client:

@@ -134,6 +134,43 @@ def test_a_priority_is_kept_with_the_run_and_its_tasks(db: str, greet: str) -> N
     assert {r[0]: (r[1], r[2]) for r in rows} == {handle.run_id: (7, [7]), plain.run_id: (0, [0])}
 
 
+def test_start_many_starts_a_run_per_input_in_their_order(
+    db: str, greet: str, later: Later
+) -> None:
+    known = uuid.uuid4()
+    with pgflow.Client(db) as client:
+        first = client.start("greet", {"n": 0}, run_id=known)
+        handles = client.start_many(
+            "greet", [{"n": 1}, {"n": 2}, None], run_ids=[None, known, None], priority=3
+        )
+        assert [type(h) for h in handles] == [pgflow.RunHandle] * 3
+        assert handles[1].run_id == first.run_id == known, "a known id returns its run"
+        runs = [h.run for h in handles]
+        assert [r["input"] if r else "?" for r in runs] == [{"n": 1}, {"n": 0}, None]
+        assert [r["priority"] if r else "?" for r in runs] == [3, 0, 3]
+        later(0.2, work_once, db, greet, output="ok")
+        assert [h.result(timeout=30) for h in handles] == [{"hello": "ok"}] * 3
+        assert client.start_many(greet, []) == [], "an empty batch starts nothing"
+
+
+def test_a_refused_batch_starts_no_run(db: str, greet: str, conn: Conn) -> None:
+    conn.execute("SELECT pgflow.create_flow('other')")
+    conn.execute("SELECT pgflow.add_step('other', 'only')")
+    taken = uuid.uuid4()
+    with pgflow.Client(db) as client:
+        client.start("other", {}, run_id=taken)
+        with pytest.raises(RunIdConflict, match=f"run {taken} already exists"):
+            client.start_many("greet", [{}, {}], run_ids=[None, taken])
+        with pytest.raises(InvalidArgument, match="run_ids has 1 elements, inputs has 2"):
+            client.start_many("greet", [{}, {}], run_ids=[None])
+        with pytest.raises(InvalidArgument, match="is not a UUID"):
+            client.start_many("greet", [{}], run_ids=["nope"])
+        with pytest.raises(FlowNotFound):
+            client.start_many("nope", [{}])
+    row = conn.execute("SELECT count(*) FROM pgflow.runs WHERE flow_slug = 'greet'").fetchone()
+    assert row == (0,)
+
+
 def test_flow_objects_start_runs_through_a_client(db: str, greet: str, later: Later) -> None:
     flow = pgflow.Flow("greet")
 

@@ -140,6 +140,24 @@ def json_text(value: Any, what: str = "the input") -> str:
         ) from None
 
 
+def _start_flows_params(
+    flow_slug: str,
+    inputs: Sequence[Any],
+    run_ids: Sequence[RunId | None] | None,
+    version: int | None,
+    trace_context: str | None,
+    priority: int,
+) -> dict[str, Any]:
+    return {
+        "flow_slug": flow_slug,
+        "inputs": [json_text(v, f"input {i}") for i, v in enumerate(inputs)],
+        "run_ids": None if run_ids is None else [None if r is None else str(r) for r in run_ids],
+        "version": version,
+        "trace_context": trace_context,
+        "priority": priority,
+    }
+
+
 @dataclass(frozen=True)
 class RunsPage:
     """Which page ``list_runs`` reads, beside its flow / status / limit filters.
@@ -460,6 +478,20 @@ class Queries:
         run: dict[str, Any] = self._value("start_flow", params, not_found=FlowNotFound)
         return run
 
+    def start_flows(
+        self,
+        flow_slug: str,
+        inputs: Sequence[Any],
+        run_ids: Sequence[RunId | None] | None = None,
+        version: int | None = None,
+        trace_context: str | None = None,
+        priority: int = 0,
+    ) -> list[dict[str, Any]]:
+        """Start one run per input in one call; the run rows, in the order of ``inputs``."""
+        params = _start_flows_params(flow_slug, inputs, run_ids, version, trace_context, priority)
+        rows = self._rows("start_flows", params, not_found=FlowNotFound)
+        return [row[0] for row in rows]
+
     def get_run(self, run_id: RunId) -> dict[str, Any] | None:
         run: dict[str, Any] | None = self._value("get_run", {"run_id": run_id})
         return run
@@ -674,6 +706,19 @@ class AsyncQueries:
         }
         run: dict[str, Any] = await self._value("start_flow", params, not_found=FlowNotFound)
         return run
+
+    async def start_flows(
+        self,
+        flow_slug: str,
+        inputs: Sequence[Any],
+        run_ids: Sequence[RunId | None] | None = None,
+        version: int | None = None,
+        trace_context: str | None = None,
+        priority: int = 0,
+    ) -> list[dict[str, Any]]:
+        params = _start_flows_params(flow_slug, inputs, run_ids, version, trace_context, priority)
+        rows = await self._rows("start_flows", params, not_found=FlowNotFound)
+        return [row[0] for row in rows]
 
     async def get_run(self, run_id: RunId) -> dict[str, Any] | None:
         run: dict[str, Any] | None = await self._value("get_run", {"run_id": run_id})

@@ -116,6 +116,13 @@ SELECT to_jsonb(r) FROM pgflow.start_flow(%(flow_slug)s, %(input)s::jsonb, %(run
                                           priority => %(priority)s,
                                           trace_context => %(trace_context)s) AS r;
 
+-- name: start_flows
+-- Start one run per input in one set-based call (idempotent per run id); the
+-- run rows as JSON, in the order of the inputs.
+SELECT to_jsonb(r) FROM pgflow.start_flows(%(flow_slug)s, %(inputs)s::jsonb[], %(run_ids)s::uuid[],
+                                           %(version)s, priority => %(priority)s,
+                                           trace_context => %(trace_context)s) AS r;
+
 -- name: get_run
 -- A run with its steps as one JSON document; NULL for an unknown run.
 SELECT pgflow.get_run(%(run_id)s);
