@@ -561,6 +561,51 @@ def make_history(
     }
 
 
+def prune_history(conninfo: str, runs: int, batch: int = 10_000) -> dict[str, Any]:
+    """``prune_runs(interval '0', batch)`` until ``runs`` finished runs are gone (or none
+    is left): seconds, and the dead tuples it leaves in the runtime tables
+    (before and after a plain VACUUM of them)."""
+
+    def dead(conn: db.Conn) -> int:
+        conn.execute(db.FLUSH_STATS)
+        row = conn.execute(
+            "SELECT coalesce(sum(n_dead_tup), 0)::bigint FROM pg_stat_user_tables"
+            " WHERE schemaname = 'pgflow' AND relname = ANY (%s)",
+            (list(db.TABLES),),
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    with db.connect(conninfo) as conn:
+        before = dead(conn)
+        deleted = 0
+        t0 = time.perf_counter()
+        while deleted < runs:
+            row = conn.execute(
+                "SELECT pgflow.prune_runs(interval '0', %s)", (min(batch, runs - deleted),)
+            ).fetchone()
+            n = int(row[0]) if row else 0
+            if n == 0:
+                break
+            deleted += n
+        prune_s = time.perf_counter() - t0
+        after = dead(conn)
+        t0 = time.perf_counter()
+        conn.execute("VACUUM pgflow.runs, pgflow.step_states, pgflow.step_tasks")
+        vacuum_s = time.perf_counter() - t0
+        vacuumed = dead(conn)
+    return {
+        "runs": deleted,
+        "batch": batch,
+        "prune_s": prune_s,
+        "prune_s_per_million": prune_s * 1_000_000 / deleted if deleted else math.inf,
+        "dead_tuples_before": before,
+        "dead_tuples_after": after,
+        "dead_tuples_per_run": (after - before) / deleted if deleted else 0.0,
+        "vacuum_s": vacuum_s,
+        "dead_tuples_after_vacuum": vacuumed,
+    }
+
+
 def summary(values: list[float]) -> dict[str, float]:
     return {"min": min(values), "median": statistics.median(values), "max": max(values)}
 
