@@ -20,7 +20,7 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_id bigint;
+    v_task record;
 BEGIN
     PERFORM pgflow._check_slug('flow slug', start_tasks.flow_slug);
     IF start_tasks.msg_ids IS NULL THEN
@@ -37,19 +37,35 @@ BEGIN
     IF EXISTS (SELECT 1 FROM pgflow.paused_flows AS p WHERE p.flow_slug = start_tasks.flow_slug) THEN
         RETURN;
     END IF;
-    FOR v_id IN
-        SELECT t.message_id
+    -- the named tasks out of attempts: one probe of the message_id key per
+    -- id (OFFSET 0 keeps the subquery apart, so the flow's condition is not
+    -- an index condition: a generic plan without statistics then read every
+    -- queued task of the flow instead), then each locked and checked again
+    FOR v_task IN
+        SELECT t.message_id, coalesce(s.opt_max_attempts, f.opt_max_attempts) AS max_attempts
         FROM unnest(start_tasks.msg_ids) AS m(id)
-        JOIN pgflow.step_tasks AS t ON t.message_id = m.id
+        CROSS JOIN LATERAL (
+            SELECT t0.message_id, t0.flow_slug, t0.step_slug, t0.status, t0.attempts_count,
+                   t0.retried_attempts
+            FROM pgflow.step_tasks AS t0
+            WHERE t0.message_id = m.id
+            OFFSET 0
+        ) AS t
         JOIN pgflow.steps AS s ON s.flow_slug = t.flow_slug AND s.step_slug = t.step_slug
         JOIN pgflow.flows AS f ON f.flow_slug = t.flow_slug
         WHERE t.flow_slug = start_tasks.flow_slug
           AND t.status = 'queued'
           AND t.attempts_count - t.retried_attempts >= coalesce(s.opt_max_attempts, f.opt_max_attempts)
         ORDER BY t.message_id
-        FOR UPDATE OF t
     LOOP
-        PERFORM pgflow._expire_lease(v_id);
+        PERFORM FROM pgflow.step_tasks AS t
+        WHERE t.message_id = v_task.message_id
+          AND t.status = 'queued'
+          AND t.attempts_count - t.retried_attempts >= v_task.max_attempts
+        FOR UPDATE;
+        IF FOUND THEN
+            PERFORM pgflow._expire_lease(v_task.message_id);
+        END IF;
     END LOOP;
 
     RETURN QUERY

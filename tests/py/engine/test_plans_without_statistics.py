@@ -158,6 +158,36 @@ def test_chain_claims_and_completions_stay_on_the_keys(queued: Conn) -> None:
     assert queued_b == (8 * BATCH,)
 
 
+def test_per_task_protocol_stays_on_the_keys(queued: Conn) -> None:
+    """read_with_poll + start_tasks + complete_task, as a minimal worker speaks it."""
+    conn = queued
+    plans = _record_plans(conn)
+    done = 0
+    for _ in range(8):
+        ids = [
+            r[0]
+            for r in conn.execute(
+                "SELECT msg_id FROM pgflow.read_with_poll('plans', 30, %s)", (BATCH,)
+            ).fetchall()
+        ]
+        assert len(ids) == BATCH
+        tasks = conn.execute(
+            "SELECT run_id, step_slug, task_index, attempt FROM pgflow.start_tasks('plans', %s,"
+            " '00000000-0000-0000-0000-00000000000a')",
+            (ids,),
+        ).fetchall()
+        assert len(tasks) == BATCH
+        for run_id, step, index, attempt in tasks[:10]:
+            row = conn.execute(
+                "SELECT pgflow.complete_task(%s, %s, %s, '{}', %s)", (run_id, step, index, attempt)
+            ).fetchone()
+            done += bool(row and row[0])
+    conn.execute("RESET auto_explain.log_min_duration")
+    problems = _problems(plans)
+    assert problems == [], "\n".join(problems)
+    assert done == 80
+
+
 def test_map_claims_and_completions_stay_on_the_keys(conn: Conn) -> None:
     conn.execute("SELECT pgflow.create_flow('wide')")
     conn.execute("SELECT pgflow.add_step('wide', 'items', step_type => 'map')")
