@@ -7965,4 +7965,233 @@ COMMENT ON FUNCTION pgflow.start_tasks(text, bigint[], uuid) IS
     'start leased tasks: count the attempt, set the lease, return each task''s input';
 
 
+-- complete_task: records the output of a started task.  When it was the
+-- step's last task the step completes (a map step's output is the array of its
+-- task outputs in task_index order), dependents' counters drop, steps that
+-- became ready start, and at the last step the run completes.
+-- attempt is the number the claim returned: a report of any other attempt
+-- (superseded after its lease expired, or from before a cancel and retry)
+-- changes nothing; NULL completes whatever attempt runs (the protocol before
+-- fencing: a zombie worker's late report could then win).
+-- Late and duplicate calls are normal under at-least-once delivery: a task
+-- that is not started (already completed, failed, cancelled, unknown) is left
+-- alone and the call returns false.  A NULL output is stored as JSON null.
+-- A task of a sub-flow step is refused: its child run reports it.
+-- Locks: the task row, its step_states row; when the step completes, the runs
+-- row and the dependents' step_states rows (as _tasks_completed).
+-- Errors: 22004 NULL run_id, step_slug or task_index; 55000 a task of a
+-- sub-flow step.
+CREATE OR REPLACE FUNCTION pgflow.complete_task(run_id uuid, step_slug text, task_index integer, output jsonb,
+                                     attempt integer DEFAULT NULL)
+RETURNS boolean
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF complete_task.run_id IS NULL OR complete_task.step_slug IS NULL
+       OR complete_task.task_index IS NULL THEN
+        RAISE EXCEPTION 'run_id, step_slug and task_index must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'pass the values start_tasks returned for the task';
+    END IF;
+    -- (sub-flow steps are few: most reports skip the call)
+    IF EXISTS (SELECT 1 FROM pgflow.step_subflows AS sf
+               WHERE sf.step_slug = complete_task.step_slug) THEN
+        PERFORM pgflow._refuse_subflow_reports('complete_task', ARRAY[complete_task.run_id],
+                                               ARRAY[complete_task.step_slug]);
+    END IF;
+
+    -- one task: its row by the primary key (what complete_tasks does for a
+    -- batch, without the arrays, the sort and the grouping)
+    UPDATE pgflow.step_tasks AS t
+    SET status = 'completed',
+        output = coalesce(complete_task.output, 'null'::jsonb),
+        completed_at = now()
+    WHERE t.run_id = complete_task.run_id
+      AND t.step_slug = complete_task.step_slug
+      AND t.task_index = complete_task.task_index
+      AND t.status = 'started'
+      -- fencing: a superseded attempt's late report changes nothing
+      AND (complete_task.attempt IS NULL OR t.attempts_count = complete_task.attempt);
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    PERFORM pgflow._tasks_completed(ARRAY[complete_task.run_id], ARRAY[complete_task.step_slug],
+                                    ARRAY[1]);
+    RETURN true;
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow.complete_task(uuid, text, integer, jsonb, integer) IS
+    'record a started task''s output and advance the run; false if the call changed nothing';
+
+
+-- _complete_tasks: the body of complete_tasks.  Completes the given tasks
+-- that are started in the given attempt (a NULL attempt: in whatever
+-- attempt; others are left alone), then advances their steps and runs
+-- (_tasks_completed).  Returns how many tasks it completed.
+-- Locks: the task rows (in key order as the input, sorted, drives the
+-- UPDATE), then the rows of map steps in key order; then as
+-- _steps_finished (the runs rows, then dependent step_states rows).  Two
+-- calls reporting the same tasks in another order may deadlock; PostgreSQL
+-- aborts one (40P01) and the reference worker sends its batch again.
+-- Generic plans only (plan_cache_mode): a custom plan that knows a batch of
+-- 100 may, on tables without statistics, read the task rows through the
+-- claimable-tasks index (every queued and started task) instead of the
+-- primary key.
+CREATE OR REPLACE FUNCTION pgflow._complete_tasks(run_ids uuid[], step_slugs text[], task_indexes integer[],
+                                       outputs jsonb[], attempts integer[])
+RETURNS integer
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
+AS $$
+DECLARE
+    v_runs uuid[];
+    v_steps text[];
+    v_counts integer[];
+    v_total integer;
+BEGIN
+    WITH input AS (
+        -- (a NULL attempts array pads every row with a NULL attempt)
+        SELECT DISTINCT ON (i.run_id, i.step_slug, i.task_index)
+               i.run_id, i.step_slug, i.task_index, i.output, i.attempt,
+               'started'::text AS status
+        FROM unnest(_complete_tasks.run_ids, _complete_tasks.step_slugs,
+                    _complete_tasks.task_indexes, _complete_tasks.outputs,
+                    _complete_tasks.attempts)
+             AS i(run_id, step_slug, task_index, output, attempt)
+        ORDER BY i.run_id, i.step_slug, i.task_index
+    ), done AS (
+        -- no lock is taken first: the UPDATE takes each row as it meets it,
+        -- and a task completed, failed or cancelled meanwhile fails
+        -- `status = 'started'` on its latest version and is left alone
+        UPDATE pgflow.step_tasks AS t
+        SET status = 'completed',
+            output = coalesce(i.output, 'null'::jsonb),
+            completed_at = now()
+        FROM input AS i
+        WHERE t.run_id = i.run_id AND t.step_slug = i.step_slug AND t.task_index = i.task_index
+          -- the status to complete from comes with the input: a constant
+          -- would imply the predicate of the partial claimable-tasks index,
+          -- and a generic plan without statistics then read every queued
+          -- and started task of the table per call instead of the keys
+          AND t.status = i.status
+          -- fencing: a superseded attempt's late report changes nothing
+          AND (i.attempt IS NULL OR t.attempts_count = i.attempt)
+        RETURNING t.run_id, t.step_slug
+    )
+    SELECT array_agg(g.run_id ORDER BY g.run_id, g.step_slug),
+           array_agg(g.step_slug ORDER BY g.run_id, g.step_slug),
+           array_agg(g.n ORDER BY g.run_id, g.step_slug),
+           sum(g.n)
+    INTO v_runs, v_steps, v_counts, v_total
+    FROM (SELECT d.run_id, d.step_slug, count(*)::integer AS n
+          FROM done AS d GROUP BY d.run_id, d.step_slug) AS g;
+    IF v_runs IS NULL THEN
+        RETURN 0;
+    END IF;
+    PERFORM pgflow._tasks_completed(v_runs, v_steps, v_counts);
+    RETURN v_total;
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow._complete_tasks(uuid[], text[], integer[], jsonb[], integer[]) IS
+    'complete started tasks in one transaction and advance their runs; returns how many counted';
+
+
+-- _tasks_completed: what follows the completion of tasks (counts[i] of step
+-- step_slugs[i] of run run_ids[i], sorted by run and step, no pair twice):
+-- decrements the steps' remaining_tasks once per step, completes the steps
+-- that reach zero (a map step's output: its task outputs in task_index
+-- order), then starts what became ready.  complete_task (one task) and
+-- _complete_tasks (a batch) call it after their UPDATE of the task rows.
+-- Locks: the rows of map steps in key order, then the step_states rows;
+-- then as _steps_finished (the runs rows, then dependent step_states rows).
+CREATE OR REPLACE FUNCTION pgflow._tasks_completed(run_ids uuid[], step_slugs text[], counts integer[])
+RETURNS void
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
+AS $$
+DECLARE
+    v_done_runs uuid[];
+    v_done_steps text[];
+    v_done_flows text[];
+    v_run uuid;
+BEGIN
+    -- Lock the rows of map steps first, in key order, in a statement of their
+    -- own: the UPDATE below then runs on a snapshot taken after any sibling
+    -- completion it waited for has committed, so a map's aggregate sees the
+    -- sibling's task output (in the same statement it would still read NULL).
+    -- A single step has one task, whose row lock is held: no other
+    -- transaction completes it.
+    PERFORM 1
+    FROM unnest(_tasks_completed.run_ids, _tasks_completed.step_slugs) AS c(run_id, step_slug)
+    JOIN pgflow.step_states AS ss ON ss.run_id = c.run_id AND ss.step_slug = c.step_slug
+    JOIN pgflow.steps AS s ON s.flow_slug = ss.flow_slug AND s.step_slug = ss.step_slug
+    WHERE s.step_type = 'map'
+    ORDER BY ss.run_id, ss.step_slug
+    FOR UPDATE OF ss;
+
+    -- one UPDATE per step: the decrement, and for a step whose last task this
+    -- was, its completion with its output (a map's: every task output in
+    -- task_index order)
+    WITH c AS (
+        SELECT *
+        FROM unnest(_tasks_completed.run_ids, _tasks_completed.step_slugs,
+                    _tasks_completed.counts) AS c(run_id, step_slug, n)
+    ), dec AS (
+        UPDATE pgflow.step_states AS ss
+        SET remaining_tasks = ss.remaining_tasks - c.n,
+            status = CASE WHEN ss.remaining_tasks = c.n THEN 'completed' ELSE ss.status END,
+            completed_at = CASE WHEN ss.remaining_tasks = c.n THEN now() ELSE ss.completed_at END,
+            output = CASE
+                WHEN ss.remaining_tasks <> c.n THEN ss.output
+                WHEN s.step_type = 'map' THEN (
+                    SELECT jsonb_agg(t.output ORDER BY t.task_index)
+                    FROM pgflow.step_tasks AS t
+                    WHERE t.run_id = ss.run_id AND t.step_slug = ss.step_slug)
+                ELSE (
+                    SELECT t.output FROM pgflow.step_tasks AS t
+                    WHERE t.run_id = ss.run_id AND t.step_slug = ss.step_slug
+                      AND t.task_index = 0)
+            END
+        FROM c, pgflow.steps AS s
+        WHERE ss.run_id = c.run_id AND ss.step_slug = c.step_slug
+          AND s.flow_slug = ss.flow_slug AND s.step_slug = ss.step_slug
+        RETURNING ss.run_id, ss.step_slug, ss.flow_slug, ss.remaining_tasks
+    )
+    SELECT array_agg(d.run_id ORDER BY d.run_id, d.step_slug),
+           array_agg(d.step_slug ORDER BY d.run_id, d.step_slug),
+           array_agg(d.flow_slug ORDER BY d.run_id, d.step_slug)
+    INTO v_done_runs, v_done_steps, v_done_flows
+    FROM dec AS d
+    WHERE d.remaining_tasks = 0;
+    IF v_done_runs IS NULL THEN
+        RETURN;
+    END IF;
+
+    -- (the join spares the call for flows without step events)
+    PERFORM pgflow._emit_step(d.flow_slug, d.run_id, d.step_slug, 'completed')
+    FROM unnest(v_done_runs, v_done_steps, v_done_flows) AS d(run_id, step_slug, flow_slug)
+    JOIN pgflow.flows AS f ON f.flow_slug = d.flow_slug AND f.opt_step_events;
+
+    -- the runs and the dependents of every step that completed, in one pass
+    FOREACH v_run IN ARRAY pgflow._steps_finished(v_done_runs, v_done_steps) LOOP
+        PERFORM pgflow._start_ready_steps(v_run);
+    END LOOP;
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow._tasks_completed(uuid[], text[], integer[]) IS
+    'after tasks completed: count them down per step, complete the steps at zero and start what became ready';
+
+
+REVOKE ALL ON FUNCTION pgflow._tasks_completed(uuid[], text[], integer[]) FROM PUBLIC;
+
 -- ============================================================ end of 0.3.0: performance, second wave

@@ -856,6 +856,7 @@ DROP FUNCTION pgflow._start_run(text,integer,text,jsonb,uuid,uuid,text,integer,i
 DROP FUNCTION pgflow._start_wait(uuid,text,text,jsonb);
 DROP FUNCTION pgflow._subflow_child_id(uuid,text,integer,integer);
 DROP FUNCTION pgflow._subflow_cycle(text,text);
+DROP FUNCTION pgflow._tasks_completed(uuid[],text[],integer[]);
 DROP FUNCTION pgflow.add_step(text,text,text[],integer,integer,integer,integer,text,jsonb,jsonb,text,text,integer,integer,boolean,text,text,integer,text);
 DROP FUNCTION pgflow.add_subflow_step(text,text,text,text[],boolean,integer,jsonb,jsonb,text,text);
 DROP FUNCTION pgflow.check_flow_steps(text,text[]);

@@ -162,12 +162,10 @@ $$;
 COMMENT ON FUNCTION pgflow.claim_tasks(text, integer, uuid) IS
     'lease and start up to qty claimable tasks of a flow in one call (read_with_poll + start_tasks)';
 
--- _complete_tasks: the body of complete_task / complete_tasks.  Completes the
--- given tasks that are started in the given attempt (a NULL attempt: in
--- whatever attempt; others are left alone), decrements their
--- steps' remaining_tasks once per step, completes the steps that reach zero
--- (a map step's output: its task outputs in task_index order), then starts
--- what became ready.  Returns how many tasks it completed.
+-- _complete_tasks: the body of complete_tasks.  Completes the given tasks
+-- that are started in the given attempt (a NULL attempt: in whatever
+-- attempt; others are left alone), then advances their steps and runs
+-- (_tasks_completed).  Returns how many tasks it completed.
 -- Locks: the task rows (in key order as the input, sorted, drives the
 -- UPDATE), then the rows of map steps in key order; then as
 -- _steps_finished (the runs rows, then dependent step_states rows).  Two
@@ -190,15 +188,12 @@ DECLARE
     v_steps text[];
     v_counts integer[];
     v_total integer;
-    v_done_runs uuid[];
-    v_done_steps text[];
-    v_done_flows text[];
-    v_run uuid;
 BEGIN
     WITH input AS (
         -- (a NULL attempts array pads every row with a NULL attempt)
         SELECT DISTINCT ON (i.run_id, i.step_slug, i.task_index)
-               i.run_id, i.step_slug, i.task_index, i.output, i.attempt
+               i.run_id, i.step_slug, i.task_index, i.output, i.attempt,
+               'started'::text AS status
         FROM unnest(_complete_tasks.run_ids, _complete_tasks.step_slugs,
                     _complete_tasks.task_indexes, _complete_tasks.outputs,
                     _complete_tasks.attempts)
@@ -214,7 +209,11 @@ BEGIN
             completed_at = now()
         FROM input AS i
         WHERE t.run_id = i.run_id AND t.step_slug = i.step_slug AND t.task_index = i.task_index
-          AND t.status = 'started'
+          -- the status to complete from comes with the input: a constant
+          -- would imply the predicate of the partial claimable-tasks index,
+          -- and a generic plan without statistics then read every queued
+          -- and started task of the table per call instead of the keys
+          AND t.status = i.status
           -- fencing: a superseded attempt's late report changes nothing
           AND (i.attempt IS NULL OR t.attempts_count = i.attempt)
         RETURNING t.run_id, t.step_slug
@@ -229,7 +228,36 @@ BEGIN
     IF v_runs IS NULL THEN
         RETURN 0;
     END IF;
+    PERFORM pgflow._tasks_completed(v_runs, v_steps, v_counts);
+    RETURN v_total;
+END;
+$$;
 
+COMMENT ON FUNCTION pgflow._complete_tasks(uuid[], text[], integer[], jsonb[], integer[]) IS
+    'complete started tasks in one transaction and advance their runs; returns how many counted';
+
+
+-- _tasks_completed: what follows the completion of tasks (counts[i] of step
+-- step_slugs[i] of run run_ids[i], sorted by run and step, no pair twice):
+-- decrements the steps' remaining_tasks once per step, completes the steps
+-- that reach zero (a map step's output: its task outputs in task_index
+-- order), then starts what became ready.  complete_task (one task) and
+-- _complete_tasks (a batch) call it after their UPDATE of the task rows.
+-- Locks: the rows of map steps in key order, then the step_states rows;
+-- then as _steps_finished (the runs rows, then dependent step_states rows).
+CREATE FUNCTION pgflow._tasks_completed(run_ids uuid[], step_slugs text[], counts integer[])
+RETURNS void
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
+AS $$
+DECLARE
+    v_done_runs uuid[];
+    v_done_steps text[];
+    v_done_flows text[];
+    v_run uuid;
+BEGIN
     -- Lock the rows of map steps first, in key order, in a statement of their
     -- own: the UPDATE below then runs on a snapshot taken after any sibling
     -- completion it waited for has committed, so a map's aggregate sees the
@@ -237,7 +265,7 @@ BEGIN
     -- A single step has one task, whose row lock is held: no other
     -- transaction completes it.
     PERFORM 1
-    FROM unnest(v_runs, v_steps) AS c(run_id, step_slug)
+    FROM unnest(_tasks_completed.run_ids, _tasks_completed.step_slugs) AS c(run_id, step_slug)
     JOIN pgflow.step_states AS ss ON ss.run_id = c.run_id AND ss.step_slug = c.step_slug
     JOIN pgflow.steps AS s ON s.flow_slug = ss.flow_slug AND s.step_slug = ss.step_slug
     WHERE s.step_type = 'map'
@@ -248,7 +276,9 @@ BEGIN
     -- was, its completion with its output (a map's: every task output in
     -- task_index order)
     WITH c AS (
-        SELECT * FROM unnest(v_runs, v_steps, v_counts) AS c(run_id, step_slug, n)
+        SELECT *
+        FROM unnest(_tasks_completed.run_ids, _tasks_completed.step_slugs,
+                    _tasks_completed.counts) AS c(run_id, step_slug, n)
     ), dec AS (
         UPDATE pgflow.step_states AS ss
         SET remaining_tasks = ss.remaining_tasks - c.n,
@@ -277,7 +307,7 @@ BEGIN
     FROM dec AS d
     WHERE d.remaining_tasks = 0;
     IF v_done_runs IS NULL THEN
-        RETURN v_total;
+        RETURN;
     END IF;
 
     -- (the join spares the call for flows without step events)
@@ -289,12 +319,11 @@ BEGIN
     FOREACH v_run IN ARRAY pgflow._steps_finished(v_done_runs, v_done_steps) LOOP
         PERFORM pgflow._start_ready_steps(v_run);
     END LOOP;
-    RETURN v_total;
 END;
 $$;
 
-COMMENT ON FUNCTION pgflow._complete_tasks(uuid[], text[], integer[], jsonb[], integer[]) IS
-    'complete started tasks in one transaction and advance their runs; returns how many counted';
+COMMENT ON FUNCTION pgflow._tasks_completed(uuid[], text[], integer[]) IS
+    'after tasks completed: count them down per step, complete the steps at zero and start what became ready';
 
 -- complete_tasks: complete_task for many tasks in one transaction: element i
 -- of each array describes one task, attempts[i] the attempt its claim

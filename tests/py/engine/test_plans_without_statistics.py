@@ -188,6 +188,51 @@ def test_per_task_protocol_stays_on_the_keys(queued: Conn) -> None:
     assert done == 80
 
 
+@pytest.mark.parametrize("runs", [3_000, 6_000])
+def test_completions_of_a_started_backlog_stay_on_the_keys(conn: Conn, runs: int) -> None:
+    """Every task claimed first (a started backlog of a few thousand, where a generic
+    plan once read all of them per completion), then completed one by one and in
+    batches."""
+    conn.execute("SELECT pgflow.create_flow('plans')")
+    conn.execute("SELECT pgflow.add_step('plans', 'a')")
+    conn.execute("SELECT pgflow.add_step('plans', 'b', ARRAY['a'])")
+    conn.execute("SELECT pgflow.add_step('plans', 'c', ARRAY['b'])")
+    for table in RUNTIME_TABLES:
+        conn.execute(f"ALTER TABLE pgflow.{table} SET (autovacuum_enabled = false)")
+    conn.execute(
+        "SELECT count(pgflow.start_flow('plans', '{}')) FROM generate_series(1, %s)", (runs,)
+    )
+    tasks = conn.execute(
+        "SELECT run_id, step_slug, task_index, attempt FROM pgflow.claim_tasks('plans', %s,"
+        " '00000000-0000-0000-0000-00000000000a')",
+        (runs,),
+    ).fetchall()
+    assert len(tasks) == runs
+    plans = _record_plans(conn)
+    for run_id, step, index, attempt in tasks[:8]:
+        row = conn.execute(
+            "SELECT pgflow.complete_task(%s, %s, %s, '{}', %s)", (run_id, step, index, attempt)
+        ).fetchone()
+        assert row == (True,)
+    for i in range(8, 8 + 8 * BATCH, BATCH):
+        batch = tasks[i : i + BATCH]
+        n = conn.execute(
+            "SELECT pgflow.complete_tasks(%s::uuid[], %s::text[], %s::int[], %s::jsonb[],"
+            " %s::int[])",
+            (
+                [r[0] for r in batch],
+                [r[1] for r in batch],
+                [r[2] for r in batch],
+                ["{}"] * len(batch),
+                [r[3] for r in batch],
+            ),
+        ).fetchone()
+        assert n == (BATCH,)
+    conn.execute("RESET auto_explain.log_min_duration")
+    problems = _problems(plans)
+    assert problems == [], "\n".join(problems)
+
+
 def test_map_claims_and_completions_stay_on_the_keys(conn: Conn) -> None:
     conn.execute("SELECT pgflow.create_flow('wide')")
     conn.execute("SELECT pgflow.add_step('wide', 'items', step_type => 'map')")
