@@ -7965,6 +7965,111 @@ COMMENT ON FUNCTION pgflow.start_tasks(text, bigint[], uuid) IS
     'start leased tasks: count the attempt, set the lease, return each task''s input';
 
 
+-- _start_tasks: starts the given tasks of a flow (by message id) that are in
+-- one of the given statuses: started, attempt counted, worker recorded, and
+-- leased for the step's heartbeat (when it has one: the worker renews the
+-- lease with extend_leases) or its timeout, whichever is shorter, + 2 s;
+-- returns what their handlers need (see start_tasks).
+-- count_read: also count the claim in read_ct (claim_tasks, which leases and
+-- starts in one call; after read_with_poll, which counts it, start_tasks does not).
+-- The UPDATE is driven from the id list alone (an index probe per id, then
+-- the rows by ctid) and looks the step's timeout up per row, so no plan the
+-- planner may pick on missing statistics scans the queue.  Generic plans only
+-- (plan_cache_mode): a custom plan knows the statuses, which imply the
+-- predicate of the claimable-tasks index, and may read the rows through it
+-- instead: every queued and started task of the flow.
+-- Locks: the task rows.
+CREATE OR REPLACE FUNCTION pgflow._start_tasks(flow_slug text, msg_ids bigint[], worker_id uuid, statuses text[],
+                                    count_read boolean)
+RETURNS SETOF pgflow.step_task_record
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
+AS $$
+BEGIN
+    RETURN QUERY
+    WITH started AS (
+        UPDATE pgflow.step_tasks AS t
+        SET status = 'started',
+            attempts_count = t.attempts_count + 1,
+            read_ct = t.read_ct + _start_tasks.count_read::integer,
+            started_at = now(),
+            vt = now() + make_interval(secs => (
+                -- least() skips NULL: no heartbeat leaves the timeout
+                SELECT least(coalesce(s.opt_heartbeat, f.opt_heartbeat),
+                             coalesce(s.opt_timeout, f.opt_timeout))
+                FROM pgflow.steps AS s
+                JOIN pgflow.flows AS f ON f.flow_slug = s.flow_slug
+                WHERE s.flow_slug = t.flow_slug AND s.step_slug = t.step_slug)::double precision + 2),
+            last_worker_id = _start_tasks.worker_id
+        -- by ctid, looked up through the message_id index: a plain
+        -- `message_id = ANY (...)` next to the status test may be planned
+        -- through the claimable-tasks index, reading every claimable task
+        -- one probe of the message_id key per id (OFFSET 0: flattened into a
+        -- join, a generic plan without statistics may read the whole table)
+        WHERE t.ctid = ANY (ARRAY(
+                  SELECT t0.ctid
+                  FROM unnest(_start_tasks.msg_ids) AS m(id)
+                  CROSS JOIN LATERAL (
+                      SELECT t1.ctid FROM pgflow.step_tasks AS t1
+                      WHERE t1.message_id = m.id
+                      OFFSET 0) AS t0))
+          AND t.flow_slug = _start_tasks.flow_slug
+          AND t.status = ANY (_start_tasks.statuses)
+        RETURNING t.flow_slug, t.run_id, t.step_slug, t.task_index, t.message_id,
+                  t.attempts_count
+    ), typed AS MATERIALIZED (
+        SELECT st.*, s.step_type, s.deps_count
+        FROM started AS st
+        JOIN pgflow.steps AS s ON s.flow_slug = st.flow_slug AND s.step_slug = st.step_slug
+    ), map_sources AS MATERIALIZED (
+        -- each map source is read (and detoasted) once per call: `|| '[]'`
+        -- makes an in-memory copy, so picking element i of it is cheap; on
+        -- the stored (toasted) value each `-> i` would fetch the whole array
+        SELECT ms.run_id, ms.step_slug, x.source || '[]'::jsonb AS source
+        FROM (SELECT DISTINCT ty.run_id, ty.step_slug, ty.flow_slug, ty.deps_count
+              FROM typed AS ty
+              WHERE ty.step_type = 'map') AS ms
+        CROSS JOIN LATERAL (
+            SELECT CASE
+                WHEN ms.deps_count = 0 THEN (
+                    SELECT r.input FROM pgflow.runs AS r WHERE r.run_id = ms.run_id)
+                ELSE (
+                    SELECT ds.output
+                    FROM pgflow.deps AS d
+                    JOIN pgflow.step_states AS ds
+                      ON ds.run_id = ms.run_id AND ds.step_slug = d.dep_slug
+                    WHERE d.flow_slug = ms.flow_slug AND d.step_slug = ms.step_slug)
+            END AS source
+        ) AS x
+    )
+    SELECT ty.flow_slug, ty.run_id, ty.step_slug,
+           CASE
+               WHEN ty.step_type = 'map' THEN (
+                   SELECT ms.source -> ty.task_index FROM map_sources AS ms
+                   WHERE ms.run_id = ty.run_id AND ms.step_slug = ty.step_slug)
+               ELSE jsonb_build_object('run', (
+                        SELECT r.input FROM pgflow.runs AS r WHERE r.run_id = ty.run_id))
+                    || coalesce((
+                        SELECT jsonb_object_agg(d.dep_slug, ds.output)
+                        FROM pgflow.deps AS d
+                        JOIN pgflow.step_states AS ds
+                          ON ds.run_id = ty.run_id AND ds.step_slug = d.dep_slug
+                        WHERE d.flow_slug = ty.flow_slug
+                          AND d.step_slug = ty.step_slug
+                          AND ds.status = 'completed'), '{}'::jsonb)
+           END,
+           ty.message_id, ty.task_index, ty.attempts_count
+    FROM typed AS ty
+    ORDER BY ty.message_id;
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow._start_tasks(text, bigint[], uuid, text[], boolean) IS
+    'start tasks by message id (count the attempt, set the lease) and return their inputs';
+
+
 -- complete_task: records the output of a started task.  When it was the
 -- step's last task the step completes (a map step's output is the array of its
 -- task outputs in task_index order), dependents' counters drop, steps that
@@ -8190,6 +8295,92 @@ $$;
 
 COMMENT ON FUNCTION pgflow._tasks_completed(uuid[], text[], integer[]) IS
     'after tasks completed: count them down per step, complete the steps at zero and start what became ready';
+
+
+-- extend_leases: renews the leases of started tasks, each named with the
+-- attempt its claim returned: the lease becomes now() + heartbeat + 2 s, but
+-- never later than started_at + timeout + 2 s (timeout is the longest one
+-- attempt may run).  A step without a heartbeat keeps its lease (it already
+-- ends at that limit).  Returns the tasks whose lease the caller still holds,
+-- with the lease's end; a task missing from the result is no longer the
+-- caller's (its attempt was superseded, it was cancelled or finished, or it
+-- ran past its timeout): the worker should stop reporting a failure for it.
+-- The commit need not wait for its WAL flush: a renewal lost in a crash only
+-- lets the task be claimed again, which at-least-once delivery allows.
+-- Locks: the task rows (in key order, as complete_tasks).
+-- Errors: 22004 NULL array; 22023 arrays of different lengths.
+CREATE OR REPLACE FUNCTION pgflow.extend_leases(run_ids uuid[], step_slugs text[], task_indexes integer[],
+                                     attempts integer[])
+RETURNS TABLE (run_id uuid, step_slug text, task_index integer, lease_until timestamptz)
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
+AS $$
+DECLARE
+    v_n integer := cardinality(extend_leases.run_ids);
+BEGIN
+    IF extend_leases.run_ids IS NULL OR extend_leases.step_slugs IS NULL
+       OR extend_leases.task_indexes IS NULL OR extend_leases.attempts IS NULL THEN
+        RAISE EXCEPTION 'run_ids, step_slugs, task_indexes and attempts must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'pass one array element per task (empty arrays for none)';
+    END IF;
+    IF v_n <> cardinality(extend_leases.step_slugs)
+       OR v_n <> cardinality(extend_leases.task_indexes)
+       OR v_n <> cardinality(extend_leases.attempts) THEN
+        RAISE EXCEPTION 'run_ids, step_slugs, task_indexes and attempts must have the same length (got %, %, %, %)',
+                v_n, cardinality(extend_leases.step_slugs), cardinality(extend_leases.task_indexes),
+                cardinality(extend_leases.attempts)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'element i of each array describes task i';
+    END IF;
+    PERFORM set_config('synchronous_commit', 'off', true);
+
+    -- The rows are found by primary key, one probe per input row, and
+    -- updated by ctid (as _start_tasks does): on tables without statistics a
+    -- join of the input with step_tasks may be planned as a nested loop over
+    -- all of them (quadratic in the batch).  A row updated concurrently (its
+    -- attempt completed, failed or claimed again) has a new ctid and is left
+    -- alone: the caller does not hold it any more.
+    RETURN QUERY
+    UPDATE pgflow.step_tasks AS t
+    -- least() skips NULL: without a heartbeat the lease stays at the limit
+    SET vt = least(now() + make_interval(secs => (
+                       SELECT coalesce(s.opt_heartbeat, f.opt_heartbeat)
+                       FROM pgflow.steps AS s JOIN pgflow.flows AS f ON f.flow_slug = s.flow_slug
+                       WHERE s.flow_slug = t.flow_slug AND s.step_slug = t.step_slug) + 2),
+                   t.started_at + make_interval(secs => (
+                       SELECT coalesce(s.opt_timeout, f.opt_timeout)
+                       FROM pgflow.steps AS s JOIN pgflow.flows AS f ON f.flow_slug = s.flow_slug
+                       WHERE s.flow_slug = t.flow_slug AND s.step_slug = t.step_slug) + 2))
+    WHERE t.ctid = ANY (ARRAY(
+              SELECT t0.ctid
+              FROM unnest(extend_leases.run_ids, extend_leases.step_slugs,
+                          extend_leases.task_indexes, extend_leases.attempts)
+                   AS i(run_id, step_slug, task_index, attempt)
+              -- (OFFSET 0: flattened into a join, the probe could be planned
+              -- as a scan of every open task through the claimable-tasks index;
+              -- the status is checked on the row below)
+              CROSS JOIN LATERAL (
+                  SELECT t1.ctid FROM pgflow.step_tasks AS t1
+                  WHERE t1.run_id = i.run_id AND t1.step_slug = i.step_slug
+                    AND t1.task_index = i.task_index
+                    AND t1.attempts_count = i.attempt
+                  OFFSET 0) AS t0
+              ORDER BY i.run_id, i.step_slug, i.task_index))
+      AND t.status = 'started'
+      AND t.started_at + make_interval(secs => (
+              SELECT coalesce(s.opt_timeout, f.opt_timeout)
+              FROM pgflow.steps AS s JOIN pgflow.flows AS f ON f.flow_slug = s.flow_slug
+              WHERE s.flow_slug = t.flow_slug AND s.step_slug = t.step_slug)) > now()
+    RETURNING t.run_id, t.step_slug, t.task_index, t.vt;
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow.extend_leases(uuid[], text[], integer[], integer[]) IS
+    'renew the leases of started tasks (fenced by attempt, capped at the timeout); the ones still held';
 
 
 REVOKE ALL ON FUNCTION pgflow._tasks_completed(uuid[], text[], integer[]) FROM PUBLIC;

@@ -39,10 +39,15 @@ BEGIN
         -- by ctid, looked up through the message_id index: a plain
         -- `message_id = ANY (...)` next to the status test may be planned
         -- through the claimable-tasks index, reading every claimable task
+        -- one probe of the message_id key per id (OFFSET 0: flattened into a
+        -- join, a generic plan without statistics may read the whole table)
         WHERE t.ctid = ANY (ARRAY(
                   SELECT t0.ctid
                   FROM unnest(_start_tasks.msg_ids) AS m(id)
-                  JOIN pgflow.step_tasks AS t0 ON t0.message_id = m.id))
+                  CROSS JOIN LATERAL (
+                      SELECT t1.ctid FROM pgflow.step_tasks AS t1
+                      WHERE t1.message_id = m.id
+                      OFFSET 0) AS t0))
           AND t.flow_slug = _start_tasks.flow_slug
           AND t.status = ANY (_start_tasks.statuses)
         RETURNING t.flow_slug, t.run_id, t.step_slug, t.task_index, t.message_id,

@@ -225,11 +225,15 @@ BEGIN
               FROM unnest(extend_leases.run_ids, extend_leases.step_slugs,
                           extend_leases.task_indexes, extend_leases.attempts)
                    AS i(run_id, step_slug, task_index, attempt)
+              -- (OFFSET 0: flattened into a join, the probe could be planned
+              -- as a scan of every open task through the claimable-tasks index;
+              -- the status is checked on the row below)
               CROSS JOIN LATERAL (
                   SELECT t1.ctid FROM pgflow.step_tasks AS t1
                   WHERE t1.run_id = i.run_id AND t1.step_slug = i.step_slug
                     AND t1.task_index = i.task_index
-                    AND t1.status = 'started' AND t1.attempts_count = i.attempt) AS t0
+                    AND t1.attempts_count = i.attempt
+                  OFFSET 0) AS t0
               ORDER BY i.run_id, i.step_slug, i.task_index))
       AND t.status = 'started'
       AND t.started_at + make_interval(secs => (

@@ -189,10 +189,10 @@ def test_per_task_protocol_stays_on_the_keys(queued: Conn) -> None:
 
 
 @pytest.mark.parametrize("runs", [3_000, 6_000])
-def test_completions_of_a_started_backlog_stay_on_the_keys(conn: Conn, runs: int) -> None:
-    """Every task claimed first (a started backlog of a few thousand, where a generic
-    plan once read all of them per completion), then completed one by one and in
-    batches."""
+def test_a_backlog_of_a_few_thousand_tasks_stays_on_the_keys(conn: Conn, runs: int) -> None:
+    """Half the tasks claimed (a started backlog), half queued: a few thousand rows,
+    where generic plans without statistics once read every task per call (a
+    completion, a start_tasks).  Then every protocol call, one task and batches."""
     conn.execute("SELECT pgflow.create_flow('plans')")
     conn.execute("SELECT pgflow.add_step('plans', 'a')")
     conn.execute("SELECT pgflow.add_step('plans', 'b', ARRAY['a'])")
@@ -205,29 +205,54 @@ def test_completions_of_a_started_backlog_stay_on_the_keys(conn: Conn, runs: int
     tasks = conn.execute(
         "SELECT run_id, step_slug, task_index, attempt FROM pgflow.claim_tasks('plans', %s,"
         " '00000000-0000-0000-0000-00000000000a')",
-        (runs,),
+        (runs // 2,),
     ).fetchall()
-    assert len(tasks) == runs
+    assert len(tasks) == runs // 2
     plans = _record_plans(conn)
+    for _ in range(8):
+        ids = conn.execute("SELECT msg_id FROM pgflow.read_with_poll('plans', 30, 1)").fetchall()
+        started = conn.execute(
+            "SELECT run_id, step_slug, task_index, attempt FROM pgflow.start_tasks('plans', %s,"
+            " '00000000-0000-0000-0000-00000000000a')",
+            ([ids[0][0]],),
+        ).fetchall()
+        assert len(started) == 1
+        row = conn.execute("SELECT pgflow.complete_task(%s, %s, %s, '{}', %s)", started[0])
+        assert row.fetchone() == (True,)
     for run_id, step, index, attempt in tasks[:8]:
         row = conn.execute(
             "SELECT pgflow.complete_task(%s, %s, %s, '{}', %s)", (run_id, step, index, attempt)
+        )
+        assert row.fetchone() == (True,)
+    rest = tasks[8:]
+    for i in range(0, 3 * BATCH, BATCH):
+        batch = rest[i : i + BATCH]
+        keys = ([r[0] for r in batch], [r[1] for r in batch], [r[2] for r in batch])
+        attempts = [r[3] for r in batch]
+        held = conn.execute(
+            "SELECT count(*) FROM pgflow.extend_leases(%s::uuid[], %s::text[], %s::int[],"
+            " %s::int[])",
+            (*keys, attempts),
         ).fetchone()
-        assert row == (True,)
-    for i in range(8, 8 + 8 * BATCH, BATCH):
-        batch = tasks[i : i + BATCH]
+        assert held == (BATCH,)
         n = conn.execute(
             "SELECT pgflow.complete_tasks(%s::uuid[], %s::text[], %s::int[], %s::jsonb[],"
             " %s::int[])",
-            (
-                [r[0] for r in batch],
-                [r[1] for r in batch],
-                [r[2] for r in batch],
-                ["{}"] * len(batch),
-                [r[3] for r in batch],
-            ),
+            (*keys, ["{}"] * BATCH, attempts),
         ).fetchone()
         assert n == (BATCH,)
+    failing = rest[3 * BATCH : 4 * BATCH]
+    n = conn.execute(
+        "SELECT pgflow.fail_tasks(%s::uuid[], %s::text[], %s::int[], %s::text[], %s::int[])",
+        (
+            [r[0] for r in failing],
+            [r[1] for r in failing],
+            [r[2] for r in failing],
+            ["boom"] * BATCH,
+            [r[3] for r in failing],
+        ),
+    ).fetchone()
+    assert n == (BATCH,)
     conn.execute("RESET auto_explain.log_min_duration")
     problems = _problems(plans)
     assert problems == [], "\n".join(problems)
