@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import db
-from bench.driver import Drivers
+from bench.driver import FLUSH_STATS, Drivers
 from pgflow.testing.cluster import Cluster, pg_bindir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -567,7 +567,7 @@ def prune_history(conninfo: str, runs: int, batch: int = 10_000) -> dict[str, An
     (before and after a plain VACUUM of them)."""
 
     def dead(conn: db.Conn) -> int:
-        conn.execute(db.FLUSH_STATS)
+        conn.execute(FLUSH_STATS)
         row = conn.execute(
             "SELECT coalesce(sum(n_dead_tup), 0)::bigint FROM pg_stat_user_tables"
             " WHERE schemaname = 'pgflow' AND relname = ANY (%s)",
@@ -620,6 +620,7 @@ def recovery(conninfo: str, flow: str, kills: int, parallel: int = 5) -> dict[st
     claim one task of ``flow`` (whose handler holds its first attempt); a
     rescuer worker is started and idles; the victims are killed; each task's
     recovery is the database time from the kill to its attempt 2's start.
+    Each round has its own rescuer.
     """
     logfile = tempfile.NamedTemporaryFile("w", prefix="bench-recovery-", suffix=".log")  # noqa: SIM115
     samples: list[float] = []
@@ -682,6 +683,12 @@ def recovery(conninfo: str, flow: str, kills: int, parallel: int = 5) -> dict[st
                     if time.monotonic() > deadline:
                         raise TimeoutError("recovery: no takeover within 120 s")
                     time.sleep(0.05)
+                # a new rescuer each round, started once the victims hold their
+                # tasks: one left idle would race the next round's victims for
+                # the new tasks, and a first attempt it took would hold its slot
+                rescuer.send_signal(signal.SIGKILL)
+                rescuer.wait(timeout=10)
+                rescuer = None
         finally:
             if rescuer is not None:
                 rescuer.send_signal(signal.SIGKILL)
