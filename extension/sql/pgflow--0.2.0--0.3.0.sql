@@ -7977,7 +7977,10 @@ COMMENT ON FUNCTION pgflow.start_tasks(text, bigint[], uuid) IS
 -- planner may pick on missing statistics scans the queue.  Generic plans only
 -- (plan_cache_mode): a custom plan knows the statuses, which imply the
 -- predicate of the claimable-tasks index, and may read the rows through it
--- instead: every queued and started task of the flow.
+-- instead: every queued and started task of the flow.  No seq scan
+-- (enable_seqscan): a generic plan made while step_tasks is small (a new
+-- installation, or after a TRUNCATE) would read it by seq scan, and keep
+-- doing so, per call, once it has grown.
 -- Locks: the task rows.
 CREATE OR REPLACE FUNCTION pgflow._start_tasks(flow_slug text, msg_ids bigint[], worker_id uuid, statuses text[],
                                     count_read boolean)
@@ -7986,6 +7989,7 @@ LANGUAGE plpgsql
 VOLATILE
 SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan
+SET enable_seqscan = off
 AS $$
 BEGIN
     RETURN QUERY
@@ -8145,7 +8149,8 @@ COMMENT ON FUNCTION pgflow.complete_task(uuid, text, integer, jsonb, integer) IS
 -- Generic plans only (plan_cache_mode): a custom plan that knows a batch of
 -- 100 may, on tables without statistics, read the task rows through the
 -- claimable-tasks index (every queued and started task) instead of the
--- primary key.
+-- primary key.  No seq scan (enable_seqscan): a generic plan made while
+-- step_tasks is small would read it whole, per call, once it has grown.
 CREATE OR REPLACE FUNCTION pgflow._complete_tasks(run_ids uuid[], step_slugs text[], task_indexes integer[],
                                        outputs jsonb[], attempts integer[])
 RETURNS integer
@@ -8153,6 +8158,7 @@ LANGUAGE plpgsql
 VOLATILE
 SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan
+SET enable_seqscan = off
 AS $$
 DECLARE
     v_runs uuid[];

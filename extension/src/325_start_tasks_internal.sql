@@ -10,7 +10,10 @@
 -- planner may pick on missing statistics scans the queue.  Generic plans only
 -- (plan_cache_mode): a custom plan knows the statuses, which imply the
 -- predicate of the claimable-tasks index, and may read the rows through it
--- instead: every queued and started task of the flow.
+-- instead: every queued and started task of the flow.  No seq scan
+-- (enable_seqscan): a generic plan made while step_tasks is small (a new
+-- installation, or after a TRUNCATE) would read it by seq scan, and keep
+-- doing so, per call, once it has grown.
 -- Locks: the task rows.
 CREATE FUNCTION pgflow._start_tasks(flow_slug text, msg_ids bigint[], worker_id uuid, statuses text[],
                                     count_read boolean)
@@ -19,6 +22,7 @@ LANGUAGE plpgsql
 VOLATILE
 SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan
+SET enable_seqscan = off
 AS $$
 BEGIN
     RETURN QUERY

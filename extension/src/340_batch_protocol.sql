@@ -174,7 +174,8 @@ COMMENT ON FUNCTION pgflow.claim_tasks(text, integer, uuid) IS
 -- Generic plans only (plan_cache_mode): a custom plan that knows a batch of
 -- 100 may, on tables without statistics, read the task rows through the
 -- claimable-tasks index (every queued and started task) instead of the
--- primary key.
+-- primary key.  No seq scan (enable_seqscan): a generic plan made while
+-- step_tasks is small would read it whole, per call, once it has grown.
 CREATE FUNCTION pgflow._complete_tasks(run_ids uuid[], step_slugs text[], task_indexes integer[],
                                        outputs jsonb[], attempts integer[])
 RETURNS integer
@@ -182,6 +183,7 @@ LANGUAGE plpgsql
 VOLATILE
 SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan
+SET enable_seqscan = off
 AS $$
 DECLARE
     v_runs uuid[];

@@ -258,6 +258,50 @@ def test_a_backlog_of_a_few_thousand_tasks_stays_on_the_keys(conn: Conn, runs: i
     assert problems == [], "\n".join(problems)
 
 
+def test_plans_made_while_the_queue_is_small_stay_on_the_keys_as_it_grows(conn: Conn) -> None:
+    """PL/pgSQL keeps a session's generic plans: made on a queue of a few tasks (a
+    seq scan is cheapest then), they must not read the whole queue once it has
+    grown to thousands."""
+    conn.execute("SELECT pgflow.create_flow('plans')")
+    conn.execute("SELECT pgflow.add_step('plans', 'a')")
+    conn.execute("SELECT pgflow.add_step('plans', 'b', ARRAY['a'])")
+    for table in RUNTIME_TABLES:
+        conn.execute(f"ALTER TABLE pgflow.{table} SET (autovacuum_enabled = false)")
+    claim = (
+        "SELECT run_id, step_slug, task_index, attempt FROM pgflow.claim_tasks('plans', %s,"
+        " '00000000-0000-0000-0000-00000000000a')"
+    )
+    complete = (
+        "SELECT pgflow.complete_tasks(%s::uuid[], %s::text[], %s::int[], %s::jsonb[], %s::int[])"
+    )
+
+    def round_trip(qty: int) -> None:
+        rows = conn.execute(claim, (qty,)).fetchall()
+        assert len(rows) == qty
+        conn.execute(
+            complete,
+            (
+                [r[0] for r in rows],
+                [r[1] for r in rows],
+                [r[2] for r in rows],
+                ["{}"] * qty,
+                [r[3] for r in rows],
+            ),
+        )
+
+    conn.execute("SELECT count(pgflow.start_flow('plans', '{}')) FROM generate_series(1, 20)")
+    for _ in range(6):  # past PL/pgSQL's five custom plans: the generic ones are cached
+        round_trip(2)
+    conn.execute("SELECT count(pgflow.start_flow('plans', '{}')) FROM generate_series(1, 5000)")
+    conn.execute(claim, (2_000,))  # a started backlog beside the queued one
+    plans = _record_plans(conn)
+    for _ in range(4):
+        round_trip(BATCH)
+    conn.execute("RESET auto_explain.log_min_duration")
+    problems = _problems(plans)
+    assert problems == [], "\n".join(problems)
+
+
 def test_map_claims_and_completions_stay_on_the_keys(conn: Conn) -> None:
     conn.execute("SELECT pgflow.create_flow('wide')")
     conn.execute("SELECT pgflow.add_step('wide', 'items', step_type => 'map')")
