@@ -376,9 +376,10 @@ def idle_latency(conninfo: str, samples: int, processes: int = 4) -> dict[str, A
 
 
 def percentile(values: list[float], p: float) -> float:
-    """Nearest-rank percentile of sorted ``values``."""
-    rank = max(1, math.ceil(p / 100 * len(values)))
-    return values[min(rank, len(values)) - 1]
+    """Nearest-rank percentile of ``values`` (in any order)."""
+    ordered = sorted(values)
+    rank = max(1, math.ceil(p / 100 * len(ordered)))
+    return ordered[min(rank, len(ordered)) - 1]
 
 
 # ------------------------------------------------------------------ ceiling
