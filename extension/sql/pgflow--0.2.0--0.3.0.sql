@@ -7600,6 +7600,70 @@ $$;
 -- ============================================================ 0.3.0: performance, second wave
 
 
+-- _check_start: the checks of start_flow's and start_flows' common
+-- arguments.  Errors: 22004 NULL flow_slug or priority; 22023 invalid slug,
+-- version or trace_context.
+CREATE FUNCTION pgflow._check_start(flow_slug text, version integer, priority integer,
+                                    trace_context text)
+RETURNS void
+LANGUAGE plpgsql
+IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM pgflow._check_slug('flow slug', _check_start.flow_slug);
+    PERFORM pgflow._check_option('version', _check_start.version, 1, true);
+    IF _check_start.priority IS NULL THEN
+        RAISE EXCEPTION 'priority must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'pass an integer (higher first), or leave it out for the default 0';
+    END IF;
+    PERFORM pgflow._check_trace_context(_check_start.trace_context);
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow._check_start(text, integer, integer, text) IS
+    'refuse a NULL or invalid flow slug, version, priority or trace context of a start';
+
+
+-- _start_definition: the definition a start of flow_slug (and version)
+-- starts, with its number of steps.  Errors: 42704 unknown flow or version.
+CREATE FUNCTION pgflow._start_definition(flow_slug text, version integer,
+                                         OUT slug text, OUT steps integer)
+RETURNS record
+LANGUAGE plpgsql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    slug := pgflow._resolve_flow(_start_definition.flow_slug, _start_definition.version);
+    IF slug IS NULL AND _start_definition.version IS NOT NULL
+       AND EXISTS (SELECT 1 FROM pgflow.flows AS f
+                   WHERE f.flow_name = split_part(_start_definition.flow_slug, '@', 1)) THEN
+        RAISE EXCEPTION 'flow "%" has no version %', _start_definition.flow_slug,
+                _start_definition.version
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'pgflow.list_flows() lists the versions; apply the version''s migration first';
+    END IF;
+    slug := coalesce(slug, _start_definition.flow_slug);
+
+    SELECT count(s.step_slug) INTO steps
+    FROM pgflow.flows AS f
+    LEFT JOIN pgflow.steps AS s ON s.flow_slug = f.flow_slug
+    WHERE f.flow_slug = slug
+    GROUP BY f.flow_slug;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'flow "%" does not exist', _start_definition.flow_slug
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'apply the flow''s migration (pgflow-build writes it) before starting runs';
+    END IF;
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow._start_definition(text, integer) IS
+    'the definition (and its number of steps) a start of a flow name or slug starts';
+
+
 -- start_flows: starts one run of a flow per element of inputs, in one
 -- transaction and set-based (one INSERT per table for the whole batch): the
 -- same runs start_flow would start one call at a time, for imports and
@@ -7636,14 +7700,8 @@ DECLARE
     v_run uuid;
     v_at integer;
 BEGIN
-    PERFORM pgflow._check_slug('flow slug', start_flows.flow_slug);
-    PERFORM pgflow._check_option('version', start_flows.version, 1, true);
-    IF start_flows.priority IS NULL THEN
-        RAISE EXCEPTION 'priority must not be NULL'
-            USING ERRCODE = 'null_value_not_allowed',
-                  HINT = 'pass an integer (higher first), or leave it out for the default 0';
-    END IF;
-    PERFORM pgflow._check_trace_context(start_flows.trace_context);
+    PERFORM pgflow._check_start(start_flows.flow_slug, start_flows.version, start_flows.priority,
+                                start_flows.trace_context);
     IF start_flows.inputs IS NULL THEN
         RAISE EXCEPTION 'inputs must not be NULL'
             USING ERRCODE = 'null_value_not_allowed',
@@ -7668,26 +7726,8 @@ BEGIN
                   HINT = 'pass one run id per input (NULL elements get a new id), or NULL for all';
     END IF;
 
-    v_slug := pgflow._resolve_flow(start_flows.flow_slug, start_flows.version);
-    IF v_slug IS NULL AND start_flows.version IS NOT NULL
-       AND EXISTS (SELECT 1 FROM pgflow.flows AS f
-                   WHERE f.flow_name = split_part(start_flows.flow_slug, '@', 1)) THEN
-        RAISE EXCEPTION 'flow "%" has no version %', start_flows.flow_slug, start_flows.version
-            USING ERRCODE = 'undefined_object',
-                  HINT = 'pgflow.list_flows() lists the versions; apply the version''s migration first';
-    END IF;
-    v_slug := coalesce(v_slug, start_flows.flow_slug);
-
-    SELECT count(s.step_slug) INTO v_steps
-    FROM pgflow.flows AS f
-    LEFT JOIN pgflow.steps AS s ON s.flow_slug = f.flow_slug
-    WHERE f.flow_slug = v_slug
-    GROUP BY f.flow_slug;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'flow "%" does not exist', start_flows.flow_slug
-            USING ERRCODE = 'undefined_object',
-                  HINT = 'apply the flow''s migration (pgflow-build writes it) before starting runs';
-    END IF;
+    SELECT d.slug, d.steps INTO v_slug, v_steps
+    FROM pgflow._start_definition(start_flows.flow_slug, start_flows.version) AS d;
     IF cardinality(start_flows.inputs) = 0 THEN
         RETURN;
     END IF;
@@ -7884,6 +7924,56 @@ BEGIN
     END LOOP;
 END
 $$;
+
+-- start_flow: starts a run of a flow with the given input: creates the run
+-- (remaining_steps = number of steps), one step_states row per step, and
+-- starts the root steps (their tasks become claimable and workers are woken).
+-- With run_id given, the call is idempotent: an existing run of the same flow
+-- (any version of it) is returned unchanged.
+-- flow_slug names a flow (its current version starts: the pinned one, else
+-- the highest), or one definition (order@3); version picks a version of a
+-- flow name.  The run keeps the definition it started with.
+-- priority (default 0, higher first): claims take higher-priority runs'
+-- tasks first, then the oldest (see 225_priorities.sql); trace_context: a
+-- W3C traceparent whose trace the run's task spans join (NULL: none).  An
+-- existing run returned for its run_id keeps its own priority and context.
+-- Locks: the new runs row (and the flows row KEY SHARE through the foreign key).
+-- Errors: 22004 NULL flow_slug, input or priority; 22023 invalid slug,
+-- version or trace_context; 42704 unknown flow or version; 23505 run_id
+-- already used by a run of another flow.
+CREATE OR REPLACE FUNCTION pgflow.start_flow(flow_slug text, input jsonb, run_id uuid DEFAULT NULL,
+                                  version integer DEFAULT NULL, priority integer DEFAULT 0,
+                                  trace_context text DEFAULT NULL)
+RETURNS pgflow.runs
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_steps integer;
+    v_slug text;
+BEGIN
+    PERFORM pgflow._check_start(start_flow.flow_slug, start_flow.version, start_flow.priority,
+                                start_flow.trace_context);
+    IF start_flow.input IS NULL THEN
+        RAISE EXCEPTION 'input must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'pass a JSON value, e.g. ''{}''::jsonb';
+    END IF;
+
+    SELECT d.slug, d.steps INTO v_slug, v_steps
+    FROM pgflow._start_definition(start_flow.flow_slug, start_flow.version) AS d;
+
+    RETURN pgflow._start_run(v_slug, v_steps, start_flow.flow_slug, start_flow.input,
+                             start_flow.run_id, NULL, NULL, NULL, NULL, 0, start_flow.priority,
+                             start_flow.trace_context);
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow.start_flow(text, jsonb, uuid, integer, integer, text) IS
+    'start a run of a flow''s current (or given) version (idempotent with run_id), with a priority and trace context; queues its root steps';
+
 
 -- start_tasks: starts leased tasks (msg_ids from read_with_poll): each task
 -- still queued becomes started, counts an attempt, gets a lease of the step
@@ -8390,5 +8480,7 @@ COMMENT ON FUNCTION pgflow.extend_leases(uuid[], text[], integer[], integer[]) I
 
 
 REVOKE ALL ON FUNCTION pgflow._tasks_completed(uuid[], text[], integer[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION pgflow._check_start(text, integer, integer, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION pgflow._start_definition(text, integer) FROM PUBLIC;
 
 -- ============================================================ end of 0.3.0: performance, second wave

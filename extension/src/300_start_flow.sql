@@ -115,6 +115,68 @@ $$;
 COMMENT ON FUNCTION pgflow._start_run(text, integer, text, jsonb, uuid, uuid, text, integer, integer, integer, integer, text) IS
     'create a run of a resolved definition (a child run: with its parent task) and start its root steps';
 
+-- _check_start: the checks of start_flow's and start_flows' common
+-- arguments.  Errors: 22004 NULL flow_slug or priority; 22023 invalid slug,
+-- version or trace_context.
+CREATE FUNCTION pgflow._check_start(flow_slug text, version integer, priority integer,
+                                    trace_context text)
+RETURNS void
+LANGUAGE plpgsql
+IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM pgflow._check_slug('flow slug', _check_start.flow_slug);
+    PERFORM pgflow._check_option('version', _check_start.version, 1, true);
+    IF _check_start.priority IS NULL THEN
+        RAISE EXCEPTION 'priority must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'pass an integer (higher first), or leave it out for the default 0';
+    END IF;
+    PERFORM pgflow._check_trace_context(_check_start.trace_context);
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow._check_start(text, integer, integer, text) IS
+    'refuse a NULL or invalid flow slug, version, priority or trace context of a start';
+
+-- _start_definition: the definition a start of flow_slug (and version)
+-- starts, with its number of steps.  Errors: 42704 unknown flow or version.
+CREATE FUNCTION pgflow._start_definition(flow_slug text, version integer,
+                                         OUT slug text, OUT steps integer)
+RETURNS record
+LANGUAGE plpgsql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    slug := pgflow._resolve_flow(_start_definition.flow_slug, _start_definition.version);
+    IF slug IS NULL AND _start_definition.version IS NOT NULL
+       AND EXISTS (SELECT 1 FROM pgflow.flows AS f
+                   WHERE f.flow_name = split_part(_start_definition.flow_slug, '@', 1)) THEN
+        RAISE EXCEPTION 'flow "%" has no version %', _start_definition.flow_slug,
+                _start_definition.version
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'pgflow.list_flows() lists the versions; apply the version''s migration first';
+    END IF;
+    slug := coalesce(slug, _start_definition.flow_slug);
+
+    SELECT count(s.step_slug) INTO steps
+    FROM pgflow.flows AS f
+    LEFT JOIN pgflow.steps AS s ON s.flow_slug = f.flow_slug
+    WHERE f.flow_slug = slug
+    GROUP BY f.flow_slug;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'flow "%" does not exist', _start_definition.flow_slug
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'apply the flow''s migration (pgflow-build writes it) before starting runs';
+    END IF;
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow._start_definition(text, integer) IS
+    'the definition (and its number of steps) a start of a flow name or slug starts';
+
 -- start_flow: starts a run of a flow with the given input: creates the run
 -- (remaining_steps = number of steps), one step_states row per step, and
 -- starts the root steps (their tasks become claimable and workers are woken).
@@ -144,40 +206,16 @@ DECLARE
     v_steps integer;
     v_slug text;
 BEGIN
-    PERFORM pgflow._check_slug('flow slug', start_flow.flow_slug);
-    PERFORM pgflow._check_option('version', start_flow.version, 1, true);
-    IF start_flow.priority IS NULL THEN
-        RAISE EXCEPTION 'priority must not be NULL'
-            USING ERRCODE = 'null_value_not_allowed',
-                  HINT = 'pass an integer (higher first), or leave it out for the default 0';
-    END IF;
-    PERFORM pgflow._check_trace_context(start_flow.trace_context);
+    PERFORM pgflow._check_start(start_flow.flow_slug, start_flow.version, start_flow.priority,
+                                start_flow.trace_context);
     IF start_flow.input IS NULL THEN
         RAISE EXCEPTION 'input must not be NULL'
             USING ERRCODE = 'null_value_not_allowed',
                   HINT = 'pass a JSON value, e.g. ''{}''::jsonb';
     END IF;
 
-    v_slug := pgflow._resolve_flow(start_flow.flow_slug, start_flow.version);
-    IF v_slug IS NULL AND start_flow.version IS NOT NULL
-       AND EXISTS (SELECT 1 FROM pgflow.flows AS f
-                   WHERE f.flow_name = split_part(start_flow.flow_slug, '@', 1)) THEN
-        RAISE EXCEPTION 'flow "%" has no version %', start_flow.flow_slug, start_flow.version
-            USING ERRCODE = 'undefined_object',
-                  HINT = 'pgflow.list_flows() lists the versions; apply the version''s migration first';
-    END IF;
-    v_slug := coalesce(v_slug, start_flow.flow_slug);
-
-    SELECT count(s.step_slug) INTO v_steps
-    FROM pgflow.flows AS f
-    LEFT JOIN pgflow.steps AS s ON s.flow_slug = f.flow_slug
-    WHERE f.flow_slug = v_slug
-    GROUP BY f.flow_slug;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'flow "%" does not exist', start_flow.flow_slug
-            USING ERRCODE = 'undefined_object',
-                  HINT = 'apply the flow''s migration (pgflow-build writes it) before starting runs';
-    END IF;
+    SELECT d.slug, d.steps INTO v_slug, v_steps
+    FROM pgflow._start_definition(start_flow.flow_slug, start_flow.version) AS d;
 
     RETURN pgflow._start_run(v_slug, v_steps, start_flow.flow_slug, start_flow.input,
                              start_flow.run_id, NULL, NULL, NULL, NULL, 0, start_flow.priority,
@@ -224,14 +262,8 @@ DECLARE
     v_run uuid;
     v_at integer;
 BEGIN
-    PERFORM pgflow._check_slug('flow slug', start_flows.flow_slug);
-    PERFORM pgflow._check_option('version', start_flows.version, 1, true);
-    IF start_flows.priority IS NULL THEN
-        RAISE EXCEPTION 'priority must not be NULL'
-            USING ERRCODE = 'null_value_not_allowed',
-                  HINT = 'pass an integer (higher first), or leave it out for the default 0';
-    END IF;
-    PERFORM pgflow._check_trace_context(start_flows.trace_context);
+    PERFORM pgflow._check_start(start_flows.flow_slug, start_flows.version, start_flows.priority,
+                                start_flows.trace_context);
     IF start_flows.inputs IS NULL THEN
         RAISE EXCEPTION 'inputs must not be NULL'
             USING ERRCODE = 'null_value_not_allowed',
@@ -256,26 +288,8 @@ BEGIN
                   HINT = 'pass one run id per input (NULL elements get a new id), or NULL for all';
     END IF;
 
-    v_slug := pgflow._resolve_flow(start_flows.flow_slug, start_flows.version);
-    IF v_slug IS NULL AND start_flows.version IS NOT NULL
-       AND EXISTS (SELECT 1 FROM pgflow.flows AS f
-                   WHERE f.flow_name = split_part(start_flows.flow_slug, '@', 1)) THEN
-        RAISE EXCEPTION 'flow "%" has no version %', start_flows.flow_slug, start_flows.version
-            USING ERRCODE = 'undefined_object',
-                  HINT = 'pgflow.list_flows() lists the versions; apply the version''s migration first';
-    END IF;
-    v_slug := coalesce(v_slug, start_flows.flow_slug);
-
-    SELECT count(s.step_slug) INTO v_steps
-    FROM pgflow.flows AS f
-    LEFT JOIN pgflow.steps AS s ON s.flow_slug = f.flow_slug
-    WHERE f.flow_slug = v_slug
-    GROUP BY f.flow_slug;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'flow "%" does not exist', start_flows.flow_slug
-            USING ERRCODE = 'undefined_object',
-                  HINT = 'apply the flow''s migration (pgflow-build writes it) before starting runs';
-    END IF;
+    SELECT d.slug, d.steps INTO v_slug, v_steps
+    FROM pgflow._start_definition(start_flows.flow_slug, start_flows.version) AS d;
     IF cardinality(start_flows.inputs) = 0 THEN
         RETURN;
     END IF;
