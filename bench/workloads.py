@@ -486,7 +486,7 @@ def reference(conninfo: str, runs: int, processes: int = 4) -> dict[str, Any]:
 
 HISTORY_IDS = """
 INSERT INTO bench_history_ids
-SELECT gen_random_uuid(), now() - interval '60 days' + i * interval '1 second'
+SELECT gen_random_uuid(), now() - interval '60 days' + i * (interval '60 days' / %(total)s)
 FROM generate_series(%(first)s, %(last)s) AS i;
 """
 
@@ -544,7 +544,9 @@ def make_history(
                 "CREATE UNLOGGED TABLE IF NOT EXISTS bench_history_ids (run_id uuid, t timestamptz)"
             )
             ids.execute("TRUNCATE bench_history_ids")
-            ids.execute(HISTORY_IDS, {"first": done + 1, "last": done + n})
+            # spread over the 60 days before now, however many (at one a
+            # second, 10 000 000 runs reached 55 days into the future)
+            ids.execute(HISTORY_IDS, {"first": done + 1, "last": done + n, "total": target})
             errors: list[BaseException] = []
 
             def run(conn: db.Conn, query: str, errors: list[BaseException] = errors) -> None:
