@@ -8484,3 +8484,514 @@ REVOKE ALL ON FUNCTION pgflow._check_start(text, integer, integer, text) FROM PU
 REVOKE ALL ON FUNCTION pgflow._start_definition(text, integer) FROM PUBLIC;
 
 -- ============================================================ end of 0.3.0: performance, second wave
+
+-- ============================================================ 0.3.0: one definition of an inline step
+
+-- _inline_steps: per step, whether it starts inline: a step that waits on
+-- nothing any more becomes started and gets its one task in the statement
+-- that finds it ready (start_flow and start_flows for root steps,
+-- _steps_finished for dependents).  That holds for a single step without
+-- input conditions, concurrency limits (its tasks are parked) or a sub-flow;
+-- every other step is started by _start_ready_steps.  One definition for
+-- the three statements, so a new kind of step is excluded in one place.  A
+-- view (not a function) so that the planner inlines it into each statement.
+CREATE VIEW pgflow._inline_steps AS
+SELECT s.flow_slug, s.step_slug, s.deps_count, s.opt_start_delay,
+       s.step_type = 'single'
+       AND s.required_input_pattern IS NULL
+       AND s.forbidden_input_pattern IS NULL
+       AND s.opt_concurrency IS NULL
+       AND NOT EXISTS (SELECT 1 FROM pgflow.flows AS f
+                       WHERE f.flow_slug = s.flow_slug AND f.opt_concurrency IS NOT NULL)
+       AND NOT EXISTS (SELECT 1 FROM pgflow.step_subflows AS sf
+                       WHERE sf.flow_slug = s.flow_slug AND sf.step_slug = s.step_slug) AS inline
+FROM pgflow.steps AS s;
+
+COMMENT ON VIEW pgflow._inline_steps IS
+    'per step: whether it starts inline (single, no conditions, no concurrency limit, not a sub-flow)';
+
+-- _events_wanted: whether events are to be sent: while some session
+-- subscribes (listen_events holds a shared advisory lock on (1885824632, 0))
+-- or this session LISTENs on pgflow_events itself.  An event nobody waits
+-- for would still serialise the commit.
+-- Locks: the events advisory key for an instant (try, then released).
+CREATE FUNCTION pgflow._events_wanted()
+RETURNS boolean
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF pg_try_advisory_lock(1885824632, 0) THEN
+        PERFORM pg_advisory_unlock(1885824632, 0);
+        RETURN 'pgflow_events' = ANY (ARRAY(SELECT pg_listening_channels()));
+    END IF;
+    RETURN true;
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow._events_wanted() IS
+    'whether a session subscribes to pgflow_events (listen_events) or this one LISTENs on it';
+
+-- _emit: announces a run or step event on channel pgflow_events as a small
+-- JSON object (ids and status, never outputs: NOTIFY payloads are < 8 kB;
+-- "parent_run_id" for the events of a child run),
+-- but only while _events_wanted says someone waits for it.
+-- Locks: as _events_wanted.
+CREATE OR REPLACE FUNCTION pgflow._emit(event text, flow_slug text, run_id uuid, step_slug text, status text)
+RETURNS void
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT pgflow._events_wanted() THEN
+        RETURN;
+    END IF;
+    PERFORM pg_notify('pgflow_events', jsonb_strip_nulls(
+        jsonb_build_object(
+            'event', event, 'flow_slug', flow_slug, 'run_id', run_id,
+            'step_slug', step_slug, 'status', status,
+            -- a child run's events name its parent run
+            'parent_run_id', (SELECT r.parent_run_id FROM pgflow.runs AS r
+                              WHERE r.run_id = _emit.run_id)))::text);
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow._emit(text, text, uuid, text, text) IS
+    'NOTIFY pgflow_events with {"event", "flow_slug", "run_id", "step_slug"?, "status"} if subscribed';
+
+
+-- _start_run: the body of start_flow once the definition is resolved
+-- (flow_slug: the definition, steps: its number of steps, requested: the
+-- reference the caller gave, for messages).  A child run of a sub-flow step
+-- (_start_children) passes its parent task and attempt and its depth; the
+-- link is in the runs row from its INSERT on, so a child that finishes at
+-- once (no steps, every step skipped) reports to its parent like any other.
+-- Locks: as start_flow.
+CREATE OR REPLACE FUNCTION pgflow._start_run(flow_slug text, steps integer, requested text, input jsonb,
+                                  run_id uuid, parent_run_id uuid, parent_step_slug text,
+                                  parent_task_index integer, parent_attempt integer,
+                                  depth integer, priority integer, trace_context text)
+RETURNS pgflow.runs
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_run pgflow.runs;
+    v_steps integer := _start_run.steps;
+    v_pending boolean;
+    v_started text[];
+    v_wake boolean;
+    v_slug text := _start_run.flow_slug;
+BEGIN
+    INSERT INTO pgflow.runs AS r (run_id, flow_slug, input, remaining_steps, parent_run_id,
+                                  parent_step_slug, parent_task_index, parent_attempt, depth,
+                                  priority, trace_context)
+    VALUES (coalesce(_start_run.run_id, pgflow._uuid_v7()), v_slug,
+            _start_run.input, v_steps, _start_run.parent_run_id, _start_run.parent_step_slug,
+            _start_run.parent_task_index, _start_run.parent_attempt, _start_run.depth,
+            _start_run.priority, _start_run.trace_context)
+    ON CONFLICT ON CONSTRAINT runs_pkey DO NOTHING
+    RETURNING * INTO v_run;
+
+    IF v_run.run_id IS NULL THEN
+        SELECT * INTO STRICT v_run FROM pgflow.runs AS r WHERE r.run_id = _start_run.run_id;
+        IF split_part(v_run.flow_slug, '@', 1) <> split_part(v_slug, '@', 1) THEN
+            RAISE EXCEPTION 'run % already exists for flow "%", not "%"',
+                    _start_run.run_id, v_run.flow_slug, _start_run.requested
+                USING ERRCODE = 'unique_violation',
+                      HINT = 'pass a new run_id, or NULL to have one generated';
+        END IF;
+        RETURN v_run;
+    END IF;
+
+    -- the first run with a priority makes claims of the flow look through
+    -- priority levels (the row lock does not conflict with the KEY SHARE
+    -- locks of concurrent starts)
+    IF _start_run.priority <> 0 THEN
+        UPDATE pgflow.flows AS f SET prioritized = true
+        WHERE f.flow_slug = v_slug AND NOT f.prioritized;
+    END IF;
+
+    -- Root steps that start inline (_inline_steps: single, no conditions)
+    -- start right here, in the same INSERT; maps, conditional roots and the
+    -- like go through _start_ready_steps.
+    WITH states AS (
+        INSERT INTO pgflow.step_states AS ss (run_id, step_slug, flow_slug, remaining_deps, status,
+                                              started_at, initial_tasks, remaining_tasks)
+        SELECT v_run.run_id, s.step_slug, s.flow_slug, s.deps_count,
+               CASE WHEN k.simple THEN 'started' ELSE 'created' END,
+               CASE WHEN k.simple THEN now() END,
+               CASE WHEN k.simple THEN 1 END,
+               CASE WHEN k.simple THEN 1 END
+        FROM pgflow._inline_steps AS s,
+             LATERAL (SELECT s.deps_count = 0 AND s.inline AS simple) AS k
+        WHERE s.flow_slug = v_slug
+        RETURNING ss.step_slug, ss.status, ss.remaining_deps
+    ), queued AS (
+        INSERT INTO pgflow.step_tasks (run_id, step_slug, task_index, flow_slug, vt, priority)
+        SELECT v_run.run_id, st.step_slug, 0, v_slug,
+               now() + make_interval(secs => coalesce(s.opt_start_delay, 0)), v_run.priority
+        FROM states AS st
+        JOIN pgflow.steps AS s ON s.flow_slug = v_slug AND s.step_slug = st.step_slug
+        WHERE st.status = 'started'
+        RETURNING step_slug, vt <= now() AS ready
+    )
+    SELECT (SELECT coalesce(bool_or(st.status = 'created' AND st.remaining_deps = 0), false)
+            FROM states AS st),
+           (SELECT array_agg(q.step_slug ORDER BY q.step_slug) FROM queued AS q),
+           (SELECT coalesce(bool_or(q.ready), false) FROM queued AS q)
+    INTO v_pending, v_started, v_wake;
+
+    PERFORM pgflow._emit('run:started', v_run.flow_slug, v_run.run_id, NULL, 'started');
+    IF v_started IS NOT NULL
+       AND (SELECT f.opt_step_events FROM pgflow.flows AS f WHERE f.flow_slug = v_slug) THEN
+        PERFORM pgflow._emit_step(v_run.flow_slug, v_run.run_id, st, 'started')
+        FROM unnest(v_started) AS st;
+    END IF;
+    IF v_wake THEN
+        PERFORM pgflow._wake_workers(v_run.flow_slug);
+    END IF;
+    IF v_steps = 0 THEN
+        PERFORM pgflow._complete_run(v_run.run_id);
+    ELSIF v_pending THEN
+        PERFORM pgflow._start_ready_steps(v_run.run_id);
+    END IF;
+
+    SELECT * INTO STRICT v_run FROM pgflow.runs AS r WHERE r.run_id = v_run.run_id;
+    RETURN v_run;
+END;
+$$;
+
+
+COMMENT ON FUNCTION pgflow._start_run(text, integer, text, jsonb, uuid, uuid, text, integer, integer, integer, integer, text) IS
+    'create a run of a resolved definition (a child run: with its parent task) and start its root steps';
+
+
+-- start_flows: starts one run of a flow per element of inputs, in one
+-- transaction and set-based (one INSERT per table for the whole batch): the
+-- same runs start_flow would start one call at a time, for imports and
+-- fan-outs from an application.  run_ids (NULL, or as many as inputs; an
+-- element may be NULL) makes each start idempotent like start_flow's run_id:
+-- an existing run of the same flow is returned unchanged, and an id given
+-- twice starts one run.  Returns one row per element of inputs, in their
+-- order.  The root steps that need more than a task (maps, conditions,
+-- sub-flows, concurrency limits) start run by run, as start_flow starts them.
+-- version, priority and trace_context: as start_flow's, for every run.
+-- Locks: the new runs' rows (and the flows row KEY SHARE), as start_flow.
+-- Errors: as start_flow; 22004 NULL inputs or a NULL element of inputs;
+-- 22023 run_ids not as long as inputs, or a multi-dimensional array.
+CREATE OR REPLACE FUNCTION pgflow.start_flows(flow_slug text, inputs jsonb[], run_ids uuid[] DEFAULT NULL,
+                                   version integer DEFAULT NULL, priority integer DEFAULT 0,
+                                   trace_context text DEFAULT NULL)
+RETURNS SETOF pgflow.runs
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_steps integer;
+    v_slug text;
+    v_ids uuid[];
+    v_new uuid[];
+    v_other pgflow.runs;
+    v_pending uuid[];
+    v_started_runs uuid[];
+    v_started_steps text[];
+    v_wake boolean;
+    v_run uuid;
+    v_at integer;
+BEGIN
+    PERFORM pgflow._check_start(start_flows.flow_slug, start_flows.version, start_flows.priority,
+                                start_flows.trace_context);
+    IF start_flows.inputs IS NULL THEN
+        RAISE EXCEPTION 'inputs must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'pass an array of JSON values, one per run, e.g. ARRAY[''{}'']::jsonb[]';
+    END IF;
+    IF array_ndims(start_flows.inputs) > 1 OR array_ndims(start_flows.run_ids) > 1 THEN
+        RAISE EXCEPTION 'inputs and run_ids must be one-dimensional arrays'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'pass one element per run';
+    END IF;
+    v_at := array_position(start_flows.inputs, NULL);
+    IF v_at IS NOT NULL THEN
+        RAISE EXCEPTION 'inputs[%] is NULL', v_at
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'every run needs a JSON value as its input, e.g. ''{}''::jsonb';
+    END IF;
+    IF start_flows.run_ids IS NOT NULL
+       AND cardinality(start_flows.run_ids) <> cardinality(start_flows.inputs) THEN
+        RAISE EXCEPTION 'run_ids has % elements, inputs has %',
+                cardinality(start_flows.run_ids), cardinality(start_flows.inputs)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'pass one run id per input (NULL elements get a new id), or NULL for all';
+    END IF;
+
+    SELECT d.slug, d.steps INTO v_slug, v_steps
+    FROM pgflow._start_definition(start_flows.flow_slug, start_flows.version) AS d;
+    IF cardinality(start_flows.inputs) = 0 THEN
+        RETURN;
+    END IF;
+
+    -- the runs, in the order of inputs; v_new: those this call created
+    WITH req AS MATERIALIZED (
+        SELECT coalesce(u.run_id, pgflow._uuid_v7()) AS run_id, u.input, u.ord
+        FROM unnest(start_flows.inputs, start_flows.run_ids) WITH ORDINALITY AS u(input, run_id, ord)
+    ), created AS (
+        INSERT INTO pgflow.runs AS r (run_id, flow_slug, input, remaining_steps, priority,
+                                      trace_context)
+        SELECT req.run_id, v_slug, req.input, v_steps, start_flows.priority,
+               start_flows.trace_context
+        FROM req
+        ORDER BY req.ord
+        ON CONFLICT ON CONSTRAINT runs_pkey DO NOTHING
+        RETURNING r.run_id
+    )
+    SELECT (SELECT array_agg(req.run_id ORDER BY req.ord) FROM req),
+           (SELECT coalesce(array_agg(c.run_id), '{}') FROM created AS c)
+    INTO v_ids, v_new;
+
+    IF cardinality(v_new) < cardinality(v_ids) THEN
+        SELECT r.* INTO v_other
+        FROM (SELECT unnest(v_ids) EXCEPT SELECT unnest(v_new)) AS old(run_id)
+        JOIN pgflow.runs AS r ON r.run_id = old.run_id
+        WHERE split_part(r.flow_slug, '@', 1) <> split_part(v_slug, '@', 1)
+        LIMIT 1;
+        IF FOUND THEN
+            RAISE EXCEPTION 'run % already exists for flow "%", not "%"',
+                    v_other.run_id, v_other.flow_slug, start_flows.flow_slug
+                USING ERRCODE = 'unique_violation',
+                      HINT = 'pass new run_ids, or NULL elements to have them generated';
+        END IF;
+    END IF;
+    -- a batch of existing runs only returns them
+    IF cardinality(v_new) > 0 THEN
+        IF start_flows.priority <> 0 THEN
+            UPDATE pgflow.flows AS f SET prioritized = true
+            WHERE f.flow_slug = v_slug AND NOT f.prioritized;
+        END IF;
+
+        -- every run's step states, and the tasks of its simple root steps, as
+        -- _start_run creates them for one run
+        WITH kinds AS MATERIALIZED (
+            SELECT s.step_slug, s.deps_count, s.opt_start_delay, s.deps_count = 0 AND s.inline AS simple
+            FROM pgflow._inline_steps AS s
+            WHERE s.flow_slug = v_slug
+        ), states AS (
+            INSERT INTO pgflow.step_states AS ss (run_id, step_slug, flow_slug, remaining_deps, status,
+                                                  started_at, initial_tasks, remaining_tasks)
+            SELECT n.run_id, k.step_slug, v_slug, k.deps_count,
+                   CASE WHEN k.simple THEN 'started' ELSE 'created' END,
+                   CASE WHEN k.simple THEN now() END,
+                   CASE WHEN k.simple THEN 1 END,
+                   CASE WHEN k.simple THEN 1 END
+            FROM unnest(v_new) WITH ORDINALITY AS n(run_id, ord)
+            CROSS JOIN kinds AS k
+            ORDER BY n.ord, k.step_slug
+            RETURNING ss.run_id, ss.step_slug, ss.status, ss.remaining_deps
+        ), queued AS (
+            INSERT INTO pgflow.step_tasks (run_id, step_slug, task_index, flow_slug, vt, priority)
+            SELECT st.run_id, st.step_slug, 0, v_slug,
+                   now() + make_interval(secs => coalesce(k.opt_start_delay, 0)), start_flows.priority
+            FROM states AS st
+            JOIN kinds AS k ON k.step_slug = st.step_slug
+            WHERE st.status = 'started'
+            RETURNING step_tasks.run_id, step_tasks.step_slug, vt <= now() AS ready
+        )
+        SELECT (SELECT array_agg(DISTINCT st.run_id) FROM states AS st
+                WHERE st.status = 'created' AND st.remaining_deps = 0),
+               (SELECT array_agg(q.run_id ORDER BY q.run_id, q.step_slug) FROM queued AS q),
+               (SELECT array_agg(q.step_slug ORDER BY q.run_id, q.step_slug) FROM queued AS q),
+               (SELECT coalesce(bool_or(q.ready), false) FROM queued AS q)
+        INTO v_pending, v_started_runs, v_started_steps, v_wake;
+
+        -- events only while someone subscribes (as _emit decides; once for the batch)
+        IF pgflow._events_wanted() THEN
+            PERFORM pgflow._emit('run:started', v_slug, n.run_id, NULL, 'started')
+            FROM unnest(v_new) WITH ORDINALITY AS n(run_id, ord) ORDER BY n.ord;
+            IF (SELECT f.opt_step_events FROM pgflow.flows AS f WHERE f.flow_slug = v_slug) THEN
+                PERFORM pgflow._emit_step(v_slug, e.run_id, e.step_slug, 'started')
+                FROM unnest(v_started_runs, v_started_steps) AS e(run_id, step_slug);
+            END IF;
+        END IF;
+        IF v_wake THEN
+            PERFORM pgflow._wake_workers(v_slug);
+        END IF;
+        IF v_steps = 0 THEN
+            FOREACH v_run IN ARRAY v_new LOOP
+                PERFORM pgflow._complete_run(v_run);
+            END LOOP;
+        ELSIF v_pending IS NOT NULL THEN
+            FOREACH v_run IN ARRAY v_pending LOOP
+                PERFORM pgflow._start_ready_steps(v_run);
+            END LOOP;
+        END IF;
+    END IF;
+
+    RETURN QUERY
+        SELECT r.* FROM unnest(v_ids) WITH ORDINALITY AS i(run_id, ord)
+        JOIN pgflow.runs AS r ON r.run_id = i.run_id
+        ORDER BY i.ord;
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow.start_flows(text, jsonb[], uuid[], integer, integer, text) IS
+    'start one run of a flow per input in one set-based transaction (idempotent per run id); the runs in input order';
+
+
+-- _steps_finished: bookkeeping after steps completed or were skipped (their
+-- own rows already say so), for any number of runs at once: element i of
+-- run_ids and step_slugs is one such step.  In as few row writes as
+-- possible: one UPDATE per run (remaining_steps; a run with nothing left is
+-- completed by that same UPDATE, with its output) and one UPDATE per
+-- dependent that still waits (remaining_deps).  A dependent that waits on
+-- nothing any more and starts inline (_inline_steps: a single step without
+-- conditions) is started by that same UPDATE and its task queued; the others are left for
+-- _start_ready_steps.  Workers are woken once per flow.  Returns the runs
+-- (in run_id order) that have such a dependent left.
+-- Locks: the runs rows (run_id order), then dependent step_states rows
+-- (which only a holder of their run's row changes).
+CREATE OR REPLACE FUNCTION pgflow._steps_finished(run_ids uuid[], step_slugs text[])
+RETURNS uuid[]
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_run uuid;
+    v_n integer;
+    v_remaining integer;
+    v_status text;
+    v_flow_slug text;
+    v_live uuid[] := '{}';
+    v_pending uuid[];
+    v_wake text[];
+    v_event_runs uuid[];
+    v_event_steps text[];
+    v_event_flows text[];
+    v_parent uuid;
+    v_children uuid[] := '{}';
+    v_priority integer;
+    v_priorities integer[] := '{}';
+BEGIN
+    IF cardinality(_steps_finished.run_ids) = 0 THEN
+        RETURN '{}';
+    END IF;
+    -- Run by run, in run_id order (the lock order): the row is locked and
+    -- read first, then updated by a statement of its own, whose snapshot is
+    -- taken after every sibling completion the lock waited for had
+    -- committed, so a run's output sees every leaf (in the locking statement
+    -- it would still read the old rows).  Single-row statements keep the
+    -- plans on the primary key whatever the statistics say.
+    FOR v_run, v_n IN
+        SELECT f.run_id, count(DISTINCT f.step_slug)::integer
+        FROM unnest(_steps_finished.run_ids, _steps_finished.step_slugs) AS f(run_id, step_slug)
+        GROUP BY f.run_id
+        ORDER BY f.run_id
+    LOOP
+        SELECT r.remaining_steps, r.status, r.flow_slug, r.parent_run_id, r.priority
+        INTO v_remaining, v_status, v_flow_slug, v_parent, v_priority
+        FROM pgflow.runs AS r
+        WHERE r.run_id = v_run
+        FOR UPDATE;
+        CONTINUE WHEN v_status IS DISTINCT FROM 'started';
+        IF v_remaining <> v_n THEN
+            UPDATE pgflow.runs AS r
+            SET remaining_steps = r.remaining_steps - v_n
+            WHERE r.run_id = v_run;
+            v_live := v_live || v_run;
+            v_priorities := v_priorities || v_priority;
+        ELSE
+            UPDATE pgflow.runs AS r
+            SET remaining_steps = 0, status = 'completed', completed_at = now(),
+                output = pgflow._run_output(r.run_id)
+            WHERE r.run_id = v_run;
+            PERFORM pgflow._emit('run:completed', v_flow_slug, v_run, NULL, 'completed');
+            IF v_parent IS NOT NULL THEN
+                v_children := v_children || v_run;
+            END IF;
+        END IF;
+    END LOOP;
+
+    IF cardinality(v_live) = 0 THEN
+        -- completed child runs report to their parent tasks once this
+        -- batch's bookkeeping is done
+        PERFORM pgflow._child_finished(c) FROM unnest(v_children) AS c;
+        RETURN '{}';
+    END IF;
+
+    WITH fin AS (
+        SELECT DISTINCT f.run_id, f.step_slug, ss.flow_slug
+        FROM unnest(_steps_finished.run_ids, _steps_finished.step_slugs) AS f(run_id, step_slug)
+        JOIN pgflow.step_states AS ss ON ss.run_id = f.run_id AND ss.step_slug = f.step_slug
+        WHERE f.run_id = ANY (v_live)
+    ), waiting AS (
+        SELECT fin.run_id, d.step_slug, count(*)::integer AS n,
+               bool_and(s.inline) AS simple,
+               max(coalesce(s.opt_start_delay, 0)) AS start_delay
+        FROM fin
+        JOIN pgflow.deps AS d ON d.flow_slug = fin.flow_slug AND d.dep_slug = fin.step_slug
+        JOIN pgflow._inline_steps AS s ON s.flow_slug = d.flow_slug AND s.step_slug = d.step_slug
+        GROUP BY fin.run_id, d.step_slug
+    ), updated AS (
+        -- no lock is taken first: a step that waits is only ever changed by a
+        -- transaction holding its run's row, as this one does
+        UPDATE pgflow.step_states AS ss
+        SET remaining_deps = ss.remaining_deps - w.n,
+            status = CASE WHEN ss.remaining_deps = w.n AND w.simple THEN 'started' ELSE ss.status END,
+            started_at = CASE WHEN ss.remaining_deps = w.n AND w.simple THEN now() ELSE ss.started_at END,
+            initial_tasks = CASE WHEN ss.remaining_deps = w.n AND w.simple THEN 1 ELSE ss.initial_tasks END,
+            remaining_tasks = CASE WHEN ss.remaining_deps = w.n AND w.simple THEN 1 ELSE ss.remaining_tasks END
+        FROM waiting AS w
+        WHERE ss.run_id = w.run_id AND ss.step_slug = w.step_slug
+          AND ss.status = 'created'
+        RETURNING ss.run_id, ss.step_slug, ss.flow_slug, ss.status, ss.remaining_deps, w.start_delay
+    ), queued AS (
+        INSERT INTO pgflow.step_tasks (run_id, step_slug, task_index, flow_slug, vt, priority)
+        SELECT u.run_id, u.step_slug, 0, u.flow_slug, now() + make_interval(secs => u.start_delay),
+               -- the run's priority, read with its row above (mostly all 0)
+               CASE WHEN v_priorities <@ '{0}' THEN 0
+                    ELSE (SELECT l.priority FROM unnest(v_live, v_priorities) AS l(run_id, priority)
+                          WHERE l.run_id = u.run_id) END
+        FROM updated AS u
+        WHERE u.status = 'started'
+        RETURNING run_id, step_slug, flow_slug, vt <= now() AS ready
+    )
+    SELECT (SELECT array_agg(DISTINCT u.run_id ORDER BY u.run_id) FROM updated AS u
+            WHERE u.status = 'created' AND u.remaining_deps = 0),
+           (SELECT array_agg(DISTINCT q.flow_slug) FROM queued AS q WHERE q.ready),
+           e.runs, e.steps, e.flows
+    INTO v_pending, v_wake, v_event_runs, v_event_steps, v_event_flows
+    FROM (
+        -- the started steps of flows that send step events
+        SELECT array_agg(q.run_id ORDER BY q.run_id, q.step_slug) AS runs,
+               array_agg(q.step_slug ORDER BY q.run_id, q.step_slug) AS steps,
+               array_agg(q.flow_slug ORDER BY q.run_id, q.step_slug) AS flows
+        FROM queued AS q
+        JOIN pgflow.flows AS f ON f.flow_slug = q.flow_slug AND f.opt_step_events
+    ) AS e;
+
+    IF v_wake IS NOT NULL THEN
+        PERFORM pgflow._wake_workers(w) FROM unnest(v_wake) AS w;
+    END IF;
+    IF v_event_runs IS NOT NULL THEN
+        PERFORM pgflow._emit_step(e.flow_slug, e.run_id, e.step_slug, 'started')
+        FROM unnest(v_event_runs, v_event_steps, v_event_flows) AS e(run_id, step_slug, flow_slug);
+    END IF;
+    PERFORM pgflow._child_finished(c) FROM unnest(v_children) AS c;
+    RETURN coalesce(v_pending, '{}');
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow._steps_finished(uuid[], text[]) IS
+    'after steps completed or were skipped: update their runs and dependents; start simple ones';
+
+
+REVOKE ALL ON TABLE pgflow._inline_steps FROM PUBLIC;
+REVOKE ALL ON FUNCTION pgflow._events_wanted() FROM PUBLIC;
+
+-- ============================================================ end of 0.3.0: one definition of an inline step

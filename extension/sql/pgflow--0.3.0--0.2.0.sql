@@ -799,6 +799,7 @@ BEGIN
 END
 $grants$;
 
+DROP VIEW pgflow._inline_steps;
 DROP TABLE pgflow.current_versions;
 DROP TABLE pgflow.events;
 DROP TABLE pgflow.paused_flows;
@@ -840,6 +841,7 @@ DROP FUNCTION pgflow._child_finished(uuid);
 DROP FUNCTION pgflow._complete_tasks(uuid[],text[],integer[],jsonb[],integer[]);
 DROP FUNCTION pgflow._event_lock_key(text,jsonb);
 DROP FUNCTION pgflow._event_retention();
+DROP FUNCTION pgflow._events_wanted();
 DROP FUNCTION pgflow._exhaust_wait(uuid,text,text,jsonb);
 DROP FUNCTION pgflow._fail_tasks(uuid[],text[],integer[],text[],integer[],boolean[],double precision[]);
 DROP FUNCTION pgflow._gate_of(text,text[],jsonb,jsonb);

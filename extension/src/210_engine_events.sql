@@ -104,15 +104,13 @@ $$;
 COMMENT ON FUNCTION pgflow.worker_idle(text[], boolean) IS
     'mark this session as waiting (or no longer) for NOTIFY pgflow_tasks of these flows';
 
--- _emit: announces a run or step event on channel pgflow_events as a small
--- JSON object (ids and status, never outputs: NOTIFY payloads are < 8 kB;
--- "parent_run_id" for the events of a child run),
--- but only while some session subscribes (listen_events holds a shared
--- advisory lock on (1885824632, 0)) or this session LISTENs itself: an
--- event nobody waits for would still serialise the commit.
+-- _events_wanted: whether events are to be sent: while some session
+-- subscribes (listen_events holds a shared advisory lock on (1885824632, 0))
+-- or this session LISTENs on pgflow_events itself.  An event nobody waits
+-- for would still serialise the commit.
 -- Locks: the events advisory key for an instant (try, then released).
-CREATE FUNCTION pgflow._emit(event text, flow_slug text, run_id uuid, step_slug text, status text)
-RETURNS void
+CREATE FUNCTION pgflow._events_wanted()
+RETURNS boolean
 LANGUAGE plpgsql
 VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -120,9 +118,29 @@ AS $$
 BEGIN
     IF pg_try_advisory_lock(1885824632, 0) THEN
         PERFORM pg_advisory_unlock(1885824632, 0);
-        IF NOT 'pgflow_events' = ANY (ARRAY(SELECT pg_listening_channels())) THEN
-            RETURN;
-        END IF;
+        RETURN 'pgflow_events' = ANY (ARRAY(SELECT pg_listening_channels()));
+    END IF;
+    RETURN true;
+END;
+$$;
+
+COMMENT ON FUNCTION pgflow._events_wanted() IS
+    'whether a session subscribes to pgflow_events (listen_events) or this one LISTENs on it';
+
+-- _emit: announces a run or step event on channel pgflow_events as a small
+-- JSON object (ids and status, never outputs: NOTIFY payloads are < 8 kB;
+-- "parent_run_id" for the events of a child run),
+-- but only while _events_wanted says someone waits for it.
+-- Locks: as _events_wanted.
+CREATE FUNCTION pgflow._emit(event text, flow_slug text, run_id uuid, step_slug text, status text)
+RETURNS void
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT pgflow._events_wanted() THEN
+        RETURN;
     END IF;
     PERFORM pg_notify('pgflow_events', jsonb_strip_nulls(
         jsonb_build_object(

@@ -41,8 +41,8 @@ COMMENT ON FUNCTION pgflow._complete_run(uuid) IS
 -- possible: one UPDATE per run (remaining_steps; a run with nothing left is
 -- completed by that same UPDATE, with its output) and one UPDATE per
 -- dependent that still waits (remaining_deps).  A dependent that waits on
--- nothing any more and is "simple" (a single step without conditions) is
--- started by that same UPDATE and its task queued; the others are left for
+-- nothing any more and starts inline (_inline_steps: a single step without
+-- conditions) is started by that same UPDATE and its task queued; the others are left for
 -- _start_ready_steps.  Workers are woken once per flow.  Returns the runs
 -- (in run_id order) that have such a dependent left.
 -- Locks: the runs rows (run_id order), then dependent step_states rows
@@ -123,21 +123,11 @@ BEGIN
         WHERE f.run_id = ANY (v_live)
     ), waiting AS (
         SELECT fin.run_id, d.step_slug, count(*)::integer AS n,
-               bool_and(s.step_type = 'single' AND s.required_input_pattern IS NULL
-                        AND s.forbidden_input_pattern IS NULL
-                        -- a step under a concurrency limit is started by
-                        -- _start_ready_steps (its tasks are parked)
-                        AND s.opt_concurrency IS NULL
-                        AND NOT EXISTS (SELECT 1 FROM pgflow.flows AS f
-                                        WHERE f.flow_slug = s.flow_slug
-                                          AND f.opt_concurrency IS NOT NULL)
-                        AND NOT EXISTS (SELECT 1 FROM pgflow.step_subflows AS sf
-                                        WHERE sf.flow_slug = s.flow_slug
-                                          AND sf.step_slug = s.step_slug)) AS simple,
+               bool_and(s.inline) AS simple,
                max(coalesce(s.opt_start_delay, 0)) AS start_delay
         FROM fin
         JOIN pgflow.deps AS d ON d.flow_slug = fin.flow_slug AND d.dep_slug = fin.step_slug
-        JOIN pgflow.steps AS s ON s.flow_slug = d.flow_slug AND s.step_slug = d.step_slug
+        JOIN pgflow._inline_steps AS s ON s.flow_slug = d.flow_slug AND s.step_slug = d.step_slug
         GROUP BY fin.run_id, d.step_slug
     ), updated AS (
         -- no lock is taken first: a step that waits is only ever changed by a

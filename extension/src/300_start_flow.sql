@@ -51,29 +51,19 @@ BEGIN
         WHERE f.flow_slug = v_slug AND NOT f.prioritized;
     END IF;
 
-    -- Root steps that are "simple" (single, no conditions) start right here,
-    -- in the same INSERT; maps and conditional roots go through
-    -- _start_ready_steps.
+    -- Root steps that start inline (_inline_steps: single, no conditions)
+    -- start right here, in the same INSERT; maps, conditional roots and the
+    -- like go through _start_ready_steps.
     WITH states AS (
         INSERT INTO pgflow.step_states AS ss (run_id, step_slug, flow_slug, remaining_deps, status,
                                               started_at, initial_tasks, remaining_tasks)
         SELECT v_run.run_id, s.step_slug, s.flow_slug, s.deps_count,
-               CASE WHEN simple THEN 'started' ELSE 'created' END,
-               CASE WHEN simple THEN now() END,
-               CASE WHEN simple THEN 1 END,
-               CASE WHEN simple THEN 1 END
-        FROM pgflow.steps AS s,
-             LATERAL (SELECT s.deps_count = 0 AND s.step_type = 'single'
-                             AND s.required_input_pattern IS NULL
-                             AND s.forbidden_input_pattern IS NULL
-                             -- under a concurrency limit: parked by _start_ready_steps
-                             AND s.opt_concurrency IS NULL
-                             AND NOT EXISTS (SELECT 1 FROM pgflow.flows AS f
-                                             WHERE f.flow_slug = s.flow_slug
-                                               AND f.opt_concurrency IS NOT NULL)
-                             AND NOT EXISTS (SELECT 1 FROM pgflow.step_subflows AS sf
-                                             WHERE sf.flow_slug = s.flow_slug
-                                               AND sf.step_slug = s.step_slug) AS simple) AS k
+               CASE WHEN k.simple THEN 'started' ELSE 'created' END,
+               CASE WHEN k.simple THEN now() END,
+               CASE WHEN k.simple THEN 1 END,
+               CASE WHEN k.simple THEN 1 END
+        FROM pgflow._inline_steps AS s,
+             LATERAL (SELECT s.deps_count = 0 AND s.inline AS simple) AS k
         WHERE s.flow_slug = v_slug
         RETURNING ss.step_slug, ss.status, ss.remaining_deps
     ), queued AS (
@@ -258,7 +248,6 @@ DECLARE
     v_started_runs uuid[];
     v_started_steps text[];
     v_wake boolean;
-    v_events boolean;
     v_run uuid;
     v_at integer;
 BEGIN
@@ -325,88 +314,68 @@ BEGIN
                       HINT = 'pass new run_ids, or NULL elements to have them generated';
         END IF;
     END IF;
-    IF cardinality(v_new) = 0 THEN
-        RETURN QUERY
-            SELECT r.* FROM unnest(v_ids) WITH ORDINALITY AS i(run_id, ord)
-            JOIN pgflow.runs AS r ON r.run_id = i.run_id
-            ORDER BY i.ord;
-        RETURN;
-    END IF;
-
-    IF start_flows.priority <> 0 THEN
-        UPDATE pgflow.flows AS f SET prioritized = true
-        WHERE f.flow_slug = v_slug AND NOT f.prioritized;
-    END IF;
-
-    -- every run's step states, and the tasks of its simple root steps, as
-    -- _start_run creates them for one run
-    WITH kinds AS MATERIALIZED (
-        SELECT s.step_slug, s.deps_count, s.opt_start_delay, k.simple
-        FROM pgflow.steps AS s,
-             LATERAL (SELECT s.deps_count = 0 AND s.step_type = 'single'
-                             AND s.required_input_pattern IS NULL
-                             AND s.forbidden_input_pattern IS NULL
-                             AND s.opt_concurrency IS NULL
-                             AND NOT EXISTS (SELECT 1 FROM pgflow.flows AS f
-                                             WHERE f.flow_slug = s.flow_slug
-                                               AND f.opt_concurrency IS NOT NULL)
-                             AND NOT EXISTS (SELECT 1 FROM pgflow.step_subflows AS sf
-                                             WHERE sf.flow_slug = s.flow_slug
-                                               AND sf.step_slug = s.step_slug) AS simple) AS k
-        WHERE s.flow_slug = v_slug
-    ), states AS (
-        INSERT INTO pgflow.step_states AS ss (run_id, step_slug, flow_slug, remaining_deps, status,
-                                              started_at, initial_tasks, remaining_tasks)
-        SELECT n.run_id, k.step_slug, v_slug, k.deps_count,
-               CASE WHEN k.simple THEN 'started' ELSE 'created' END,
-               CASE WHEN k.simple THEN now() END,
-               CASE WHEN k.simple THEN 1 END,
-               CASE WHEN k.simple THEN 1 END
-        FROM unnest(v_new) WITH ORDINALITY AS n(run_id, ord)
-        CROSS JOIN kinds AS k
-        ORDER BY n.ord, k.step_slug
-        RETURNING ss.run_id, ss.step_slug, ss.status, ss.remaining_deps
-    ), queued AS (
-        INSERT INTO pgflow.step_tasks (run_id, step_slug, task_index, flow_slug, vt, priority)
-        SELECT st.run_id, st.step_slug, 0, v_slug,
-               now() + make_interval(secs => coalesce(k.opt_start_delay, 0)), start_flows.priority
-        FROM states AS st
-        JOIN kinds AS k ON k.step_slug = st.step_slug
-        WHERE st.status = 'started'
-        RETURNING step_tasks.run_id, step_tasks.step_slug, vt <= now() AS ready
-    )
-    SELECT (SELECT array_agg(DISTINCT st.run_id) FROM states AS st
-            WHERE st.status = 'created' AND st.remaining_deps = 0),
-           (SELECT array_agg(q.run_id ORDER BY q.run_id, q.step_slug) FROM queued AS q),
-           (SELECT array_agg(q.step_slug ORDER BY q.run_id, q.step_slug) FROM queued AS q),
-           (SELECT coalesce(bool_or(q.ready), false) FROM queued AS q)
-    INTO v_pending, v_started_runs, v_started_steps, v_wake;
-
-    -- events only while someone subscribes (as _emit decides; once for the batch)
-    v_events := NOT pg_try_advisory_lock(1885824632, 0);
-    IF NOT v_events THEN
-        PERFORM pg_advisory_unlock(1885824632, 0);
-        v_events := 'pgflow_events' = ANY (ARRAY(SELECT pg_listening_channels()));
-    END IF;
-    IF v_events THEN
-        PERFORM pgflow._emit('run:started', v_slug, n.run_id, NULL, 'started')
-        FROM unnest(v_new) WITH ORDINALITY AS n(run_id, ord) ORDER BY n.ord;
-        IF (SELECT f.opt_step_events FROM pgflow.flows AS f WHERE f.flow_slug = v_slug) THEN
-            PERFORM pgflow._emit_step(v_slug, e.run_id, e.step_slug, 'started')
-            FROM unnest(v_started_runs, v_started_steps) AS e(run_id, step_slug);
+    -- a batch of existing runs only returns them
+    IF cardinality(v_new) > 0 THEN
+        IF start_flows.priority <> 0 THEN
+            UPDATE pgflow.flows AS f SET prioritized = true
+            WHERE f.flow_slug = v_slug AND NOT f.prioritized;
         END IF;
-    END IF;
-    IF v_wake THEN
-        PERFORM pgflow._wake_workers(v_slug);
-    END IF;
-    IF v_steps = 0 THEN
-        FOREACH v_run IN ARRAY v_new LOOP
-            PERFORM pgflow._complete_run(v_run);
-        END LOOP;
-    ELSIF v_pending IS NOT NULL THEN
-        FOREACH v_run IN ARRAY v_pending LOOP
-            PERFORM pgflow._start_ready_steps(v_run);
-        END LOOP;
+
+        -- every run's step states, and the tasks of its simple root steps, as
+        -- _start_run creates them for one run
+        WITH kinds AS MATERIALIZED (
+            SELECT s.step_slug, s.deps_count, s.opt_start_delay, s.deps_count = 0 AND s.inline AS simple
+            FROM pgflow._inline_steps AS s
+            WHERE s.flow_slug = v_slug
+        ), states AS (
+            INSERT INTO pgflow.step_states AS ss (run_id, step_slug, flow_slug, remaining_deps, status,
+                                                  started_at, initial_tasks, remaining_tasks)
+            SELECT n.run_id, k.step_slug, v_slug, k.deps_count,
+                   CASE WHEN k.simple THEN 'started' ELSE 'created' END,
+                   CASE WHEN k.simple THEN now() END,
+                   CASE WHEN k.simple THEN 1 END,
+                   CASE WHEN k.simple THEN 1 END
+            FROM unnest(v_new) WITH ORDINALITY AS n(run_id, ord)
+            CROSS JOIN kinds AS k
+            ORDER BY n.ord, k.step_slug
+            RETURNING ss.run_id, ss.step_slug, ss.status, ss.remaining_deps
+        ), queued AS (
+            INSERT INTO pgflow.step_tasks (run_id, step_slug, task_index, flow_slug, vt, priority)
+            SELECT st.run_id, st.step_slug, 0, v_slug,
+                   now() + make_interval(secs => coalesce(k.opt_start_delay, 0)), start_flows.priority
+            FROM states AS st
+            JOIN kinds AS k ON k.step_slug = st.step_slug
+            WHERE st.status = 'started'
+            RETURNING step_tasks.run_id, step_tasks.step_slug, vt <= now() AS ready
+        )
+        SELECT (SELECT array_agg(DISTINCT st.run_id) FROM states AS st
+                WHERE st.status = 'created' AND st.remaining_deps = 0),
+               (SELECT array_agg(q.run_id ORDER BY q.run_id, q.step_slug) FROM queued AS q),
+               (SELECT array_agg(q.step_slug ORDER BY q.run_id, q.step_slug) FROM queued AS q),
+               (SELECT coalesce(bool_or(q.ready), false) FROM queued AS q)
+        INTO v_pending, v_started_runs, v_started_steps, v_wake;
+
+        -- events only while someone subscribes (as _emit decides; once for the batch)
+        IF pgflow._events_wanted() THEN
+            PERFORM pgflow._emit('run:started', v_slug, n.run_id, NULL, 'started')
+            FROM unnest(v_new) WITH ORDINALITY AS n(run_id, ord) ORDER BY n.ord;
+            IF (SELECT f.opt_step_events FROM pgflow.flows AS f WHERE f.flow_slug = v_slug) THEN
+                PERFORM pgflow._emit_step(v_slug, e.run_id, e.step_slug, 'started')
+                FROM unnest(v_started_runs, v_started_steps) AS e(run_id, step_slug);
+            END IF;
+        END IF;
+        IF v_wake THEN
+            PERFORM pgflow._wake_workers(v_slug);
+        END IF;
+        IF v_steps = 0 THEN
+            FOREACH v_run IN ARRAY v_new LOOP
+                PERFORM pgflow._complete_run(v_run);
+            END LOOP;
+        ELSIF v_pending IS NOT NULL THEN
+            FOREACH v_run IN ARRAY v_pending LOOP
+                PERFORM pgflow._start_ready_steps(v_run);
+            END LOOP;
+        END IF;
     END IF;
 
     RETURN QUERY
