@@ -28,10 +28,13 @@ SELECT is(
           'pgflow._fail_tasks(uuid[],text[],integer[],text[],integer[],boolean[],double precision[]): plan_cache_mode=force_generic_plan',
           'pgflow._start_tasks(text,bigint[],uuid,text[],boolean): plan_cache_mode=force_generic_plan, enable_seqscan=off',
           'pgflow._tasks_completed(uuid[],text[],integer[]): plan_cache_mode=force_generic_plan',
+          'pgflow.claim_tasks(text,integer,uuid): plan_cache_mode=force_generic_plan',
           'pgflow.extend_leases(uuid[],text[],integer[],integer[]): plan_cache_mode=force_generic_plan',
           'pgflow.list_flows(): enable_bitmapscan=off, jit=off',
-          'pgflow.list_runs(text,text,integer,jsonb,text,timestamp with time zone,timestamp with time zone,boolean): enable_bitmapscan=off, enable_seqscan=off, jit=off'],
-    'no other setting but generic plans for the batch bodies (_complete_tasks, _tasks_completed, _fail_tasks, _start_tasks, extend_leases; no seq scan in _complete_tasks and _start_tasks) and ordered index ranges without JIT for list_runs and list_flows'
+          'pgflow.list_runs(text,text,integer,jsonb,text,timestamp with time zone,timestamp with time zone,boolean): enable_bitmapscan=off, enable_seqscan=off, jit=off',
+          'pgflow.read_with_poll(text,integer,integer,integer,integer): plan_cache_mode=force_generic_plan',
+          'pgflow.start_tasks(text,bigint[],uuid): plan_cache_mode=force_generic_plan'],
+    'no other setting but generic plans for the batch bodies (_complete_tasks, _tasks_completed, _fail_tasks, _start_tasks, extend_leases) and the claims (read_with_poll, start_tasks, claim_tasks: planned once, not per call; no seq scan in _complete_tasks and _start_tasks) and ordered index ranges without JIT for list_runs and list_flows'
 );
 
 SELECT is_empty(

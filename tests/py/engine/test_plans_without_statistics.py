@@ -158,9 +158,16 @@ def test_chain_claims_and_completions_stay_on_the_keys(queued: Conn) -> None:
     assert queued_b == (8 * BATCH,)
 
 
-def test_per_task_protocol_stays_on_the_keys(queued: Conn) -> None:
-    """read_with_poll + start_tasks + complete_task, as a minimal worker speaks it."""
+@pytest.mark.parametrize("analyzed", [False, True], ids=["no statistics", "analyzed"])
+def test_per_task_protocol_stays_on_the_keys(queued: Conn, analyzed: bool) -> None:
+    """read_with_poll + start_tasks + complete_task, as a minimal worker speaks it.
+
+    Also with statistics: the generic plan of read_with_poll's claim then
+    estimated thousands of leased rows and joined them by hashing the table.
+    """
     conn = queued
+    if analyzed:
+        conn.execute("ANALYZE pgflow.runs, pgflow.step_states, pgflow.step_tasks")
     plans = _record_plans(conn)
     done = 0
     for _ in range(8):
@@ -186,6 +193,41 @@ def test_per_task_protocol_stays_on_the_keys(queued: Conn) -> None:
     problems = _problems(plans)
     assert problems == [], "\n".join(problems)
     assert done == 80
+
+
+@pytest.mark.parametrize("analyzed", [False, True], ids=["no statistics", "analyzed"])
+def test_claims_by_priority_level_stay_on_the_keys(queued: Conn, analyzed: bool) -> None:
+    """A flow that had a run with a priority claims level by level: the same bound."""
+    conn = queued
+    if analyzed:
+        conn.execute("ANALYZE pgflow.runs, pgflow.step_states, pgflow.step_tasks")
+    # levels 0 (the 20 000 queued runs) and 5: BATCH runs, their tasks claimed first
+    conn.execute(
+        "SELECT count(pgflow.start_flow('plans', '{}', priority => 5))"
+        " FROM generate_series(1, %s)",
+        (BATCH,),
+    )
+    plans = _record_plans(conn)
+    claimed: list[int] = []
+    for _ in range(8):
+        rows = conn.execute(
+            "SELECT run_id, step_slug, task_index, attempt FROM pgflow.claim_tasks('plans', %s,"
+            " '00000000-0000-0000-0000-00000000000a')",
+            (BATCH // 2,),
+        ).fetchall()
+        ids = conn.execute(
+            "SELECT msg_id FROM pgflow.read_with_poll('plans', 30, %s)", (BATCH // 2,)
+        ).fetchall()
+        claimed.append(len(rows) + len(ids))
+    conn.execute("RESET auto_explain.log_min_duration")
+    problems = _problems(plans)
+    assert problems == [], "\n".join(problems)
+    assert claimed == [BATCH] * 8
+    # the priority-5 tasks went first
+    left = conn.execute(
+        "SELECT count(*) FROM pgflow.step_tasks WHERE priority = 5 AND read_ct = 0"
+    ).fetchone()
+    assert left == (0,)
 
 
 @pytest.mark.parametrize("runs", [3_000, 6_000])
