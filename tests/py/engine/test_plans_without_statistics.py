@@ -203,8 +203,7 @@ def test_claims_by_priority_level_stay_on_the_keys(queued: Conn, analyzed: bool)
         conn.execute("ANALYZE pgflow.runs, pgflow.step_states, pgflow.step_tasks")
     # levels 0 (the 20 000 queued runs) and 5: BATCH runs, their tasks claimed first
     conn.execute(
-        "SELECT count(pgflow.start_flow('plans', '{}', priority => 5))"
-        " FROM generate_series(1, %s)",
+        "SELECT count(pgflow.start_flow('plans', '{}', priority => 5)) FROM generate_series(1, %s)",
         (BATCH,),
     )
     plans = _record_plans(conn)
