@@ -42,9 +42,9 @@ COMMENT ON FUNCTION pgflow._complete_run(uuid) IS
 -- completed by that same UPDATE, with its output) and one UPDATE per
 -- dependent that still waits (remaining_deps).  A dependent that waits on
 -- nothing any more and starts inline (_inline_steps: a single step without
--- conditions) is started by that same UPDATE and its task queued; the others are left for
--- _start_ready_steps.  Workers are woken once per flow.  Returns the runs
--- (in run_id order) that have such a dependent left.
+-- conditions) is started by that same UPDATE and its task queued; the
+-- others are left for _start_ready_steps.  Workers are woken once per flow.
+-- Returns the runs (in run_id order) that have such a dependent left.
 -- Locks: the runs rows (run_id order), then dependent step_states rows
 -- (which only a holder of their run's row changes).
 CREATE FUNCTION pgflow._steps_finished(run_ids uuid[], step_slugs text[])
