@@ -306,17 +306,28 @@ def noisy_neighbour(
 
 def _wait_for(conn: db.Conn, flow: str, since: Any, tenant: str, runs: int, timeout: float) -> None:
     """Until ``runs`` runs of ``tenant`` started since ``since`` are completed."""
+    _wait_count(
+        conn,
+        "SELECT count(*) FROM pgflow.runs WHERE flow_slug = %s AND started_at >= %s"
+        " AND input ->> 'tenant' = %s AND status = 'completed'",
+        (flow, since, tenant),
+        runs,
+        timeout,
+        f"{flow}: tenant {tenant}'s {runs} runs not done in {timeout} s",
+    )
+
+
+def _wait_count(
+    conn: db.Conn, sql: str, params: tuple[Any, ...], n: int, timeout: float, late: str
+) -> None:
+    """Until the count ``sql`` returns reaches ``n``; TimeoutError(late) after ``timeout`` s."""
     deadline = time.monotonic() + timeout
     while True:
-        row = conn.execute(
-            "SELECT count(*) FROM pgflow.runs WHERE flow_slug = %s AND started_at >= %s"
-            " AND input ->> 'tenant' = %s AND status = 'completed'",
-            (flow, since, tenant),
-        ).fetchone()
-        if row and row[0] >= runs:
+        row = conn.execute(sql, params).fetchone()
+        if row and row[0] >= n:
             return
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{flow}: tenant {tenant}'s {runs} runs not done in {timeout} s")
+            raise TimeoutError(late)
         time.sleep(0.05)
 
 
@@ -403,17 +414,14 @@ def _idle_sample(starter: db.Conn, events: db.Conn) -> tuple[str, float]:
 
 def _wait_completed(conn: db.Conn, flow: str, runs: int, timeout: float = 30.0) -> None:
     """Until ``runs`` runs of ``flow`` are completed."""
-    deadline = time.monotonic() + timeout
-    while True:
-        row = conn.execute(
-            "SELECT count(*) FROM pgflow.runs WHERE flow_slug = %s AND status = 'completed'",
-            (flow,),
-        ).fetchone()
-        if row and row[0] >= runs:
-            return
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{flow}: {runs} runs not completed in {timeout} s")
-        time.sleep(0.01)
+    _wait_count(
+        conn,
+        "SELECT count(*) FROM pgflow.runs WHERE flow_slug = %s AND status = 'completed'",
+        (flow,),
+        runs,
+        timeout,
+        f"{flow}: {runs} runs not completed in {timeout} s",
+    )
 
 
 def percentile(values: list[float], p: float) -> float:
