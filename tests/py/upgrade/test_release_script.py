@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 import subprocess
 import sys
@@ -42,8 +43,23 @@ def _bump(version: str) -> str:
     return f"{major}.{minor + 1}.0"
 
 
+def _changelog_with(root: Path, heading: str) -> None:
+    """The copy's CHANGELOG with `heading` for the version in development."""
+    path = root / "CHANGELOG.md"
+    text = re.sub(
+        rf"^## (Unreleased \({re.escape(DEFAULT)}\)|{re.escape(DEFAULT)} — .*)$",
+        heading,
+        path.read_text(),
+        count=1,
+        flags=re.M,
+    )
+    assert heading in text
+    path.write_text(text)
+
+
 def test_release_freezes_bumps_and_starts_the_upgrade_script(tmp_path: Path) -> None:
     root = _copy(tmp_path)
+    _changelog_with(root, f"## Unreleased ({DEFAULT})")
     new = _bump(DEFAULT)
     pyproject = (root / "pyproject.toml").read_text()
     done = _release(root)
@@ -83,6 +99,20 @@ def test_release_freezes_bumps_and_starts_the_upgrade_script(tmp_path: Path) -> 
     assert f"pgflow--{DEFAULT}--{new}.sql\n" in sums
     assert f"pgflow--{new}--{DEFAULT}.sql\n" in sums  # the way back out of it, final too
     assert f"pgflow--{new}.sql\n" in sums
+
+
+def test_release_keeps_a_changelog_heading_that_is_dated_already(tmp_path: Path) -> None:
+    root = _copy(tmp_path)
+    _changelog_with(root, f"## {DEFAULT} — 2030-01-01")
+    done = _release(root)
+    assert done.returncode == 0, done.stderr
+    changelog = (root / "CHANGELOG.md").read_text()
+    new = _bump(DEFAULT)
+    assert changelog.count(f"## {DEFAULT} — ") == 1
+    assert f"## {DEFAULT} — 2030-01-01\n" in changelog  # the date the entry was given
+    assert changelog.index(f"## Unreleased ({new})") < changelog.index(f"## {DEFAULT} — ")
+    assert changelog.startswith("# Changelog\n")  # the new section goes under the preamble
+    assert "tag v" in done.stdout and "the commit before" in done.stdout
 
 
 def test_release_refuses_a_version_that_is_frozen_or_versions_that_differ(tmp_path: Path) -> None:
