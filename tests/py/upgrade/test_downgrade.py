@@ -1,15 +1,17 @@
-"""The way back: the version in development downgraded to the previous release.
+"""The ways back: a version downgraded to an older release.
 
-For each downgrade script shipped out of the default version
-(extension/sql/pgflow--DEFAULT--P.sql):
+For every way back the shipped scripts offer (one downgrade script
+extension/sql/pgflow--A--B.sql, or a chain of them), from the version in
+development or from a released one:
 
-* a fresh DEFAULT downgraded to P has exactly the catalog of a fresh P, by
-  ``ALTER EXTENSION pgflow UPDATE TO 'P'`` and by ``pgflow downgrade`` of a
+* a fresh A downgraded to B has exactly the catalog of a fresh B, by
+  ``ALTER EXTENSION pgflow UPDATE TO 'B'`` and by ``pgflow downgrade`` of a
   plain install (fingerprints of :mod:`pgflow.testing.catalog`);
-* runs written at DEFAULT (finished, failed, leased, queued, retried) read the
-  same and finish under P's protocol (reports without attempts);
-* a database that uses what P cannot hold (a flow version, a heartbeat) is
-  refused with SQLSTATE 55000 and a hint, and is left exactly as it was.
+* runs written at A (finished, failed, leased, queued, retried) read the
+  same and finish under B's protocol;
+* a database that uses what 0.2.0 cannot hold (a flow version, a heartbeat,
+  ...) is refused on the way to 0.2.0 with SQLSTATE 55000 and a hint, and is
+  left exactly as it was.
 """
 
 from __future__ import annotations
@@ -32,13 +34,22 @@ pytestmark = pytest.mark.db
 Conn = psycopg.Connection[tuple[Any, ...]]
 WORKER = uuid.UUID("00000000-0000-4000-8000-00000000000b")
 
+
+def _key(version: str) -> tuple[int, ...]:
+    return installer.version_key(version)
+
+
+SCRIPTS = installer.collect(DEFAULT, SQL.glob("pgflow--*.sql"))
 #: versions the default version ships a downgrade script to
-TARGETS = sorted(
-    m.group(1)
-    for p in SQL.glob(f"pgflow--{DEFAULT}--*.sql")
-    if (m := re.fullmatch(rf"pgflow--{re.escape(DEFAULT)}--([\d.]+)\.sql", p.name))
-    and installer.version_key(m.group(1)) < installer.version_key(DEFAULT)
-)
+TARGETS = sorted((b for a, b in SCRIPTS.upgrades if a == DEFAULT and _key(b) < _key(a)), key=_key)
+#: (from, to) of every way back: the default and each release, to each older
+#: release a downgrade script or a chain of them reaches
+WAYS_BACK = [
+    (a, b)
+    for a in [*SCRIPTS.full, DEFAULT]
+    for b in SCRIPTS.full
+    if _key(b) < _key(a) and SCRIPTS.reaches(a, b)
+]
 
 
 def test_the_default_version_ships_a_way_back_to_the_previous_release() -> None:
@@ -51,40 +62,47 @@ def _pgflow(*args: str) -> Any:
     return CliRunner().invoke(main, list(args))
 
 
-def _fresh(conninfo: str, version: str | None, method: str) -> list[str]:
+def _fresh(conninfo: str, version: str, method: str) -> list[str]:
     with connect(conninfo) as conn:
         if method == "extension":
-            sql = "CREATE EXTENSION pgflow" + (f" VERSION '{version}'" if version else "")
-            conn.execute(sql.encode())
+            conn.execute(f"CREATE EXTENSION pgflow VERSION '{version}'".encode())
             return catalog.fingerprint(conn)
-        installer.apply(conn, installer.plan_install(conn, version or DEFAULT, "plain"))
+        installer.apply(conn, installer.plan_install(conn, version, "plain"))
         return catalog.fingerprint(conn, extension=None)
 
 
+def test_every_release_after_the_first_has_a_way_back() -> None:
+    for version in [*SCRIPTS.full, DEFAULT]:
+        older = [v for v in SCRIPTS.full if _key(v) < _key(version)]
+        if _key(version) > _key("0.2.0"):  # 0.2.0 -> 0.1.0 was never written
+            assert (version, max(older, key=_key)) in WAYS_BACK, version
+
+
 @pytest.mark.parametrize("method", ["extension", "plain"])
-@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize(("source", "target"), WAYS_BACK)
 def test_a_downgraded_database_has_the_catalog_of_a_fresh_install(
-    new_db: NewDb, target: str, method: str
+    new_db: NewDb, source: str, target: str, method: str
 ) -> None:
+    fresh = _fresh(new_db("fresh_old"), target, method)
     dsn = new_db("down")
-    _fresh(dsn, None, method)
-    dry = _pgflow("downgrade", "--version", target, "--dsn", dsn, "--dry-run")
-    assert dry.exit_code == 0, dry.output
-    assert dry.stdout.startswith("would ")
-    assert "drops function" in dry.stdout
+    if _fresh(dsn, source, method) != fresh:  # the script has something to undo
+        dry = _pgflow("downgrade", "--version", target, "--dsn", dsn, "--dry-run")
+        assert dry.exit_code == 0, dry.output
+        assert dry.stdout.startswith("would ")
+        assert re.search(r"^  (drops|changes|adds) ", dry.stdout, re.M), dry.stdout
     with connect(dsn) as conn:
-        assert installer.installed(conn) == installer.Installed(DEFAULT, method)  # type: ignore[arg-type]
+        assert installer.installed(conn) == installer.Installed(source, method)  # type: ignore[arg-type]
     done = _pgflow("downgrade", "--version", target, "--dsn", dsn)
     assert done.exit_code == 0, done.output
-    assert done.stdout.endswith(f"downgraded pgflow {DEFAULT} to {target}\n")
+    assert done.stdout.endswith(f"downgraded pgflow {source} to {target}\n")
     with connect(dsn) as conn:
         assert installer.installed(conn) == installer.Installed(target, method)  # type: ignore[arg-type]
         down = catalog.fingerprint(conn, extension="pgflow" if method == "extension" else None)
-    fresh = _fresh(new_db("fresh_old"), target, method)
     difference = catalog.diff(down, fresh, f"downgraded to {target}", f"fresh {target}")
     if difference:
         pytest.fail(
-            f"the catalogs differ: regenerate with `tools/scripts/downgrade {target}`:\n"
+            f"the catalogs differ (if {source} is in development, regenerate with "
+            f"`tools/scripts/downgrade {target}`):\n"
             f"{difference}",
             pytrace=False,
         )
@@ -93,11 +111,11 @@ def test_a_downgraded_database_has_the_catalog_of_a_fresh_install(
     assert again.exit_code == 0, again.output
 
 
-def test_grants_come_back_with_the_old_signatures(new_db: NewDb) -> None:
-    (target,) = TARGETS[-1:]
+@pytest.mark.parametrize(("source", "target"), WAYS_BACK)
+def test_grants_come_back_with_the_old_signatures(new_db: NewDb, source: str, target: str) -> None:
     dsn = new_db("down_grants")
     with connect(dsn) as conn:
-        conn.execute("CREATE EXTENSION pgflow")
+        conn.execute(f"CREATE EXTENSION pgflow VERSION '{source}'".encode())
         conn.execute("CREATE ROLE pgflow_down_worker")
         try:
             conn.execute("SELECT pgflow.grant_worker('pgflow_down_worker')")
@@ -132,10 +150,22 @@ def _start(conn: Conn, flow: str) -> str:
     return str(row[0])
 
 
-@pytest.mark.parametrize("target", TARGETS)
-def test_runs_written_at_the_new_version_finish_on_the_old_one(new_db: NewDb, target: str) -> None:
+def _as_old(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """``before`` with only the keys the older version's ``get_run`` has."""
+    old = {k: v for k, v in before.items() if k in after}
+    steps = {s["step_slug"]: s for s in after["steps"]}
+    old["steps"] = [
+        {k: v for k, v in s.items() if k in steps[s["step_slug"]]} for s in before["steps"]
+    ]
+    return old
+
+
+@pytest.mark.parametrize(("source", "target"), WAYS_BACK)
+def test_runs_written_at_the_new_version_finish_on_the_old_one(
+    new_db: NewDb, source: str, target: str
+) -> None:
     with connect(new_db("down_data")) as conn:
-        conn.execute("CREATE EXTENSION pgflow")
+        conn.execute(f"CREATE EXTENSION pgflow VERSION '{source}'".encode())
         conn.execute("SELECT pgflow.create_flow('chain', max_attempts => 1)")
         conn.execute("SELECT pgflow.add_step('chain', 'a')")
         conn.execute("SELECT pgflow.add_step('chain', 'b', ARRAY['a'])")
@@ -152,14 +182,11 @@ def test_runs_written_at_the_new_version_finish_on_the_old_one(new_db: NewDb, ta
         assert _run(conn, retried)["status"] == "failed"
         conn.execute("SELECT pgflow.retry_run(%s)", (retried,))
         before = _run(conn, done)
-        for step in before["steps"]:  # 0.3.0 says what a wait step waits for
-            assert step.pop("waiting_for") is None
-            assert step.pop("subflow") is None  # and which flow a sub-flow step runs
-            assert step.pop("waiting_for_slot") is None  # and what waits for a concurrency slot
 
         conn.execute(f"ALTER EXTENSION pgflow UPDATE TO '{target}'".encode())
 
-        assert _run(conn, done) == {k: v for k, v in before.items() if k in _run(conn, done)}
+        after = _run(conn, done)
+        assert after == _as_old(before, after)
         conn.execute("SELECT pgflow.complete_task(%s, %s, %s, '2')", held)
         # the retried run has its whole budget again, counted as the old version counts
         claimed = _claim(conn, "chain")
@@ -169,7 +196,8 @@ def test_runs_written_at_the_new_version_finish_on_the_old_one(new_db: NewDb, ta
             " WHERE run_id = %s AND step_slug = %s AND task_index = %s",
             task,
         ).fetchone()
-        assert attempts == (1,)
+        # 0.2.0 counts from the retry; 0.3.0 on count over the task's life
+        assert attempts == ((1,) if _key(target) < _key("0.3.0") else (2,))
         for t in claimed:
             conn.execute("SELECT pgflow.complete_task(%s, %s, %s, '3')", t)
         for _ in range(3):
@@ -248,13 +276,14 @@ def test_runs_written_at_the_new_version_finish_on_the_old_one(new_db: NewDb, ta
         ),
     ],
 )
+@pytest.mark.parametrize("source", [a for a, b in WAYS_BACK if b == "0.2.0"])
 def test_what_the_old_version_cannot_hold_is_refused_and_nothing_changes(
-    new_db: NewDb, setup: list[str], message: str
+    new_db: NewDb, source: str, setup: list[str], message: str
 ) -> None:
-    (target,) = TARGETS[-1:]
+    target = "0.2.0"  # the checks of pgflow--0.3.0--0.2.0.sql, on every way down to 0.2.0
     dsn = new_db("down_refused")
     with connect(dsn) as conn:
-        conn.execute("CREATE EXTENSION pgflow")
+        conn.execute(f"CREATE EXTENSION pgflow VERSION '{source}'".encode())
         for statement in setup:
             conn.execute(statement.encode())
         before = catalog.fingerprint(conn)
@@ -263,7 +292,7 @@ def test_what_the_old_version_cannot_hold_is_refused_and_nothing_changes(
         assert message in str(refused.value)
         assert refused.value.diag.message_hint
         assert catalog.fingerprint(conn) == before
-        assert installer.installed(conn) == installer.Installed(DEFAULT, "extension")
+        assert installer.installed(conn) == installer.Installed(source, "extension")
     cli = _pgflow("downgrade", "--version", target, "--dsn", dsn)
     assert cli.exit_code == 1
     assert message in cli.stderr
@@ -281,6 +310,8 @@ def test_downgrade_names_its_limits(new_db: NewDb) -> None:
     assert nowhere.exit_code == 1
     assert f"no downgrade script from pgflow {DEFAULT} to 0.0.1" in nowhere.stderr
     assert "restore a backup" in nowhere.stderr
+    reachable = sorted((b for a, b in WAYS_BACK if a == DEFAULT), key=_key)
+    assert f"(only to {', '.join(reachable)})" in nowhere.stderr
     up = _pgflow("upgrade", "--version", "0.1.0", "--dsn", dsn)
     assert up.exit_code == 1
     assert "`pgflow downgrade --version 0.1.0`" in up.stderr

@@ -95,6 +95,14 @@ class Scripts:
         """Every version with a full script, oldest first."""
         return sorted(self.full, key=version_key)
 
+    def reaches(self, source: str, target: str) -> bool:
+        """Whether a chain of these scripts leads from ``source`` to ``target``."""
+        try:
+            self.update_path(source, target)
+        except InstallError:
+            return False
+        return True
+
     def update_path(self, source: str, target: str) -> list[tuple[str, str]]:
         """The shortest chain of upgrade scripts from ``source`` to ``target``
         (downgrade scripts only on the way down, upgrade scripts only up)."""
@@ -384,15 +392,12 @@ def plan_downgrade(db: Database, target: str, scripts: Scripts | None = None) ->
             f"the database has pgflow {have.version}, older than {target}: use `pgflow upgrade`"
         )
     scripts = scripts or find_scripts()
-    if (have.version, target) not in scripts.upgrades:
-        back = sorted(
-            (
-                b
-                for a, b in scripts.upgrades
-                if a == have.version and version_key(b) < version_key(a)
-            ),
-            key=version_key,
-        )
+    if not scripts.reaches(have.version, target):  # one script, or a chain of them
+        back = [
+            v
+            for v in sorted({b for _, b in scripts.upgrades}, key=version_key)
+            if version_key(v) < version_key(have.version) and scripts.reaches(have.version, v)
+        ]
         raise InstallError(
             f"there is no downgrade script from pgflow {have.version} to {target}"
             + (f" (only to {', '.join(back)})" if back else "")

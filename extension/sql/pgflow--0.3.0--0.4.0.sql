@@ -1,0 +1,11 @@
+-- pgflow 0.3.0 -> 0.4.0: ALTER EXTENSION pgflow UPDATE TO '0.4.0'.
+--
+-- While 0.4.0 is in development, extension/src/ is its source and this file
+-- must follow it: mirror every change of extension/src/ here (CREATE OR
+-- REPLACE FUNCTION, ALTER TABLE, new objects with their COMMENT, REVOKE and
+-- pg_extension_config_dump, ...).  tests/py/upgrade/ compares the catalog of
+-- a database upgraded with this script to a fresh install and fails with a
+-- diff when they differ.  `make release` freezes this file (SHA256SUMS) when
+-- 0.4.0 is released.  pg_extension_config_dump() calls must be top-level
+-- SELECT statements (the plain install of `pgflow upgrade` leaves them out).
+\echo Use "ALTER EXTENSION pgflow UPDATE TO '0.4.0'" to load this file. \quit
